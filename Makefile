@@ -1,0 +1,27 @@
+# Two commands do all the set-up on a fresh machine: `make demo` (the main job) and `make test`.
+# torch must come from the package index (PIP_FIND_LINKS=' '): torchvision's wheels are built against
+# the index's CUDA torch and fail to import with a local CPU-only build of the same version.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.segzoo-installed
+
+.PHONY: install demo test lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	PIP_FIND_LINKS=' ' $(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/segzoo build vgg16-fcn8s --input 3x500x500
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check segzoo plugins tests bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

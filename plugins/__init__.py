@@ -1,0 +1,1 @@
+"""segzoo's built-in plugins, loaded through the ``segzoo`` entry-point group like any third-party one."""

@@ -1,0 +1,71 @@
+"""AlexNet in torchvision's layout, convolutionalized.
+
+It has only three pools (strides 8/16/32 after a stride-4 conv1), which is why heads ask for
+strides, not layer names. In this modern geometry conv1 is padded by 5 and the 3x3/2 pools by 1, so
+the map at stride s is exactly ceil(H/s); the weights' shapes are torchvision's, so its ImageNet
+weights load by name. fc6 reads a 6x6 window (padded 2 before, 3 after, to keep the size).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from segzoo import Backbone, FeatureInfo, hookimpl
+from segzoo.layers import load_backbone_weights
+
+
+def make_features() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 11, stride=4, padding=5), nn.ReLU(inplace=True),  # 0, 1: conv1 (stride 4)
+        nn.MaxPool2d(3, 2, padding=1),  # 2: pool1 (stride 8)
+        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True),  # 3, 4: conv2
+        nn.MaxPool2d(3, 2, padding=1),  # 5: pool2 (stride 16)
+        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),  # 6, 7: conv3
+        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),  # 8, 9: conv4
+        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True),  # 10, 11: conv5
+        nn.MaxPool2d(3, 2, padding=1),  # 12: pool5 (stride 32)
+    )
+
+
+class AlexNet(Backbone):
+    """AlexNet whose conv1, pool1, pool2 give strides 4, 8, 16 and whose fc7 gives stride 32."""
+
+    TAPS = {1: 4, 2: 8, 5: 16}  # index in `features` -> stride
+
+    def __init__(self, fc_channels: int = 4096, dropout: float = 0.5):
+        super().__init__()
+        self.features = make_features()
+        self.pad6 = nn.ZeroPad2d((2, 3, 2, 3))
+        self.fc6 = nn.Conv2d(256, fc_channels, 6)
+        self.fc7 = nn.Conv2d(fc_channels, fc_channels, 1)
+        self.relu6, self.relu7 = nn.ReLU(inplace=True), nn.ReLU(inplace=True)
+        self.drop6, self.drop7 = nn.Dropout(dropout), nn.Dropout(dropout)
+        self.feature_info = [FeatureInfo(4, 64), FeatureInfo(8, 64), FeatureInfo(16, 192),
+                             FeatureInfo(32, fc_channels)]
+
+    def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        out: dict[int, torch.Tensor] = {}
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self.TAPS:
+                out[self.TAPS[i]] = x
+        return {**out, 32: self.fc(x)}
+
+    def fc(self, pool5: torch.Tensor) -> torch.Tensor:
+        """fc6 and fc7 as convs: at a 6x6 pool5 map, position (2, 2) is the ImageNet classifier's fc7."""
+        x = self.drop6(self.relu6(self.fc6(self.pad6(pool5))))
+        return self.drop7(self.relu7(self.fc7(x)))
+
+
+def alexnet(weights: str | None = None, fc_channels: int = 4096, dropout: float = 0.5) -> AlexNet:
+    """AlexNet (Krizhevsky et al.), torchvision's layout, with fc6/fc7 as 6x6 and 1x1 convs; strides 4-32."""
+    model = AlexNet(fc_channels, dropout)
+    if weights:
+        load_backbone_weights(model, weights, fc6_in_channels=256, fc6_kernel=6)
+    return model
+
+
+@hookimpl
+def segzoo_register_backbones(registrar):
+    registrar.backbone("alexnet", alexnet)

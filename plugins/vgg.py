@@ -1,0 +1,72 @@
+"""VGG16, convolutionalized: the paper's main backbone.
+
+``features`` keeps torchvision's indices, so torchvision and timm ImageNet weights load by name.
+Pooling uses ceil mode, so the map at stride s is exactly ceil(H/s) for any H, and fc6 is a 7x7
+conv padded by 3 so a 7x7 pool5 window still sees what the ImageNet classifier saw. This is the
+clean modern geometry; the paper's pad-100 geometry is a separate option.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from segzoo import Backbone, FeatureInfo, hookimpl
+from segzoo.layers import load_backbone_weights
+
+CONFIG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+def make_features() -> nn.Sequential:
+    layers: list[nn.Module] = []
+    channels = 3
+    for v in CONFIG:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
+        else:
+            layers += [nn.Conv2d(channels, v, 3, padding=1), nn.ReLU(inplace=True)]
+            channels = v
+    return nn.Sequential(*layers)
+
+
+class VGG16(Backbone):
+    """VGG16 whose pool1..pool4 give strides 2..16 and whose fc7 (after pool5, fc6) gives stride 32."""
+
+    POOLS = {4: 2, 9: 4, 16: 8, 23: 16}  # index in `features` of pool1..pool4 -> stride
+
+    def __init__(self, fc_channels: int = 4096, dropout: float = 0.5):
+        super().__init__()
+        self.features = make_features()
+        self.fc6 = nn.Conv2d(512, fc_channels, 7, padding=3)
+        self.fc7 = nn.Conv2d(fc_channels, fc_channels, 1)
+        self.relu6, self.relu7 = nn.ReLU(inplace=True), nn.ReLU(inplace=True)
+        self.drop6, self.drop7 = nn.Dropout(dropout), nn.Dropout(dropout)
+        self.feature_info = [FeatureInfo(2, 64), FeatureInfo(4, 128), FeatureInfo(8, 256), FeatureInfo(16, 512),
+                             FeatureInfo(32, fc_channels)]
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        out: dict[int, torch.Tensor] = {}
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self.POOLS:
+                out[self.POOLS[i]] = x
+        x = self.drop6(self.relu6(self.fc6(x)))
+        out[32] = self.drop7(self.relu7(self.fc7(x)))
+        return out
+
+
+def vgg16(weights: str | None = None, fc_channels: int = 4096, dropout: float = 0.5) -> VGG16:
+    """VGG16 (Simonyan & Zisserman) with fc6/fc7 as 7x7 and 1x1 convs; strides 2-32."""
+    model = VGG16(fc_channels, dropout)
+    if weights:
+        load_backbone_weights(model, weights, fc6_in_channels=512, fc6_kernel=7)
+    return model
+
+
+@hookimpl
+def segzoo_register_backbones(registrar):
+    registrar.backbone("vgg16", vgg16)

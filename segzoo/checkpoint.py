@@ -1,0 +1,88 @@
+"""Reading and writing weights safely: atomic writes, ``weights_only`` reads, errors that say what to do."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError
+
+FORMAT = "segzoo-model"
+VERSION = 1
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """Write to a temporary file in the same folder, fsync, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def safe_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain data only, never arbitrary pickles."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no such weights file: {path}; check the path")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        raise CheckpointError(
+            f"cannot read {path} as PyTorch weights ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            "the file is corrupt, truncated or not a state dict saved with torch.save"
+        ) from exc
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """A state dict from a file, unwrapping the common ``{"state_dict": ...}`` / ``{"model": ...}`` shells."""
+    obj = safe_load(path)
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def save_model(model: torch.nn.Module, path: str | os.PathLike[str], **extra: Any) -> Path:
+    """Save weights plus the recipe that rebuilds them, so ``load_model`` needs no other argument."""
+    recipe = getattr(model, "recipe", None)
+    if not recipe:
+        raise CheckpointError("only a model built by segzoo.create_model carries the recipe needed to save it")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return atomic_save({"format": FORMAT, "version": VERSION, "recipe": recipe, "state_dict": state, **extra}, path)
+
+
+def load_model(path: str | os.PathLike[str], map_location: Any = "cpu") -> torch.nn.Module:
+    """Rebuild a model saved by :func:`save_model` (or a trainer checkpoint) from its file alone."""
+    from .api import get_registry
+
+    ckpt = safe_load(path, map_location=map_location)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "recipe" not in ckpt:
+        raise CheckpointError(
+            f"{path} is not a segzoo model checkpoint (no recipe inside); for a plain state dict use "
+            "create_model(name, ...) and model.load_state_dict(...)"
+        )
+    recipe = dict(ckpt["recipe"])
+    recipe["backbone_weights"] = None  # the file's own weights replace them below
+    model = get_registry().build(recipe)
+    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path} does not match the model its recipe builds: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    return model

@@ -1,0 +1,47 @@
+"""Build a network by name and print its summary; --out saves it as a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..api import create_model
+from ..checkpoint import save_model
+from ..summary import parse_input_size, summarize
+from ..table import format_table
+
+COMMAND = "build"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a model name, <backbone>-<head> (e.g. vgg16-fcn8s) or a recipe")
+    p.add_argument("--num-classes", type=int, default=None, help="number of classes (default: the recipe's, or 21)")
+    p.add_argument("--input", default=None, help="input size CxHxW for the summary (default: the recipe's, or 3x500x500)")
+    p.add_argument("--backbone-weights", default=None, metavar="FILE",
+                   help="a local ImageNet classifier state dict (torchvision or timm layout)")
+    p.add_argument("--out", default=None, metavar="FILE", help="write a checkpoint (weights + recipe) here")
+
+
+def run(args: argparse.Namespace) -> int:
+    model = create_model(args.model, num_classes=args.num_classes, backbone_weights=args.backbone_weights)
+    r = model.recipe
+    size = parse_input_size(args.input) if args.input else tuple(r.get("input_size") or (3, 500, 500))
+    s = summarize(model, (1, *size))
+    strides = " + ".join(str(x) for x in model.head.strides)
+    rows = [
+        ["model", r["name"]],
+        ["backbone", f"{r['backbone']}  (plugin {r['backbone_plugin']})"],
+        ["head", f"{r['head']}  (plugin {r['head_plugin']})"],
+        ["classes", r["num_classes"]],
+        ["strides fused", f"{strides}  (final upsampling {model.head.strides[-1]}x)"],
+        ["parameters", f"{s.params:,} total, {s.trainable:,} trainable"],
+        ["input", " x ".join(map(str, s.input_shape))],
+        ["output", " x ".join(map(str, s.output_shape))],
+        ["GFLOPs", f"{s.gflops:.1f} (forward, at this input)"],
+    ]
+    if r.get("backbone_weights"):
+        rows.insert(3, ["backbone weights", r["backbone_weights"]])
+    print(format_table(["", ""], rows).split("\n", 2)[2])
+    if args.out:
+        path = save_model(model, args.out)
+        print(f"saved {path} (load it with segzoo.load_model)")
+    return 0

@@ -1,0 +1,45 @@
+"""List backbones, heads and recipes, with the plugin and distribution that provides each."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..api import get_registry
+from ..table import format_table
+
+COMMAND = "list"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pattern", nargs="?", default=None,
+                   help="a wildcard over model names (e.g. '*fcn8s'): list matching models instead")
+
+
+def run(args: argparse.Namespace) -> int:
+    registry = get_registry()
+    if args.pattern:
+        for name in registry.list_models(args.pattern):
+            print(name)
+        return 0
+    for kind in ("backbone", "head", "recipe"):
+        rows = []
+        for name in registry.names(kind):
+            e = registry.entries[kind][name]
+            rows.append([name, e.plugin, e.dist, _describe(e)])
+        print(f"{kind}s ({len(rows)})")
+        print(format_table(["name", "plugin", "distribution", "description"], rows))
+        print()
+    failed = [p for p in registry.plugins if p.status == "failed"]
+    if failed:
+        print(f"{len(failed)} plugin(s) failed to load; 'segzoo plugins' shows why: "
+              + ", ".join(f"{p.name} ({p.dist})" for p in failed))
+    print("Compose any backbone with any head: <backbone>-<head>, e.g. segzoo build vgg16-fcn8s")
+    return 0
+
+
+def _describe(e) -> str:
+    if e.kind == "recipe":
+        r = e.obj
+        return f"{r['backbone']} + {r['head']}, {r.get('num_classes', 21)} classes" + (
+            f": {r['description']}" if r.get("description") else "")
+    return e.description

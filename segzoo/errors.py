@@ -1,0 +1,46 @@
+"""Errors a user can act on: each message names the problem and the fix.
+
+The CLI turns every :class:`SegzooError` into one line on stderr and exit code 2,
+so anything raised as one must read well without a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class SegzooError(Exception):
+    """Base class for errors caused by the user's input, not by a bug in segzoo."""
+
+
+class UnknownNameError(SegzooError, LookupError):
+    """A model, backbone, head or recipe name that nothing registered."""
+
+    def __init__(self, kind: str, name: str, candidates: Iterable[str], hint: str = "run 'segzoo list' to see them all"):
+        self.kind, self.name = kind, name
+        self.suggestions = close_matches(name, candidates)
+        did_you_mean = f" Did you mean: {', '.join(self.suggestions)}?" if self.suggestions else ""
+        super().__init__(f"unknown {kind} '{name}'.{did_you_mean} ({hint})")
+
+
+class PluginError(SegzooError):
+    """A plugin that failed to import, to register, or broke a contract."""
+
+
+class CheckpointError(SegzooError):
+    """A checkpoint or weights file that is missing, corrupt or of the wrong layout."""
+
+
+class InputError(SegzooError, ValueError):
+    """A tensor or image that the model cannot take (too small, wrong channels)."""
+
+
+def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """The closest names first; a prefix match counts even when difflib's ratio is low."""
+    pool = sorted(set(candidates))
+    found = difflib.get_close_matches(name, pool, n=n, cutoff=0.6)
+    if len(found) < n:
+        stem = name.split("-")[0]
+        found += [c for c in pool if c.startswith(stem) and c not in found][: n - len(found)]
+    return found

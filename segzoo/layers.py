@@ -1,0 +1,132 @@
+"""Small building blocks shared by plugins: bilinear upsampling, size alignment, fc→conv."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def bilinear_kernel(channels: int, factor: int) -> torch.Tensor:
+    """A (channels, channels, 2f, 2f) transposed-conv weight doing per-channel bilinear upsampling.
+
+    The filter is FCN's ``upsample_filt``: ``1 - |k - centre| / f`` with the centre at ``f - 0.5``,
+    which is exactly ``F.interpolate(..., align_corners=False)`` when the conv is padded by ``f / 2``.
+    Off-diagonal (cross-channel) taps are zero, so each class is upsampled on its own.
+    """
+    size = 2 * factor
+    centre = factor - 0.5
+    taps = 1 - (torch.arange(size, dtype=torch.float64) - centre).abs() / factor
+    filt = (taps[:, None] * taps[None, :]).to(torch.float32)
+    weight = torch.zeros(channels, channels, size, size)
+    weight[range(channels), range(channels)] = filt
+    return weight
+
+
+class BilinearUpsample(nn.Module):
+    """Upsample by an even integer factor with a transposed conv initialised to bilinear.
+
+    The input is replicate-padded by one coarse pixel and the extra fine pixels are cropped by the
+    conv's own padding, so at initialisation the output equals ``F.interpolate(mode="bilinear",
+    align_corners=False)`` everywhere, borders included (a zero-padded deconv would fade the scores
+    towards the image edges). ``learnable=False`` freezes the kernel, as in the paper's final layers.
+    """
+
+    def __init__(self, channels: int, factor: int, learnable: bool = True):
+        super().__init__()
+        if factor < 2 or factor % 2:
+            raise ValueError(f"bilinear upsampling needs an even factor >= 2, got {factor}")
+        self.factor = factor
+        self.deconv = nn.ConvTranspose2d(
+            channels, channels, 2 * factor, stride=factor, padding=factor + factor // 2, bias=False
+        )
+        with torch.no_grad():
+            self.deconv.weight.copy_(bilinear_kernel(channels, factor))
+        self.deconv.weight.requires_grad_(learnable)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.deconv(F.pad(x, (1, 1, 1, 1), mode="replicate"))
+
+
+def fit_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Crop (or, for a backbone that rounds sizes down, replicate-pad) the bottom/right edges to ``size``.
+
+    Features of stride s are aligned at the top-left corner (cell j covers pixels s*j .. s*j+s-1),
+    so alignment never shifts the map, it only trims or extends its far edges.
+    """
+    h, w = int(size[0]), int(size[1])
+    x = x[..., :h, :w]
+    dh, dw = h - x.shape[-2], w - x.shape[-1]
+    if dh > 0 or dw > 0:
+        x = F.pad(x, (0, max(dw, 0), 0, max(dh, 0)), mode="replicate")
+    return x
+
+
+def conv_from_linear(linear_weight: torch.Tensor, in_channels: int, kernel: int) -> torch.Tensor:
+    """Reshape a Linear weight that read a flattened (C, k, k) map into the equivalent k x k conv weight.
+
+    torch flattens C-major, so this is a pure view: the conv computes exactly the Linear layer when
+    its window covers the same k x k map.
+    """
+    out_features, in_features = linear_weight.shape
+    if in_features != in_channels * kernel * kernel:
+        raise ValueError(
+            f"a Linear layer with {in_features} inputs cannot become a {in_channels}x{kernel}x{kernel} conv"
+        )
+    return linear_weight.reshape(out_features, in_channels, kernel, kernel)
+
+
+# Where each known classifier layout keeps fc6 and fc7 (their Linear or conv weights).
+CLASSIFIER_LAYOUTS = {
+    "segzoo": ("fc6", "fc7"),
+    "torchvision-vgg": ("classifier.0", "classifier.3"),
+    "timm-vgg": ("pre_logits.fc1", "pre_logits.fc2"),
+    "torchvision-alexnet": ("classifier.1", "classifier.4"),
+}
+
+
+def convolutionalize_state_dict(
+    state: dict[str, torch.Tensor], fc6_in_channels: int, fc6_kernel: int
+) -> tuple[dict[str, torch.Tensor], str]:
+    """Turn an ImageNet classifier's state dict into a backbone's: ``features.*`` kept, fc6/fc7 as convs.
+
+    The layout is detected from the keys (torchvision or timm classifiers, or segzoo's own); the
+    final 1000-way ImageNet layer is dropped. Returns the new state dict and the layout's name.
+    """
+    for layout, (fc6, fc7) in CLASSIFIER_LAYOUTS.items():
+        if f"{fc6}.weight" in state and f"{fc7}.weight" in state:
+            break
+    else:
+        raise KeyError(
+            "no fc6/fc7 found: expected keys of one of these layouts: "
+            + ", ".join(f"{name} ({a}.weight, {b}.weight)" for name, (a, b) in CLASSIFIER_LAYOUTS.items())
+        )
+    out = {k: v for k, v in state.items() if k.startswith("features.")}
+    w6, w7 = state[f"{fc6}.weight"], state[f"{fc7}.weight"]
+    out["fc6.weight"] = conv_from_linear(w6, fc6_in_channels, fc6_kernel) if w6.dim() == 2 else w6
+    out["fc7.weight"] = conv_from_linear(w7, w7.shape[1], 1) if w7.dim() == 2 else w7
+    out["fc6.bias"], out["fc7.bias"] = state[f"{fc6}.bias"], state[f"{fc7}.bias"]
+    return out, layout
+
+
+def load_backbone_weights(module: nn.Module, path: str, fc6_in_channels: int, fc6_kernel: int) -> str:
+    """Load a classifier's weights file into a convolutionalized backbone; errors list what differs."""
+    from .checkpoint import read_state_dict
+    from .errors import CheckpointError
+
+    try:
+        state, layout = convolutionalize_state_dict(read_state_dict(path), fc6_in_channels, fc6_kernel)
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path}: {exc.args[0]}") from exc
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{path} ({layout} layout) does not fit this backbone: missing {missing[:6]}, "
+            f"unexpected {unexpected[:6]}, wrong shapes {wrong[:6]}; is it the right architecture?"
+        )
+    module.load_state_dict(state)
+    return layout

@@ -1,0 +1,130 @@
+"""The contracts between backbones and heads, and the one model class that composes them.
+
+A backbone maps an image to feature maps keyed by *output stride* (4, 8, 16, 32, ...), and says
+what it returns in ``feature_info`` (like timm's ``features_only``: channels and reduction per
+level). A head takes that dict and the input's size and returns N x C x H x W class scores. Neither
+knows the other's layer names, which is what lets any backbone pair with any head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import InputError, PluginError
+
+# How an RGB image with values in [0, 1] becomes the network's input:
+#   x = image * scale; if bgr: reverse the channels; x = (x - mean) / std   (mean/std in x's channel order)
+# ImageNet weights (torchvision, timm) use the default; the Caffe-era FCN weights use
+# {"mean": [104.00699, 116.66877, 122.67892], "std": [1, 1, 1], "scale": 255.0, "bgr": True}.
+IMAGENET_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "scale": 1.0, "bgr": False}
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One feature level a backbone returns: its output stride and channel count."""
+
+    stride: int
+    channels: int
+
+
+class Backbone(nn.Module):
+    """Base class for encoders. ``forward(x)`` returns ``{stride: tensor}`` for every level in ``feature_info``.
+
+    Subclasses set ``feature_info`` and may override ``min_input_size`` (smallest H and W they take)
+    and ``normalization`` (how images must be scaled for their weights).
+    """
+
+    feature_info: list[FeatureInfo]
+    min_input_size: int = 32
+    normalization: dict[str, Any] = IMAGENET_NORM
+
+    def channels(self) -> dict[int, int]:
+        return {f.stride: f.channels for f in self.feature_info}
+
+    def strides(self) -> list[int]:
+        return [f.stride for f in self.feature_info]
+
+
+class Head(nn.Module):
+    """Base class for decoders. ``forward(features, size)`` returns N x C x size[0] x size[1] scores.
+
+    ``strides`` lists the feature strides the head reads, coarsest first.
+    """
+
+    strides: tuple[int, ...]
+    num_classes: int
+
+
+def check_head_fits(head_name: str, strides: tuple[int, ...], info: list[FeatureInfo], backbone_name: str) -> None:
+    """Fail at build time, not at the first forward, when a head needs a stride the backbone lacks."""
+    have = {f.stride for f in info}
+    missing = [s for s in strides if s not in have]
+    if missing:
+        raise InputError(
+            f"head '{head_name}' fuses features at strides {list(strides)}, but backbone '{backbone_name}' "
+            f"provides only {sorted(have)} (missing {missing}); pick a head with fewer skips, e.g. fcn32s"
+        )
+
+
+class SegmentationModel(nn.Module):
+    """``backbone`` + ``head``: an image batch in, per-class scores of the same H x W out.
+
+    ``recipe`` is the plain-data description (names, classes, options) that rebuilds this model;
+    checkpoints store it beside the weights.
+    """
+
+    def __init__(self, backbone: Backbone, head: Head, recipe: dict[str, Any] | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.recipe = dict(recipe or {})
+        self._checked = False
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    @property
+    def normalization(self) -> dict[str, Any]:
+        return self.recipe.get("normalization") or self.backbone.normalization
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        features = self.backbone(x)
+        if not self._checked:
+            self._check_features(features)
+        return self.head(features, x.shape[-2:])
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 4:
+            raise InputError(f"expected a batch N x C x H x W, got a tensor of shape {tuple(x.shape)}; add a batch dimension with x[None]")
+        h, w = x.shape[-2:]
+        low = self.backbone.min_input_size
+        if h < low or w < low:
+            name = self.recipe.get("backbone", type(self.backbone).__name__)
+            raise InputError(
+                f"input {h}x{w} is smaller than backbone '{name}' takes: the minimum is {low}x{low}; "
+                "resize or pad the image"
+            )
+
+    def _check_features(self, features: dict[int, torch.Tensor]) -> None:
+        """Compare what the backbone returned with what it declared, once, and blame the plugin."""
+        name = self.recipe.get("backbone", type(self.backbone).__name__)
+        plugin = self.recipe.get("backbone_plugin", "?")
+        for f in self.backbone.feature_info:
+            got = features.get(f.stride)
+            if got is None:
+                raise PluginError(
+                    f"backbone '{name}' (plugin {plugin}) declares stride {f.stride} but returned strides "
+                    f"{sorted(features)}; its feature_info must match its forward()"
+                )
+            if got.shape[1] != f.channels:
+                raise PluginError(
+                    f"backbone '{name}' (plugin {plugin}) declares {f.channels} channels at stride {f.stride} "
+                    f"but returned {got.shape[1]}; its feature_info must match its forward()"
+                )
+        self._checked = True
