@@ -60,7 +60,8 @@ def make_factory(name: str, strides: tuple[int, ...]):
     def factory(feature_info: list[FeatureInfo], num_classes: int, learnable_upsampling: bool = True) -> FCNHead:
         return FCNHead(feature_info, num_classes, strides, learnable_upsampling)
 
-    factory.__doc__ = f"FCN-{strides[-1]}s: fuses strides {', '.join(map(str, strides))}; upsamples {strides[-1]}x at the end"
+    fused = ", ".join(map(str, strides))
+    factory.__doc__ = f"FCN-{strides[-1]}s: fuses strides {fused}; upsamples {strides[-1]}x at the end"
     return factory
 
 

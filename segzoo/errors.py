@@ -17,7 +17,8 @@ class SegzooError(Exception):
 class UnknownNameError(SegzooError, LookupError):
     """A model, backbone, head or recipe name that nothing registered."""
 
-    def __init__(self, kind: str, name: str, candidates: Iterable[str], hint: str = "run 'segzoo list' to see them all"):
+    def __init__(self, kind: str, name: str, candidates: Iterable[str],
+                 hint: str = "run 'segzoo list' to see them all"):
         self.kind, self.name = kind, name
         self.suggestions = close_matches(name, candidates)
         did_you_mean = f" Did you mean: {', '.join(self.suggestions)}?" if self.suggestions else ""

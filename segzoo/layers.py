@@ -93,14 +93,14 @@ def convolutionalize_state_dict(
     The layout is detected from the keys (torchvision or timm classifiers, or segzoo's own); the
     final 1000-way ImageNet layer is dropped. Returns the new state dict and the layout's name.
     """
-    for layout, (fc6, fc7) in CLASSIFIER_LAYOUTS.items():
-        if f"{fc6}.weight" in state and f"{fc7}.weight" in state:
-            break
-    else:
+    layout = next((name for name, (a, b) in CLASSIFIER_LAYOUTS.items()
+                   if f"{a}.weight" in state and f"{b}.weight" in state), None)
+    if layout is None:
         raise KeyError(
             "no fc6/fc7 found: expected keys of one of these layouts: "
             + ", ".join(f"{name} ({a}.weight, {b}.weight)" for name, (a, b) in CLASSIFIER_LAYOUTS.items())
         )
+    fc6, fc7 = CLASSIFIER_LAYOUTS[layout]
     out = {k: v for k, v in state.items() if k.startswith("features.")}
     w6, w7 = state[f"{fc6}.weight"], state[f"{fc7}.weight"]
     out["fc6.weight"] = conv_from_linear(w6, fc6_in_channels, fc6_kernel) if w6.dim() == 2 else w6

@@ -101,7 +101,8 @@ class SegmentationModel(nn.Module):
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4:
-            raise InputError(f"expected a batch N x C x H x W, got a tensor of shape {tuple(x.shape)}; add a batch dimension with x[None]")
+            raise InputError(f"expected a batch N x C x H x W, got a tensor of shape {tuple(x.shape)}; "
+                             "add a batch dimension with x[None]")
         h, w = x.shape[-2:]
         low = self.backbone.min_input_size
         if h < low or w < low:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,7 +122,7 @@ class Registry:
             prefix = fam.name[:-1]
             if fam.is_family and name.startswith(prefix) and len(name) > len(prefix):
                 variant = name[len(prefix):]
-                return (lambda **kw: fam.obj(variant, **kw)), fam
+                return functools.partial(fam.obj, variant), fam
         raise UnknownNameError("backbone", name, self.names("backbone"))
 
     def head_factory(self, name: str) -> tuple[Callable[..., Any], Entry]:

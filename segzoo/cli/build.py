@@ -15,7 +15,8 @@ COMMAND = "build"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a model name, <backbone>-<head> (e.g. vgg16-fcn8s) or a recipe")
     p.add_argument("--num-classes", type=int, default=None, help="number of classes (default: the recipe's, or 21)")
-    p.add_argument("--input", default=None, help="input size CxHxW for the summary (default: the recipe's, or 3x500x500)")
+    p.add_argument("--input", default=None,
+                   help="input size CxHxW for the summary (default: the recipe's, or 3x500x500)")
     p.add_argument("--backbone-weights", default=None, metavar="FILE",
                    help="a local ImageNet classifier state dict (torchvision or timm layout)")
     p.add_argument("--out", default=None, metavar="FILE", help="write a checkpoint (weights + recipe) here")
