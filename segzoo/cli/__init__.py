@@ -48,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("segzoo: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `segzoo list | head`: the reader left, which is not an error
+        sys.stderr.close()
+        return 0
 
 
 def _configure_plugins(args: argparse.Namespace) -> None:
