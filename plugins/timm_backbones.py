@@ -8,7 +8,8 @@ from segzoo import Backbone, FeatureInfo, hookimpl
 from segzoo.checkpoint import read_state_dict
 from segzoo.errors import CheckpointError, UnknownNameError
 
-EXAMPLES = ("resnet18", "resnet50", "mobilenetv3_large_100", "efficientnet_b0", "convnext_tiny")
+# Listed by name (and so in every contract test); any other timm model is reachable as timm-<name>.
+EXAMPLES = ("resnet18", "mobilenetv3_large_100")
 
 
 class TimmBackbone(Backbone):

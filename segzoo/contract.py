@@ -1,0 +1,191 @@
+"""The contracts every backbone, head and composed model must keep, as checks anyone can run.
+
+segzoo's own tests run these over every registered plugin; ``segzoo check-plugin`` runs them over a
+third-party plugin; a plugin author can call :func:`assert_contract` from pytest. Each check returns
+a :class:`CheckResult` with the reason of a failure instead of raising, so one report shows them all.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import InputError
+from .model import Backbone, FeatureInfo, SegmentationModel
+
+ODD_SIZES: tuple[tuple[int, int], ...] = ((33, 47), (64, 64), (71, 50))
+
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+class SyntheticBackbone(Backbone):
+    """A tiny backbone with features at the given strides: checks a head without a real encoder's cost."""
+
+    def __init__(self, strides: Sequence[int] = (2, 4, 8, 16, 32), channels: int = 8):
+        super().__init__()
+        self.feature_info = [FeatureInfo(s, channels + i) for i, s in enumerate(strides)]
+        self.stem = nn.Conv2d(3, channels, 3, padding=1)
+        self.proj = nn.ModuleDict({str(f.stride): nn.Conv2d(channels, f.channels, 1) for f in self.feature_info})
+
+    def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        x = torch.relu(self.stem(x))
+        return {f.stride: self.proj[str(f.stride)](nn.functional.avg_pool2d(x, f.stride, ceil_mode=True))
+                for f in self.feature_info}
+
+
+def _check(name: str, fn: Callable[[], str | None]) -> CheckResult:
+    try:
+        detail = fn()
+    except AssertionError as exc:
+        return CheckResult(name, False, str(exc))
+    except Exception as exc:  # noqa: BLE001 - a crash is a failed check, reported with its cause
+        return CheckResult(name, False, f"raised {type(exc).__name__}: {exc}")
+    return CheckResult(name, True, detail or "")
+
+
+def _input(size: tuple[int, int], batch: int = 1, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed))
+
+
+def check_feature_info(backbone: Backbone, sizes: Sequence[tuple[int, int]] = ODD_SIZES) -> str:
+    """Declared strides and channels are what forward() returns; strides measured, not trusted.
+
+    The stride of a level is measured as (growth of the input) / (growth of the map) between two
+    inputs 2 * max_stride apart, which holds for any padding geometry.
+    """
+    info = list(backbone.feature_info)
+    assert info, "feature_info is empty: declare FeatureInfo(stride, channels) for every level forward() returns"
+    strides = [f.stride for f in info]
+    assert len(set(strides)) == len(strides), f"feature_info repeats strides: {strides}"
+    step = 2 * max(strides)
+    backbone.eval()
+    with torch.no_grad():
+        for h, w in sizes:
+            small, big = backbone(_input((h, w))), backbone(_input((h + step, w + step)))
+            assert set(small) == set(strides), f"declares strides {sorted(strides)} but returned {sorted(small)}"
+            for f in info:
+                got = small[f.stride]
+                assert got.shape[1] == f.channels, (
+                    f"stride {f.stride}: declares {f.channels} channels, returned {got.shape[1]}")
+                grow = big[f.stride].shape[-2] - got.shape[-2], big[f.stride].shape[-1] - got.shape[-1]
+                assert grow == (step // f.stride,) * 2, (
+                    f"declares stride {f.stride}, but a {step}-pixel larger input grew its map by {grow} "
+                    f"(a stride {f.stride} map grows by {step // f.stride})")
+    return f"strides {strides}, channels {[f.channels for f in info]}"
+
+
+def check_output_shape(model: SegmentationModel, sizes: Sequence[tuple[int, int]] = ODD_SIZES) -> str:
+    """N x C x H x W out for N x 3 x H x W in, at odd sizes too."""
+    model.eval()
+    with torch.no_grad():
+        for h, w in sizes:
+            out = model(_input((h, w), batch=2))
+            want = (2, model.num_classes, h, w)
+            assert tuple(out.shape) == want, f"input 2x3x{h}x{w} gave {tuple(out.shape)}, expected {want}"
+            assert torch.isfinite(out).all(), f"non-finite scores at {h}x{w}"
+    return "sizes " + ", ".join(f"{h}x{w}" for h, w in sizes)
+
+
+def check_gradients(model: SegmentationModel, size: tuple[int, int] = (48, 48)) -> str:
+    """A loss on the output sends a non-zero gradient to every trainable parameter.
+
+    Zero-initialised tensors (FCN's skip scores, timm's zero-init last BatchNorm) stop gradients at
+    initialisation by design, so they are briefly made non-zero: the check asks whether a gradient
+    path exists, which is what a detached or unused parameter lacks. The model is left as it was.
+    """
+    was_training = model.training
+    model.eval()  # no dropout: the check is about the graph, not the noise
+    gen = torch.Generator().manual_seed(1)
+    zeros = [p for p in model.parameters() if not p.any()]
+    try:
+        with torch.no_grad():
+            for p in zeros:
+                p.copy_(torch.randn(p.shape, generator=gen) * 1e-2)
+        model.zero_grad(set_to_none=True)
+        out = model(_input(size))
+        (out * torch.randn(out.shape, generator=gen)).sum().backward()
+        dead = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    finally:
+        model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for p in zeros:
+                p.zero_()
+        model.train(was_training)
+    assert not dead, f"no gradient reaches {len(dead)} trainable parameter(s): {dead[:5]}"
+    return f"{sum(p.requires_grad for p in model.parameters())} trainable tensors"
+
+
+def check_min_input(model: SegmentationModel) -> str:
+    """The declared minimum input works; one pixel less fails with a clear InputError."""
+    low = model.backbone.min_input_size
+    model.eval()
+    with torch.no_grad():
+        out = model(_input((low, low)))
+        assert out.shape[-2:] == (low, low), f"minimum input {low}x{low} gave {tuple(out.shape[-2:])}"
+        if low > 1:
+            try:
+                model(_input((low - 1, low)))
+            except InputError:
+                pass
+            else:
+                raise AssertionError(f"input {low - 1}x{low} is below the minimum {low} but raised no InputError")
+    return f"minimum {low}x{low}"
+
+
+def check_state_dict_roundtrip(model: SegmentationModel, rebuild: Callable[[], nn.Module]) -> str:
+    """A fresh model from the same recipe, loaded with the state dict, computes the same output."""
+    twin = rebuild()
+    twin.load_state_dict(model.state_dict())
+    return _same_output(model, twin, "state-dict round trip")
+
+
+def check_pickle(model: SegmentationModel) -> str:
+    """The whole model pickles and unpickles (multiprocessing, DDP and deepcopy rely on it)."""
+    buf = io.BytesIO()
+    pickle.dump(model, buf)
+    twin = pickle.loads(buf.getvalue())  # noqa: S301 - our own bytes, just written
+    return _same_output(model, twin, "pickle round trip")
+
+
+def _same_output(a: nn.Module, b: nn.Module, what: str) -> str:
+    a.eval()
+    b.eval()
+    x = _input((40, 56))
+    with torch.no_grad():
+        ya, yb = a(x), b(x)
+    diff = (ya - yb).abs().max().item()
+    assert torch.allclose(ya, yb, atol=1e-5, rtol=1e-5), f"{what} changed the output (max diff {diff:.3g})"
+    return "same output"
+
+
+def run_contract(
+    model: SegmentationModel, rebuild: Callable[[], nn.Module] | None = None,
+    sizes: Sequence[tuple[int, int]] = ODD_SIZES,
+) -> list[CheckResult]:
+    """Every check on one composed model; ``rebuild`` (a fresh model of the same recipe) enables the round trip."""
+    results = [
+        _check("feature strides and channels", lambda: check_feature_info(model.backbone, sizes)),
+        _check("output is N x C x H x W", lambda: check_output_shape(model, sizes)),
+        _check("gradient reaches every parameter", lambda: check_gradients(model)),
+        _check("minimum input size", lambda: check_min_input(model)),
+        _check("pickle round trip", lambda: check_pickle(model)),
+    ]
+    if rebuild is not None:
+        results.append(_check("state-dict round trip", lambda: check_state_dict_roundtrip(model, rebuild)))
+    return results
+
+
+def assert_contract(model: SegmentationModel, rebuild: Callable[[], nn.Module] | None = None) -> None:
+    """For plugin authors' pytest suites: fail with every broken contract listed."""
+    failed = [r for r in run_contract(model, rebuild) if not r.passed]
+    assert not failed, "; ".join(f"{r.name}: {r.detail}" for r in failed)

@@ -1,0 +1,104 @@
+"""Contract tests over every registered backbone and head (as timm's test_models.py over list_models).
+
+A new plugin is tested by being registered. Backbones are built once per module and composed with
+each head; the state-dict round trip rebuilds from the recipe, so it covers the registry path too.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+import segzoo
+from segzoo import contract
+from segzoo.model import SegmentationModel
+
+REGISTRY = segzoo.get_registry()
+BACKBONES = [b for b in REGISTRY.names("backbone") if not b.endswith("*")]
+HEADS = REGISTRY.names("head")
+NUM_CLASSES = 5
+
+
+# The head matrix builds these at a narrower fc6/fc7: width does not change the contract, and the
+# 4096-wide nets are still checked by test_backbone_declares_what_it_returns and tests/test_weights.py.
+NARROW = {"vgg16": {"fc_channels": 256}, "alexnet": {"fc_channels": 256}}
+
+
+@functools.cache
+def backbone(name: str, narrow: bool = False):
+    make, _ = REGISTRY.backbone_factory(name)
+    return make(**(NARROW.get(name, {}) if narrow else {}))
+
+
+def compose(backbone_name: str, head_name: str) -> SegmentationModel:
+    """A model on the cached backbone, with the recipe the registry would have made."""
+    make_head, _ = REGISTRY.head_factory(head_name)
+    bb = backbone(backbone_name, narrow=True)
+    recipe = {"name": f"{backbone_name}-{head_name}", "backbone": backbone_name, "head": head_name,
+              "num_classes": NUM_CLASSES, "backbone_kwargs": NARROW.get(backbone_name, {})}
+    return SegmentationModel(bb, make_head(list(bb.feature_info), NUM_CLASSES), recipe)
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_backbone_declares_what_it_returns(name):
+    contract.check_feature_info(backbone(name), sizes=contract.ODD_SIZES[:2])
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_backbone_offers_the_fcn_strides(name):
+    """Every built-in backbone feeds every built-in head: strides 4, 8, 16 and 32 at least."""
+    assert {4, 8, 16, 32} <= set(backbone(name).strides())
+
+
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("name", BACKBONES)
+def test_output_has_the_input_size(name, head):
+    contract.check_output_shape(compose(name, head))
+
+
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("name", BACKBONES)
+def test_gradients_reach_every_trainable_parameter(name, head):
+    contract.check_gradients(compose(name, head))
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_too_small_input_names_the_minimum(name):
+    contract.check_min_input(compose(name, "fcn32s"))
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_head_round_trips_through_recipe_and_pickle(head):
+    """Heads checked on a tiny synthetic backbone with every stride: cheap, and independent of any encoder."""
+    bb = contract.SyntheticBackbone()
+    make_head, _ = REGISTRY.head_factory(head)
+
+    def build():
+        return SegmentationModel(contract.SyntheticBackbone(), make_head(list(bb.feature_info), NUM_CLASSES), {})
+
+    model = build()
+    contract.check_state_dict_roundtrip(model, build)
+    contract.check_pickle(model)
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_registry_build_round_trips_state_dict(name):
+    recipe = REGISTRY.resolve(f"{name}-fcn8s")
+    recipe.update(num_classes=NUM_CLASSES, backbone_kwargs=NARROW.get(name, {}))
+    model = REGISTRY.build(recipe)
+    contract.check_state_dict_roundtrip(model, lambda: REGISTRY.build(recipe))
+
+
+def test_run_contract_reports_every_check_for_a_good_model():
+    model = segzoo.create_model("alexnet-fcn8s", num_classes=3, backbone_kwargs={"fc_channels": 64})
+    results = contract.run_contract(model, rebuild=lambda: REGISTRY.build(model.recipe))
+    assert [r.name for r in results if not r.passed] == []
+    assert len(results) == 6
+
+
+def test_run_contract_catches_a_backbone_that_lies_about_its_channels():
+    model = segzoo.create_model("alexnet-fcn32s", num_classes=3, backbone_kwargs={"fc_channels": 64})
+    model.backbone.feature_info = [*model.backbone.feature_info[:-1], segzoo.FeatureInfo(32, 65)]
+    failed = {r.name: r.detail for r in contract.run_contract(model) if not r.passed}
+    assert "declares 65 channels" in failed["feature strides and channels"]

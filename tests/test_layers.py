@@ -1,0 +1,51 @@
+"""Bilinear upsampling, size alignment and fc->conv reshaping."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from segzoo.layers import BilinearUpsample, bilinear_kernel, conv_from_linear, fit_to
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8, 16, 32])
+def test_fresh_upsampling_is_bilinear_interpolation_everywhere(factor):
+    x = torch.randn(2, 3, 5, 7)
+    want = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    got = BilinearUpsample(3, factor)(x)
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_bilinear_kernel_keeps_classes_apart():
+    w = bilinear_kernel(3, 2)
+    assert w.shape == (3, 3, 4, 4)
+    assert w[0, 1].abs().sum() == 0 and w[0, 0].sum() > 0
+    # 1-D taps of the paper's upsample_filt for factor 2: 1 - |k - 1.5| / 2
+    assert torch.allclose(w[0, 0, 0], torch.tensor([0.25, 0.75, 0.75, 0.25]) * 0.25)
+
+
+def test_upsampling_learnable_or_frozen():
+    assert BilinearUpsample(2, 4).deconv.weight.requires_grad
+    assert not BilinearUpsample(2, 4, learnable=False).deconv.weight.requires_grad
+    with pytest.raises(ValueError, match="even factor"):
+        BilinearUpsample(2, 3)
+
+
+def test_fit_to_crops_bottom_right_and_pads_by_replication():
+    x = torch.arange(12.0).reshape(1, 1, 3, 4)
+    assert torch.equal(fit_to(x, (2, 3)), x[..., :2, :3])
+    padded = fit_to(x, (4, 5))
+    assert padded.shape[-2:] == (4, 5)
+    assert torch.equal(padded[..., :3, :4], x)
+    assert torch.equal(padded[..., 3, :4], x[..., 2, :])  # replicated last row
+
+
+def test_conv_from_linear_is_exact():
+    linear = torch.nn.Linear(4 * 3 * 3, 5)
+    conv = torch.nn.Conv2d(4, 5, 3)
+    conv.weight.data = conv_from_linear(linear.weight.data, 4, 3)
+    conv.bias.data = linear.bias.data
+    x = torch.randn(2, 4, 3, 3)
+    assert torch.allclose(conv(x).flatten(1), linear(x.flatten(1)), atol=1e-6)
+    with pytest.raises(ValueError, match="cannot become"):
+        conv_from_linear(linear.weight.data, 5, 3)
