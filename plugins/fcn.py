@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segzoo import FeatureInfo, Head, hookimpl
+from segzoo import FeatureInfo, Head, InputError, hookimpl
 from segzoo.layers import BilinearUpsample, fit_to
 
 FUSIONS = {"fcn32s": (32,), "fcn16s": (32, 16), "fcn8s": (32, 16, 8), "fcn4s": (32, 16, 8, 4)}
@@ -38,7 +38,8 @@ class FCNHead(Head):
         channels = {f.stride: f.channels for f in feature_info}
         missing = [s for s in strides if s not in channels]
         if missing:
-            raise ValueError(f"this head fuses strides {list(strides)} but the backbone lacks {missing}")
+            raise InputError(f"this head fuses strides {list(strides)} but the backbone provides only "
+                             f"{sorted(channels)} (missing {missing}); use a head with fewer skips, e.g. fcn32s")
         self.strides, self.num_classes = tuple(strides), num_classes
         self.score_fr = score_layer(channels[strides[0]], num_classes, zero=False)
         self.score_skip = nn.ModuleDict(

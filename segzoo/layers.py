@@ -117,7 +117,8 @@ def load_backbone_weights(module: nn.Module, path: str, fc6_in_channels: int, fc
     try:
         state, layout = convolutionalize_state_dict(read_state_dict(path), fc6_in_channels, fc6_kernel)
     except (KeyError, ValueError) as exc:
-        raise CheckpointError(f"{path}: {exc.args[0]}") from exc
+        raise CheckpointError(
+            f"{path} does not fit this backbone: {exc.args[0]}; is it the right architecture?") from exc
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

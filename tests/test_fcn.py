@@ -1,0 +1,99 @@
+"""The FCN heads: skips start at zero, upsampling starts bilinear, strides decide everything."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import segzoo
+from segzoo.contract import SyntheticBackbone
+from segzoo.model import SegmentationModel
+
+
+def narrow(name, num_classes=4, **head_kwargs):
+    torch.manual_seed(0)
+    return segzoo.create_model(name, num_classes=num_classes, backbone_kwargs={"fc_channels": 128},
+                               head_kwargs=head_kwargs).eval()
+
+
+@pytest.mark.parametrize("name", ["vgg16-fcn16s", "vgg16-fcn8s", "vgg16-fcn4s", "alexnet-fcn8s"])
+def test_fresh_skips_contribute_nothing(name):
+    """Zero-initialised skip scores: the finer features cannot change a fresh net's output."""
+    model = narrow(name)
+    x = torch.randn(1, 3, 70, 54)
+    with torch.no_grad():
+        feats = model.backbone(x)
+        out = model.head(feats, x.shape[-2:])
+        scrambled = {s: (f if s == 32 else torch.randn_like(f) * 10) for s, f in feats.items()}
+        assert torch.equal(model.head(scrambled, x.shape[-2:]), out)
+
+
+def bilinear(x, factor):
+    return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+
+
+def test_fresh_fcn16s_and_fcn8s_predict_what_fcn32s_predicts():
+    """With the same backbone and score_fr, a fresh 16s is exactly bilinear x2 then x16 of fcn32s' scores.
+
+    Composing two bilinear steps is not one x32 step (knots move), so the outputs are not bit-equal,
+    but the predictions agree almost everywhere.
+    """
+    base = narrow("vgg16-fcn32s")
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        score = base.head.score_fr(base.backbone(x)[32])
+        want = base(x)
+        assert torch.allclose(want, bilinear(score, 32), atol=1e-6)
+        for name, steps in (("vgg16-fcn16s", (2, 16)), ("vgg16-fcn8s", (2, 2, 8))):
+            model = narrow(name)
+            model.backbone.load_state_dict(base.backbone.state_dict())
+            model.head.score_fr.load_state_dict(base.head.score_fr.state_dict())
+            got = model(x)
+            composed = score
+            for f in steps:
+                composed = bilinear(composed, f)
+            assert torch.allclose(got, composed, atol=1e-6)
+            agree = (got.argmax(1) == want.argmax(1)).float().mean().item()
+            assert agree > 0.95, f"{name} agrees with fcn32s on {agree:.1%} of pixels"
+
+
+def test_heads_are_defined_by_stride():
+    for name, strides in [("fcn32s", (32,)), ("fcn16s", (32, 16)), ("fcn8s", (32, 16, 8)),
+                          ("fcn4s", (32, 16, 8, 4))]:
+        make, _ = segzoo.get_registry().head_factory(name)
+        head = make(SyntheticBackbone().feature_info, 3)
+        assert head.strides == strides
+        assert sorted(int(s) for s in head.score_skip) == sorted(strides[1:])
+        assert head.upscore.factor == strides[-1]
+
+
+def test_a_head_needing_a_missing_stride_says_which():
+    make, _ = segzoo.get_registry().head_factory("fcn4s")
+    with pytest.raises(segzoo.InputError, match=r"missing \[4\].*fcn32s"):
+        make(SyntheticBackbone(strides=(8, 16, 32)).feature_info, 3)
+
+
+def test_frozen_upsampling_stays_bilinear_while_training():
+    model = narrow("alexnet-fcn8s", learnable_upsampling=False).train()
+    ups = [m.deconv.weight for m in model.head.modules() if hasattr(m, "deconv")]
+    before = [w.clone() for w in ups]
+    assert not any(w.requires_grad for w in ups)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    loss = model(torch.randn(2, 3, 64, 64)).logsumexp(1).mean()
+    loss.backward()
+    opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, ups))
+
+
+def test_learnable_upsampling_learns():
+    model = narrow("alexnet-fcn32s").train()
+    before = model.head.upscore.deconv.weight.clone()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    model(torch.randn(1, 3, 64, 64)).pow(2).mean().backward()
+    opt.step()
+    assert not torch.equal(before, model.head.upscore.deconv.weight)
+
+
+def test_segmentation_model_rejects_a_single_image_without_batch_dim():
+    model = SegmentationModel(SyntheticBackbone(), narrow("alexnet-fcn8s").head, {})
+    with pytest.raises(segzoo.InputError, match=r"x\[None\]"):
+        model(torch.randn(3, 64, 64))

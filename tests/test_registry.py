@@ -1,0 +1,115 @@
+"""Names, wildcards, composition, recipes (registry.yaml) and close-match errors."""
+
+import pytest
+import yaml
+from segzoo_plugins.recipes import DEFAULT as REGISTRY_YAML
+
+import segzoo
+from segzoo.registry import RECIPE_KEYS, Registrar, Registry
+from segzoo.summary import parse_input_size, summarize
+
+
+def test_every_backbone_composes_with_every_head():
+    models = segzoo.list_models()
+    for b in segzoo.list_backbones():
+        for h in segzoo.list_heads():
+            assert b.endswith("*") or f"{b}-{h}" in models
+
+
+def test_wildcards():
+    fcn8s = segzoo.list_models("*fcn8s")
+    assert {"vgg16-fcn8s", "alexnet-fcn8s", "timm-resnet18-fcn8s"} <= set(fcn8s)
+    assert all(n.endswith("fcn8s") for n in fcn8s)
+    assert segzoo.list_models("vgg16-fcn?s") == ["vgg16-fcn4s", "vgg16-fcn8s"]
+    assert segzoo.list_heads() == ["fcn16s", "fcn32s", "fcn4s", "fcn8s"]
+
+
+def test_names_with_dashes_split_at_a_registered_head(registry):
+    assert registry.resolve("timm-resnet18-fcn8s") == {"name": "timm-resnet18-fcn8s", "backbone": "timm-resnet18",
+                                                       "head": "fcn8s"}
+    # Any timm model through the timm-* family, not only the listed ones.
+    assert registry.resolve("timm-resnet34-fcn32s")["backbone"] == "timm-resnet34"
+    model = segzoo.create_model("timm-resnet34-fcn32s", num_classes=3)
+    assert model.backbone.strides()[-1] == 32
+
+
+@pytest.mark.parametrize("name, suggestion", [("vgg16-fcn9s", "vgg16-fcn8s"), ("vgg-fcn8s", "vgg16-fcn8s"),
+                                              ("alexnet-fcn8", "alexnet-fcn8s")])
+def test_unknown_names_suggest_close_matches(name, suggestion):
+    with pytest.raises(segzoo.UnknownNameError) as err:
+        segzoo.create_model(name)
+    assert suggestion in err.value.suggestions
+    assert f"unknown model '{name}'" in str(err.value) and "segzoo list" in str(err.value)
+
+
+def test_unknown_timm_model_suggests_timm_names():
+    with pytest.raises(segzoo.UnknownNameError, match="resnet18"):
+        segzoo.create_model("timm-resnet1-fcn8s")
+
+
+def test_recipe_defaults_and_overrides():
+    model = segzoo.create_model("alexnet-fcn32s", backbone_kwargs={"fc_channels": 32})
+    assert model.num_classes == 21 and model.recipe["input_size"] == [3, 500, 500]
+    model = segzoo.create_model("alexnet-fcn32s", num_classes=7, backbone_kwargs={"fc_channels": 32},
+                                head_kwargs={"learnable_upsampling": False})
+    assert model.num_classes == 7 and not model.head.upscore.deconv.weight.requires_grad
+    with pytest.raises(segzoo.SegzooError, match="positive integer"):
+        segzoo.create_model("alexnet-fcn32s", num_classes=0)
+    with pytest.raises(segzoo.SegzooError, match="rejected its options"):
+        segzoo.create_model("alexnet-fcn32s", backbone_kwargs={"no_such_option": 1})
+
+
+def test_registry_yaml_matches_the_registry(registry):
+    """Every recipe names registered parts, uses known keys, and builds to its declared input size."""
+    with open(REGISTRY_YAML) as f:
+        recipes = yaml.safe_load(f)["recipes"]
+    assert set(recipes) == set(registry.names("recipe"))
+    for name, recipe in recipes.items():
+        assert set(recipe) <= RECIPE_KEYS, name
+        registry.backbone_factory(recipe["backbone"])
+        registry.head_factory(recipe["head"])
+        assert isinstance(recipe["num_classes"], int) and recipe["num_classes"] > 0
+        c, h, w = parse_input_size("x".join(map(str, recipe["input_size"])))
+        model = segzoo.create_model(name)
+        assert summarize(model, (1, c, h, w)).output_shape == (1, recipe["num_classes"], h, w), name
+
+
+def test_clashing_names_name_both_sources():
+    reg = Registry()
+    first, second = Registrar("a", "dist-a 1.0"), Registrar("b", "dist-b 2.0")
+    first.backbone("net", lambda **kw: None)
+    reg.commit(first)
+    second.backbone("ok", lambda **kw: None)
+    second.backbone("net", lambda **kw: None)
+    with pytest.raises(segzoo.PluginError, match=r"'net' from plugin 'b' \(dist-b 2.0\).*plugin 'a' \(dist-a 1.0\)"):
+        reg.commit(second)
+    assert reg.names("backbone") == ["net"]  # all or nothing: 'ok' was not half-registered
+
+
+def test_registrar_rejects_bad_names_and_recipes():
+    r = Registrar("p", "d")
+    for bad in ("", "Has Caps", "with space"):
+        with pytest.raises(segzoo.PluginError):
+            r.backbone(bad, lambda **kw: None)
+    with pytest.raises(segzoo.PluginError, match="needs 'backbone' and 'head'"):
+        r.recipe("x", {"backbone": "vgg16"})
+
+
+def test_summary_counts_flops_and_params():
+    model = segzoo.create_model("vgg16-fcn8s")
+    s = summarize(model, (1, 3, 224, 224))
+    assert s.output_shape == (1, 21, 224, 224)
+    assert s.params == s.trainable == sum(p.numel() for p in model.parameters())
+    # VGG16's convs are 15.4 GMAC at 224x224, so at least 30 GFLOPs before fc6/fc7 and the head.
+    assert 30 < s.gflops < 60
+
+
+@pytest.mark.parametrize("text, dims", [("3x500x500", (3, 500, 500)), ("375x500", (3, 375, 500)),
+                                        ("64", (3, 64, 64))])
+def test_parse_input_size(text, dims):
+    assert parse_input_size(text) == dims
+
+
+def test_parse_input_size_rejects_nonsense():
+    with pytest.raises(segzoo.SegzooError, match="CxHxW"):
+        parse_input_size("big")
