@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -15,14 +16,14 @@ FORMAT = "segzoo-model"
 VERSION = 1
 
 
-def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+def _atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any]) -> Path:
     """Write to a temporary file in the same folder, fsync, then rename: a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -30,6 +31,16 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` that never leaves a partial file behind."""
+    return _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(text: str, path: str | os.PathLike[str]) -> Path:
+    """Text (JSON, CSV) written the same all-or-nothing way."""
+    return _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def safe_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
