@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torchfcn_reference import HEADS, torchfcn_head, torchfcn_shapes, torchfcn_state, torchfcn_trunk
 
 import segzoo
 from segzoo.checkpoint import safe_load
@@ -17,6 +16,7 @@ from segzoo.cli import main
 from segzoo.errors import CheckpointError
 from segzoo.model import CAFFE_NORM
 from segzoo.weights import detect_format, from_torchfcn, to_torchfcn, torchfcn_names
+from tests.torchfcn_reference import HEADS, torchfcn_head, torchfcn_shapes, torchfcn_state, torchfcn_trunk
 
 C, FC = 3, 16  # classes and fc6/fc7 width of the small test files
 
