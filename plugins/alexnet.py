@@ -4,6 +4,10 @@ It has only three pools (strides 8/16/32 after a stride-4 conv1), which is why h
 strides, not layer names. In this modern geometry conv1 is padded by 5 and the 3x3/2 pools by 1, so
 the map at stride s is exactly ceil(H/s); the weights' shapes are torchvision's, so its ImageNet
 weights load by name. fc6 reads a 6x6 window (padded 2 before, 3 after, to keep the size).
+
+``geometry="caffe"`` is the reference FCN-AlexNet's instead: conv1 padded by 100, unpadded ceil-mode
+pools, an unpadded 6x6 fc6, and features that declare their grid offsets (derived from the layers).
+The original CaffeNet also had LRN and grouped convs; this keeps torchvision's layout.
 """
 
 from __future__ import annotations
@@ -12,19 +16,23 @@ import torch
 from torch import nn
 
 from segzoo import Backbone, FeatureInfo, hookimpl
-from segzoo.layers import load_backbone_weights
+from segzoo.layers import grid_offset, load_backbone_weights
+from segzoo.model import CAFFE_NORM, check_geometry
 
 
-def make_features() -> nn.Sequential:
+def make_features(caffe: bool = False) -> nn.Sequential:
+    def pool() -> nn.MaxPool2d:
+        return nn.MaxPool2d(3, 2, ceil_mode=True) if caffe else nn.MaxPool2d(3, 2, padding=1)
+
     return nn.Sequential(
-        nn.Conv2d(3, 64, 11, stride=4, padding=5), nn.ReLU(inplace=True),  # 0, 1: conv1 (stride 4)
-        nn.MaxPool2d(3, 2, padding=1),  # 2: pool1 (stride 8)
+        nn.Conv2d(3, 64, 11, stride=4, padding=100 if caffe else 5), nn.ReLU(inplace=True),  # 0, 1: conv1 (stride 4)
+        pool(),  # 2: pool1 (stride 8)
         nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True),  # 3, 4: conv2
-        nn.MaxPool2d(3, 2, padding=1),  # 5: pool2 (stride 16)
+        pool(),  # 5: pool2 (stride 16)
         nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),  # 6, 7: conv3
         nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),  # 8, 9: conv4
         nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True),  # 10, 11: conv5
-        nn.MaxPool2d(3, 2, padding=1),  # 12: pool5 (stride 32)
+        pool(),  # 12: pool5 (stride 32)
     )
 
 
@@ -33,16 +41,28 @@ class AlexNet(Backbone):
 
     TAPS = {1: 4, 2: 8, 5: 16}  # index in `features` -> stride
 
-    def __init__(self, fc_channels: int = 4096, dropout: float = 0.5):
+    def __init__(self, fc_channels: int = 4096, dropout: float = 0.5, geometry: str = "modern"):
         super().__init__()
-        self.features = make_features()
-        self.pad6 = nn.ZeroPad2d((2, 3, 2, 3))
+        caffe = check_geometry("backbone 'alexnet'", geometry) == "caffe"
+        self.features = make_features(caffe)
+        self.pad6 = nn.Identity() if caffe else nn.ZeroPad2d((2, 3, 2, 3))
         self.fc6 = nn.Conv2d(256, fc_channels, 6)
         self.fc7 = nn.Conv2d(fc_channels, fc_channels, 1)
         self.relu6, self.relu7 = nn.ReLU(inplace=True), nn.ReLU(inplace=True)
         self.drop6, self.drop7 = nn.Dropout(dropout), nn.Dropout(dropout)
         self.feature_info = [FeatureInfo(4, 64), FeatureInfo(8, 64), FeatureInfo(16, 192),
                              FeatureInfo(32, fc_channels)]
+        if caffe:  # pad 100 lets any input through (pool5 >= 6 for H >= 1), and the weights want BGR 0-255
+            self.feature_info = [FeatureInfo(f.stride, f.channels, self.grid_offset(f.stride))
+                                 for f in self.feature_info]
+            self.min_input_size, self.normalization = 1, dict(CAFFE_NORM)
+
+    def grid_offset(self, stride: int) -> float:
+        """Where the map at ``stride`` lies on the input (see FeatureInfo), derived from the layers."""
+        if stride == 32:
+            return grid_offset([*self.features, self.pad6, self.fc6, self.fc7], 32)
+        end = next(i for i, s in self.TAPS.items() if s == stride)
+        return grid_offset(self.features[: end + 1], stride)
 
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         out: dict[int, torch.Tensor] = {}
@@ -58,9 +78,10 @@ class AlexNet(Backbone):
         return self.drop7(self.relu7(self.fc7(x)))
 
 
-def alexnet(weights: str | None = None, fc_channels: int = 4096, dropout: float = 0.5) -> AlexNet:
+def alexnet(weights: str | None = None, fc_channels: int = 4096, dropout: float = 0.5,
+            geometry: str = "modern") -> AlexNet:
     """AlexNet (Krizhevsky et al.), torchvision's layout, with fc6/fc7 as 6x6 and 1x1 convs; strides 4-32."""
-    model = AlexNet(fc_channels, dropout)
+    model = AlexNet(fc_channels, dropout, geometry)
     if weights:
         load_backbone_weights(model, weights, fc6_in_channels=256, fc6_kernel=6)
     return model

@@ -7,6 +7,7 @@ import torch
 from segzoo import Backbone, FeatureInfo, hookimpl
 from segzoo.checkpoint import read_state_dict
 from segzoo.errors import CheckpointError, UnknownNameError
+from segzoo.model import check_geometry
 
 # Listed by name (and so in every contract test); any other timm model is reachable as timm-<name>.
 EXAMPLES = ("resnet18", "mobilenetv3_large_100")
@@ -37,8 +38,10 @@ class TimmBackbone(Backbone):
         return {f.stride: t for f, t in zip(self.feature_info, self.body(x))}
 
 
-def timm_backbone(variant: str, weights: str | None = None, **timm_kwargs) -> TimmBackbone:
+def timm_backbone(variant: str, weights: str | None = None, geometry: str = "modern", **timm_kwargs) -> TimmBackbone:
     """A timm model (``timm-resnet18``, ...) as a feature extractor; ``weights`` is its classifier state dict."""
+    check_geometry(f"backbone 'timm-{variant}'", geometry, ("modern",),
+                   hint="; geometry 'caffe' is only defined for vgg16 and alexnet")
     import timm
 
     if not timm.is_model(variant):

@@ -3,7 +3,9 @@
 ``features`` keeps torchvision's indices, so torchvision and timm ImageNet weights load by name.
 Pooling uses ceil mode, so the map at stride s is exactly ceil(H/s) for any H, and fc6 is a 7x7
 conv padded by 3 so a 7x7 pool5 window still sees what the ImageNet classifier saw. This is the
-clean modern geometry; the paper's pad-100 geometry is a separate option.
+clean modern geometry. ``geometry="caffe"`` is the paper's reference net instead (conv1_1 padded by
+100, fc6 unpadded), in which the published FCN weights were trained; its features declare their
+grid offsets, derived from the layers, so a head can crop them as Caffe did.
 """
 
 from __future__ import annotations
@@ -12,19 +14,21 @@ import torch
 from torch import nn
 
 from segzoo import Backbone, FeatureInfo, hookimpl
-from segzoo.layers import load_backbone_weights
+from segzoo.layers import grid_offset, load_backbone_weights
+from segzoo.model import CAFFE_NORM, check_geometry
 
 CONFIG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
 
-def make_features() -> nn.Sequential:
+def make_features(first_padding: int = 1) -> nn.Sequential:
     layers: list[nn.Module] = []
     channels = 3
     for v in CONFIG:
         if v == "M":
             layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
         else:
-            layers += [nn.Conv2d(channels, v, 3, padding=1), nn.ReLU(inplace=True)]
+            padding = first_padding if channels == 3 else 1
+            layers += [nn.Conv2d(channels, v, 3, padding=padding), nn.ReLU(inplace=True)]
             channels = v
     return nn.Sequential(*layers)
 
@@ -34,19 +38,31 @@ class VGG16(Backbone):
 
     POOLS = {4: 2, 9: 4, 16: 8, 23: 16}  # index in `features` of pool1..pool4 -> stride
 
-    def __init__(self, fc_channels: int = 4096, dropout: float = 0.5):
+    def __init__(self, fc_channels: int = 4096, dropout: float = 0.5, geometry: str = "modern"):
         super().__init__()
-        self.features = make_features()
-        self.fc6 = nn.Conv2d(512, fc_channels, 7, padding=3)
+        caffe = check_geometry("backbone 'vgg16'", geometry) == "caffe"
+        self.features = make_features(first_padding=100 if caffe else 1)
+        self.fc6 = nn.Conv2d(512, fc_channels, 7, padding=0 if caffe else 3)
         self.fc7 = nn.Conv2d(fc_channels, fc_channels, 1)
         self.relu6, self.relu7 = nn.ReLU(inplace=True), nn.ReLU(inplace=True)
         self.drop6, self.drop7 = nn.Dropout(dropout), nn.Dropout(dropout)
         self.feature_info = [FeatureInfo(2, 64), FeatureInfo(4, 128), FeatureInfo(8, 256), FeatureInfo(16, 512),
                              FeatureInfo(32, fc_channels)]
+        if caffe:  # pad 100 lets any input through (pool5 >= 7 for H >= 1), and the weights want BGR 0-255
+            self.feature_info = [FeatureInfo(f.stride, f.channels, self.grid_offset(f.stride))
+                                 for f in self.feature_info]
+            self.min_input_size, self.normalization = 1, dict(CAFFE_NORM)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
+
+    def grid_offset(self, stride: int) -> float:
+        """Where the map at ``stride`` lies on the input (see FeatureInfo), derived from the layers."""
+        if stride == 32:
+            return grid_offset([*self.features, self.fc6, self.fc7], 32)
+        end = next(i for i, s in self.POOLS.items() if s == stride)
+        return grid_offset(self.features[: end + 1], stride)
 
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         out: dict[int, torch.Tensor] = {}
@@ -59,9 +75,10 @@ class VGG16(Backbone):
         return out
 
 
-def vgg16(weights: str | None = None, fc_channels: int = 4096, dropout: float = 0.5) -> VGG16:
+def vgg16(weights: str | None = None, fc_channels: int = 4096, dropout: float = 0.5,
+          geometry: str = "modern") -> VGG16:
     """VGG16 (Simonyan & Zisserman) with fc6/fc7 as 7x7 and 1x1 convs; strides 2-32."""
-    model = VGG16(fc_channels, dropout)
+    model = VGG16(fc_channels, dropout, geometry)
     if weights:
         load_backbone_weights(model, weights, fc6_in_channels=512, fc6_kernel=7)
     return model

@@ -26,13 +26,19 @@ def create_model(
     backbone_weights: str | None = None,
     backbone_kwargs: dict[str, Any] | None = None,
     head_kwargs: dict[str, Any] | None = None,
+    geometry: str | None = None,
+    weights: str | None = None,
 ) -> SegmentationModel:
     """Build ``<backbone>-<head>`` (or a named recipe), e.g. ``create_model("vgg16-fcn8s", num_classes=21)``.
 
     ``backbone_weights`` is a local ImageNet classification state dict (torchvision or timm layout);
-    nothing is ever downloaded.
+    nothing is ever downloaded. ``geometry`` is "modern" (the default, or the recipe's) or "caffe", the
+    paper's reference nets. ``weights`` is a whole model's weights: a segzoo checkpoint or state dict,
+    or the published FCN weights in torchfcn's layout (with ``geometry="caffe"``), e.g.
+    ``create_model("vgg16-fcn8s", geometry="caffe", weights="fcn8s_from_caffe.pth")``.
     """
-    return get_registry().create_model(name, num_classes, backbone_weights, backbone_kwargs, head_kwargs)
+    return get_registry().create_model(name, num_classes, backbone_weights, backbone_kwargs, head_kwargs,
+                                       geometry, weights)
 
 
 def list_models(pattern: str = "*") -> list[str]:

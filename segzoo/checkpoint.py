@@ -59,8 +59,12 @@ def safe_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """A state dict from a file, unwrapping the common ``{"state_dict": ...}`` / ``{"model": ...}`` shells."""
-    obj = safe_load(path)
-    for key in ("state_dict", "model", "model_state"):
+    return state_dict_of(safe_load(path), path)
+
+
+def state_dict_of(obj: Any, path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The state dict inside a loaded file's object (see :func:`read_state_dict`); ``path`` is for the message."""
+    for key in ("state_dict", "model", "model_state", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
@@ -89,7 +93,7 @@ def load_model(path: str | os.PathLike[str], map_location: Any = "cpu") -> torch
             "create_model(name, ...) and model.load_state_dict(...)"
         )
     recipe = dict(ckpt["recipe"])
-    recipe["backbone_weights"] = None  # the file's own weights replace them below
+    recipe["backbone_weights"] = recipe["weights"] = None  # the file's own weights replace them below
     model = get_registry().build(recipe)
     missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
     if missing or unexpected:

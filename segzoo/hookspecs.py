@@ -20,7 +20,9 @@ def segzoo_register_backbones(registrar):
     ``factory(weights=None, **options)`` returns a :class:`segzoo.model.Backbone`; ``weights`` is a
     local file of ImageNet classification weights or ``None`` for random initialisation. A name
     ending in ``*`` (``"timm-*"``) registers a family: ``factory(variant, weights=None, **options)``
-    builds ``timm-resnet18`` with ``variant="resnet18"``.
+    builds ``timm-resnet18`` with ``variant="resnet18"``. A factory that supports the paper's reference
+    geometry takes ``geometry="caffe"`` (it is passed only when not "modern"; see segzoo.model.GEOMETRIES)
+    and declares its grids in ``FeatureInfo.offset``; one that does not should raise a SegzooError.
     """
 
 
@@ -29,7 +31,8 @@ def segzoo_register_heads(registrar):
     """Register heads with ``registrar.head(name, factory, description="")``.
 
     ``factory(feature_info, num_classes, **options)`` returns a :class:`segzoo.model.Head` that reads
-    the strides it needs from the backbone's ``feature_info`` (a list of ``FeatureInfo(stride, channels)``).
+    the strides it needs from the backbone's ``feature_info`` (a list of ``FeatureInfo(stride, channels,
+    offset)``). Like backbones, it receives ``geometry=`` when the model's geometry is not "modern".
     """
 
 

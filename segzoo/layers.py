@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-def bilinear_kernel(channels: int, factor: int) -> torch.Tensor:
-    """A (channels, channels, 2f, 2f) transposed-conv weight doing per-channel bilinear upsampling.
+def bilinear_kernel(channels: int, factor: int, size: int | None = None) -> torch.Tensor:
+    """A (channels, channels, size, size) transposed-conv weight doing per-channel bilinear upsampling.
 
-    The filter is FCN's ``upsample_filt``: ``1 - |k - centre| / f`` with the centre at ``f - 0.5``,
-    which is exactly ``F.interpolate(..., align_corners=False)`` when the conv is padded by ``f / 2``.
+    The filter is FCN's ``upsample_filt``: ``1 - |k - centre| / f`` with the centre at ``f - 0.5``
+    (even sizes, the default ``2f``) or ``f - 1`` (odd sizes, e.g. FCN-AlexNet's 63); with ``size=2f``
+    it is exactly ``F.interpolate(..., align_corners=False)`` when the conv is padded by ``f / 2``.
     Off-diagonal (cross-channel) taps are zero, so each class is upsampled on its own.
     """
-    size = 2 * factor
-    centre = factor - 0.5
+    size = 2 * factor if size is None else size
+    centre = factor - 0.5 if size % 2 == 0 else factor - 1
     taps = 1 - (torch.arange(size, dtype=torch.float64) - centre).abs() / factor
     filt = (taps[:, None] * taps[None, :]).to(torch.float32)
     weight = torch.zeros(channels, channels, size, size)
@@ -60,6 +63,52 @@ def fit_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if dh > 0 or dw > 0:
         x = F.pad(x, (0, max(dw, 0), 0, max(dh, 0)), mode="replicate")
     return x
+
+
+def grid_through(layers: Iterable[nn.Module], stride: int = 1, centre: float = 0.0) -> tuple[int, float]:
+    """Follow a feature grid through convs, pools and pads: Caffe's ``coord_map``, forwards.
+
+    A grid is (stride, centre): cell j of the map is centred at input pixel ``stride * j + centre``.
+    A k x k window with stride t and padding p moves the centre by ``stride * ((k - 1) / 2 - p)`` and
+    multiplies the stride by t; point-wise layers (ReLU, dropout) pass through. Ceil mode changes a
+    map's size, never its grid.
+    """
+    for m in layers:
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            k, t, p, d = (_first(getattr(m, a, 1)) for a in ("kernel_size", "stride", "padding", "dilation"))
+            centre += stride * (d * (k - 1) / 2 - p)
+            stride *= t
+        elif isinstance(m, nn.ZeroPad2d):
+            centre -= stride * m.padding[0]  # (left, right, top, bottom): the leading pad shifts the grid
+        elif isinstance(m, nn.Sequential):
+            stride, centre = grid_through(m, stride, centre)
+    return stride, centre
+
+
+def grid_offset(layers: Iterable[nn.Module], stride: int) -> float:
+    """The :class:`~segzoo.model.FeatureInfo` offset of the map that ``layers`` compute from the input."""
+    got, centre = grid_through(layers)
+    if got != stride:
+        raise ValueError(f"these layers reach stride {got}, not {stride}")
+    return centre - (stride - 1) / 2
+
+
+def _first(v) -> int:
+    return int(v[0] if isinstance(v, (tuple, list)) else v)
+
+
+def grid_upsampled(stride: float, centre: float, kernel: int, factor: int, padding: int = 0) -> tuple[float, float]:
+    """The grid after a transposed conv with this kernel, stride ``factor`` and padding (Caffe's Deconvolution map)."""
+    fine = stride / factor
+    return fine, centre - fine * ((kernel - 1) / 2 - padding)
+
+
+def crop(x: torch.Tensor, offset: int, size: tuple[int, int]) -> torch.Tensor:
+    """Caffe's crop layer: ``size`` rows and columns of ``x`` starting at ``offset`` in both axes."""
+    h, w = int(size[0]), int(size[1])
+    if x.shape[-2] < offset + h or x.shape[-1] < offset + w:
+        raise ValueError(f"cannot crop {h}x{w} at offset {offset} from a {x.shape[-2]}x{x.shape[-1]} map")
+    return x[..., offset:offset + h, offset:offset + w]
 
 
 def conv_from_linear(linear_weight: torch.Tensor, in_channels: int, kernel: int) -> torch.Tensor:

@@ -14,21 +14,48 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import InputError, PluginError
+from .errors import InputError, PluginError, SegzooError
 
 # How an RGB image with values in [0, 1] becomes the network's input:
 #   x = image * scale; if bgr: reverse the channels; x = (x - mean) / std   (mean/std in x's channel order)
 # ImageNet weights (torchvision, timm) use the default; the Caffe-era FCN weights use
 # {"mean": [104.00699, 116.66877, 122.67892], "std": [1, 1, 1], "scale": 255.0, "bgr": True}.
 IMAGENET_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "scale": 1.0, "bgr": False}
+CAFFE_NORM = {"mean": [104.00699, 116.66877, 122.67892], "std": [1.0, 1.0, 1.0], "scale": 255.0, "bgr": True}
+
+# How a backbone and head lay out their grids. "modern": ceil-mode pools, padded convs, features
+# aligned at the top-left and replicate-padded upsampling (segzoo's default). "caffe": the paper's
+# reference nets (conv1 padded by 100, unpadded fc6 and transposed convs, crops at derived offsets),
+# in which the published FCN weights were trained. Factories receive ``geometry=`` when it is not "modern".
+GEOMETRIES = ("modern", "caffe")
+
+
+def check_geometry(owner: str, geometry: str, supported: tuple[str, ...] = GEOMETRIES, hint: str = "") -> str:
+    """A factory's guard: the geometry back, or an error naming what ``owner`` supports."""
+    if geometry not in supported:
+        known = "" if geometry in GEOMETRIES else f" (segzoo knows {list(GEOMETRIES)})"
+        raise SegzooError(f"{owner} has no geometry {geometry!r}{known}; it supports {list(supported)}{hint}")
+    return geometry
 
 
 @dataclass(frozen=True)
 class FeatureInfo:
-    """One feature level a backbone returns: its output stride and channel count."""
+    """One feature level a backbone returns: its output stride, channel count and grid offset.
+
+    ``offset`` says where the grid lies on the input, in input pixels: cell j is centred at
+    ``stride * j + (stride - 1) / 2 + offset``. 0 is the top-left-aligned grid of the modern geometry
+    (cell j covers pixels stride*j .. stride*j+stride-1); the paper's pad-100 VGG16 has -99 at its
+    pools. Heads that crop like Caffe's crop layer derive their offsets from it.
+    """
 
     stride: int
     channels: int
+    offset: float = 0.0
+
+    @property
+    def centre(self) -> float:
+        """The input coordinate of cell 0's centre (Caffe's coord_map offset)."""
+        return (self.stride - 1) / 2 + self.offset
 
 
 class Backbone(nn.Module):

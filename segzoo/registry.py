@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import PluginError, SegzooError, UnknownNameError
-from .model import SegmentationModel, check_head_fits
+from .model import GEOMETRIES, SegmentationModel, check_head_fits
 
 KINDS = ("backbone", "head", "recipe")
 RECIPE_KEYS = {
     "backbone", "head", "num_classes", "input_size", "backbone_weights", "backbone_kwargs",
-    "head_kwargs", "normalization", "description", "class_names",
+    "head_kwargs", "normalization", "description", "class_names", "geometry", "weights",
 }
 
 
@@ -158,8 +158,14 @@ class Registry:
         backbone_weights: str | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
         head_kwargs: dict[str, Any] | None = None,
+        geometry: str | None = None,
+        weights: str | None = None,
     ) -> SegmentationModel:
         recipe = self.resolve(name)
+        if geometry is not None:
+            recipe["geometry"] = geometry
+        if weights is not None:
+            recipe["weights"] = str(weights)
         if num_classes is not None:
             recipe["num_classes"] = num_classes
         recipe.setdefault("num_classes", 21)
@@ -170,20 +176,31 @@ class Registry:
         return self.build(recipe)
 
     def build(self, recipe: dict[str, Any]) -> SegmentationModel:
-        """Build the model a (resolved) recipe describes."""
+        """Build the model a (resolved) recipe describes, with its full-model ``weights`` if it names any."""
         n = recipe.get("num_classes", 21)
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise SegzooError(f"num_classes must be a positive integer, got {n!r}")
+        geometry = recipe.get("geometry") or "modern"
+        if geometry not in GEOMETRIES:
+            raise UnknownNameError("geometry", geometry, GEOMETRIES, hint=f"segzoo knows {list(GEOMETRIES)}")
+        # Only a non-default geometry is passed, so factories written before geometries existed still work.
+        extra = {} if geometry == "modern" else {"geometry": geometry}
         make_backbone, b_entry = self.backbone_factory(recipe["backbone"])
         make_head, h_entry = self.head_factory(recipe["head"])
         backbone = _call_plugin(
-            b_entry, make_backbone, weights=recipe.get("backbone_weights"), **recipe.get("backbone_kwargs", {})
+            b_entry, make_backbone, weights=recipe.get("backbone_weights"), **extra, **recipe.get("backbone_kwargs", {})
         )
-        head = _call_plugin(h_entry, make_head, list(backbone.feature_info), n, **recipe.get("head_kwargs", {}))
+        head = _call_plugin(h_entry, make_head, list(backbone.feature_info), n, **extra,
+                            **recipe.get("head_kwargs", {}))
         check_head_fits(recipe["head"], tuple(head.strides), list(backbone.feature_info), recipe["backbone"])
-        recipe = {**recipe, "backbone_plugin": b_entry.plugin, "head_plugin": h_entry.plugin}
+        recipe = {**recipe, "geometry": geometry, "backbone_plugin": b_entry.plugin, "head_plugin": h_entry.plugin}
         recipe.setdefault("normalization", dict(backbone.normalization))
-        return SegmentationModel(backbone, head, recipe)
+        model = SegmentationModel(backbone, head, recipe)
+        if recipe.get("weights"):
+            from .weights import load_weights
+
+            load_weights(model, recipe["weights"])
+        return model
 
 
 def _call_plugin(entry: Entry, factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -193,4 +210,9 @@ def _call_plugin(entry: Entry, factory: Callable[..., Any], *args: Any, **kwargs
     except SegzooError:
         raise
     except TypeError as exc:
+        if "geometry" in kwargs and "geometry" in str(exc):
+            raise SegzooError(
+                f"{entry.kind} '{entry.name}' from {entry.source} does not support geometry '{kwargs['geometry']}'; "
+                "use geometry='modern'"
+            ) from exc
         raise SegzooError(f"{entry.kind} '{entry.name}' from {entry.source} rejected its options: {exc}") from exc

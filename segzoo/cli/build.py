@@ -19,11 +19,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="input size CxHxW for the summary (default: the recipe's, or 3x500x500)")
     p.add_argument("--backbone-weights", default=None, metavar="FILE",
                    help="a local ImageNet classifier state dict (torchvision or timm layout)")
+    p.add_argument("--geometry", default=None, choices=["modern", "caffe"],
+                   help="modern (default) or caffe: the paper's reference nets (pad 100, crops), for its weights")
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="whole-model weights: a segzoo checkpoint or state dict, or torchfcn's (with --geometry caffe)")
     p.add_argument("--out", default=None, metavar="FILE", help="write a checkpoint (weights + recipe) here")
 
 
 def run(args: argparse.Namespace) -> int:
-    model = create_model(args.model, num_classes=args.num_classes, backbone_weights=args.backbone_weights)
+    model = create_model(args.model, num_classes=args.num_classes, backbone_weights=args.backbone_weights,
+                         geometry=args.geometry, weights=args.weights)
     r = model.recipe
     size = parse_input_size(args.input) if args.input else tuple(r.get("input_size") or (3, 500, 500))
     s = summarize(model, (1, *size))
@@ -33,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         ["backbone", f"{r['backbone']}  (plugin {r['backbone_plugin']})"],
         ["head", f"{r['head']}  (plugin {r['head_plugin']})"],
         ["classes", r["num_classes"]],
+        ["geometry", r["geometry"]],
         ["strides fused", f"{strides}  (final upsampling {model.head.strides[-1]}x)"],
         ["parameters", f"{s.params:,} total, {s.trainable:,} trainable"],
         ["input", " x ".join(map(str, s.input_shape))],
@@ -41,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     ]
     if r.get("backbone_weights"):
         rows.insert(3, ["backbone weights", r["backbone_weights"]])
+    if r.get("weights"):
+        rows.insert(3, ["weights", r["weights"]])
     print(format_table(["", ""], rows).split("\n", 2)[2])
     if args.out:
         path = save_model(model, args.out)

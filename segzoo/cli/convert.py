@@ -1,0 +1,31 @@
+"""Convert published weights (torchfcn's layout of the paper's FCNs) into a segzoo checkpoint.
+
+The checkpoint carries its recipe (model, classes, the paper's geometry and its BGR 0-255 input
+normalization), so segzoo.load_model and the other commands need no further flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..weights import convert
+
+COMMAND = "convert"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", metavar="IN", help="the weights file to convert (a state dict saved with torch.save)")
+    p.add_argument("out", metavar="OUT", help="where to write the segzoo checkpoint")
+    p.add_argument("--from", dest="source", required=True, choices=["torchfcn"],
+                   help="the layout of IN: torchfcn (the PyTorch port's FCN-32s/16s/8s/8s-atonce)")
+    p.add_argument("--model", required=True,
+                   help="the model IN holds: vgg16-fcn32s, vgg16-fcn16s, vgg16-fcn8s or vgg16-fcn8s-atonce")
+    p.add_argument("--num-classes", type=int, default=None, help="default: the number of classes IN scores")
+
+
+def run(args: argparse.Namespace) -> int:
+    model = convert(args.src, args.model, args.out, source=args.source, num_classes=args.num_classes)
+    r = model.recipe
+    print(f"wrote {args.out}: {r['name']} with {r['num_classes']} classes in geometry '{r['geometry']}' "
+          f"(load it with segzoo.load_model)")
+    return 0
