@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from fakedist import write_dist
+from conftest import write_dist
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "segzoo-plugin-example"
@@ -96,6 +96,7 @@ COMMANDS = {
     "list": ["list"],
     "plugin-backbone": ["build", "tinyres-fcn8s", "--num-classes", "5", "--input", "3x65x47"],
     "plugin-head": ["build", "timm-resnet18-fcn8s-cat", "--input", "64"],
+    "check": ["check-plugin", DIST],
 }
 
 
@@ -123,6 +124,14 @@ def test_build_composes_its_parts_with_the_builtin_ones_both_ways(driven):
     assert re.search(r"backbone\s+timm-resnet18\s+\(plugin timm, segzoo 0\.1\.0\)", out), out
     assert re.search(rf"head\s+fcn8s-cat\s+\(plugin example, {DIST} 0\.1\.0\)", out)
     assert re.search(r"output\s+1 x 21 x 64 x 64", out)
+
+
+def test_check_plugin_passes_every_part_of_the_example(driven):
+    out = driven["check"][1]
+    rows = [line for line in out.splitlines() if re.match(r"(plugin|backbone|head|recipe)\s", line)]
+    assert len(rows) == 15 and all("  pass  " in r for r in rows), out
+    assert {r.split()[1] for r in rows} == {"example", "tinyres", "fcn8s-cat", "tinyres-fcn8s-cat"}
+    assert "15 passed, 0 failed" in out
 
 
 def test_a_short_training_run_lowers_the_loss(driven):

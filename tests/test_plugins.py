@@ -16,16 +16,59 @@ from pathlib import Path
 
 import pytest
 import torch
-from fakedist import backbone_plugin, write_dist
+from conftest import write_dist
 
 import segzoo.api
 from segzoo import hookspecs
 from segzoo.cli import main
 from segzoo.errors import PluginError
+from segzoo.plugin_check import assert_plugin_passes
 from segzoo.plugins import load_plugins
 from segzoo.summary import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# A valid backbone: strided 3x3 convs with 8 channels at STRIDES (maps of ceil(H/s)).
+# `LIE` changes what feature_info declares, without changing what forward() returns.
+TINY_BACKBONE = '''
+import torch
+from torch import nn
+from segzoo import Backbone, FeatureInfo, hookimpl
+
+STRIDES, LIE = {strides!r}, {lie!r}
+
+
+class Tiny(Backbone):
+    def __init__(self):
+        super().__init__()
+        steps = [b // a for a, b in zip((1, *STRIDES), STRIDES)]
+        self.convs = nn.ModuleList([nn.Conv2d(3 if i == 0 else 8, 8, 3, stride=s, padding=1)
+                                    for i, s in enumerate(steps)])
+        self.feature_info = [FeatureInfo(s, LIE.get(s, 8)) for s in STRIDES]
+
+    def forward(self, x):
+        out = {{}}
+        for s, conv in zip(STRIDES, self.convs):
+            x = torch.relu(conv(x))
+            out[s] = x
+        return out
+
+
+def make(weights=None):
+    """A test backbone of a few strided convs."""
+    return Tiny()
+
+
+@hookimpl
+def segzoo_register_backbones(registrar):
+    registrar.backbone({name!r}, make)
+'''
+
+
+def backbone_plugin(name: str, lie: dict[int, int] | None = None, strides=(4, 8, 16, 32)) -> str:
+    """Source of a plugin module registering the backbone ``name``; ``lie`` maps stride -> declared channels."""
+    return TINY_BACKBONE.format(name=name, lie=lie or {}, strides=tuple(strides))
+
 
 RAISES = '''
 from segzoo import hookimpl
@@ -205,6 +248,42 @@ def test_cli_in_a_fresh_process_with_the_environment_controls(plugin_path):
     assert re.search(r"vgg16\s+segzoo 0\.1\.0\s+loaded", run.stdout)
 
 
+def test_check_plugin_passes_a_good_plugin_and_is_a_pytest_helper(plugin_path, capsys):
+    assert main(["check-plugin", "segzoo-good"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"backbone\s+fxgood\s+feature strides and channels\s+pass\s+strides \[4, 8, 16, 32\]", out)
+    for check in ("output is N x C x H x W", "gradient reaches every parameter", "minimum input size",
+                  "pickle round trip", "state-dict round trip"):
+        assert re.search(rf"fxgood\s+{check}\s+pass", out), check
+    assert "FAIL" not in out and "0 failed" in out
+    assert_plugin_passes("good")  # what a plugin's own test suite calls
+    with pytest.raises(AssertionError, match="feature strides and channels: stride 16: declares 256 channels"):
+        assert_plugin_passes("segzoo-liar")
+
+
+def test_check_plugin_fails_a_lying_backbone_and_a_broken_plugin_with_reasons(plugin_path, capsys):
+    assert main(["check-plugin", "segzoo-liar"]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"fxliar\s+feature strides and channels\s+FAIL\s+stride 16: declares 256 channels, returned 8",
+                     out), out
+    assert main(["check-plugin", "raises"]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"plugin\s+raises\s+loads\s+FAIL\s+failed: RuntimeError: boom in the hook", out), out
+    assert main(["check-plugin", "szfx_nowhere"]) == 2
+    assert "no plugin distribution, entry point or importable module named 'szfx_nowhere'" in capsys.readouterr().err
+
+
+def test_check_plugin_takes_a_module_that_is_not_installed(plugin_path, capsys):
+    """...and composes a backbone without strides 8 and 16 with fcn32s instead of fcn8s."""
+    (plugin_path / "szfx_bare.py").write_text(backbone_plugin("fxbare", strides=(32,)))  # no dist-info
+    importlib.invalidate_caches()
+    assert main(["check-plugin", "szfx_bare"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"plugin\s+szfx_bare\s+loads\s+pass", out)
+    assert re.search(r"fxbare\s+builds with default options\s+pass\s+as fxbare-fcn32s", out), out
+    assert re.search(r"fxbare\s+pickle round trip\s+pass", out)
+
+
 def test_every_hook_is_documented():
     """As datasette does: a hook spec without a section in docs/plugins.md fails the suite."""
     hooks = [n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("segzoo_")]
@@ -215,3 +294,13 @@ def test_every_hook_is_documented():
     assert not missing, f"hooks without a section in docs/plugins.md: {missing}"
     readme = (ROOT / "README.md").read_text()
     assert "docs/plugins.md" in readme
+
+
+def test_the_plugin_in_the_docs_works_as_written(fake_dist):
+    """docs/plugins.md's one-module plugin, installed under its pyproject's names, passes every check."""
+    doc = (ROOT / "docs" / "plugins.md").read_text()
+    module = re.search(r"```python\n# my_segzoo_plugin\.py\n(.*?)```", doc, flags=re.S).group(1)
+    assert 'mynet = "my_segzoo_plugin"' in doc and 'name = "my-segzoo-plugin"' in doc
+    fake_dist("my-segzoo-plugin", {"my_segzoo_plugin": module}, {"mynet": "my_segzoo_plugin"}, version="0.1.0")
+    importlib.invalidate_caches()
+    assert_plugin_passes("my-segzoo-plugin")

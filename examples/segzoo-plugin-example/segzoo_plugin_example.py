@@ -12,7 +12,7 @@ from torch import nn
 
 from segzoo import Backbone, FeatureInfo, Head, hookimpl
 from segzoo.checkpoint import read_state_dict
-from segzoo.errors import CheckpointError
+from segzoo.errors import CheckpointError, InputError
 from segzoo.layers import BilinearUpsample, fit_to
 
 
@@ -85,7 +85,8 @@ class ConcatFusionHead(Head):
         channels = {f.stride: f.channels for f in feature_info}
         missing = [s for s in strides if s not in channels]
         if missing:
-            raise ValueError(f"this head fuses strides {list(strides)} but the backbone lacks {missing}")
+            raise InputError(f"this head fuses strides {list(strides)} but the backbone lacks {missing}; "
+                             "pick a head with fewer skips, e.g. fcn32s")
         self.strides, self.num_classes = tuple(strides), num_classes
         self.score_fr = nn.Conv2d(channels[strides[0]], num_classes, 1)
         self.upscore_skip = nn.ModuleDict({str(s): BilinearUpsample(num_classes, prev // s, learnable_upsampling)
