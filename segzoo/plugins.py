@@ -125,7 +125,7 @@ def load_plugins(
             if module is not None and pm.is_registered(module):
                 pm.unregister(module)
             if strict:
-                raise PluginError(f"{record.message()} (strict mode: SEGZOO_STRICT_PLUGINS)") from exc
+                raise PluginError(f"plugin '{name}' from distribution '{dname}' failed: {record.error}") from exc
     return registry
 
 

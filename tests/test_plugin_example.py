@@ -16,7 +16,8 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from conftest import write_dist
+
+from tests.conftest import write_dist
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "segzoo-plugin-example"

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_dist
 
 import segzoo.api
 from segzoo import hookspecs
@@ -25,6 +24,7 @@ from segzoo.errors import PluginError
 from segzoo.plugin_check import assert_plugin_passes
 from segzoo.plugins import load_plugins
 from segzoo.summary import summarize
+from tests.conftest import write_dist
 
 ROOT = Path(__file__).resolve().parents[1]
 
