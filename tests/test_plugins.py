@@ -238,6 +238,22 @@ def test_cli_build_names_the_distribution_of_a_lying_backbone(plugin_path, capsy
     assert "segzoo-liar 0.1" in err and "feature_info must match" in err and len(err.splitlines()) == 1
 
 
+def test_cli_unknown_name_mentions_the_plugins_that_failed(plugin_path, capsys):
+    assert main(["build", "fxmissing-fcn8s"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'fxmissing-fcn8s'" in err and "6 plugin(s) failed to load" in err
+    assert "plugin 'raises' (segzoo-raises 0.1)" in err and len(err.splitlines()) == 1
+
+
+def test_a_factory_that_crashes_is_blamed_on_its_plugin(fake_dist):
+    crash = backbone_plugin("fxcrash").replace("    return Tiny()", "    raise RuntimeError('no GPU here')")
+    fake_dist("segzoo-crash", {"szfx_crash": crash}, {"crash": "szfx_crash"})
+    importlib.invalidate_caches()
+    with pytest.raises(PluginError, match=r"backbone 'fxcrash' from plugin 'crash' \(segzoo-crash 0\.1\) failed to "
+                                          r"build: RuntimeError: no GPU here"):
+        load_plugins().create_model("fxcrash-fcn8s")
+
+
 def test_cli_in_a_fresh_process_with_the_environment_controls(plugin_path):
     env = {**os.environ, "PYTHONPATH": str(plugin_path), "SEGZOO_DISABLE_PLUGINS": "good"}
     run = subprocess.run([sys.executable, "-m", "segzoo", "plugins"], env=env, capture_output=True, text=True,
