@@ -142,17 +142,17 @@ class SegmentationModel(nn.Module):
     def _check_features(self, features: dict[int, torch.Tensor]) -> None:
         """Compare what the backbone returned with what it declared, once, and blame the plugin."""
         name = self.recipe.get("backbone", type(self.backbone).__name__)
-        plugin = self.recipe.get("backbone_plugin", "?")
+        plugin = f"plugin '{self.recipe.get('backbone_plugin', '?')}' ({self.recipe.get('backbone_dist', '?')})"
         for f in self.backbone.feature_info:
             got = features.get(f.stride)
             if got is None:
                 raise PluginError(
-                    f"backbone '{name}' (plugin {plugin}) declares stride {f.stride} but returned strides "
+                    f"backbone '{name}' from {plugin} declares stride {f.stride} but returned strides "
                     f"{sorted(features)}; its feature_info must match its forward()"
                 )
             if got.shape[1] != f.channels:
                 raise PluginError(
-                    f"backbone '{name}' (plugin {plugin}) declares {f.channels} channels at stride {f.stride} "
+                    f"backbone '{name}' from {plugin} declares {f.channels} channels at stride {f.stride} "
                     f"but returned {got.shape[1]}; its feature_info must match its forward()"
                 )
         self._checked = True

@@ -14,6 +14,7 @@ Environment:
 from __future__ import annotations
 
 import os
+import re
 import traceback
 from dataclasses import dataclass
 from importlib import metadata
@@ -46,6 +47,18 @@ class PluginRecord:
     def builtin(self) -> bool:
         return self.dist == BUILTIN_DIST
 
+    @property
+    def source(self) -> str:
+        """``plugin 'name' (distribution version)``: how every message names a plugin."""
+        return f"plugin '{self.name}' ({self.dist} {self.version})".replace(" )", ")")
+
+    def message(self) -> str:
+        """One line saying what happened to this plugin, for people."""
+        text = f"{self.source} {self.status}"
+        if self.status == "failed":
+            text += f": {self.error}"
+        return text
+
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
@@ -53,6 +66,11 @@ def _env_flag(name: str) -> bool:
 
 def _env_list(name: str) -> set[str]:
     return {s.strip() for s in os.environ.get(name, "").split(",") if s.strip()}
+
+
+def normalize(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503): ``Segzoo_Plugin.X`` is ``segzoo-plugin-x``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def discover() -> list[tuple[metadata.EntryPoint, str, str]]:
@@ -64,7 +82,7 @@ def discover() -> list[tuple[metadata.EntryPoint, str, str]]:
     found: dict[tuple[str, str], tuple[metadata.EntryPoint, str, str]] = {}
     seen_dists: set[str] = set()
     for dist in metadata.distributions():
-        dname = (dist.metadata["Name"] or "?").lower().replace("_", "-")
+        dname = normalize(dist.metadata["Name"] or "?")
         if dname in seen_dists:
             continue
         seen_dists.add(dname)
@@ -83,7 +101,7 @@ def load_plugins(
 ) -> Registry:
     """Fill a registry from every installed plugin; ``extra`` adds (name, module) pairs by hand (tests)."""
     registry = registry if registry is not None else Registry()
-    disabled = (disabled or set()) | _env_list("SEGZOO_DISABLE_PLUGINS")
+    disabled = {normalize(n) for n in (disabled or set()) | _env_list("SEGZOO_DISABLE_PLUGINS")}
     external = (not _env_flag("SEGZOO_DISABLE_PLUGIN_AUTOLOAD")) if external is None else external
     strict = _env_flag("SEGZOO_STRICT_PLUGINS") if strict is None else strict
     pm = pluggy.PluginManager(GROUP)
@@ -95,7 +113,7 @@ def load_plugins(
         module_name = getattr(source, "value", getattr(source, "__name__", "?"))
         record = PluginRecord(name, dname, version, module_name, "loaded")
         registry.plugins.append(record)
-        if name in disabled or dname in disabled or (not external and dname != BUILTIN_DIST):
+        if normalize(name) in disabled or dname in disabled or (not external and dname != BUILTIN_DIST):
             record.status = "disabled"
             continue
         module = None
@@ -121,14 +139,16 @@ def _register_one(pm: pluggy.PluginManager, registry: Registry, module: Any, rec
     registrar = Registrar(plugin=record.name, dist=f"{record.dist} {record.version}".strip())
     for hook in HOOKS:
         for impl in getattr(pm.hook, hook).get_hookimpls():
-            if impl.plugin is module:
-                impl.function(registrar=registrar)
+            if impl.plugin is module:  # pluggy's rule: an implementation takes the spec's arguments it names
+                impl.function(**{arg: registrar for arg in impl.argnames})
     registry.commit(registrar)
     record.registered = len(registrar.staged)
 
 
 def _describe(exc: BaseException) -> str:
-    """One line for the table, with the plugin's own frame where the error was raised."""
-    frames = traceback.extract_tb(exc.__traceback__)
+    """One line for the table, with the plugin's own frame (not segzoo's or pluggy's) where the error was raised."""
+    internal = (os.path.dirname(__file__), os.path.dirname(pluggy.__file__), "<frozen ")
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(internal)]
     where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return f"{type(exc).__name__}: {text}{where}"

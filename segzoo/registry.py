@@ -193,7 +193,8 @@ class Registry:
         head = _call_plugin(h_entry, make_head, list(backbone.feature_info), n, **extra,
                             **recipe.get("head_kwargs", {}))
         check_head_fits(recipe["head"], tuple(head.strides), list(backbone.feature_info), recipe["backbone"])
-        recipe = {**recipe, "geometry": geometry, "backbone_plugin": b_entry.plugin, "head_plugin": h_entry.plugin}
+        recipe = {**recipe, "geometry": geometry, "backbone_plugin": b_entry.plugin, "head_plugin": h_entry.plugin,
+                  "backbone_dist": b_entry.dist, "head_dist": h_entry.dist}
         recipe.setdefault("normalization", dict(backbone.normalization))
         model = SegmentationModel(backbone, head, recipe)
         if recipe.get("weights"):
@@ -216,3 +217,6 @@ def _call_plugin(entry: Entry, factory: Callable[..., Any], *args: Any, **kwargs
                 "use geometry='modern'"
             ) from exc
         raise SegzooError(f"{entry.kind} '{entry.name}' from {entry.source} rejected its options: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug: say whose, in one line
+        raise PluginError(f"{entry.kind} '{entry.name}' from {entry.source} failed to build: "
+                          f"{type(exc).__name__}: {exc}") from exc

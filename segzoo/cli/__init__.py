@@ -12,7 +12,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from ..errors import SegzooError
+from ..errors import SegzooError, UnknownNameError
 
 
 def _commands() -> list:
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _configure_plugins(args)
         return int(handlers[args.command](args) or 0)
     except SegzooError as exc:
-        print(f"segzoo: error: {exc}", file=sys.stderr)
+        print(f"segzoo: error: {exc}{_failed_plugins_hint(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("segzoo: interrupted", file=sys.stderr)
@@ -51,6 +51,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `segzoo list | head`: the reader left, which is not an error
         sys.stderr.close()
         return 0
+
+
+def _failed_plugins_hint(exc: SegzooError) -> str:
+    """An unknown name may belong to a plugin that failed to load: say so on the same line."""
+    from .. import api
+
+    if not isinstance(exc, UnknownNameError) or api._REGISTRY is None:
+        return ""
+    failed = [r.source for r in api._REGISTRY.plugins if r.status == "failed"]
+    if not failed:
+        return ""
+    return f" ({len(failed)} plugin(s) failed to load: {', '.join(failed)}; 'segzoo plugins' says why)"
 
 
 def _configure_plugins(args: argparse.Namespace) -> None:

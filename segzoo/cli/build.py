@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
     strides = " + ".join(str(x) for x in model.head.strides)
     rows = [
         ["model", r["name"]],
-        ["backbone", f"{r['backbone']}  (plugin {r['backbone_plugin']})"],
-        ["head", f"{r['head']}  (plugin {r['head_plugin']})"],
+        ["backbone", f"{r['backbone']}  (plugin {r['backbone_plugin']}, {r['backbone_dist']})"],
+        ["head", f"{r['head']}  (plugin {r['head_plugin']}, {r['head_dist']})"],
         ["classes", r["num_classes"]],
         ["geometry", r["geometry"]],
         ["strides fused", f"{strides}  (final upsampling {model.head.strides[-1]}x)"],

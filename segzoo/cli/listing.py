@@ -31,8 +31,10 @@ def run(args: argparse.Namespace) -> int:
         print()
     failed = [p for p in registry.plugins if p.status == "failed"]
     if failed:
-        print(f"{len(failed)} plugin(s) failed to load; 'segzoo plugins' shows why: "
-              + ", ".join(f"{p.name} ({p.dist})" for p in failed))
+        print(f"{len(failed)} plugin(s) failed to load ('segzoo plugins' lists them all):")
+        for p in failed:
+            print(f"  {p.message()}")
+        print()
     print("Compose any backbone with any head: <backbone>-<head>, e.g. segzoo build vgg16-fcn8s")
     return 0
 

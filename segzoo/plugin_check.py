@@ -1,0 +1,141 @@
+"""Run the contract checks the built-ins pass (:mod:`segzoo.contract`) over one plugin's parts.
+
+``segzoo check-plugin DIST_OR_MODULE`` prints the table; plugin authors call
+:func:`assert_plugin_passes` from pytest. A backbone is checked composed with a built-in FCN head
+(``fcn8s``, or ``fcn32s`` when it lacks strides 8 and 16); a head on a tiny
+:class:`~segzoo.contract.SyntheticBackbone` with strides 2 to 32; a recipe by resolving its parts.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from .contract import CheckResult, SyntheticBackbone, _check, run_contract
+from .errors import InputError, SegzooError
+from .model import SegmentationModel, check_head_fits
+from .plugins import PluginRecord, load_plugins, normalize
+from .registry import Entry, Registry
+
+REFERENCE_HEADS = ("fcn8s", "fcn32s")
+
+
+@dataclass
+class PartCheck:
+    """One row of the report: a part of the plugin (or the plugin itself) and one check's result."""
+
+    kind: str
+    name: str
+    result: CheckResult
+
+
+def find_plugin(target: str, registry: Registry) -> list[PluginRecord]:
+    """Records whose distribution, entry-point name or module is ``target``."""
+    t = normalize(target)
+    return [r for r in registry.plugins
+            if t in (r.dist, normalize(r.name)) or target in (r.module, r.module.split(":")[0])]
+
+
+def load_target(target: str, registry: Registry | None = None) -> tuple[Registry, list[PluginRecord]]:
+    """The registry holding ``target``: an installed plugin, or else a module imported and loaded in-process."""
+    registry = registry if registry is not None else load_plugins()
+    records = find_plugin(target, registry)
+    if records:
+        return registry, records
+    try:
+        module = importlib.import_module(target)
+    except ImportError as exc:
+        installed = sorted({f"{r.dist} ({r.name})" for r in registry.plugins})
+        raise SegzooError(
+            f"no plugin distribution, entry point or importable module named '{target}' ({exc}); "
+            f"installed plugins: {', '.join(installed)}; 'segzoo plugins' lists them"
+        ) from exc
+    registry = load_plugins(extra=[(target, module)])
+    return registry, find_plugin(target, registry)
+
+
+def check_plugin(target: str, registry: Registry | None = None, num_classes: int = 3) -> list[PartCheck]:
+    """Every contract check on every backbone, head and recipe ``target`` registers."""
+    registry, records = load_target(target, registry)
+    rows: list[PartCheck] = []
+    for record in records:
+        rows.append(PartCheck("plugin", record.name, _loads(record)))
+        dist = f"{record.dist} {record.version}".strip()
+        for kind in ("backbone", "head", "recipe"):
+            for entry in registry.entries[kind].values():
+                if entry.plugin == record.name and entry.dist == dist:
+                    check = {"backbone": check_backbone, "head": check_head, "recipe": check_recipe}[kind]
+                    rows += [PartCheck(kind, entry.name, r) for r in check(registry, entry, num_classes)]
+    return rows
+
+
+def _loads(record: PluginRecord) -> CheckResult:
+    if record.status == "loaded":
+        return CheckResult("loads", True, f"{record.dist} {record.version}, {record.registered} name(s)")
+    why = record.error or "disabled by -p no:NAME, SEGZOO_DISABLE_PLUGINS or SEGZOO_DISABLE_PLUGIN_AUTOLOAD"
+    return CheckResult("loads", False, f"{record.status}: {why}")
+
+
+def check_backbone(registry: Registry, entry: Entry, num_classes: int) -> list[CheckResult]:
+    if entry.is_family:
+        return [CheckResult("family", True, f"not built: check a member by name, e.g. {entry.name[:-1]}<variant>")]
+
+    def build() -> SegmentationModel:
+        for head in REFERENCE_HEADS:
+            recipe = {"name": f"{entry.name}-{head}", "backbone": entry.name, "head": head, "num_classes": num_classes}
+            try:
+                return registry.build(recipe)
+            except InputError:  # the backbone lacks a stride this head fuses: try a coarser one
+                if head == REFERENCE_HEADS[-1]:
+                    raise
+        raise AssertionError("unreachable")
+
+    return _contract(build, check_backbone=True)
+
+
+def check_head(registry: Registry, entry: Entry, num_classes: int) -> list[CheckResult]:
+    def build() -> SegmentationModel:
+        """On a synthetic backbone with just the strides the head reads, so that every parameter must train."""
+        every = list(SyntheticBackbone().feature_info)
+        strides = entry.obj(every, num_classes).strides
+        check_head_fits(entry.name, tuple(strides), every, "synthetic")
+        backbone = SyntheticBackbone(sorted(strides))
+        head = entry.obj(list(backbone.feature_info), num_classes)
+        got = head.num_classes
+        assert got == num_classes, f"asked for {num_classes} classes, got head.num_classes={got}"
+        recipe = {"name": f"synthetic-{entry.name}", "backbone": "synthetic", "head": entry.name,
+                  "num_classes": num_classes}
+        return SegmentationModel(backbone, head, recipe)
+
+    return _contract(build, check_backbone=False)
+
+
+def _contract(build, check_backbone: bool) -> list[CheckResult]:
+    model = None
+
+    def first() -> str:
+        nonlocal model
+        model = build()
+        return f"as {model.recipe['name']}, {sum(p.numel() for p in model.parameters()):,} parameters"
+
+    built = _check("builds with default options", first)
+    if model is None:
+        return [built]
+    return [built, *run_contract(model, rebuild=build, check_backbone=check_backbone)]
+
+
+def check_recipe(registry: Registry, entry: Entry, num_classes: int) -> list[CheckResult]:
+    def resolves() -> str:
+        registry.backbone_factory(entry.obj["backbone"])
+        registry.head_factory(entry.obj["head"])
+        return f"{entry.obj['backbone']} + {entry.obj['head']}"
+
+    return [_check("names registered parts", resolves)]
+
+
+def assert_plugin_passes(target: str, num_classes: int = 3) -> None:
+    """For a plugin's own pytest suite: ``assert_plugin_passes("my-dist")`` fails listing every broken check."""
+    rows = check_plugin(target, num_classes=num_classes)
+    failed = [f"{r.kind} {r.name}: {r.result.name}: {r.result.detail}" for r in rows if not r.result.passed]
+    assert rows, f"'{target}' registers nothing to check"
+    assert not failed, f"{len(failed)} contract check(s) failed:\n" + "\n".join(failed)
