@@ -147,6 +147,8 @@ class Contender:
     model: nn.Module
     dtype: str = "fp32"
     channels_last: bool = False
+    winograd: bool = False
+    gemm: bool = False
     compile: bool = False
     textbook: bool = False
     step: Callable[[], Any] | None = None
@@ -157,7 +159,10 @@ class Contender:
 
 # segzoo's variants, by name: the options each one applies (the default is what `segzoo bench` does).
 VARIANTS = {
-    "segzoo": {"channels_last": True},
+    "segzoo": {"winograd": True, "gemm": True},
+    "segzoo-winograd": {"winograd": True},
+    "segzoo-gemm": {"gemm": True},
+    "segzoo-cl": {"channels_last": True},
     "segzoo-nchw": {"channels_last": False},
     "segzoo-compile": {"channels_last": True, "compile": True},
     "segzoo-bf16": {"channels_last": True, "dtype": "bf16"},
@@ -204,7 +209,7 @@ def build_contenders(names: list[str], geometry: str, num_classes: int, fc_chann
             model = segzoo_model(geometry, num_classes, fc_channels)
             model.load_state_dict(reference.state_dict())
         c = Contender(name, model, **opts)
-        m, xi = bench.prepare(c.model, x, c.channels_last, c.compile)
+        m, xi = bench.prepare(c.model, x, c.channels_last, c.compile, c.winograd, c.gemm)
         if name == "yardstick":
             c.step = textbook_step(m, xi, mode)
         else:
@@ -264,7 +269,8 @@ def summarise(contenders: list[Contender], probes: dict[str, list[float]], gflop
         p25, med, p75 = bench.quantiles(c.times)
         peak = probes.get(c.dtype) or probes.get("fp32")
         rows.append({
-            "name": c.name, "dtype": c.dtype, "channels_last": c.channels_last, "compile": c.compile,
+            "name": c.name, "dtype": c.dtype, "channels_last": c.channels_last, "winograd": c.winograd, "gemm": c.gemm,
+            "compile": c.compile,
             "ms_median": med * 1e3, "ms_p25": p25 * 1e3, "ms_p75": p75 * 1e3, "first_s": c.first_s,
             "ratio_vs_yardstick": statistics.median(t / b for t, b in zip(c.times, base)),
             "achieved_gflops": gflops / med,
@@ -336,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--num-classes", type=int, default=21)
     p.add_argument("--fc-channels", type=int, default=4096)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory pass")
     p.add_argument("--out", default=None, help="write the results as JSON here (e.g. bench/results/NAME.json)")
     args = p.parse_args(argv)
@@ -343,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         p.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     size = parse_input_size(args.input)
     results = []
     for geometry in args.geometry.split(","):

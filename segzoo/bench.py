@@ -73,15 +73,17 @@ def measure_matmul_peak(dtype: torch.dtype = torch.float32, device: str | torch.
     """GFLOP/s of an n x n x n matmul (2n^3 FLOPs), the median of ``reps`` after one warm-up.
 
     This is the practical peak a conv net can hope for on this machine, now, under its current load.
-    Without ``n`` the size grows from 256 (CPU) until one product takes ~50 ms, capped at 2048, so a
-    dtype the CPU only emulates (bf16 without AVX-512 BF16/AMX) does not take minutes; CUDA uses 8192.
+    Without ``n``: 2048 on CPU (smaller products suffer most from threads descheduled by other
+    processes), except that for a reduced precision the size grows from 256 until one product takes
+    ~50 ms, so a dtype the CPU only emulates (bf16 without AVX-512 BF16/AMX) does not take minutes;
+    8192 on CUDA.
     """
     device = torch.device(device)
-    if n is None and device.type == "cpu":
+    if n is None and device.type == "cpu" and dtype != torch.float32:
         n = 256
         while n < 2048 and _time_mm(n, dtype, device) < 0.05:
             n *= 2
-    n = n or 8192
+    n = n or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     times = [_time_mm_once(a, b, device) for _ in range(reps + 1)][1:]
@@ -219,6 +221,8 @@ class BenchResult:
     input: list[int]
     batch_size: int
     channels_last: bool
+    winograd: bool
+    gemm: bool
     compiled: bool
     warmup: int
     iters: int
@@ -255,7 +259,8 @@ class BenchResult:
             ["model", self.model],
             ["mode", f"{self.mode}, {self.dtype}, batch {self.batch_size}, input {'x'.join(map(str, self.input))}"],
             ["device", f"{self.device_name} ({self.threads} threads)" if self.device == "cpu" else self.device_name],
-            ["options", f"channels_last={self.channels_last}, compile={self.compiled}"],
+            ["options", f"channels_last={self.channels_last}, winograd={self.winograd}, gemm={self.gemm}, "
+                        f"compile={self.compiled}"],
             ["iterations", f"{self.warmup} warm-up + {self.iters} timed"],
             ["images/s", f"{self.images_per_s:.3g}"],
             ["ms/iteration", f"{self.ms_median:.1f} median; IQR {spread}"],
@@ -308,9 +313,15 @@ def quantiles(values: list[float]) -> tuple[float, float, float]:
     return q[0], q[1], q[2]
 
 
-def prepare(model: torch.nn.Module, x: torch.Tensor, channels_last: bool, compile: bool = False
-            ) -> tuple[torch.nn.Module, torch.Tensor]:
-    """Apply the speed options that keep the maths unchanged: NHWC memory format, ``torch.compile``."""
+def prepare(model: torch.nn.Module, x: torch.Tensor, channels_last: bool, compile: bool = False,
+            winograd: bool = False, gemm: bool = False) -> tuple[torch.nn.Module, torch.Tensor]:
+    """Apply the speed options that keep the weights and the maths: NHWC memory format, Winograd 3x3
+    convs through NNPACK and fc6/fc7 as GEMMs (CPU fp32; rounding-level differences only; see
+    :mod:`segzoo.accel`), ``torch.compile``."""
+    if winograd or gemm:
+        from .accel import accelerate
+
+        accelerate(model, winograd=winograd, gemm=gemm)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -319,14 +330,23 @@ def prepare(model: torch.nn.Module, x: torch.Tensor, channels_last: bool, compil
     return model, x
 
 
-def default_channels_last(device: torch.device) -> bool:
-    """NHWC is what oneDNN (CPU) and cuDNN's tensor-core kernels prefer; measured in bench/RESULTS.md."""
-    return True
+def default_options(device: torch.device, dtype: str, compile: bool = False) -> dict[str, bool]:
+    """What ``segzoo bench`` applies unless told otherwise: the fastest measured (bench/RESULTS.md).
+
+    CPU fp32: Winograd 3x3 convs via NNPACK and fc6/fc7 as GEMMs, in NCHW (channels-last lost there,
+    most in training); otherwise channels-last, which cuDNN's tensor-core kernels prefer.
+    """
+    from .accel import nnpack_available
+
+    cpu32 = device.type == "cpu" and dtype == "fp32" and not compile
+    winograd = cpu32 and nnpack_available()
+    return {"winograd": winograd, "gemm": cpu32, "channels_last": not cpu32}
 
 
 def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch_size: int = 1,
               device: str | torch.device = "cpu", dtype: str = "fp32", mode: str = "infer",
-              warmup: int = 3, iters: int = 10, channels_last: bool | None = None, compile: bool = False,
+              warmup: int = 3, iters: int = 10, channels_last: bool | None = None, winograd: bool | None = None,
+              gemm: bool | None = None, compile: bool = False,
               measure_peak: bool = True, check_agreement: bool = True, device_peak_tflops: float | None = None,
               name: str | None = None, seed: int = 0) -> BenchResult:
     """Time ``iters`` iterations of ``model`` after ``warmup``, on a random batch; see :class:`BenchResult`.
@@ -344,7 +364,10 @@ def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch
     torch_dtype = DTYPES[dtype]
     if dtype == "fp16" and dev.type == "cpu" and mode == "train":
         raise SegzooError("fp16 training on CPU is not supported (no loss scaling there); use --dtype bf16")
-    channels_last = default_channels_last(dev) if channels_last is None else channels_last
+    defaults = default_options(dev, dtype, compile)
+    channels_last = defaults["channels_last"] if channels_last is None else channels_last
+    winograd = defaults["winograd"] if winograd is None else winograd
+    gemm = defaults["gemm"] if gemm is None else gemm
     notes = []
     if dev.type == "cpu" and dtype == "bf16" and not cpu_has_native_bf16():
         notes.append("this CPU has no native bf16 (AVX-512 BF16 or AMX): oneDNN emulates it, far slower than fp32")
@@ -359,7 +382,7 @@ def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch
     agreement = None
     if check_agreement and mode == "infer" and torch_dtype != torch.float32:
         agreement = pixel_agreement(model, x, torch_dtype)
-    model, x = prepare(model, x, channels_last, compile)
+    model, x = prepare(model, x, channels_last, compile, winograd, gemm)
     step = make_step(model, x, mode, torch_dtype)
 
     probes: list[float] = []
@@ -381,7 +404,8 @@ def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch
         peak_tflops = cuda_bf16_peak_tflops(device_name)
     return BenchResult(
         model=name or type(model).__name__, mode=mode, device=dev.type, device_name=device_name, dtype=dtype,
-        input=list(input_size), batch_size=batch_size, channels_last=channels_last, compiled=compile,
+        input=list(input_size), batch_size=batch_size, channels_last=channels_last, winograd=winograd, gemm=gemm,
+        compiled=compile,
         warmup=warmup, iters=iters, ms_median=med * 1e3, ms_p25=p25 * 1e3, ms_p75=p75 * 1e3,
         ms_min=min(times) * 1e3, ms_max=max(times) * 1e3, images_per_s=batch_size / med, first_iter_s=first,
         compile_s=max(first - med, 0.0) if compile else None, gflops_per_image=gflops_per_iter / batch_size,

@@ -27,7 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default: 3)")
     p.add_argument("--iters", type=int, default=10, help="timed iterations (default: 10)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="NHWC memory format for the model and input (default: on)")
+                   help="NHWC memory format for the model and input (default: on, except with --winograd)")
+    p.add_argument("--winograd", action=argparse.BooleanOptionalAction, default=None,
+                   help="CPU fp32: 3x3 convs as Winograd through NNPACK (default: on where NNPACK runs)")
+    p.add_argument("--gemm", action=argparse.BooleanOptionalAction, default=None,
+                   help="CPU fp32: big-kernel convs on small maps (fc6, fc7) as matrix products (default: on)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model; compile time is reported apart")
     p.add_argument("--no-peak", dest="measure_peak", action="store_false",
                    help="skip the matmul peak probe run after each timed iteration")
@@ -50,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     size = parse_input_size(args.input) if args.input else tuple(recipe.get("input_size") or (3, 500, 500))
     result = benchmark(
         model, size, batch_size=args.batch_size, device=args.device, dtype=args.dtype, mode=args.mode,
-        warmup=args.warmup, iters=args.iters, channels_last=args.channels_last, compile=args.compile,
+        warmup=args.warmup, iters=args.iters, channels_last=args.channels_last, winograd=args.winograd, gemm=args.gemm,
+        compile=args.compile,
         measure_peak=args.measure_peak, device_peak_tflops=args.peak_tflops, name=recipe.get("name", args.model),
     )
     print(format_table(["", ""], result.rows()).split("\n", 2)[2])
