@@ -10,8 +10,9 @@ layer, fc6/fc7 as convs, eager fp32, NCHW, dense C x C transposed convs, crops b
 - ``modern``: segzoo's default (padding 1 everywhere, ceil pools, fc6 7x7 padded by 3, every
   upsampling replicate-padded by one pixel, maps trimmed at the bottom/right edges).
 
-Given segzoo's weights (:func:`load_segzoo_weights`) the modern textbook net computes what
-``segzoo.create_model("vgg16-fcn8s")`` computes, so timing them side by side compares like with like.
+Given segzoo's weights (:func:`load_segzoo_weights`) each textbook net computes what
+``segzoo.create_model("vgg16-fcn8s", geometry=...)`` computes in the same geometry, so timing them
+side by side compares like with like.
 
 Timing is interleaved (yardstick, segzoo, ..., then the next repetition, rotating who goes first)
 with a matmul probe after each repetition, and every figure is a median of per-repetition ratios,
@@ -126,15 +127,9 @@ def load_segzoo_weights(textbook: TextbookFCN8s, model: nn.Module) -> TextbookFC
 
 
 def segzoo_model(geometry: str, num_classes: int = 21, fc_channels: int = 4096) -> nn.Module:
-    """segzoo's vgg16-fcn8s in ``geometry`` (``caffe`` needs segzoo's geometry option)."""
-    kwargs: dict[str, Any] = {"backbone_kwargs": {"fc_channels": fc_channels}}
-    if geometry != "modern":
-        kwargs = {"backbone_kwargs": {"fc_channels": fc_channels, "geometry": geometry},
-                  "head_kwargs": {"geometry": geometry}}
-    try:
-        return segzoo.create_model("vgg16-fcn8s", num_classes=num_classes, **kwargs)
-    except segzoo.SegzooError as exc:
-        raise SystemExit(f"this segzoo cannot build vgg16-fcn8s in geometry {geometry!r}: {exc}") from exc
+    """segzoo's vgg16-fcn8s in ``geometry``, with random weights."""
+    return segzoo.create_model("vgg16-fcn8s", num_classes=num_classes, backbone_kwargs={"fc_channels": fc_channels},
+                               geometry=geometry)
 
 
 # -- side by side --------------------------------------------------------------------------------

@@ -112,14 +112,15 @@ def test_matmul_peak_is_positive():
     assert bench.measure_matmul_peak(torch.float32, n=128, reps=1) > 0
 
 
-@pytest.mark.parametrize("size", [(64, 64), (50, 77)])
-def test_textbook_modern_net_computes_what_segzoo_computes(yardstick, size):
+@pytest.mark.parametrize("geometry, size", [("modern", (64, 64)), ("modern", (50, 77)), ("caffe", (64, 64)),
+                                            ("caffe", (50, 77))])
+def test_textbook_net_computes_what_segzoo_computes(yardstick, geometry, size):
     torch.manual_seed(0)
-    model = tiny_vgg().eval()
+    model = yardstick.segzoo_model(geometry, num_classes=5, fc_channels=16).eval()
     with torch.no_grad():  # every weight random, skips and upsampling included, so nothing is trivially equal
         for p in model.parameters():
             p.normal_(0, 0.05)
-    textbook = yardstick.load_segzoo_weights(yardstick.TextbookFCN8s(5, "modern", fc_channels=16), model).eval()
+    textbook = yardstick.load_segzoo_weights(yardstick.TextbookFCN8s(5, geometry, fc_channels=16), model).eval()
     x = torch.randn(2, 3, *size)
     with torch.no_grad():
         ours, theirs = model(x), textbook(x)
