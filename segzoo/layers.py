@@ -32,7 +32,9 @@ class BilinearUpsample(nn.Module):
     The input is replicate-padded by one coarse pixel and the extra fine pixels are cropped by the
     conv's own padding, so at initialisation the output equals ``F.interpolate(mode="bilinear",
     align_corners=False)`` everywhere, borders included (a zero-padded deconv would fade the scores
-    towards the image edges). ``learnable=False`` freezes the kernel, as in the paper's final layers.
+    towards the image edges). ``learnable=False`` freezes the kernel, as in the paper's final layers;
+    a frozen kernel that is still exactly bilinear is then computed by ``F.interpolate`` itself, which
+    does per channel what the dense C x C kernel does with C^2 taps (the weight stays in the state dict).
     """
 
     def __init__(self, channels: int, factor: int, learnable: bool = True):
@@ -46,8 +48,22 @@ class BilinearUpsample(nn.Module):
         with torch.no_grad():
             self.deconv.weight.copy_(bilinear_kernel(channels, factor))
         self.deconv.weight.requires_grad_(learnable)
+        self._bilinear_at: tuple[int, int] | None = None  # (data_ptr, version) last found exactly bilinear
+
+    def is_fixed_bilinear(self) -> bool:
+        """Frozen and still exactly the bilinear kernel (rechecked only when the weight changes)."""
+        w = self.deconv.weight
+        if w.requires_grad:
+            return False
+        key = (w.data_ptr(), w._version)
+        if self._bilinear_at != key:
+            exact = w.device.type != "meta" and torch.equal(w, bilinear_kernel(w.shape[0], self.factor).to(w))
+            self._bilinear_at = key if exact else None
+        return self._bilinear_at == key
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_fixed_bilinear():
+            return F.interpolate(x, scale_factor=self.factor, mode="bilinear", align_corners=False)
         return self.deconv(F.pad(x, (1, 1, 1, 1), mode="replicate"))
 
 

@@ -1,0 +1,67 @@
+"""Time a network: images/s, ms/iteration (median and spread), peak memory, GFLOP/s and the fraction of peak."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..api import create_model
+from ..bench import DTYPES, MODES, benchmark
+from ..checkpoint import load_model
+from ..summary import parse_input_size
+from ..table import format_table
+
+COMMAND = "bench"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a model name (e.g. vgg16-fcn8s), or a checkpoint file written by segzoo")
+    p.add_argument("--input", default=None, help="input size CxHxW (default: the recipe's, or 3x500x500)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--dtype", choices=list(DTYPES), default="fp32",
+                   help="fp32, or bf16/fp16 autocast (mixed precision; weights stay fp32)")
+    p.add_argument("--mode", choices=list(MODES), default="infer",
+                   help="infer: a forward in inference mode; train: forward, backward and an SGD step")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default: 3)")
+    p.add_argument("--iters", type=int, default=10, help="timed iterations (default: 10)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory format for the model and input (default: on, except with --winograd)")
+    p.add_argument("--winograd", action=argparse.BooleanOptionalAction, default=None,
+                   help="CPU fp32: 3x3 convs as Winograd through NNPACK (default: on where NNPACK runs)")
+    p.add_argument("--gemm", action=argparse.BooleanOptionalAction, default=None,
+                   help="CPU fp32: big-kernel convs on small maps (fc6, fc7) as matrix products (default: on)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model; compile time is reported apart")
+    p.add_argument("--no-peak", dest="measure_peak", action="store_false",
+                   help="skip the matmul peak probe run after each timed iteration")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="the device's dense bf16 peak in TFLOP/s, for a card segzoo's table does not know")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the results to FILE as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if Path(args.model).is_file():
+        model = load_model(args.model)
+    else:
+        model = create_model(args.model, num_classes=args.num_classes)
+    recipe = getattr(model, "recipe", {})
+    size = parse_input_size(args.input) if args.input else tuple(recipe.get("input_size") or (3, 500, 500))
+    result = benchmark(
+        model, size, batch_size=args.batch_size, device=args.device, dtype=args.dtype, mode=args.mode,
+        warmup=args.warmup, iters=args.iters, channels_last=args.channels_last, winograd=args.winograd, gemm=args.gemm,
+        compile=args.compile,
+        measure_peak=args.measure_peak, device_peak_tflops=args.peak_tflops, name=recipe.get("name", args.model),
+    )
+    print(format_table(["", ""], result.rows()).split("\n", 2)[2])
+    print()
+    print(result.to_json())
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(result.to_json() + "\n")
+    return 0

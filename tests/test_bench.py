@@ -1,0 +1,145 @@
+"""segzoo bench and the yardstick: they run, report every figure, and compare like with like.
+
+No timing assertions: these machines are shared, only the presence and sanity of the figures is tested.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import segzoo
+from segzoo import bench
+from segzoo.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = {"model", "mode", "device", "dtype", "input", "batch_size", "images_per_s", "ms_median", "ms_p25", "ms_p75",
+        "first_iter_s", "gflops_per_image", "achieved_gflops", "peak_memory_mib", "matmul_peak_gflops",
+        "fraction_of_matmul_peak", "device_peak_tflops", "fraction_of_device_peak", "loadavg", "torch_version"}
+
+
+@pytest.fixture(scope="module")
+def yardstick():
+    spec = importlib.util.spec_from_file_location("yardstick", ROOT / "bench" / "yardstick.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["yardstick"] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop("yardstick", None)
+
+
+def tiny_vgg(num_classes: int = 5) -> torch.nn.Module:
+    return segzoo.create_model("vgg16-fcn8s", num_classes=num_classes, backbone_kwargs={"fc_channels": 16})
+
+
+def test_cli_bench_prints_table_and_json(capsys, tmp_path):
+    out = tmp_path / "r.json"
+    code = main(["bench", "timm-resnet18-fcn8s", "--input", "3x64x64", "--warmup", "1", "--iters", "2",
+                 "--json", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    for label in ("images/s", "ms/iteration", "peak memory", "GFLOPs/image", "achieved GFLOP/s", "matmul peak"):
+        assert label in text
+    result = json.loads(out.read_text())
+    assert KEYS <= set(result)
+    assert result["model"] == "timm-resnet18-fcn8s" and result["input"] == [3, 64, 64]
+    for key in ("images_per_s", "ms_median", "gflops_per_image", "achieved_gflops", "matmul_peak_gflops",
+                "fraction_of_matmul_peak"):
+        assert result[key] > 0, key
+    assert result["ms_p25"] <= result["ms_median"] <= result["ms_p75"]
+    assert result["device_peak_tflops"] is None  # CPU: the peak is the matmul probe's
+    assert json.loads(text[text.index("{"):]) == result  # the printed JSON is the file's
+
+
+def test_train_mode_counts_backward_and_updates_weights():
+    model = tiny_vgg()
+    before = model.head.score_fr.weight.detach().clone()
+    infer = bench.benchmark(model, (3, 32, 32), mode="infer", warmup=1, iters=1, measure_peak=False)
+    train = bench.benchmark(model, (3, 32, 32), mode="train", warmup=1, iters=1, measure_peak=False,
+                            channels_last=False)
+    assert train.gflops_per_image == pytest.approx(3 * infer.gflops_per_image)
+    assert not torch.equal(model.head.score_fr.weight.detach(), before)  # an optimiser step ran
+    assert train.fraction_of_matmul_peak is None and train.matmul_peak_gflops is None
+
+
+def test_low_precision_reports_agreement_with_fp32():
+    r = bench.benchmark(tiny_vgg(), (3, 32, 32), dtype="bf16", warmup=1, iters=1, measure_peak=False)
+    assert 0.0 <= r.agreement_vs_fp32 <= 1.0
+    if not bench.cpu_has_native_bf16():
+        assert any("no native bf16" in n for n in r.notes)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dtype", "fp16", "--mode", "train"], "fp16 training on CPU"),
+    (["--iters", "0"], "at least 1"),
+])
+def test_bad_options_exit_2_with_the_fix(capsys, argv, message):
+    assert main(["bench", "alexnet-fcn8s", "--input", "3x32x32", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_a_user_error(capsys):
+    assert main(["bench", "alexnet-fcn8s", "--device", "cuda"]) == 2
+    assert "--device cpu" in capsys.readouterr().err
+
+
+def test_cuda_peak_table_prefers_the_specific_name():
+    assert bench.cuda_bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert bench.cuda_bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert bench.cuda_bf16_peak_tflops("NVIDIA H200") == 989.0
+    assert bench.cuda_bf16_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert bench.cuda_bf16_peak_tflops("Some Future GPU") is None
+
+
+def test_peak_memory_sees_a_temporary_allocation():
+    with bench.peak_memory(torch.device("cpu")) as mem:
+        x = torch.ones(16 * 2**20)  # 64 MiB, touched, then freed
+        del x
+    if mem["peak_mib"] is None:
+        pytest.skip("no /proc/self/clear_refs here")
+    assert 60 <= mem["peak_mib"] < 1024
+
+
+def test_matmul_peak_is_positive():
+    assert bench.measure_matmul_peak(torch.float32, n=128, reps=1) > 0
+
+
+@pytest.mark.parametrize("geometry, size", [("modern", (64, 64)), ("modern", (50, 77)), ("caffe", (64, 64)),
+                                            ("caffe", (50, 77))])
+def test_textbook_net_computes_what_segzoo_computes(yardstick, geometry, size):
+    torch.manual_seed(0)
+    model = yardstick.segzoo_model(geometry, num_classes=5, fc_channels=16).eval()
+    with torch.no_grad():  # every weight random, skips and upsampling included, so nothing is trivially equal
+        for p in model.parameters():
+            p.normal_(0, 0.05)
+    textbook = yardstick.load_segzoo_weights(yardstick.TextbookFCN8s(5, geometry, fc_channels=16), model).eval()
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        ours, theirs = model(x), textbook(x)
+    assert theirs.shape == ours.shape == (2, 5, *size)
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5)
+
+
+def test_textbook_caffe_net_gives_the_input_size(yardstick):
+    net = yardstick.TextbookFCN8s(3, "caffe", fc_channels=8).eval()
+    with torch.no_grad():
+        assert net(torch.randn(1, 3, 64, 80)).shape == (1, 3, 64, 80)
+
+
+def test_yardstick_compare_reports_ratios(yardstick, capsys):
+    res = yardstick.compare("train", "modern", (3, 32, 32), 1, ["segzoo"], reps=2, warmup=1, num_classes=3,
+                            fc_channels=8, memory=True)
+    yardstick.print_result(res)
+    rows = {r["name"]: r for r in res["rows"]}
+    assert set(rows) == {"yardstick", "segzoo"}
+    assert rows["yardstick"]["ratio_vs_yardstick"] == 1.0
+    assert rows["segzoo"]["ratio_vs_yardstick"] > 0 and rows["segzoo"]["fraction_of_matmul_peak"] > 0
+    assert "ratio vs yardstick" in capsys.readouterr().out
