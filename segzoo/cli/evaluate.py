@@ -1,0 +1,51 @@
+"""Evaluate a checkpoint on a dataset split: the paper's four metrics, per-class IU, and a JSON file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..checkpoint import load_model
+from ..data import SegmentationDataset, ShardedSampler, collate, eval_transform, find_pairs
+from ..metrics import report
+from ..train import evaluate
+from ..train.runtime import setup
+
+COMMAND = "eval"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, metavar="FILE", help="a model or training checkpoint (.pt)")
+    p.add_argument("--data", required=True, metavar="DIR", help="a VOC folder or a folder pair")
+    p.add_argument("--split", default="val", help="split name or list file (default val)")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="images per forward pass (default 1: each image at its own size; larger batches pad "
+                        "smaller images, which can change predictions near their borders)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0)")
+    p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad pairs instead of stopping")
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help="where to write the metrics (default: eval-<split>.json beside the checkpoint)")
+
+
+def run(args: argparse.Namespace) -> int:
+    rt = setup(args.device)
+    model = load_model(args.checkpoint).to(rt.device)
+    pairs = find_pairs(args.data, args.split, args.skip_bad)
+    dataset = SegmentationDataset(pairs, model.num_classes, eval_transform(model.normalization), args.skip_bad)
+    names = model.recipe.get("class_names") or dataset.class_names
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=ShardedSampler(len(dataset), shuffle=False),
+                        num_workers=args.workers, collate_fn=collate)
+    m = evaluate(model, loader, rt, model.num_classes, names)
+    print(f"{model.recipe.get('name', '?')} on {args.data} split '{args.split}' ({len(dataset)} images, "
+          f"{m['pixels']:,} labelled pixels" + (f", {m['skipped'] + len(pairs.dropped)} skipped" if
+                                                 m["skipped"] or pairs.dropped else "") + ")")
+    print(report(m))
+    out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval-{Path(args.split).stem}.json")
+    out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
+                               "model": model.recipe.get("name"), **m}, indent=1) + "\n", encoding="utf-8")
+    print(f"\nwrote {out}")
+    return 0

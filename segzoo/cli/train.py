@@ -1,0 +1,177 @@
+"""Train any composed network with pixel-wise cross-entropy; with no --data, on the embedded demo dataset."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from ..api import get_registry
+from ..errors import SegzooError
+from ..metrics import report
+from ..train import PRESETS, TrainConfig, load_training_checkpoint, train
+
+COMMAND = "train"
+
+# With no --data the run trains on the demo dataset with these settings, chosen (and measured) so the
+# main job finishes in a few minutes on 2 CPU cores; any of them given on the command line wins.
+DEMO_DEFAULTS = {"epochs": 6, "batch_size": 2, "input_size": 64, "scale": "0.75,1.25", "fc_channels": 512,
+                 "lr": 3e-4}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    a = p.add_argument
+    a("--model", default="vgg16-fcn8s", help="<backbone>-<head> or a recipe (default vgg16-fcn8s)")
+    a("--data", default=None, metavar="DIR", help="a VOC folder or folder pair (default: the demo dataset, written "
+                                                   "to runs/demo-data beside the run)")
+    a("--train-split", default=None, help="split name or list file (default train)")
+    a("--val-split", default=None, help="split name or list file, or 'none' (default val)")
+    a("--num-classes", type=int, default=None, help="classes (default: from the dataset's class_names.txt)")
+    a("--epochs", type=int, default=None, help="epochs (default 10; demo 6)")
+    a("--batch-size", type=int, default=None, help="images per step and process (default 8; demo 2)")
+    a("--input-size", type=int, default=None, help="side of the square training crop (default 320; demo 64)")
+    a("--scale", default=None, metavar="LOW,HIGH", help="random scale range (default 0.5,2; demo 0.75,1.25; 1,1: off)")
+    a("--no-flip", action="store_true", help="no random horizontal flips")
+    a("--optimizer", default=None, choices=sorted(PRESETS), help="preset (default adamw; paper: the FCN solver)")
+    a("--lr", type=float, default=None, help="learning rate (default: the preset's; demo 3e-4)")
+    a("--weight-decay", type=float, default=None, help="weight decay (default: the preset's)")
+    a("--loss", default=None, choices=["mean", "sum"], help="mean over valid pixels (default) or the paper's sum")
+    a("--class-weights", default=None, metavar="W0,W1,...", help="per-class loss weights")
+    a("--backbone-weights", default=None, metavar="FILE", help="a local ImageNet classifier state dict")
+    a("--fc-channels", type=int, default=None, help="fc6/fc7 width for VGG16/AlexNet (default 4096; demo 512)")
+    a("--backbone-opt", action="append", default=[], metavar="KEY=VALUE", help="a backbone option (repeatable)")
+    a("--head-opt", action="append", default=[], metavar="KEY=VALUE",
+      help="a head option, e.g. learnable_upsampling=false (repeatable)")
+    a("--init-from", default=None, metavar="CKPT", help="staged training: start from a coarser net's checkpoint "
+                                                         "(fcn32s -> fcn16s -> fcn8s)")
+    a("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
+    a("--amp", default=None, action=argparse.BooleanOptionalAction, help="mixed precision (default: on for CUDA)")
+    a("--workers", type=int, default=None, help="data-loading processes (default 0)")
+    a("--seed", type=int, default=None, help="random seed (default 0)")
+    a("--out", default=None, metavar="RUN_DIR", help="run folder (default runs/<model>, numbered if it exists)")
+    a("--resume", nargs="?", const=True, default=False, metavar="CKPT",
+      help="continue the run in --out (its last.pt), or the given checkpoint")
+    a("--save-every-steps", type=int, default=None, help="also checkpoint every N steps (default: each epoch)")
+    a("--eval-every", type=int, default=None, help="validate every N epochs (default 1)")
+    a("--skip-bad", action="store_true", help="skip (and count) bad image/mask pairs instead of stopping")
+    a("--progress", default=None, action=argparse.BooleanOptionalAction, help="progress bars (default: on a terminal)")
+
+
+def _options(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SegzooError(f"option {pair!r} must be KEY=VALUE, e.g. dropout=0.1")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise SegzooError(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+def _takes_fc_channels(model: str) -> bool:
+    registry = get_registry()
+    factory, _ = registry.backbone_factory(registry.resolve(model)["backbone"])
+    try:
+        return "fc_channels" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _default_out(model: str) -> str:
+    base = Path("runs") / model
+    path, n = base, 2
+    while (path / "last.pt").exists():
+        path, n = Path(f"{base}-{n}"), n + 1
+    return str(path)
+
+
+# Options a resumed run may change (CLI name -> config field); the rest of the run's settings come from its checkpoint.
+RESUMABLE = {"epochs": "epochs", "device": "device", "amp": "amp", "workers": "workers", "progress": "progress",
+             "save_every_steps": "save_every_steps"}
+
+
+def resume_config(args: argparse.Namespace) -> TrainConfig:
+    """The checkpoint's own config, with only the runtime options given now changed."""
+    if args.resume is True and args.out is None:
+        raise SegzooError("--resume needs the run to continue: --out RUN_DIR (its last.pt) or --resume CKPT")
+    path = Path(args.out) / "last.pt" if args.resume is True else Path(args.resume)
+    stored = load_training_checkpoint(path)["config"]
+    given = {field: getattr(args, opt) for opt, field in RESUMABLE.items() if getattr(args, opt) is not None}
+    ignored = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+               if k not in RESUMABLE and k not in ("resume", "out", "command", "plugin_flags", "no_external_plugins",
+                                                   "model", "backbone_opt", "head_opt", "skip_bad", "no_flip")
+               and v is not None]
+    if ignored:
+        print(f"resuming: {', '.join(ignored)} ignored (a resumed run keeps its own settings; only "
+              f"{', '.join('--' + k.replace('_', '-') for k in RESUMABLE)} may change)")
+    return TrainConfig.from_dict({**stored, **given, "out_dir": args.out or str(path.parent), "resume": str(path)})
+
+
+def build_config(args: argparse.Namespace) -> TrainConfig:
+    if args.resume is not False:
+        return resume_config(args)
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    demo = args.data is None
+    if demo:
+        applied = {k: v for k, v in DEMO_DEFAULTS.items() if given.get(k) is None}
+        if not _takes_fc_channels(args.model):
+            applied.pop("fc_channels", None)
+        given.update(applied)
+        shown = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in applied.items())
+        print(f"no --data: training on the embedded demo dataset (160 + 40 images of 64x64, 6 classes); demo "
+              f"defaults {shown} (give any of them to change it)")
+    if args.out is not None and (Path(args.out) / "last.pt").exists():
+        raise SegzooError(f"{args.out} already holds a run (last.pt); pass --resume to continue it, or another --out")
+    backbone_kwargs = _options(args.backbone_opt)
+    if given.get("fc_channels") is not None:
+        backbone_kwargs["fc_channels"] = given["fc_channels"]
+    cfg = {
+        "model": args.model, "data": args.data, "out_dir": args.out or _default_out(args.model),
+        "train_split": given.get("train_split"), "num_classes": args.num_classes, "epochs": given.get("epochs"),
+        "batch_size": given.get("batch_size"), "input_size": given.get("input_size"),
+        "optimizer": given.get("optimizer"), "lr": given.get("lr"), "weight_decay": given.get("weight_decay"),
+        "loss_reduction": given.get("loss"), "backbone_weights": args.backbone_weights, "init_from": args.init_from,
+        "device": given.get("device"), "amp": args.amp, "workers": given.get("workers"), "seed": given.get("seed"),
+        "save_every_steps": given.get("save_every_steps"), "eval_every": given.get("eval_every"),
+        "progress": args.progress,
+        "backbone_kwargs": backbone_kwargs, "head_kwargs": _options(args.head_opt),
+        "skip_bad": args.skip_bad, "flip": not args.no_flip,
+    }
+    if given.get("scale") is not None:
+        cfg["scale"] = tuple(_floats(given["scale"], "--scale"))
+    if args.val_split is not None:
+        cfg["val_split"] = None if args.val_split.lower() == "none" else args.val_split
+    if args.class_weights:
+        cfg["class_weights"] = _floats(args.class_weights, "--class-weights")
+    defaults = TrainConfig()
+    return TrainConfig(**{k: v for k, v in cfg.items() if v is not None or getattr(defaults, k) is None})
+
+
+def run(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    start = time.perf_counter()
+    result = train(config)
+    if result.stopped_early:
+        return 0
+    minutes = (time.perf_counter() - start) / 60
+    print(f"\nfinished in {minutes:.1f} min; run folder {result.out_dir} (last.pt, best.pt, metrics.jsonl)")
+    final = result.final_metrics
+    if final is not None:
+        if result.initial_metrics:
+            print(f"mean IU {100 * result.initial_metrics['mean_iu']:.1f} before training -> "
+                  f"{100 * final['mean_iu']:.1f} after (best {100 * result.best_metrics['mean_iu']:.1f} at epoch "
+                  f"{result.best_epoch})")
+        print(f"\nfinal validation metrics (epoch {result.history[-1]['epoch']}):")
+        print(report(final))
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,151 @@
+"""Finding (image, mask) pairs in the layouts people have, and the class names that go with them.
+
+* VOC: ``JPEGImages/*.jpg``, ``SegmentationClass/*.png``, ``ImageSets/Segmentation/<split>.txt``.
+* Folder pairs: ``images/`` and ``masks/`` matched by file stem, either per split
+  (``<split>/images``, ``<split>/masks``) or one pair of folders with ``<split>.txt`` (or
+  ``splits/<split>.txt``) listing stems; split ``all`` takes every pair.
+* A split given as a file: one stem per line, or ``image_path mask_path`` per line (relative to the
+  dataset root), as many segmentation repositories ship them.
+
+Class names come from ``class_names.txt`` (one per line, index = line number) in the root; a VOC
+folder without one gets the 21 PASCAL VOC classes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DataError
+from .io import VOC_CLASSES
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+CLASS_FILES = ("class_names.txt", "labels.txt")
+
+
+@dataclass
+class PairList:
+    """What a split resolved to: the pairs, the class names, and the pairs dropped (with why)."""
+
+    root: Path
+    split: str
+    layout: str
+    pairs: list[tuple[Path, Path]]
+    class_names: list[str] | None
+    dropped: list[str] = field(default_factory=list)
+
+
+def find_pairs(root: str | os.PathLike[str], split: str = "train", skip_bad: bool = False) -> PairList:
+    """Resolve ``split`` (a name or a list file) in ``root`` to existing (image, mask) pairs."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"dataset folder {root} does not exist; pass --data DIR (or run 'segzoo data demo --out DIR')")
+    names = read_class_names(root)
+    if (root / "JPEGImages").is_dir() and (root / "SegmentationClass").is_dir():
+        layout, listing = "voc", _voc(root, split)
+        names = names or list(VOC_CLASSES)
+    elif (root / "images").is_dir() or (root / split / "images").is_dir() or Path(split).is_file():
+        layout, listing = "folders", _folders(root, split)
+    else:
+        raise DataError(
+            f"{root} is neither a VOC folder (JPEGImages/ + SegmentationClass/) nor a folder pair "
+            f"(images/ + masks/, or {split}/images + {split}/masks); arrange it as one of these")
+    pairs, dropped = _check_pairs(listing, root, split, skip_bad)
+    if not pairs:
+        raise DataError(f"split '{split}' of {root} has no usable (image, mask) pairs"
+                        + (f" ({len(dropped)} skipped as bad)" if dropped else "")
+                        + "; check the split file and the folder layout")
+    return PairList(root, split, layout, pairs, names, dropped)
+
+
+def read_class_names(root: Path) -> list[str] | None:
+    for name in CLASS_FILES:
+        path = root / name
+        if path.is_file():
+            names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            if not names:
+                raise DataError(f"{path} lists no classes; write one class name per line (index = line number)")
+            return names
+    return None
+
+
+Listing = list[tuple[Path, Path | None, str]]  # image, mask (None: not found), the stem or line it came from
+
+
+def _voc(root: Path, split: str) -> Listing:
+    if Path(split).is_file():
+        return _from_list_file(root, Path(split), root / "JPEGImages", root / "SegmentationClass")
+    split_file = root / "ImageSets" / "Segmentation" / f"{split}.txt"
+    if not split_file.is_file():
+        have = sorted(p.stem for p in (root / "ImageSets" / "Segmentation").glob("*.txt"))
+        raise DataError(f"VOC split file {split_file} does not exist (splits here: {have or 'none'}); "
+                        "pass --split with one of those, or a file listing image stems")
+    return _from_list_file(root, split_file, root / "JPEGImages", root / "SegmentationClass")
+
+
+def _folders(root: Path, split: str) -> Listing:
+    if Path(split).is_file():
+        return _from_list_file(root, Path(split), root / "images", root / "masks")
+    if (root / split / "images").is_dir():
+        return _match_folder(root / split / "images", root / split / "masks")
+    for split_file in (root / f"{split}.txt", root / "splits" / f"{split}.txt"):
+        if split_file.is_file():
+            return _from_list_file(root, split_file, root / "images", root / "masks")
+    if split == "all":
+        return _match_folder(root / "images", root / "masks")
+    raise DataError(f"no split '{split}' in {root}: expected {root / split}/images, {root}/{split}.txt or "
+                    f"{root}/splits/{split}.txt listing stems; or pass --split all, or --split FILE")
+
+
+def _match_folder(images: Path, masks: Path) -> Listing:
+    if not images.is_dir():
+        raise DataError(f"image folder {images} does not exist; put the images there")
+    files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    return [(p, _mask_for(masks, p.stem), p.name) for p in files]
+
+
+def _mask_for(masks: Path, stem: str) -> Path | None:
+    path = masks / f"{stem}.png"
+    return path if path.is_file() else None
+
+
+def _image_for(images: Path, stem: str) -> Path:
+    for ext in IMAGE_EXTS:
+        for candidate in (images / f"{stem}{ext}", images / f"{stem}{ext.upper()}"):
+            if candidate.is_file():
+                return candidate
+    return images / f"{stem}.jpg"  # does not exist: reported by _check_pairs
+
+
+def _from_list_file(root: Path, split_file: Path, images: Path, masks: Path) -> Listing:
+    lines = [ln.strip() for ln in split_file.read_text(encoding="utf-8").splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    if not lines:
+        raise DataError(f"split file {split_file} is empty; list one image stem (or 'image mask' pair) per line")
+    out: Listing = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 2:
+            image, mask = root / parts[0].lstrip("/"), root / parts[1].lstrip("/")
+            out.append((image, mask if mask.is_file() else None, line))
+        else:
+            out.append((_image_for(images, parts[0]), _mask_for(masks, parts[0]), parts[0]))
+    return out
+
+
+def _check_pairs(listing: Listing, root: Path, split: str, skip_bad: bool) -> tuple[list[tuple[Path, Path]], list[str]]:
+    pairs, dropped = [], []
+    for image, mask, source in listing:
+        problem = None
+        if not image.is_file():
+            problem = f"image {image} (listed as '{source}' in split '{split}') does not exist"
+        elif mask is None:
+            problem = f"image {image} has no mask (expected a .png of the same stem in the mask folder)"
+        if problem is None:
+            pairs.append((image, mask))
+        elif skip_bad:
+            dropped.append(problem)
+        else:
+            raise DataError(f"{problem}; add it, remove the entry from the split, or pass --skip-bad to skip it")
+    return pairs, dropped

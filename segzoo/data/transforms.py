@@ -1,0 +1,122 @@
+"""Joint transforms: the image and its mask move together, so every label stays on its pixel.
+
+Each transform is ``t(image, mask, rng) -> (image, mask)`` on tensors (image 3 x H x W float,
+mask H x W int64) with a ``numpy.random.Generator`` passed in, so a sample's augmentation depends
+only on the seed it is given (which makes runs and resumed runs repeat exactly). Masks are resized
+with nearest-neighbour interpolation and padded with 255 (void), so no pixel gains a made-up label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..model import IMAGENET_NORM
+from .io import IGNORE_INDEX
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+def to_tensors(image: np.ndarray, mask: np.ndarray) -> Pair:
+    """H x W x 3 uint8 and H x W uint8 arrays → 3 x H x W float in [0, 1] and H x W int64."""
+    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    return img, torch.from_numpy(np.ascontiguousarray(mask)).long()
+
+
+def normalize(image: torch.Tensor, norm: dict[str, Any] | None = None) -> torch.Tensor:
+    """Apply the model's normalization contract (segzoo/model.py): scale, optional BGR, then (x - mean) / std."""
+    norm = norm or IMAGENET_NORM
+    x = image * float(norm.get("scale", 1.0))
+    if norm.get("bgr", False):
+        x = x.flip(-3)
+    mean = torch.tensor(norm["mean"], dtype=x.dtype).view(-1, 1, 1)
+    std = torch.tensor(norm["std"], dtype=x.dtype).view(-1, 1, 1)
+    return (x - mean) / std
+
+
+class Normalize:
+    def __init__(self, norm: dict[str, Any] | None = None):
+        self.norm = dict(norm or IMAGENET_NORM)
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator) -> Pair:
+        return normalize(image, self.norm), mask
+
+
+class RandomScale:
+    """Resize both by one random factor in ``[low, high]``: bilinear for the image, nearest for the mask."""
+
+    def __init__(self, low: float = 0.5, high: float = 2.0):
+        self.low, self.high = float(low), float(high)
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator) -> Pair:
+        factor = rng.uniform(self.low, self.high)
+        h, w = mask.shape
+        size = (max(1, round(h * factor)), max(1, round(w * factor)))
+        if size == (h, w):
+            return image, mask
+        image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+        mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].long()
+        return image, mask
+
+
+class RandomCrop:
+    """A random ``size`` crop; smaller images are first padded (image with 0, mask with 255 = void).
+
+    Put it after :class:`Normalize`, so the image's padding 0 is the dataset mean, as FCN's Caffe
+    data layer padded with the mean colour.
+    """
+
+    def __init__(self, size: int | Sequence[int]):
+        self.size = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator) -> Pair:
+        ch, cw = self.size
+        h, w = mask.shape
+        ph, pw = max(ch - h, 0), max(cw - w, 0)
+        if ph or pw:
+            image = F.pad(image, (0, pw, 0, ph), value=0.0)
+            mask = F.pad(mask, (0, pw, 0, ph), value=IGNORE_INDEX)
+            h, w = mask.shape
+        top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        return image[:, top:top + ch, left:left + cw], mask[top:top + ch, left:left + cw]
+
+
+class RandomHorizontalFlip:
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator) -> Pair:
+        if rng.random() < self.p:
+            return image.flip(-1), mask.flip(-1)
+        return image, mask
+
+
+class Compose:
+    def __init__(self, transforms: Sequence[Any]):
+        self.transforms = list(transforms)
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator) -> Pair:
+        for t in self.transforms:
+            image, mask = t(image, mask, rng)
+        return image, mask
+
+
+def train_transform(crop_size: int | Sequence[int], norm: dict[str, Any] | None = None,
+                    scale: tuple[float, float] = (0.5, 2.0), flip: bool = True) -> Compose:
+    """Normalize, random scale, random crop (void padding), horizontal flip: FCN-era augmentation."""
+    steps: list[Any] = [Normalize(norm)]
+    if scale and tuple(scale) != (1.0, 1.0):
+        steps.append(RandomScale(*scale))
+    steps.append(RandomCrop(crop_size))
+    if flip:
+        steps.append(RandomHorizontalFlip())
+    return Compose(steps)
+
+
+def eval_transform(norm: dict[str, Any] | None = None) -> Compose:
+    """Whole images, only normalized: evaluation sees every pixel at its own size."""
+    return Compose([Normalize(norm)])

@@ -1,0 +1,66 @@
+"""What a training run is: one plain dataclass, stored in every checkpoint so a run can be resumed as itself."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run. ``data=None`` trains on the embedded demo dataset (written next to ``out_dir``)."""
+
+    model: str = "vgg16-fcn8s"
+    out_dir: str = "runs/vgg16-fcn8s"
+    data: str | None = None
+    train_split: str = "train"
+    val_split: str | None = "val"  # None: no validation
+    num_classes: int | None = None  # None: from the dataset's class names
+    epochs: int = 10
+    batch_size: int = 8
+    input_size: int = 320  # side of the square training crop
+    scale: tuple[float, float] = (0.5, 2.0)  # random scale range; (1, 1) turns it off
+    flip: bool = True
+    optimizer: str = "adamw"  # a preset of segzoo.train.optim: paper, sgd-poly, adamw
+    lr: float | None = None  # None: the preset's
+    weight_decay: float | None = None
+    loss_reduction: str = "mean"  # or "sum", the paper's unnormalised loss
+    class_weights: list[float] | None = None
+    backbone_weights: str | None = None
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    head_kwargs: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None  # staged training: a coarser net's checkpoint (fcn32s -> fcn16s -> fcn8s)
+    device: str = "auto"
+    amp: bool | None = None  # None: on for CUDA
+    workers: int = 0
+    seed: int = 0
+    eval_every: int = 1  # epochs
+    save_every_steps: int = 0  # 0: at the end of every epoch only
+    skip_bad: bool = False
+    progress: bool | None = None  # None: when stderr is a terminal
+    demo: dict[str, int] = field(default_factory=lambda: {"train": 160, "val": 40, "size": 64, "seed": 0})
+    resume: bool | str = False  # True: out_dir/last.pt; or a checkpoint path
+    stop_at_step: int | None = None  # stop (with a checkpoint) after this many steps; the schedule is unchanged
+
+    # Settings a resumed run may change; everything else comes from the checkpoint, so the run goes on as itself.
+    RUNTIME: ClassVar[tuple[str, ...]] = ("out_dir", "epochs", "device", "amp", "workers", "progress", "resume",
+                                          "stop_at_step", "save_every_steps")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["scale"] = list(self.scale)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        if "scale" in d:
+            d["scale"] = tuple(d["scale"])
+        return cls(**d)
+
+    def resumed_from(self, stored: dict[str, Any]) -> TrainConfig:
+        """The stored run's config with this one's runtime settings."""
+        mine = self.to_dict()
+        return TrainConfig.from_dict({**stored, **{k: mine[k] for k in self.RUNTIME}})

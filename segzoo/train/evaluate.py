@@ -1,0 +1,46 @@
+"""Running a model over a dataset into one confusion matrix (summed over ranks when distributed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..metrics import ConfusionMatrix
+from .runtime import Runtime, all_reduce_sum
+
+
+def to_device(batch: dict[str, Any], rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+    x = batch["image"].to(rt.device, non_blocking=True)
+    if rt.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, batch["mask"].to(rt.device, non_blocking=True)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: DataLoader, rt: Runtime, num_classes: int,
+             class_names: Sequence[str] | None = None, progress: bool = False) -> dict[str, Any]:
+    """The four FCN metrics over every pixel ``loader`` yields (on every rank together)."""
+    was_training = model.training
+    model.eval()
+    cm = ConfusionMatrix(num_classes, device=rt.device)
+    skipped = torch.zeros((), dtype=torch.int64, device=rt.device)
+    batches = loader
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(loader, desc="eval", leave=False, dynamic_ncols=True)
+    for batch in batches:
+        skipped += batch["skipped"]
+        if batch["image"].numel() == 0:
+            continue
+        x, target = to_device(batch, rt)
+        with rt.autocast():
+            scores = model(x)
+        cm.update(scores.argmax(1), target)
+    all_reduce_sum(cm.matrix, rt)
+    all_reduce_sum(skipped, rt)
+    model.train(was_training)
+    return {**cm.compute(class_names), "skipped": int(skipped)}

@@ -1,0 +1,334 @@
+"""The one trainer for every network: pixel-wise cross-entropy, any model ``segzoo.create_model`` builds.
+
+It only calls ``model(x)`` and reads ``model.recipe``/``model.normalization``, so it never knows which
+backbone or head it trains. ``train(config)`` runs (or resumes) a run in ``config.out_dir``:
+``last.pt`` (which also holds the optimiser, scheduler, scaler, epoch and RNG state, to resume) and
+``best.pt`` (by validation mean IU) are ``segzoo.load_model``-readable checkpoints; ``metrics.jsonl`` and
+``metrics.csv`` log every epoch. Under ``torchrun`` it runs DDP and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from ..api import create_model
+from ..checkpoint import save_model
+from ..data import SegmentationDataset, ShardedSampler, collate, eval_transform, find_pairs, train_transform
+from ..data.demo import write_demo_dataset
+from ..errors import TrainingError
+from ..metrics import summary_line
+from . import runtime as rtm
+from .config import TrainConfig
+from .evaluate import evaluate, to_device
+from .loss import cross_entropy
+from .optim import make_optimizer, make_scheduler
+from .state import init_from_checkpoint, load_training_checkpoint, rng_state, save_training_checkpoint, set_rng_state
+
+CSV_FIELDS = ("epoch", "step", "train_loss", "lr", "images_per_s", "time_s",
+              "pixel_acc", "mean_acc", "mean_iu", "fw_iu")
+
+
+@dataclass
+class TrainResult:
+    """What a run produced; ``history`` has one record per epoch (the lines of metrics.jsonl)."""
+
+    out_dir: Path
+    history: list[dict[str, Any]]
+    final_metrics: dict[str, Any] | None
+    best_metrics: dict[str, Any] | None
+    best_epoch: int | None
+    last_checkpoint: Path
+    best_checkpoint: Path | None
+    initial_metrics: dict[str, Any] | None = None
+    stopped_early: bool = False
+    files_written: list[Path] = field(default_factory=list)
+    model: torch.nn.Module | None = None
+
+
+def train(config: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+          log: Callable[[str], None] = print) -> TrainResult:
+    """Run (or, with ``config.resume``, continue) one training run; ``on_epoch`` gets each epoch's record."""
+    owned = not torch.distributed.is_initialized()
+    rt = rtm.setup(config.device, config.amp)
+    try:
+        return Trainer(config, rt, on_epoch, log).run()
+    finally:
+        if owned:
+            rtm.teardown(rt)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, rt: rtm.Runtime, on_epoch: Callable | None, log: Callable[[str], None]):
+        self.rt, self.on_epoch = rt, on_epoch
+        self.log = log if rt.is_main else (lambda *_: None)
+        self.ckpt = None
+        if config.resume:
+            path = Path(config.out_dir) / "last.pt" if config.resume is True else Path(config.resume)
+            self.ckpt = load_training_checkpoint(path)
+            config = config.resumed_from(self.ckpt["config"])
+            self.log(f"resuming {path} at epoch {self.ckpt['epoch'] + 1}, step {self.ckpt['step']}")
+        self.cfg = config
+        self.out = Path(config.out_dir)
+        self.written: set[Path] = set()
+        self.progress = sys.stderr.isatty() if config.progress is None else config.progress
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def build(self) -> None:
+        cfg, rt = self.cfg, self.rt
+        seed_everything(cfg.seed)
+        data = self.prepare_data()
+        pairs = {"train": find_pairs(data, cfg.train_split, cfg.skip_bad)}
+        if cfg.val_split:
+            pairs["val"] = find_pairs(data, cfg.val_split, cfg.skip_bad)
+        num_classes = cfg.num_classes or (len(pairs["train"].class_names) if pairs["train"].class_names else None)
+        probe = SegmentationDataset(pairs["train"], num_classes)  # checks classes before any model is built
+        self.class_names = probe.class_names
+        self.model = create_model(cfg.model, probe.num_classes, cfg.backbone_weights, cfg.backbone_kwargs,
+                                  cfg.head_kwargs)
+        self.model.recipe["class_names"] = list(self.class_names)
+        if cfg.init_from and self.ckpt is None:
+            got = init_from_checkpoint(self.model, cfg.init_from)
+            self.log(f"initialised {len(got['copied'])} tensors from {cfg.init_from}; "
+                     f"{len(got['kept'])} keep their initialisation: {', '.join(got['kept'][:6])}")
+        norm = self.model.normalization
+        self.train_set = SegmentationDataset(pairs["train"], probe.num_classes,
+                                             train_transform(cfg.input_size, norm, tuple(cfg.scale), cfg.flip),
+                                             cfg.skip_bad, cfg.seed)
+        self.val_set = (SegmentationDataset(pairs["val"], probe.num_classes, eval_transform(norm), cfg.skip_bad)
+                        if "val" in pairs else None)
+        for p in pairs.values():
+            if p.dropped:
+                self.log(f"skipped {len(p.dropped)} bad entries of split '{p.split}', e.g.: {p.dropped[0]}")
+        self.sampler = ShardedSampler(len(self.train_set), True, cfg.seed, rt.rank, rt.world_size, pad=True)
+        self.loader = self._loader(self.train_set, self.sampler)
+        self.val_loader = (self._loader(self.val_set, ShardedSampler(len(self.val_set), False, 0, rt.rank,
+                                                                     rt.world_size, pad=False))
+                           if self.val_set else None)
+        self.steps_per_epoch = math.ceil(len(self.sampler) / cfg.batch_size)
+        self.model.to(rt.device)
+        if rt.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.weight_decay)
+        self.scheduler = make_scheduler(self.optimizer, cfg.optimizer, cfg.epochs * self.steps_per_epoch)
+        self.scaler = rt.grad_scaler()
+        self.weight = torch.tensor(cfg.class_weights, device=rt.device) if cfg.class_weights else None
+        self.net = (DistributedDataParallel(self.model, device_ids=[rt.device.index] if rt.device.type == "cuda"
+                                            else None) if rt.distributed else self.model)
+
+    def prepare_data(self) -> Path:
+        if self.cfg.data:
+            return Path(self.cfg.data)
+        path = self.out.parent / "demo-data"
+        if self.rt.is_main:
+            write_demo_dataset(path, **self.cfg.demo)
+        rtm.barrier(self.rt)
+        return path
+
+    def _loader(self, dataset: SegmentationDataset, sampler: ShardedSampler) -> DataLoader:
+        # Its own generator: creating an iterator then never draws from the global RNG that dropout uses,
+        # which is what lets a resumed run repeat an uninterrupted one exactly.
+        return DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=sampler, num_workers=self.cfg.workers,
+                          collate_fn=collate, pin_memory=self.rt.device.type == "cuda",
+                          generator=torch.Generator().manual_seed(self.cfg.seed))
+
+    def restore(self) -> None:
+        """Put back everything a checkpoint holds, so the run continues exactly where it stopped."""
+        self.epoch, self.step, self.batches_done = 0, 0, 0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.partial = {"loss_sum": 0.0, "images": 0, "time_s": 0.0}
+        self.initial_metrics = None
+        if self.ckpt is None:
+            return
+        c = self.ckpt
+        self.model.load_state_dict(c["state_dict"])
+        self.optimizer.load_state_dict(c["optimizer"])
+        self.scheduler.load_state_dict(c["scheduler"])
+        if c.get("scaler"):
+            self.scaler.load_state_dict(c["scaler"])
+        self.epoch, self.step, self.batches_done = c["epoch"], c["step"], c["batches_done"]
+        self.history, self.best, self.partial = list(c["history"]), c.get("best"), dict(c["partial"])
+        self.initial_metrics = c.get("initial_metrics")
+        set_rng_state(c["rng"])
+
+    # -- the run --------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        self.build()
+        self.restore()
+        cfg = self.cfg
+        if self.rt.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=1) + "\n")
+        self.log(f"training {self.model.recipe['name']} ({sum(p.numel() for p in self.model.parameters()):,} "
+                 f"parameters) on {len(self.train_set)} images of {cfg.data or 'the demo dataset'}, "
+                 f"{self.steps_per_epoch} steps/epoch x {cfg.epochs} epochs, device {self.rt.device}"
+                 + (f" x {self.rt.world_size} processes" if self.rt.distributed else "")
+                 + (f", amp {str(self.rt.amp_dtype).removeprefix('torch.')}" if self.rt.amp_dtype else ""))
+        if self.ckpt is None and self.val_loader is not None:
+            self.initial_metrics = self.validate()
+            self.log(f"before training: {summary_line(self.initial_metrics)}")
+        stopped = False
+        while self.epoch < cfg.epochs and not stopped:
+            stopped = self.train_epoch()
+            if not stopped:
+                self.end_epoch()
+        return self.result(stopped)
+
+    def train_epoch(self) -> bool:
+        """One pass over this rank's shard; True if the run stopped early (``stop_at_step``)."""
+        cfg, rt = self.cfg, self.rt
+        self.sampler.set_epoch(self.epoch, skip=self.batches_done * cfg.batch_size)
+        self.train_set.set_epoch(self.epoch)
+        self.net.train()
+        batches = self.loader
+        bar = None
+        if self.progress and rt.is_main:
+            from tqdm import tqdm
+
+            bar = batches = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
+                                 dynamic_ncols=True, initial=self.batches_done, total=self.steps_per_epoch)
+        start = time.perf_counter() - self.partial["time_s"]
+        for batch in batches:
+            loss, n = self.train_step(batch)
+            self.partial["loss_sum"] += loss * n
+            self.partial["images"] += n
+            self.batches_done += 1
+            self.step += 1
+            self.partial["time_s"] = time.perf_counter() - start
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{self.partial['images'] / self.partial['time_s']:.1f}")
+            if cfg.save_every_steps and self.step % cfg.save_every_steps == 0:
+                self.save("last.pt")
+            if cfg.stop_at_step and self.step >= cfg.stop_at_step:
+                self.save("last.pt")
+                self.log(f"stopped at step {self.step} (stop_at_step); resume with --resume")
+                return True
+        return False
+
+    def train_step(self, batch: dict[str, Any]) -> tuple[float, int]:
+        """Forward, the loss checked on every rank together, backward, step; returns (mean loss, images)."""
+        rt = self.rt
+        if batch["image"].numel() == 0:  # every sample of this batch was skipped as bad
+            if not rt.distributed:
+                return 0.0, 0
+            batch = self._void_batch()  # a zero-gradient stand-in keeps the ranks' all-reduces in step
+        x, target = to_device(batch, rt)
+        with rt.autocast():
+            scores = self.net(x)
+        loss = cross_entropy(scores, target, self.weight, self.cfg.loss_reduction)
+        n = int((batch["index"] >= 0).sum())
+        stats = torch.stack([loss.detach().float() * n, torch.tensor(float(n), device=loss.device),
+                             (~torch.isfinite(loss.detach())).float()])
+        rtm.all_reduce_sum(stats, rt)
+        if stats[2] > 0:
+            raise TrainingError(
+                f"the loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}: the run diverged "
+                f"and stopped. The last good checkpoint is {self.out / 'last.pt'}; resume from it with a lower --lr "
+                "(or another --optimizer), or check the data")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        total = float(stats[1])
+        return (float(stats[0]) / total if total else 0.0), n * rt.world_size
+
+    def _void_batch(self) -> dict[str, Any]:
+        size = self.cfg.input_size
+        return {"image": torch.zeros(1, 3, size, size), "mask": torch.full((1, size, size), 255, dtype=torch.long),
+                "index": torch.tensor([-1]), "skipped": 0}
+
+    def end_epoch(self) -> None:
+        cfg = self.cfg
+        images, secs = self.partial["images"], self.partial["time_s"]
+        record: dict[str, Any] = {
+            "epoch": self.epoch + 1, "step": self.step,
+            "train_loss": self.partial["loss_sum"] / images if images else float("nan"),
+            "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": images / secs if secs else 0.0,
+            "time_s": secs,
+        }
+        last_epoch = self.epoch + 1 == cfg.epochs
+        if self.val_loader is not None and ((self.epoch + 1) % cfg.eval_every == 0 or last_epoch):
+            record["val"] = self.validate()
+        self.epoch, self.batches_done = self.epoch + 1, 0
+        self.partial = {"loss_sum": 0.0, "images": 0, "time_s": 0.0}
+        self.history.append(record)
+        is_best = "val" in record and (self.best is None or record["val"]["mean_iu"] > self.best["mean_iu"])
+        if is_best:
+            self.best = {**record["val"], "epoch": record["epoch"]}
+        self.log(f"epoch {record['epoch']}/{cfg.epochs}  loss {record['train_loss']:.4f}  "
+                 f"{record['images_per_s']:.1f} img/s  {record['time_s']:.0f}s"
+                 + (f"  val: {summary_line(record['val'])}" + ("  (best)" if is_best else "") if "val" in record
+                    else ""))
+        self.write_logs()
+        self.save("last.pt")
+        if is_best:
+            self.save("best.pt")
+        if self.on_epoch is not None:
+            self.on_epoch(record)
+
+    def validate(self) -> dict[str, Any]:
+        return evaluate(self.model, self.val_loader, self.rt, self.model.num_classes, self.class_names,
+                        progress=self.progress and self.rt.is_main)
+
+    # -- writing (rank 0 only) ------------------------------------------------------------------
+    def save(self, name: str) -> None:
+        """``last.pt``: all it takes to resume. ``best.pt``: weights, recipe and metrics only (a third the size)."""
+        if not self.rt.is_main:
+            return
+        if name == "best.pt":
+            path = save_model(self.model, self.out / name, kind="best", config=self.cfg.to_dict(), epoch=self.epoch,
+                              best=self.best)
+            self.written.add(path)
+            return
+        path = save_training_checkpoint(
+            self.out / name, self.model, config=self.cfg.to_dict(), optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            epoch=self.epoch, step=self.step, batches_done=self.batches_done, partial=dict(self.partial),
+            history=self.history, best=self.best, initial_metrics=self.initial_metrics, rng=rng_state())
+        self.written.add(path)
+
+    def write_logs(self) -> None:
+        if not self.rt.is_main:
+            return
+        lines = [json.dumps(r) for r in self.history]
+        self._write_text(self.out / "metrics.jsonl", "\n".join(lines) + "\n")
+        rows = [",".join(CSV_FIELDS)]
+        for r in self.history:
+            flat = {**r, **{k: v for k, v in r.get("val", {}).items() if k in CSV_FIELDS}}
+            rows.append(",".join("" if flat.get(k) is None else f"{flat[k]:.6g}" for k in CSV_FIELDS))
+        self._write_text(self.out / "metrics.csv", "\n".join(rows) + "\n")
+
+    def _write_text(self, path: Path, text: str) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+        self.written.add(path)
+
+    def result(self, stopped: bool) -> TrainResult:
+        last_val = next((r["val"] for r in reversed(self.history) if "val" in r), None)
+        best_path = self.out / "best.pt"
+        return TrainResult(
+            out_dir=self.out, history=self.history, final_metrics=last_val, best_metrics=self.best,
+            best_epoch=self.best["epoch"] if self.best else None, last_checkpoint=self.out / "last.pt",
+            best_checkpoint=best_path if self.best else None, initial_metrics=self.initial_metrics,
+            stopped_early=stopped, files_written=sorted(self.written), model=self.model)

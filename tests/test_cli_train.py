@@ -1,0 +1,98 @@
+"""The commands: data demo/check, train (and --resume), eval, predict; errors as one line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segzoo.cli import main
+from segzoo.data import read_mask, write_mask
+
+TRAIN = ["train", "--model", "alexnet-fcn8s", "--fc-channels", "16", "--batch-size", "4", "--input-size", "64",
+         "--scale", "1,1", "--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, demo_data):
+    """One short run through the CLI, shared by the eval and predict tests."""
+    run = tmp_path_factory.mktemp("cli") / "run"
+    assert main([*TRAIN, "--data", str(demo_data), "--epochs", "1", "--out", str(run)]) == 0
+    return run
+
+
+def test_data_demo_writes_a_voc_folder(tmp_path, capsys):
+    assert main(["data", "demo", "--out", str(tmp_path / "d"), "--train", "3", "--val", "2", "--size", "48"]) == 0
+    assert "VOC layout" in capsys.readouterr().out
+    assert len(list((tmp_path / "d" / "JPEGImages").glob("*.jpg"))) == 5
+    with Image.open(tmp_path / "d" / "SegmentationClass" / "train_00000.png") as im:
+        assert im.mode == "P" and im.size == (48, 48)
+    assert main(["data", "check", str(tmp_path / "d"), "--split", "val"]) == 0
+    assert "0 problem(s)" in capsys.readouterr().out
+
+
+def test_train_prints_final_metrics_and_refuses_to_overwrite(trained, demo_data, capsys):
+    assert {"last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "config.json"} <= {p.name for p in trained.iterdir()}
+    assert main([*TRAIN, "--data", str(demo_data), "--out", str(trained)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_train_resume_through_the_cli(tmp_path, demo_data, capsys):
+    run = tmp_path / "run"
+    assert main([*TRAIN, "--data", str(demo_data), "--epochs", "1", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(run), "--epochs", "2", "--lr", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "--lr ignored" in out and "resuming" in out and "final validation metrics (epoch 2)" in out
+    assert "mean IU" in out and "disc" in out  # the four metrics and the per-class table
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+    assert main(["train", "--resume"]) == 2
+
+
+def test_eval_prints_the_four_metrics_and_writes_json(trained, demo_data, capsys):
+    assert main(["eval", "--checkpoint", str(trained / "best.pt"), "--data", str(demo_data), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    for label in ("pixel accuracy", "mean accuracy", "mean IU", "f.w. IU", "triangle"):
+        assert label in out
+    report = json.loads((trained / "eval-val.json").read_text())
+    assert 0 <= report["mean_iu"] <= 1 and set(report["per_class_iu"]) >= {"background", "ring"}
+
+
+def test_eval_of_bad_data_is_one_line_naming_the_file(trained, demo_data, tmp_path, capsys):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(demo_data, bad)
+    path = bad / "SegmentationClass" / "val_00001.png"
+    mask = read_mask(path)
+    mask[0, 0] = 7
+    write_mask(mask, path)
+    args = ["eval", "--checkpoint", str(trained / "last.pt"), "--data", str(bad), "--device", "cpu",
+            "--json", str(tmp_path / "e.json")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("segzoo: error: mask") and "val_00001.png" in err and err.count("\n") == 1
+    assert main([*args, "--skip-bad"]) == 0
+    assert "1 skipped" in capsys.readouterr().out
+
+
+def test_predict_writes_palette_masks_overlays_and_probabilities(trained, voc_photo, tmp_path, capsys):
+    image = voc_photo / "JPEGImages" / "2007_000001.jpg"
+    small = tmp_path / "small.png"
+    Image.fromarray(np.full((20, 30, 3), 128, np.uint8)).save(small)  # below AlexNet's minimum: padded
+    out = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", str(trained / "last.pt"), str(image), str(small), "--out", str(out),
+                 "--probs", "--device", "cpu"]) == 0
+    with Image.open(out / "2007_000001.png") as im:
+        assert im.mode == "P" and im.size == (500, 375)
+        assert np.asarray(im).max() < 6
+    with Image.open(out / "2007_000001_overlay.png") as im:
+        assert im.size == (1000, 375)
+    probs = np.load(out / "2007_000001_probs.npy")
+    assert probs.shape == (6, 375, 500) and np.allclose(probs.sum(0), 1, atol=1e-4)
+    assert np.array_equal(probs.argmax(0), read_mask(out / "2007_000001.png"))
+    with Image.open(out / "small.png") as im:
+        assert im.size == (30, 20)

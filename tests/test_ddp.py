@@ -1,0 +1,54 @@
+"""Two CPU processes with gloo: both ranks train on their shard, metrics are reduced, only rank 0 writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+import torch.multiprocessing as mp
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, world: int, port: int, data: str, out: str, report_dir: str) -> None:
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    import torch
+
+    torch.set_num_threads(1)
+    from segzoo.train import TrainConfig, train
+
+    cfg = TrainConfig(model="alexnet-fcn8s", backbone_kwargs={"fc_channels": 16}, data=data, out_dir=out,
+                      epochs=1, batch_size=2, input_size=64, scale=(1.0, 1.0), device="cpu", progress=False)
+    result = train(cfg, log=lambda _: None)
+    weights = result.model.state_dict()["head.score_fr.weight"]
+    with open(os.path.join(report_dir, f"rank{rank}.json"), "w") as f:
+        json.dump({"metrics": result.final_metrics, "written": [str(p) for p in result.files_written],
+                   "loss": result.history[-1]["train_loss"], "steps": result.history[-1]["step"],
+                   "weight_sum": float(weights.double().sum())}, f)
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run(tmp_path, demo_data):
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    mp.spawn(_rank_main, args=(2, _free_port(), str(demo_data), str(tmp_path / "run"), str(reports)), nprocs=2)
+    r0, r1 = (json.loads((reports / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["steps"] == r1["steps"] == 2  # 8 images, 2 ranks x batch 2: 2 steps each
+    assert r0["metrics"] == r1["metrics"]  # the confusion matrix was summed over ranks
+    assert r0["metrics"]["pixels"] == 4 * 64 * 64 - _void_pixels(demo_data)  # every val pixel counted once
+    assert r0["loss"] == r1["loss"] and r0["weight_sum"] == r1["weight_sum"]  # averaged loss, synced weights
+    assert r1["written"] == [] and {p.rsplit("/", 1)[1] for p in r0["written"]} >= {"last.pt", "metrics.jsonl"}
+
+
+def _void_pixels(root) -> int:
+    from segzoo.data import open_dataset
+
+    ds = open_dataset(root, "val")
+    return sum(int((ds.load(i)[1] == 255).sum()) for i in range(len(ds)))

@@ -1,0 +1,63 @@
+"""The paper's four metrics against hand-computed examples, from one confusion matrix over the dataset."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from segzoo.metrics import ConfusionMatrix, metrics_from_confusion, report
+
+
+def test_hand_computed_example_with_void_pixels():
+    cm = ConfusionMatrix(3)
+    cm.update(torch.tensor([0, 0, 1, 1, 2, 2, 0]), torch.tensor([0, 0, 0, 1, 1, 2, 255]))
+    # n = [[2, 1, 0], [0, 1, 1], [0, 0, 1]]: t = (3, 2, 1), predicted = (2, 2, 2); the 255 pixel is not counted
+    assert cm.matrix.tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    m = cm.compute(["bg", "cat", "dog"])
+    assert m["pixel_acc"] == pytest.approx(4 / 6)
+    assert m["mean_acc"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    assert m["per_class_iu"] == pytest.approx({"bg": 2 / 3, "cat": 1 / 3, "dog": 1 / 2})
+    assert m["mean_iu"] == pytest.approx(0.5)
+    assert m["fw_iu"] == pytest.approx((3 * 2 / 3 + 2 * 1 / 3 + 1 * 1 / 2) / 6)
+    assert m["pixels"] == 6
+    assert "mean IU" in report(m) and "dog" in report(m)
+
+
+def test_classes_absent_from_both_are_left_out_of_the_means():
+    four = ConfusionMatrix(4)
+    four.update(torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 0, 0, 1, 1, 2]))
+    three = ConfusionMatrix(3)
+    three.update(torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 0, 0, 1, 1, 2]))
+    a, b = four.compute(), three.compute()
+    assert a["per_class_iu"]["3"] is None and a["per_class_acc"]["3"] is None
+    for key in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu"):
+        assert a[key] == pytest.approx(b[key])
+
+
+def test_a_class_only_predicted_counts_as_zero_iu_but_has_no_accuracy():
+    cm = ConfusionMatrix(3)
+    cm.update(torch.tensor([0, 2, 1]), torch.tensor([0, 0, 1]))
+    m = cm.compute()
+    assert m["per_class_iu"]["2"] == 0.0 and m["per_class_acc"]["2"] is None
+    assert m["mean_iu"] == pytest.approx((1 / 2 + 1 + 0) / 3)  # class 2: a false positive, IU 0, in the mean
+    assert m["mean_acc"] == pytest.approx((1 / 2 + 1) / 2)  # class 2 has no ground truth: no accuracy
+
+
+def test_accumulated_over_the_dataset_not_averaged_per_image():
+    cm = ConfusionMatrix(2)
+    cm.update(torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 2, dtype=torch.long))  # image A: all correct
+    cm.update(torch.tensor([[0]]), torch.tensor([[1]]))  # image B: its one class-1 pixel missed
+    assert cm.compute()["mean_iu"] == pytest.approx((4 / 5 + 0) / 2)  # per-image averaging would give 0.5
+
+
+def test_batched_predictions_and_matrix_sums():
+    pred, target = torch.randint(0, 5, (2, 8, 8)), torch.randint(0, 5, (2, 8, 8))
+    whole, parts = ConfusionMatrix(5), ConfusionMatrix(5)
+    whole.update(pred, target)
+    for i in range(2):
+        parts.update(pred[i], target[i])
+    assert torch.equal(whole.matrix, parts.matrix)
+    m = metrics_from_confusion(whole.matrix + parts.matrix)  # what an all-reduce over two ranks gives
+    assert m["pixels"] == 256 and m["mean_iu"] == pytest.approx(whole.compute()["mean_iu"])
+    with pytest.raises(ValueError, match="differ in shape"):
+        whole.update(pred, target[0])
