@@ -1,0 +1,219 @@
+"""Ablation studies: train a grid of backbones x heads on the same data, and compare them at a glance.
+
+Every variant gets the same data, split, seed, schedule and input size (one shared ``TrainConfig``
+with only the model changed). A finished variant leaves ``result.json`` and is never trained again;
+an interrupted one resumes from its own ``last.pt``. ``staged=True`` trains the heads coarse to fine
+per backbone, each initialised from the previous one's final checkpoint, as in the paper (32s → 16s
+→ 8s → 4s); the default trains every variant at once from the backbone.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import SegzooError
+from .table import format_table
+
+COLUMNS = ["variant", "backbone", "head", "mean_iu", "pixel_acc", "mean_acc", "fw_iu", "params_m", "gflops",
+           "latency_ms", "peak_mem_mib", "train_s"]
+HEADERS = ["variant", "backbone", "head", "mean IU", "pixel acc", "mean acc", "f.w. IU", "params (M)", "GFLOPs",
+           "latency (ms)", "peak mem (MiB)", "train (s)"]
+
+
+@dataclass
+class Study:
+    """The grid and the settings every variant shares (``train``: any ``TrainConfig`` field)."""
+
+    backbones: list[str]
+    heads: list[str]
+    out: str = "runs/ablation"
+    staged: bool = False
+    train: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> Study:
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise SegzooError(f"cannot read study file {path}: {exc}") from exc
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown or not isinstance(data.get("backbones"), list) or not isinstance(data.get("heads"), list):
+            raise SegzooError(
+                f"{path}: a study needs lists 'backbones' and 'heads' and may set 'out', 'staged' and 'train' "
+                f"(unknown keys: {sorted(unknown)})")
+        return cls(**data)
+
+
+@dataclass
+class Variant:
+    name: str
+    backbone: str
+    head: str
+    init_from: str | None = None  # the variant whose final checkpoint initialises this one (staged)
+
+
+def plan(study: Study, strides_of: Any = None) -> list[Variant]:
+    """The variants in training order; staged studies go coarse to fine within each backbone."""
+    from .api import get_registry
+
+    registry = get_registry()
+    for b in study.backbones:
+        registry.backbone_factory(b)  # unknown names fail before any training starts
+    for h in study.heads:
+        registry.head_factory(h)
+    if not study.staged:
+        return [Variant(f"{b}-{h}", b, h) for b in study.backbones for h in study.heads]
+    strides_of = strides_of or _head_strides
+    variants = []
+    for b in study.backbones:
+        previous = None
+        for h in sorted(study.heads, key=lambda h: len(strides_of(h))):
+            name = f"{b}-{h}-staged"
+            variants.append(Variant(name, b, h, previous))
+            previous = name
+    return variants
+
+
+def _head_strides(head: str) -> tuple[int, ...]:
+    from .api import get_registry
+    from .contract import SyntheticBackbone
+
+    make, _ = get_registry().head_factory(head)
+    return tuple(make(SyntheticBackbone().feature_info, 2).strides)
+
+
+def run_study(study: Study, progress: bool | None = None) -> list[dict[str, Any]]:
+    """Train and measure every variant not yet finished; write results.{csv,md,png} and curves.png."""
+    from tqdm.auto import tqdm
+
+    out = Path(study.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "study.json").write_text(json.dumps(dataclasses.asdict(study), indent=2))
+    variants = plan(study)
+    rows = []
+    bar = tqdm(variants, desc="study", unit="variant", disable=progress is False, position=0)
+    for v in bar:
+        bar.set_postfix_str(v.name)
+        rows.append(run_variant(study, v, out))
+    write_report(rows, out)
+    return rows
+
+
+def run_variant(study: Study, v: Variant, out: Path) -> dict[str, Any]:
+    """One variant: skipped if it finished before, resumed if it was interrupted."""
+    from .checkpoint import atomic_write_text
+
+    vdir = out / v.name
+    done = vdir / "result.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    result = _train(study, v, vdir, out)
+    final = result.final_metrics or {}
+    history = [{"epoch": h["epoch"], "train_loss": h["train_loss"], "mean_iu": h["val"]["mean_iu"]}
+               for h in result.history if "val" in h]
+    row = {"variant": v.name, "backbone": v.backbone, "head": v.head,
+           **{k: float(final[k]) for k in ("mean_iu", "pixel_acc", "mean_acc", "fw_iu") if k in final},
+           # summed per epoch, so a resumed variant counts the time of both of its runs
+           "train_s": sum(h.get("time_s", 0.0) for h in result.history), "history": history}
+    row.update(_measure(result.last_checkpoint, study))
+    atomic_write_text(json.dumps(row, indent=1), done)  # written last: its presence means "finished"
+    return row
+
+
+def _train(study: Study, v: Variant, vdir: Path, out: Path) -> Any:
+    from .train import TrainConfig, train
+
+    settings = {**study.train, "model": f"{v.backbone}-{v.head}", "out_dir": str(vdir)}
+    if v.init_from:
+        settings["init_from"] = str(out / v.init_from / "last.pt")
+    if (vdir / "last.pt").exists():
+        settings["resume"] = True
+    return train(TrainConfig.from_dict(settings))
+
+
+def _measure(checkpoint: Path, study: Study) -> dict[str, float]:
+    """Size and speed of the trained net at the study's input size (inference, batch 1)."""
+    from .bench import benchmark
+    from .checkpoint import load_model
+    from .summary import summarize
+
+    model = load_model(checkpoint)
+    side = int(study.train.get("input_size", 320))
+    s = summarize(model, (1, 3, side, side))
+    b = benchmark(model, (3, side, side), batch_size=1, mode="infer", warmup=1, iters=3, measure_peak=False)
+    return {"params_m": s.params / 1e6, "gflops": s.gflops, "latency_ms": b.ms_median,
+            "peak_mem_mib": b.peak_memory_mib}
+
+
+def write_report(rows: list[dict[str, Any]], out: Path) -> None:
+    """results.csv, results.md, results.png (mean IU by backbone) and curves.png (val mean IU per epoch)."""
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    table = [[_round(r.get(c)) for c in COLUMNS] for r in rows]
+    (out / "results.md").write_text(format_table(HEADERS, table, markdown=True) + "\n")
+    _plot_bars(rows, out / "results.png")
+    _plot_curves(rows, out / "curves.png")
+
+
+def results_table(rows: list[dict[str, Any]]) -> str:
+    return format_table(HEADERS, [[_round(r.get(c)) for c in COLUMNS] for r in rows])
+
+
+def _round(v: Any) -> Any:
+    return round(v, 4) if isinstance(v, float) else v
+
+
+def _plot_bars(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    backbones = list(dict.fromkeys(r["backbone"] for r in rows))
+    heads = list(dict.fromkeys(r["head"] for r in rows))
+    width = 0.8 / max(len(heads), 1)
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(backbones), 3.6))
+    for i, head in enumerate(heads):
+        xs = [b + (i - (len(heads) - 1) / 2) * width for b in range(len(backbones))]
+        ys = [next((r.get("mean_iu", 0) for r in rows if r["backbone"] == bb and r["head"] == head), 0)
+              for bb in backbones]
+        bars = ax.bar(xs, ys, width, label=head)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7)
+    ax.set_xticks(range(len(backbones)), backbones)
+    ax.set_ylabel("mean IU (val)")
+    ax.set_title("mean IU per variant, grouped by backbone")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for r in rows:
+        points = [(h["epoch"], h["mean_iu"]) for h in r.get("history", []) if "mean_iu" in h]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=r["variant"])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean IU (val)")
+    ax.set_title("validation mean IU per epoch")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

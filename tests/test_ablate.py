@@ -1,0 +1,91 @@
+"""Ablation studies: one table and two plots from a grid trained on the same data, resumable."""
+
+import csv
+import json
+
+import pytest
+import yaml
+
+import segzoo.train
+from segzoo.ablate import Study, plan, run_study
+from tests.conftest import run_cli
+
+TINY = {"epochs": 1, "batch_size": 4, "input_size": 64, "scale": [1.0, 1.0], "progress": False, "device": "cpu",
+        "backbone_kwargs": {"fc_channels": 32}}
+
+
+@pytest.fixture
+def study(tmp_path, demo_data):
+    return Study(backbones=["alexnet", "vgg16"], heads=["fcn32s", "fcn8s"], out=str(tmp_path / "study"),
+                 train={**TINY, "data": str(demo_data)})
+
+
+@pytest.mark.slow
+def test_a_2x2_study_writes_every_row_table_and_plot(study, monkeypatch):
+    calls = []
+    real = segzoo.train.train
+    monkeypatch.setattr(segzoo.train, "train", lambda cfg, **kw: calls.append(cfg) or real(cfg, **kw))
+    rows = run_study(study, progress=False)
+    assert [r["variant"] for r in rows] == ["alexnet-fcn32s", "alexnet-fcn8s", "vgg16-fcn32s", "vgg16-fcn8s"]
+    # same data, seed, schedule and input size for every variant; only the model differs
+    shared = [{k: v for k, v in c.to_dict().items() if k not in ("model", "out_dir")} for c in calls]
+    assert all(s == shared[0] for s in shared) and len(calls) == 4
+    out = study.out
+    with open(f"{out}/results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 4
+    for row in table:
+        assert all(row[k] != "" for k in row), row  # every column filled
+        assert 0 <= float(row["mean_iu"]) <= 1 and float(row["params_m"]) > 0 and float(row["latency_ms"]) > 0
+    md = open(f"{out}/results.md").read()
+    assert md.count("\n") == 6 and "mean IU" in md
+    for png in ("results.png", "curves.png"):
+        assert open(f"{out}/{png}", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_an_interrupted_study_resumes_without_retraining_finished_variants(study, monkeypatch, tmp_path):
+    study.backbones = ["alexnet"]
+    run_study(study, progress=False)
+    # interrupt: the second variant's result is lost, its checkpoint remains
+    (tmp_path / "study" / "alexnet-fcn8s" / "result.json").unlink()
+    calls = []
+    real = segzoo.train.train
+    monkeypatch.setattr(segzoo.train, "train", lambda cfg, **kw: calls.append(cfg) or real(cfg, **kw))
+    rows = run_study(study, progress=False)
+    assert [c.model for c in calls] == ["alexnet-fcn8s"]  # the finished variant was not trained again
+    assert calls[0].resume is True  # the interrupted one continued from its last.pt
+    assert len(rows) == 2 and all("mean_iu" in r for r in rows)
+
+
+def test_staged_plan_goes_coarse_to_fine_per_backbone():
+    s = Study(backbones=["vgg16", "alexnet"], heads=["fcn8s", "fcn32s", "fcn16s"], staged=True)
+    variants = plan(s)
+    assert [v.name for v in variants[:3]] == ["vgg16-fcn32s-staged", "vgg16-fcn16s-staged", "vgg16-fcn8s-staged"]
+    assert [v.init_from for v in variants[:3]] == [None, "vgg16-fcn32s-staged", "vgg16-fcn16s-staged"]
+    assert variants[3].init_from is None  # each backbone starts its own chain
+    at_once = plan(Study(backbones=["vgg16"], heads=["fcn8s", "fcn32s"]))
+    assert all(v.init_from is None for v in at_once)
+
+
+def test_unknown_names_fail_before_training(tmp_path):
+    with pytest.raises(segzoo.UnknownNameError, match="fcn8s"):
+        plan(Study(backbones=["vgg16"], heads=["fcn8"], out=str(tmp_path)))
+
+
+def test_study_file_is_checked(tmp_path):
+    bad = tmp_path / "study.yaml"
+    bad.write_text(yaml.safe_dump({"backbones": ["vgg16"], "heads": ["fcn8s"], "epochs": 3}))
+    with pytest.raises(segzoo.SegzooError, match="unknown keys: \\['epochs'\\]"):
+        Study.from_yaml(bad)
+
+
+@pytest.mark.slow
+def test_cli_runs_a_study_file_and_prints_the_table(tmp_path, demo_data):
+    spec = tmp_path / "study.yaml"
+    spec.write_text(yaml.safe_dump({"backbones": ["alexnet"], "heads": ["fcn32s"], "out": str(tmp_path / "o"),
+                                    "train": {**TINY, "data": str(demo_data)}}))
+    r = run_cli("ablate", str(spec), "--epochs", "1")
+    assert r.returncode == 0, r.stderr
+    assert "alexnet-fcn32s" in r.stdout and "mean IU" in r.stdout
+    assert json.loads((tmp_path / "o" / "alexnet-fcn32s" / "result.json").read_text())["variant"] == "alexnet-fcn32s"
