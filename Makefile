@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/segzoo build vgg16-fcn8s --input 3x500x500
+	$(VENV)/bin/segzoo train --model vgg16-fcn8s
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -19,7 +19,7 @@ COMMAND = "train"
 
 # With no --data the run trains on the demo dataset with these settings, chosen (and measured) so the
 # main job finishes in a few minutes on 2 CPU cores; any of them given on the command line wins.
-DEMO_DEFAULTS = {"epochs": 6, "batch_size": 2, "input_size": 64, "scale": "0.75,1.25", "fc_channels": 512,
+DEMO_DEFAULTS = {"epochs": 8, "batch_size": 4, "input_size": 64, "scale": "0.75,1.25", "fc_channels": 512,
                  "lr": 3e-4}
 
 
@@ -31,8 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--train-split", default=None, help="split name or list file (default train)")
     a("--val-split", default=None, help="split name or list file, or 'none' (default val)")
     a("--num-classes", type=int, default=None, help="classes (default: from the dataset's class_names.txt)")
-    a("--epochs", type=int, default=None, help="epochs (default 10; demo 6)")
-    a("--batch-size", type=int, default=None, help="images per step and process (default 8; demo 2)")
+    a("--epochs", type=int, default=None, help="epochs (default 10; demo 8)")
+    a("--batch-size", type=int, default=None, help="images per step and process (default 8; demo 4)")
     a("--input-size", type=int, default=None, help="side of the square training crop (default 320; demo 64)")
     a("--scale", default=None, metavar="LOW,HIGH", help="random scale range (default 0.5,2; demo 0.75,1.25; 1,1: off)")
     a("--no-flip", action="store_true", help="no random horizontal flips")
