@@ -9,10 +9,12 @@ per backbone, each initialised from the previous one's final checkpoint, as in t
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,60 +162,59 @@ def write_report(rows: list[dict[str, Any]], out: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    table = [[_round(r.get(c)) for c in COLUMNS] for r in rows]
-    (out / "results.md").write_text(format_table(HEADERS, table, markdown=True) + "\n")
+    (out / "results.md").write_text(format_table(HEADERS, _cells(rows), markdown=True) + "\n")
     _plot_bars(rows, out / "results.png")
     _plot_curves(rows, out / "curves.png")
 
 
 def results_table(rows: list[dict[str, Any]]) -> str:
-    return format_table(HEADERS, [[_round(r.get(c)) for c in COLUMNS] for r in rows])
+    return format_table(HEADERS, _cells(rows))
 
 
-def _round(v: Any) -> Any:
-    return round(v, 4) if isinstance(v, float) else v
+def _cells(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    return [[round(v, 4) if isinstance(v, float) else v for v in (r.get(c) for c in COLUMNS)] for r in rows]
+
+
+@contextlib.contextmanager
+def _figure(path: Path, figsize: tuple[float, float], title: str, xlabel: str | None = None) -> Iterator[Any]:
+    """An Agg figure with one axes, labelled, laid out and saved to ``path`` when the block ends."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize)
+    try:
+        yield ax
+        ax.set_ylabel("mean IU (val)")
+        ax.set_title(title)
+        if xlabel:
+            ax.set_xlabel(xlabel)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def _plot_bars(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     backbones = list(dict.fromkeys(r["backbone"] for r in rows))
     heads = list(dict.fromkeys(r["head"] for r in rows))
     width = 0.8 / max(len(heads), 1)
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(backbones), 3.6))
-    for i, head in enumerate(heads):
-        xs = [b + (i - (len(heads) - 1) / 2) * width for b in range(len(backbones))]
-        ys = [next((r.get("mean_iu", 0) for r in rows if r["backbone"] == bb and r["head"] == head), 0)
-              for bb in backbones]
-        bars = ax.bar(xs, ys, width, label=head)
-        ax.bar_label(bars, fmt="%.3f", fontsize=7)
-    ax.set_xticks(range(len(backbones)), backbones)
-    ax.set_ylabel("mean IU (val)")
-    ax.set_title("mean IU per variant, grouped by backbone")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with _figure(path, (1.8 + 1.6 * len(backbones), 3.6), "mean IU per variant, grouped by backbone") as ax:
+        for i, head in enumerate(heads):
+            xs = [b + (i - (len(heads) - 1) / 2) * width for b in range(len(backbones))]
+            ys = [next((r.get("mean_iu", 0) for r in rows if r["backbone"] == bb and r["head"] == head), 0)
+                  for bb in backbones]
+            ax.bar_label(ax.bar(xs, ys, width, label=head), fmt="%.3f", fontsize=7)
+        ax.set_xticks(range(len(backbones)), backbones)
+        ax.legend(fontsize=8)
 
 
 def _plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for r in rows:
-        points = [(h["epoch"], h["mean_iu"]) for h in r.get("history", []) if "mean_iu" in h]
-        if points:
-            ax.plot(*zip(*points), marker="o", label=r["variant"])
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("mean IU (val)")
-    ax.set_title("validation mean IU per epoch")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with _figure(path, (6, 3.6), "validation mean IU per epoch", xlabel="epoch") as ax:
+        for r in rows:
+            points = [(h["epoch"], h["mean_iu"]) for h in r.get("history", []) if "mean_iu" in h]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=r["variant"])
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=7)
