@@ -152,9 +152,10 @@ class Contender:
     peak_mib: float | None = None
 
 
-# segzoo's variants, by name: the options each one applies (the default is what `segzoo bench` does).
+# segzoo's variants, by name: the options each one applies ("segzoo" is what `segzoo bench` does here).
 VARIANTS = {
-    "segzoo": {"winograd": True, "gemm": True},
+    "segzoo": bench.default_options(torch.device("cpu"), "fp32"),
+    "segzoo-winograd-gemm": {"winograd": True, "gemm": True},
     "segzoo-winograd": {"winograd": True},
     "segzoo-gemm": {"gemm": True},
     "segzoo-cl": {"channels_last": True},

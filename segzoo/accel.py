@@ -1,12 +1,15 @@
-"""CPU speed-ups that keep a network's weights, names and maths: Winograd 3x3 convolutions through NNPACK,
-and big-kernel convolutions on small maps (fc6, fc7) as plain matrix products.
+"""Speed-ups that keep a network's weights, names and maths: Winograd 3x3 convolutions through NNPACK,
+big-kernel convolutions on small maps (fc6, fc7) as plain matrix products (both CPU), and the fused
+optimiser step (:func:`fused_kwargs`).
 
 VGG16 is almost all 3x3, stride-1 convolutions. PyTorch sends those to oneDNN's direct algorithm;
 NNPACK (built into PyTorch's x86 wheels) computes them with Winograd transforms, which need about
-2.25x fewer multiplications: on the 2-core AVX2 machines here a 3x3 layer runs in 0.4-0.6x of the
-time (bench/RESULTS.md). The result differs from the direct convolution only by rounding (relative
-1e-5), and the backward pass keeps that speed for the input gradient (itself a 3x3 convolution with
-the flipped, transposed kernel); the weight gradient stays with oneDNN.
+2.25x fewer multiplications: on a 2-core AVX2 machine a 3x3 layer ran in 0.4-0.6x of the time
+(bench/RESULTS.md). NNPACK's kernels are AVX2 only, though: where PyTorch runs AVX-512, oneDNN's
+twice-as-wide direct kernels win the whole network back (:func:`winograd_pays`). The result differs
+from the direct convolution only by rounding (relative 1e-5), and the backward pass keeps that speed
+for the input gradient (itself a 3x3 convolution with the flipped, transposed kernel); the weight
+gradient stays with oneDNN.
 
 :func:`accelerate` switches eligible ``nn.Conv2d`` modules in place (their class only, so state
 dicts, checkpoints and parameter identity are untouched); each one falls back to the ordinary
@@ -29,6 +32,16 @@ def nnpack_available() -> bool:
         return bool(torch._nnpack_available())
     except (AttributeError, RuntimeError):
         return False
+
+
+def winograd_pays() -> bool:
+    """Whether Winograd through NNPACK beats oneDNN here: NNPACK runs, and PyTorch's CPU kernels are AVX2.
+
+    Measured whole-network (vgg16-fcn8s, 3x320x320, bench/RESULTS.md): on AVX2 (AMD Zen 3) inference
+    took 0.82-0.91x the time with Winograd; on AVX-512 (Intel Xeon) 1.13x inference and no gain in
+    training, since oneDNN's AVX-512 kernels do twice the work per instruction of NNPACK's AVX2 ones.
+    """
+    return nnpack_available() and torch.backends.cpu.get_cpu_capability() == "AVX2"
 
 
 def _nnpack(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
@@ -120,10 +133,11 @@ def eligible(conv: nn.Module) -> bool:
             and isinstance(conv.padding, tuple) and conv.padding[0] == conv.padding[1] < 3)
 
 
-def accelerate(model: nn.Module, winograd: bool = True, gemm: bool = True) -> int:
-    """Turn the eligible convs of ``model`` into :class:`WinogradConv2d` (3x3, where NNPACK runs) and
-    :class:`GemmConv2d` (big kernels, e.g. fc6/fc7), in place; returns how many were changed."""
-    winograd = winograd and nnpack_available()
+def accelerate(model: nn.Module, winograd: bool | None = None, gemm: bool = True) -> int:
+    """Turn the eligible convs of ``model`` into :class:`WinogradConv2d` (3x3; by default where
+    :func:`winograd_pays`, on request wherever NNPACK runs) and :class:`GemmConv2d` (big kernels,
+    e.g. fc6/fc7), in place; returns how many were changed."""
+    winograd = winograd_pays() if winograd is None else winograd and nnpack_available()
     count = 0
     for m in model.modules():
         if winograd and eligible(m):
@@ -136,6 +150,22 @@ def accelerate(model: nn.Module, winograd: bool = True, gemm: bool = True) -> in
     return count
 
 
+def fused_kwargs(optimizer: type[torch.optim.Optimizer], device: torch.device | str) -> dict[str, bool]:
+    """``{"fused": True}`` where this PyTorch has a fused ``optimizer`` step for ``device``, else ``{}``.
+
+    The default step on a CPU is a Python loop of small in-place ops over every parameter, and reads
+    and writes the weights, gradients and momentum several times: for VGG16 FCN-8s (134M parameters)
+    SGD with momentum and weight decay took 1.7 s a step, the fused kernel 63 ms (bench/RESULTS.md).
+    Older PyTorch versions (no ``fused`` argument, or no CPU kernel) keep the default step.
+    """
+    probe = [torch.zeros(1, device=device, requires_grad=True)]
+    try:
+        optimizer(probe, lr=1e-3, fused=True)
+    except (TypeError, RuntimeError, ValueError):
+        return {}
+    return {"fused": True}
+
+
 def decelerate(model: nn.Module) -> int:
     """Undo :func:`accelerate` (e.g. before ``torch.compile``, which cannot trace NNPACK)."""
     count = 0
@@ -146,4 +176,5 @@ def decelerate(model: nn.Module) -> int:
     return count
 
 
-__all__ = ["GemmConv2d", "WinogradConv2d", "gemm_eligible", "accelerate", "decelerate", "eligible", "nnpack_available"]
+__all__ = ["GemmConv2d", "WinogradConv2d", "gemm_eligible", "accelerate", "decelerate", "eligible", "fused_kwargs",
+           "nnpack_available", "winograd_pays"]

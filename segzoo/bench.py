@@ -171,7 +171,8 @@ def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCon
 def make_step(model: torch.nn.Module, x: torch.Tensor, mode: str, dtype: torch.dtype = torch.float32,
               lr: float = 1e-4, momentum: float = 0.9) -> Callable[[], Any]:
     """One iteration as a closure: ``infer`` is a forward in inference mode; ``train`` is forward,
-    per-pixel cross-entropy against fixed random labels, backward and an SGD-with-momentum step."""
+    per-pixel cross-entropy against fixed random labels, backward and an SGD-with-momentum step
+    (fused where PyTorch has the kernel, as the trainer does)."""
     device = x.device
     if mode == "infer":
         model.eval()
@@ -186,8 +187,10 @@ def make_step(model: torch.nn.Module, x: torch.Tensor, mode: str, dtype: torch.d
     model.train()
     num_classes = getattr(model, "num_classes", None) or _output_channels(model, x)
     target = torch.randint(0, num_classes, (x.shape[0], *x.shape[-2:]), device=device)
+    from .accel import fused_kwargs
+
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum)
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, **fused_kwargs(torch.optim.SGD, device))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16 and device.type == "cuda")
 
     def train() -> torch.Tensor:
@@ -239,6 +242,7 @@ class BenchResult:
     peak_memory_mib: float | None
     matmul_peak_gflops: float | None
     fraction_of_matmul_peak: float | None
+    fp32_matmul_peak_gflops: float | None
     device_peak_tflops: float | None
     fraction_of_device_peak: float | None
     agreement_vs_fp32: float | None
@@ -273,6 +277,8 @@ class BenchResult:
         if self.matmul_peak_gflops:
             rows.append(["matmul peak", f"{self.matmul_peak_gflops:.1f} GFLOP/s ({self.dtype}, measured in this run); "
                                         f"fraction {self.fraction_of_matmul_peak:.1%}"])
+        if self.fp32_matmul_peak_gflops:
+            rows.append(["fp32 matmul peak", f"{self.fp32_matmul_peak_gflops:.1f} GFLOP/s (measured in this run)"])
         if self.device_peak_tflops:
             rows.append(["device bf16 peak", f"{self.device_peak_tflops:.0f} TFLOP/s; fraction (MFU) "
                                              f"{self.fraction_of_device_peak:.1%}"])
@@ -333,13 +339,14 @@ def prepare(model: torch.nn.Module, x: torch.Tensor, channels_last: bool, compil
 def default_options(device: torch.device, dtype: str, compile: bool = False) -> dict[str, bool]:
     """What ``segzoo bench`` applies unless told otherwise: the fastest measured (bench/RESULTS.md).
 
-    CPU fp32: Winograd 3x3 convs via NNPACK and fc6/fc7 as GEMMs, in NCHW (channels-last lost there,
-    most in training); otherwise channels-last, which cuDNN's tensor-core kernels prefer.
+    CPU fp32: fc6/fc7 as GEMMs and, where it pays (AVX2 CPUs), Winograd 3x3 convs via NNPACK, in NCHW
+    (channels-last lost there, most in training); otherwise channels-last, which cuDNN's tensor-core
+    kernels prefer.
     """
-    from .accel import nnpack_available
+    from .accel import winograd_pays
 
     cpu32 = device.type == "cpu" and dtype == "fp32" and not compile
-    winograd = cpu32 and nnpack_available()
+    winograd = cpu32 and winograd_pays()
     return {"winograd": winograd, "gemm": cpu32, "channels_last": not cpu32}
 
 
@@ -393,6 +400,13 @@ def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch
     first, times = time_iterations(step, dev, warmup, iters, between=probe)
     with peak_memory(dev) as mem:
         step()
+    fp32_peak = None
+    if probes and dev.type == "cpu" and torch_dtype != torch.float32:
+        fp32_peak = measure_matmul_peak(torch.float32, dev, reps=2)
+        ratio = statistics.median(probes) / fp32_peak
+        if ratio < 1.2 and cpu_has_native_bf16():
+            notes.append(f"this CPU's {dtype} matmul peak is {ratio:.2f}x its fp32 one (measured in this run): "
+                         f"{dtype} cannot beat fp32 here (AVX-512 BF16 without AMX); use fp32")
     p25, med, p75 = quantiles(times)
     achieved = gflops_per_iter / med
     frac = None
@@ -411,6 +425,7 @@ def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch
         compile_s=max(first - med, 0.0) if compile else None, gflops_per_image=gflops_per_iter / batch_size,
         achieved_gflops=achieved, peak_memory_mib=mem["peak_mib"],
         matmul_peak_gflops=statistics.median(probes) if probes else None, fraction_of_matmul_peak=frac,
+        fp32_matmul_peak_gflops=fp32_peak,
         device_peak_tflops=peak_tflops,
         fraction_of_device_peak=achieved / (peak_tflops * 1e3) if peak_tflops else None,
         agreement_vs_fp32=agreement, notes=notes,

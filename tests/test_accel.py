@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import segzoo
-from segzoo import accel
-from segzoo.accel import GemmConv2d, WinogradConv2d, accelerate, decelerate, nnpack_available
+from segzoo import accel, bench
+from segzoo.accel import GemmConv2d, WinogradConv2d, accelerate, decelerate, fused_kwargs, nnpack_available
 
 nnpack_conv = accel._nnpack
 needs_nnpack = pytest.mark.skipif(not nnpack_available(), reason="NNPACK does not run here")
@@ -34,7 +34,7 @@ def test_winograd_conv_matches_conv2d(padding, bias, batch, monkeypatch):
     torch.manual_seed(0)
     ref = nn.Conv2d(8, 16, 3, padding=padding, bias=bias)
     fast = copy.deepcopy(ref)
-    assert accelerate(fast) == 1 and type(fast) is WinogradConv2d
+    assert accelerate(fast, winograd=True) == 1 and type(fast) is WinogradConv2d
     for a, b in zip(*run_both(ref, fast, torch.randn(batch, 8, 17, 23))):
         if a is not None:
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
@@ -64,7 +64,7 @@ def test_accelerated_model_keeps_its_state_dict_and_output():
     model = segzoo.create_model("vgg16-fcn8s", num_classes=4, backbone_kwargs={"fc_channels": 1024}).eval()
     ref = copy.deepcopy(model)
     keys = list(model.state_dict())
-    assert accelerate(model) == 13 + 2  # VGG16's thirteen 3x3 convs; fc6 (7x7) and fc7 as GEMMs
+    assert accelerate(model, winograd=True) == 13 + 2  # VGG16's thirteen 3x3 convs; fc6 (7x7) and fc7 as GEMMs
     assert list(model.state_dict()) == keys
     x = torch.randn(1, 3, 48, 64)
     with torch.no_grad():
@@ -75,7 +75,7 @@ def test_accelerated_model_keeps_its_state_dict_and_output():
 @needs_nnpack
 def test_falls_back_where_nnpack_cannot_run(monkeypatch):
     conv = nn.Conv2d(4, 4, 3, padding=1)
-    accelerate(conv)
+    accelerate(conv, winograd=True)
     x = torch.randn(1, 4, 16, 16).contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(conv(x), nn.Conv2d.forward(conv, x))  # channels-last input: the ordinary conv
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -84,3 +84,45 @@ def test_falls_back_where_nnpack_cannot_run(monkeypatch):
     monkeypatch.setattr(accel, "_nnpack", lambda *a: calls.append(a))
     conv(torch.randn(1, 4, 8, 40))  # smaller than MIN_SIZE on one side: oneDNN is faster there
     assert calls == []
+
+
+@needs_nnpack
+@pytest.mark.parametrize("capability, expected", [("AVX2", WinogradConv2d), ("AVX512", nn.Conv2d)])
+def test_winograd_is_the_default_only_where_it_beats_onednn(monkeypatch, capability, expected):
+    # NNPACK's kernels are AVX2: on AVX-512 oneDNN's direct convs were faster (bench/RESULTS.md)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    conv = nn.Conv2d(4, 4, 3, padding=1)
+    accelerate(conv)
+    assert type(conv) is expected
+    assert bench.default_options(torch.device("cpu"), "fp32")["winograd"] is (expected is WinogradConv2d)
+    fc6 = nn.Conv2d(64, 4096, 7, padding=3)
+    accelerate(fc6)
+    assert type(fc6) is GemmConv2d  # the GEMM lever does not depend on it
+
+
+def test_fused_optimizer_step_matches_the_default_step():
+    kwargs = fused_kwargs(torch.optim.SGD, "cpu")
+    if not kwargs:
+        pytest.skip("this PyTorch has no fused SGD for CPU")
+    assert kwargs == {"fused": True}
+    torch.manual_seed(0)
+    a = [torch.randn(64, 32, requires_grad=True), torch.randn(32, requires_grad=True)]
+    b = [p.detach().clone().requires_grad_() for p in a]
+    opts = [torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=5e-4, **kw) for ps, kw in ((a, {}), (b, kwargs))]
+    for _ in range(3):
+        grads = [torch.randn_like(p) for p in a]
+        for ps, opt in zip((a, b), opts):
+            for p, g in zip(ps, grads):
+                p.grad = g.clone()
+            opt.step()
+    for p, q in zip(a, b):
+        torch.testing.assert_close(q, p)
+
+
+def test_no_fused_step_keeps_the_default_step():
+    def old_sgd(params, lr, **kwargs):  # a PyTorch whose SGD has no ``fused`` argument
+        if kwargs:
+            raise TypeError(f"SGD got an unexpected keyword argument {next(iter(kwargs))!r}")
+        return torch.optim.SGD(params, lr=lr)
+
+    assert fused_kwargs(old_sgd, "cpu") == {}

@@ -76,6 +76,14 @@ def test_low_precision_reports_agreement_with_fp32():
         assert any("no native bf16" in n for n in r.notes)
 
 
+def test_low_precision_on_cpu_is_compared_with_the_fp32_peak_in_the_same_run():
+    r = bench.benchmark(tiny_vgg(), (3, 32, 32), dtype="bf16", warmup=1, iters=1)
+    assert r.matmul_peak_gflops > 0 and r.fp32_matmul_peak_gflops > 0
+    slower = r.matmul_peak_gflops / r.fp32_matmul_peak_gflops < 1.2
+    assert any("cannot beat fp32" in n for n in r.notes) is (slower and bench.cpu_has_native_bf16())
+    assert "fp32 matmul peak" in dict(r.rows())
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--dtype", "fp16", "--mode", "train"], "fp16 training on CPU"),
     (["--iters", "0"], "at least 1"),
