@@ -24,10 +24,12 @@ import yaml
 from .errors import SegzooError
 from .table import format_table
 
+# latency and peak memory are of inference at batch 1; the peak is what one forward adds to the memory
+# resident before it (the weights), as segzoo.bench measures it
 COLUMNS = ["variant", "backbone", "head", "mean_iu", "pixel_acc", "mean_acc", "fw_iu", "params_m", "gflops",
-           "latency_ms", "peak_mem_mib", "train_s"]
+           "latency_ms", "infer_peak_mib", "train_s"]
 HEADERS = ["variant", "backbone", "head", "mean IU", "pixel acc", "mean acc", "f.w. IU", "params (M)", "GFLOPs",
-           "latency (ms)", "peak mem (MiB)", "train (s)"]
+           "latency (ms)", "infer peak (MiB)", "train (s)"]
 
 
 @dataclass
@@ -117,7 +119,10 @@ def run_variant(study: Study, v: Variant, out: Path) -> dict[str, Any]:
     vdir = out / v.name
     done = vdir / "result.json"
     if done.exists():
-        return json.loads(done.read_text())
+        row = json.loads(done.read_text())
+        if "peak_mem_mib" in row:  # written before the column said what it measures
+            row["infer_peak_mib"] = row.pop("peak_mem_mib")
+        return row
     result = _train(study, v, vdir, out)
     final = result.final_metrics or {}
     history = [{"epoch": h["epoch"], "train_loss": h["train_loss"], "mean_iu": h["val"]["mean_iu"]}
@@ -143,7 +148,10 @@ def _train(study: Study, v: Variant, vdir: Path, out: Path) -> Any:
 
 
 def _measure(checkpoint: Path, study: Study) -> dict[str, float]:
-    """Size and speed of the trained net at the study's input size (inference, batch 1)."""
+    """Size and speed of the trained net at the study's input size (inference, batch 1).
+
+    ``infer_peak_mib`` is the peak of one forward over the memory resident before it (the weights).
+    """
     from .bench import benchmark
     from .checkpoint import load_model
     from .summary import summarize
@@ -153,7 +161,7 @@ def _measure(checkpoint: Path, study: Study) -> dict[str, float]:
     s = summarize(model, (1, 3, side, side))
     b = benchmark(model, (3, side, side), batch_size=1, mode="infer", warmup=1, iters=3, measure_peak=False)
     return {"params_m": s.params / 1e6, "gflops": s.gflops, "latency_ms": b.ms_median,
-            "peak_mem_mib": b.peak_memory_mib}
+            "infer_peak_mib": b.peak_memory_mib}
 
 
 def write_report(rows: list[dict[str, Any]], out: Path) -> None:

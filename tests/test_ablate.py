@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 import segzoo.train
-from segzoo.ablate import Study, plan, run_study
+from segzoo.ablate import Study, plan, results_table, run_study, write_report
 from tests.conftest import run_cli
 
 TINY = {"epochs": 1, "batch_size": 4, "input_size": 64, "scale": [1.0, 1.0], "progress": False, "device": "cpu",
@@ -89,3 +89,22 @@ def test_cli_runs_a_study_file_and_prints_the_table(tmp_path, demo_data):
     assert r.returncode == 0, r.stderr
     assert "alexnet-fcn32s" in r.stdout and "mean IU" in r.stdout
     assert json.loads((tmp_path / "o" / "alexnet-fcn32s" / "result.json").read_text())["variant"] == "alexnet-fcn32s"
+
+
+def fake_rows(backbones=("alexnet",), heads=("fcn32s", "fcn8s"), epochs=1):
+    """Rows as run_variant returns them, without training anything."""
+    return [{"variant": f"{b}-{h}", "backbone": b, "head": h, "mean_iu": 0.1 + 0.1 * i, "pixel_acc": 0.5,
+             "mean_acc": 0.2, "fw_iu": 0.3, "params_m": 1.5, "gflops": 0.2, "latency_ms": 3.0,
+             "infer_peak_mib": 12.0, "train_s": 4.0,
+             "history": [{"epoch": e, "train_loss": 1.0, "mean_iu": 0.1 * e} for e in range(1, epochs + 1)]}
+            for b in backbones for i, h in enumerate(heads)]
+
+
+def test_the_peak_memory_column_says_it_is_the_inference_peak(tmp_path):
+    write_report(fake_rows(), tmp_path)
+    with open(tmp_path / "results.csv") as f:
+        header = next(csv.reader(f))
+    assert "infer_peak_mib" in header and not any("peak_mem" in h for h in header)
+    md_header = (tmp_path / "results.md").read_text().splitlines()[0]
+    assert "infer peak (MiB)" in md_header and "peak mem" not in md_header
+    assert "infer peak (MiB)" in results_table(fake_rows())
