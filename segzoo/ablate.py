@@ -185,7 +185,10 @@ def _cells(rows: list[dict[str, Any]]) -> list[list[Any]]:
 
 @contextlib.contextmanager
 def _figure(path: Path, figsize: tuple[float, float], title: str, xlabel: str | None = None) -> Iterator[Any]:
-    """An Agg figure with one axes, labelled, laid out and saved to ``path`` when the block ends."""
+    """An Agg figure with one axes, labelled, laid out and saved to ``path`` when the block ends.
+
+    The legend goes to the right of the axes, off the data.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -198,6 +201,8 @@ def _figure(path: Path, figsize: tuple[float, float], title: str, xlabel: str | 
         ax.set_title(title)
         if xlabel:
             ax.set_xlabel(xlabel)
+        if ax.get_legend_handles_labels()[1]:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         fig.tight_layout()
         fig.savefig(path, dpi=120)
     finally:
@@ -208,21 +213,24 @@ def _plot_bars(rows: list[dict[str, Any]], path: Path) -> None:
     backbones = list(dict.fromkeys(r["backbone"] for r in rows))
     heads = list(dict.fromkeys(r["head"] for r in rows))
     width = 0.8 / max(len(heads), 1)
-    with _figure(path, (1.8 + 1.6 * len(backbones), 3.6), "mean IU per variant, grouped by backbone") as ax:
+    # 2.6 in. besides the groups: the legend, and the title's width with a single backbone
+    with _figure(path, (2.6 + 1.6 * len(backbones), 3.6), "mean IU per variant, grouped by backbone") as ax:
         for i, head in enumerate(heads):
             xs = [b + (i - (len(heads) - 1) / 2) * width for b in range(len(backbones))]
             ys = [next((r.get("mean_iu", 0) for r in rows if r["backbone"] == bb and r["head"] == head), 0)
                   for bb in backbones]
             ax.bar_label(ax.bar(xs, ys, width, label=head), fmt="%.3f", fontsize=7)
         ax.set_xticks(range(len(backbones)), backbones)
-        ax.legend(fontsize=8)
+        ax.margins(y=0.12)  # room for the value labels above the bars
 
 
 def _plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
-    with _figure(path, (6, 3.6), "validation mean IU per epoch", xlabel="epoch") as ax:
+    from matplotlib.ticker import MaxNLocator
+
+    with _figure(path, (7, 3.6), "validation mean IU per epoch", xlabel="epoch") as ax:
         for r in rows:
             points = [(h["epoch"], h["mean_iu"]) for h in r.get("history", []) if "mean_iu" in h]
             if points:
                 ax.plot(*zip(*points), marker="o", label=r["variant"])
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.legend(fontsize=7)
+        # min_n_ticks=1: with a single epoch in view, one tick at it rather than fractional ones around it
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))

@@ -108,3 +108,23 @@ def test_the_peak_memory_column_says_it_is_the_inference_peak(tmp_path):
     md_header = (tmp_path / "results.md").read_text().splitlines()[0]
     assert "infer peak (MiB)" in md_header and "peak mem" not in md_header
     assert "infer peak (MiB)" in results_table(fake_rows())
+
+
+def test_plots_of_one_backbone_and_one_epoch_keep_the_title_whole_and_ticks_integer(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    figures, close = [], plt.close
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figures to look at after they are saved
+    write_report(fake_rows(backbones=("alexnet",), epochs=1), tmp_path)
+    try:
+        assert len(figures) == 2
+        for fig in figures:
+            title = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
+            assert title.x0 >= 0 and title.x1 <= fig.bbox.x1, fig.axes[0].get_title()  # not cut off
+        curves = figures[1].axes[0]
+        lo, hi = curves.get_xlim()
+        ticks = [t for t in curves.get_xticks() if lo <= t <= hi]
+        assert ticks == [1]  # one epoch: one integer tick, not 0.96 ... 1.04
+    finally:
+        for fig in figures:
+            close(fig)
