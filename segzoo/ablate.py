@@ -14,6 +14,7 @@ import csv
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,23 +97,37 @@ def _head_strides(head: str) -> tuple[int, ...]:
 
 
 def run_study(study: Study, progress: bool | None = None) -> list[dict[str, Any]]:
-    """Train and measure every variant not yet finished; write results.{csv,md,png} and curves.png."""
+    """Train and measure every variant not yet finished; write results.{csv,md,png} and curves.png.
+
+    ``progress`` (None: ``train.progress`` of the study, else whether stderr is a terminal) shows one
+    bar for the study (variants) and one for the running variant (epochs, with the trainer's bar of
+    the current epoch's batches under it); False shows none.
+    """
     from tqdm.auto import tqdm
 
     out = Path(study.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "study.json").write_text(json.dumps(dataclasses.asdict(study), indent=2))
     variants = plan(study)
+    show = _show_progress(study, progress)
     rows = []
-    bar = tqdm(variants, desc="study", unit="variant", disable=progress is False, position=0)
-    for v in bar:
-        bar.set_postfix_str(v.name)
-        rows.append(run_variant(study, v, out))
+    with tqdm(total=len(variants), desc="study", unit="variant", disable=not show, position=0,
+              dynamic_ncols=True) as bar:
+        for v in variants:
+            bar.set_postfix_str(v.name)
+            rows.append(run_variant(study, v, out, progress=show))
+            bar.update()
     write_report(rows, out)
     return rows
 
 
-def run_variant(study: Study, v: Variant, out: Path) -> dict[str, Any]:
+def _show_progress(study: Study, progress: bool | None) -> bool:
+    if progress is None:
+        progress = study.train.get("progress")
+    return sys.stderr.isatty() if progress is None else bool(progress)
+
+
+def run_variant(study: Study, v: Variant, out: Path, progress: bool = False) -> dict[str, Any]:
     """One variant: skipped if it finished before, resumed if it was interrupted."""
     from .checkpoint import atomic_write_text
 
@@ -123,7 +138,7 @@ def run_variant(study: Study, v: Variant, out: Path) -> dict[str, Any]:
         if "peak_mem_mib" in row:  # written before the column said what it measures
             row["infer_peak_mib"] = row.pop("peak_mem_mib")
         return row
-    result = _train(study, v, vdir, out)
+    result = _train(study, v, vdir, out, progress)
     final = result.final_metrics or {}
     history = [{"epoch": h["epoch"], "train_loss": h["train_loss"], "mean_iu": h["val"]["mean_iu"]}
                for h in result.history if "val" in h]
@@ -136,15 +151,36 @@ def run_variant(study: Study, v: Variant, out: Path) -> dict[str, Any]:
     return row
 
 
-def _train(study: Study, v: Variant, vdir: Path, out: Path) -> Any:
+def _train(study: Study, v: Variant, vdir: Path, out: Path, progress: bool = False) -> Any:
+    from tqdm.auto import tqdm
+
     from .train import TrainConfig, train
 
-    settings = {**study.train, "model": f"{v.backbone}-{v.head}", "out_dir": str(vdir)}
+    settings = {**study.train, "model": f"{v.backbone}-{v.head}", "out_dir": str(vdir), "progress": progress}
     if v.init_from:
         settings["init_from"] = str(out / v.init_from / "last.pt")
-    if (vdir / "last.pt").exists():
+    resume = (vdir / "last.pt").exists()
+    if resume:
         settings["resume"] = True
-    return train(TrainConfig.from_dict(settings))
+    config = TrainConfig.from_dict(settings)
+    with tqdm(total=config.epochs, initial=_epochs_done(vdir) if resume else 0, desc=v.name, unit="epoch",
+              disable=not progress, position=1, leave=False, dynamic_ncols=True) as bar:
+
+        def on_epoch(record: dict[str, Any]) -> None:
+            bar.update(record["epoch"] - bar.n)
+            if "val" in record:
+                bar.set_postfix(mean_iu=f"{record['val']['mean_iu']:.4f}")
+
+        # the trainer's lines go above the bars rather than through them
+        return train(config, on_epoch=on_epoch, log=tqdm.write if progress else print)
+
+
+def _epochs_done(vdir: Path) -> int:
+    """Epochs an interrupted variant has finished (the lines of its metrics.jsonl), for its bar."""
+    try:
+        return sum(1 for line in (vdir / "metrics.jsonl").read_text().splitlines() if line.strip())
+    except OSError:
+        return 0
 
 
 def _measure(checkpoint: Path, study: Study) -> dict[str, float]:

@@ -128,3 +128,17 @@ def test_plots_of_one_backbone_and_one_epoch_keep_the_title_whole_and_ticks_inte
     finally:
         for fig in figures:
             close(fig)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("progress, in_train, shown", [(True, False, True), (None, None, False), (False, True, False)])
+def test_progress_shows_a_study_bar_and_a_variant_bar_or_neither(tmp_path, demo_data, capsys, progress, in_train,
+                                                                    shown):
+    """run_study(progress=...) wins over the study's train.progress; None (and no train.progress): stderr's tty."""
+    train = {**TINY, "data": str(demo_data), "backbone_kwargs": {"fc_channels": 16}, "progress": in_train}
+    if in_train is None:
+        del train["progress"]
+    run_study(Study(backbones=["alexnet"], heads=["fcn32s"], out=str(tmp_path / "s"), train=train), progress=progress)
+    err = capsys.readouterr().err
+    bars = {"study": "study:", "variant (epochs)": "alexnet-fcn32s:", "the epoch's batches": "epoch 1/1:"}
+    assert {name: text in err for name, text in bars.items()} == dict.fromkeys(bars, shown), err
