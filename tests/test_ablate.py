@@ -10,6 +10,8 @@ import segzoo.train
 from segzoo.ablate import Study, plan, results_table, run_study, write_report
 from tests.conftest import run_cli
 
+REAL_TRAIN = segzoo.train.train  # before any test wraps it
+
 TINY = {"epochs": 1, "batch_size": 4, "input_size": 64, "scale": [1.0, 1.0], "progress": False, "device": "cpu",
         "backbone_kwargs": {"fc_channels": 32}}
 
@@ -43,19 +45,51 @@ def test_a_2x2_study_writes_every_row_table_and_plot(study, monkeypatch):
         assert open(f"{out}/{png}", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def spy_on_training(monkeypatch, stop=None):
+    """Record each TrainConfig and the epochs each run trains; ``stop(cfg, record)`` may raise after an epoch."""
+    calls, epochs = [], []
+
+    def spy(cfg, on_epoch=None, **kw):
+        calls.append(cfg)
+
+        def record(r):
+            epochs.append((cfg.model, r["epoch"]))
+            if on_epoch:
+                on_epoch(r)
+            if stop:
+                stop(cfg, r)
+
+        return REAL_TRAIN(cfg, on_epoch=record, **kw)
+
+    monkeypatch.setattr(segzoo.train, "train", spy)
+    return calls, epochs
+
+
 @pytest.mark.slow
-def test_an_interrupted_study_resumes_without_retraining_finished_variants(study, monkeypatch, tmp_path):
-    study.backbones = ["alexnet"]
-    run_study(study, progress=False)
-    # interrupt: the second variant's result is lost, its checkpoint remains
-    (tmp_path / "study" / "alexnet-fcn8s" / "result.json").unlink()
-    calls = []
-    real = segzoo.train.train
-    monkeypatch.setattr(segzoo.train, "train", lambda cfg, **kw: calls.append(cfg) or real(cfg, **kw))
+def test_an_interrupted_variant_resumes_from_its_checkpoint(tmp_path, demo_data, monkeypatch):
+    train = {**TINY, "epochs": 2, "data": str(demo_data), "backbone_kwargs": {"fc_channels": 16}}
+    study = Study(backbones=["alexnet"], heads=["fcn32s", "fcn8s"], out=str(tmp_path / "s"), train=train)
+
+    class Interrupted(Exception):  # as Ctrl-C would, without stopping pytest if the test goes wrong
+        pass
+
+    def interrupt_after_epoch_1_of_fcn8s(cfg, record):
+        if cfg.model == "alexnet-fcn8s" and record["epoch"] == 1:
+            raise Interrupted
+
+    spy_on_training(monkeypatch, stop=interrupt_after_epoch_1_of_fcn8s)
+    with pytest.raises(Interrupted):
+        run_study(study, progress=False)
+    fcn8s = tmp_path / "s" / "alexnet-fcn8s"
+    assert (fcn8s / "last.pt").exists() and not (fcn8s / "result.json").exists()
+    finished = json.loads((tmp_path / "s" / "alexnet-fcn32s" / "result.json").read_text())
+
+    calls, epochs = spy_on_training(monkeypatch)
     rows = run_study(study, progress=False)
-    assert [c.model for c in calls] == ["alexnet-fcn8s"]  # the finished variant was not trained again
-    assert calls[0].resume is True  # the interrupted one continued from its last.pt
-    assert len(rows) == 2 and all("mean_iu" in r for r in rows)
+    assert [c.model for c in calls] == ["alexnet-fcn8s"] and calls[0].resume is True  # finished one not retrained
+    assert epochs == [("alexnet-fcn8s", 2)]  # from the checkpoint of epoch 1: only epoch 2 is trained
+    assert [h["epoch"] for h in rows[1]["history"]] == [1, 2]
+    assert rows[0] == finished and all("mean_iu" in r for r in rows)
 
 
 def test_staged_plan_goes_coarse_to_fine_per_backbone():
