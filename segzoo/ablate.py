@@ -2,10 +2,12 @@
 
 Every variant gets the same data, split, seed, schedule and input size (one shared ``TrainConfig``
 with only the model changed). A finished variant leaves ``result.json`` and is never trained again;
-an interrupted one resumes from its own ``last.pt``. ``staged=True`` trains the heads coarse to fine
-per backbone, each initialised from the previous one's final checkpoint, as in the paper (32s → 16s
-→ 8s → 4s); the default trains every variant at once from the backbone.
-"""
+an interrupted one resumes from its own ``last.pt``. Each variant records the settings it is trained
+with (``settings.json``); a rerun into the same folder with other settings stops with an error rather
+than mixing two schedules in one table (``restart=True`` trains every variant again). ``staged=True``
+trains the heads coarse to fine per backbone, each initialised from the previous one's final
+checkpoint, as in the paper (32s → 16s → 8s → 4s); the default trains every variant at once from the
+backbone."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +34,9 @@ COLUMNS = ["variant", "backbone", "head", "mean_iu", "pixel_acc", "mean_acc", "f
            "latency_ms", "infer_peak_mib", "train_s"]
 HEADERS = ["variant", "backbone", "head", "mean IU", "pixel acc", "mean acc", "f.w. IU", "params (M)", "GFLOPs",
            "latency (ms)", "infer peak (MiB)", "train (s)"]
+
+# TrainConfig fields that are not part of what a variant learns, or that differ per variant by design
+_NOT_SHARED = ("model", "out_dir", "init_from", "resume", "progress", "workers", "save_every_steps")
 
 
 @dataclass
@@ -96,19 +102,26 @@ def _head_strides(head: str) -> tuple[int, ...]:
     return tuple(make(SyntheticBackbone().feature_info, 2).strides)
 
 
-def run_study(study: Study, progress: bool | None = None) -> list[dict[str, Any]]:
+def run_study(study: Study, progress: bool | None = None, restart: bool = False) -> list[dict[str, Any]]:
     """Train and measure every variant not yet finished; write results.{csv,md,png} and curves.png.
 
     ``progress`` (None: ``train.progress`` of the study, else whether stderr is a terminal) shows one
     bar for the study (variants) and one for the running variant (epochs, with the trainer's bar of
-    the current epoch's batches under it); False shows none.
+    the current epoch's batches under it); False shows none. Variants found in ``study.out`` that were
+    trained (or began training) with other settings stop the study before anything is trained, unless
+    ``restart``, which deletes this study's variant folders and trains every variant afresh.
     """
     from tqdm.auto import tqdm
 
     out = Path(study.out)
+    variants = plan(study)
+    if restart:
+        for v in variants:
+            shutil.rmtree(out / v.name, ignore_errors=True)
+    else:
+        check_settings(study, variants)
     out.mkdir(parents=True, exist_ok=True)
     (out / "study.json").write_text(json.dumps(dataclasses.asdict(study), indent=2))
-    variants = plan(study)
     show = _show_progress(study, progress)
     rows = []
     with tqdm(total=len(variants), desc="study", unit="variant", disable=not show, position=0,
@@ -119,6 +132,50 @@ def run_study(study: Study, progress: bool | None = None) -> list[dict[str, Any]
             bar.update()
     write_report(rows, out)
     return rows
+
+
+def shared_settings(study: Study) -> dict[str, Any]:
+    """The training settings every variant of the study shares, defaults filled in, as JSON stores them."""
+    from .train import TrainConfig
+
+    config = TrainConfig.from_dict(study.train).to_dict()
+    return json.loads(json.dumps({k: v for k, v in config.items() if k not in _NOT_SHARED}))
+
+
+def check_settings(study: Study, variants: list[Variant]) -> None:
+    """Stop if a variant in ``study.out`` finished or began training with settings other than the study's."""
+    settings, out = shared_settings(study), Path(study.out)
+    stale = {}
+    for v in variants:
+        vdir = out / v.name
+        if (vdir / "result.json").exists() or (vdir / "last.pt").exists():
+            recorded = _recorded_settings(vdir, settings)
+            if recorded != settings:
+                stale[v.name] = recorded
+    if not stale:
+        return
+    name, recorded = next(iter(stale.items()))
+    if recorded is None:
+        what = f"{name} has no record of its settings"
+    else:
+        what = "; ".join(f"{k} {json.dumps(recorded.get(k))} then, {json.dumps(settings.get(k))} now"
+                         for k in sorted(set(recorded) | set(settings)) if recorded.get(k) != settings.get(k))
+        what = f"{what} (in {name}/settings.json)"
+    raise SegzooError(
+        f"{out} holds variants trained with other settings than this study's ({', '.join(stale)}): {what}. "
+        "One study never mixes two sets of settings: write to a new --out, or pass --restart (restart=True) "
+        "to train every variant again with the new ones")
+
+
+def _recorded_settings(vdir: Path, like: dict[str, Any]) -> dict[str, Any] | None:
+    """The settings a variant was trained with: its settings.json, else (folders written before there was
+    one) the config.json of its training run, else None."""
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads((vdir / "settings.json").read_text())
+    with contextlib.suppress(OSError, ValueError):
+        config = json.loads((vdir / "config.json").read_text())
+        return json.loads(json.dumps({k: config.get(k) for k in like}))
+    return None
 
 
 def _show_progress(study: Study, progress: bool | None) -> bool:
@@ -138,6 +195,8 @@ def run_variant(study: Study, v: Variant, out: Path, progress: bool = False) -> 
         if "peak_mem_mib" in row:  # written before the column said what it measures
             row["infer_peak_mib"] = row.pop("peak_mem_mib")
         return row
+    vdir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json.dumps(shared_settings(study), indent=1), vdir / "settings.json")
     result = _train(study, v, vdir, out, progress)
     final = result.final_metrics or {}
     history = [{"epoch": h["epoch"], "train_loss": h["train_loss"], "mean_iu": h["val"]["mean_iu"]}

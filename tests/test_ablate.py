@@ -66,7 +66,8 @@ def spy_on_training(monkeypatch, stop=None):
 
 
 @pytest.mark.slow
-def test_an_interrupted_variant_resumes_from_its_checkpoint(tmp_path, demo_data, monkeypatch):
+def test_an_interrupted_variant_resumes_from_its_checkpoint_under_its_own_settings_only(tmp_path, demo_data,
+                                                                                          monkeypatch):
     train = {**TINY, "epochs": 2, "data": str(demo_data), "backbone_kwargs": {"fc_channels": 16}}
     study = Study(backbones=["alexnet"], heads=["fcn32s", "fcn8s"], out=str(tmp_path / "s"), train=train)
 
@@ -84,12 +85,38 @@ def test_an_interrupted_variant_resumes_from_its_checkpoint(tmp_path, demo_data,
     assert (fcn8s / "last.pt").exists() and not (fcn8s / "result.json").exists()
     finished = json.loads((tmp_path / "s" / "alexnet-fcn32s" / "result.json").read_text())
 
+    # not under other settings: the interrupted variant would go on with another schedule
     calls, epochs = spy_on_training(monkeypatch)
+    other = Study(backbones=study.backbones, heads=study.heads, out=study.out, train={**train, "epochs": 3})
+    with pytest.raises(segzoo.SegzooError, match=r"alexnet-fcn8s\): epochs 2 then, 3 now.*new --out.*--restart"):
+        run_study(other, progress=False)
+    assert calls == []
+
     rows = run_study(study, progress=False)
     assert [c.model for c in calls] == ["alexnet-fcn8s"] and calls[0].resume is True  # finished one not retrained
     assert epochs == [("alexnet-fcn8s", 2)]  # from the checkpoint of epoch 1: only epoch 2 is trained
     assert [h["epoch"] for h in rows[1]["history"]] == [1, 2]
     assert rows[0] == finished and all("mean_iu" in r for r in rows)
+
+
+@pytest.mark.slow
+def test_a_rerun_with_other_settings_stops_and_restart_trains_every_variant_again(tmp_path, demo_data,
+                                                                                    monkeypatch):
+    train = {**TINY, "data": str(demo_data), "backbone_kwargs": {"fc_channels": 16}}
+    study = Study(backbones=["alexnet"], heads=["fcn32s"], out=str(tmp_path / "s"), train=train)
+    run_study(study, progress=False)
+    recorded = (tmp_path / "s" / "study.json").read_text()
+    calls, epochs = spy_on_training(monkeypatch)
+    study.train = {**train, "epochs": 2, "seed": 1}
+    with pytest.raises(segzoo.SegzooError, match=r"epochs 1 then, 2 now; seed 0 then, 1 now.*new --out.*--restart"):
+        run_study(study, progress=False)
+    assert calls == [] and (tmp_path / "s" / "study.json").read_text() == recorded  # nothing mixed, nothing moved
+    rows = run_study(study, progress=False, restart=True)
+    assert [(c.model, c.resume) for c in calls] == [("alexnet-fcn32s", False)]
+    assert [h["epoch"] for h in rows[0]["history"]] == [1, 2]
+    settings = json.loads((tmp_path / "s" / "alexnet-fcn32s" / "settings.json").read_text())
+    assert (settings["epochs"], settings["seed"]) == (2, 1)
+    assert run_study(study, progress=False) == rows  # the same settings again: nothing to do
 
 
 def test_staged_plan_goes_coarse_to_fine_per_backbone():
