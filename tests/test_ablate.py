@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -127,6 +128,39 @@ def test_staged_plan_goes_coarse_to_fine_per_backbone():
     assert variants[3].init_from is None  # each backbone starts its own chain
     at_once = plan(Study(backbones=["vgg16"], heads=["fcn8s", "fcn32s"]))
     assert all(v.init_from is None for v in at_once)
+
+
+@pytest.mark.slow
+def test_a_staged_study_initialises_16s_from_the_final_32s_checkpoint(tmp_path, demo_data, monkeypatch):
+    import torch
+
+    import segzoo.train.trainer as trainer
+    from segzoo.checkpoint import read_state_dict
+
+    out = tmp_path / "s"
+    train = {**TINY, "data": str(demo_data), "backbone_kwargs": {"fc_channels": 16}}
+    study = Study(backbones=["alexnet"], heads=["fcn16s", "fcn32s"], staged=True, out=str(out), train=train)
+    inits, real_init = [], trainer.init_from_checkpoint
+
+    def spy_init(model, path):
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        got = real_init(model, path)
+        source, now = read_state_dict(path), model.state_dict()
+        inits.append({"path": Path(path), "got": got,
+                      "copied_exactly": all(torch.equal(now[k], source[k]) for k in got["copied"]),
+                      "changed": [k for k in got["copied"] if not torch.equal(before[k], now[k])]})
+        return got
+
+    monkeypatch.setattr(trainer, "init_from_checkpoint", spy_init)
+    calls, epochs = spy_on_training(monkeypatch)
+    rows = run_study(study, progress=False)
+    assert [r["variant"] for r in rows] == ["alexnet-fcn32s-staged", "alexnet-fcn16s-staged"]  # coarse first
+    assert [c.init_from for c in calls] == [None, str(out / "alexnet-fcn32s-staged" / "last.pt")]
+    assert epochs == [("alexnet-fcn32s", 1), ("alexnet-fcn16s", 1)]
+    [init] = inits  # only 16s is initialised from a checkpoint, 32s starts from the backbone
+    assert init["path"] == out / "alexnet-fcn32s-staged" / "last.pt" and init["copied_exactly"]
+    assert any(k.startswith("backbone.") for k in init["changed"])  # the trained 32s weights, not a fresh init
+    assert any(k.startswith("head.score_skip") for k in init["got"]["kept"])  # 16s's new skip layer stays zero
 
 
 def test_unknown_names_fail_before_training(tmp_path):
