@@ -237,3 +237,29 @@ def test_progress_shows_a_study_bar_and_a_variant_bar_or_neither(tmp_path, demo_
     err = capsys.readouterr().err
     bars = {"study": "study:", "variant (epochs)": "alexnet-fcn32s:", "the epoch's batches": "epoch 1/1:"}
     assert {name: text in err for name, text in bars.items()} == dict.fromkeys(bars, shown), err
+
+
+@pytest.mark.slow
+def test_cli_flags_run_a_study_and_a_rerun_with_other_flags_is_refused(tmp_path, demo_data, capsys):
+    from segzoo.cli import main
+
+    out = tmp_path / "o"
+
+    def flags(epochs):
+        return ["ablate", "--backbones", "alexnet", "--heads", "fcn32s", "--seed", "3", "--data", str(demo_data),
+                "--epochs", epochs, "--out", str(out), "--batch-size", "4", "--input-size", "64", "--fc-channels", "16"]
+
+    assert main(flags("1")) == 0
+    printed = capsys.readouterr().out
+    assert "alexnet-fcn32s" in printed and "mean IU" in printed and "infer peak (MiB)" in printed
+    study = json.loads((out / "study.json").read_text())
+    assert (study["backbones"], study["heads"], study["staged"]) == (["alexnet"], ["fcn32s"], False)
+    assert study["train"] == {"data": str(demo_data), "epochs": 1, "seed": 3, "batch_size": 4, "input_size": 64,
+                              "backbone_kwargs": {"fc_channels": 16}}
+    settings = json.loads((out / "alexnet-fcn32s" / "settings.json").read_text())
+    assert {k: settings[k] for k in study["train"]} == study["train"]  # what the variant was trained with
+    assert json.loads((out / "alexnet-fcn32s" / "result.json").read_text())["variant"] == "alexnet-fcn32s"
+
+    assert main(flags("2")) == 2  # into the same --out
+    err = capsys.readouterr().err
+    assert "segzoo: error:" in err and "epochs 1 then, 2 now" in err and "--restart" in err
