@@ -149,33 +149,33 @@ def check_settings(study: Study, variants: list[Variant]) -> None:
     for v in variants:
         vdir = out / v.name
         if (vdir / "result.json").exists() or (vdir / "last.pt").exists():
-            recorded = _recorded_settings(vdir, settings)
+            recorded, source = _recorded_settings(vdir, settings)
             if recorded != settings:
-                stale[v.name] = recorded
+                stale[v.name] = recorded, source
     if not stale:
         return
-    name, recorded = next(iter(stale.items()))
+    name, (recorded, source) = next(iter(stale.items()))
     if recorded is None:
         what = f"{name} has no record of its settings"
     else:
         what = "; ".join(f"{k} {json.dumps(recorded.get(k))} then, {json.dumps(settings.get(k))} now"
                          for k in sorted(set(recorded) | set(settings)) if recorded.get(k) != settings.get(k))
-        what = f"{what} (in {name}/settings.json)"
+        what = f"{what} (in {name}/{source})"
     raise SegzooError(
         f"{out} holds variants trained with other settings than this study's ({', '.join(stale)}): {what}. "
         "One study never mixes two sets of settings: write to a new --out, or pass --restart (restart=True) "
         "to train every variant again with the new ones")
 
 
-def _recorded_settings(vdir: Path, like: dict[str, Any]) -> dict[str, Any] | None:
-    """The settings a variant was trained with: its settings.json, else (folders written before there was
-    one) the config.json of its training run, else None."""
+def _recorded_settings(vdir: Path, like: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """The settings a variant was trained with and the file that says so: its settings.json, else (folders
+    written before there was one) the config.json of its training run, else (None, None)."""
     with contextlib.suppress(OSError, ValueError):
-        return json.loads((vdir / "settings.json").read_text())
+        return json.loads((vdir / "settings.json").read_text()), "settings.json"
     with contextlib.suppress(OSError, ValueError):
         config = json.loads((vdir / "config.json").read_text())
-        return json.loads(json.dumps({k: config.get(k) for k in like}))
-    return None
+        return json.loads(json.dumps({k: config.get(k) for k in like})), "config.json"
+    return None, None
 
 
 def _show_progress(study: Study, progress: bool | None) -> bool:

@@ -120,6 +120,25 @@ def test_a_rerun_with_other_settings_stops_and_restart_trains_every_variant_agai
     assert run_study(study, progress=False) == rows  # the same settings again: nothing to do
 
 
+def test_variants_from_before_settings_json_are_checked_against_their_run_config(tmp_path):
+    from segzoo.ablate import check_settings, shared_settings
+    from segzoo.train import TrainConfig
+
+    study = Study(backbones=["alexnet"], heads=["fcn32s", "fcn8s"], out=str(tmp_path), train={"epochs": 2})
+    for head in study.heads:  # finished variants with only the trainer's config.json
+        (tmp_path / f"alexnet-{head}").mkdir()
+        (tmp_path / f"alexnet-{head}" / "result.json").write_text("{}")
+    (tmp_path / "alexnet-fcn32s" / "config.json").write_text(json.dumps(TrainConfig(epochs=2).to_dict()))
+    (tmp_path / "alexnet-fcn8s" / "config.json").write_text(json.dumps(TrainConfig(epochs=1).to_dict()))
+    with pytest.raises(segzoo.SegzooError, match=r"\(alexnet-fcn8s\): epochs 1 then, 2 now \(in alexnet-fcn8s/config"):
+        check_settings(study, plan(study))
+    (tmp_path / "alexnet-fcn8s" / "config.json").unlink()
+    with pytest.raises(segzoo.SegzooError, match="alexnet-fcn8s has no record of its settings.*--restart"):
+        check_settings(study, plan(study))
+    (tmp_path / "alexnet-fcn8s" / "settings.json").write_text(json.dumps(shared_settings(study)))
+    check_settings(study, plan(study))  # both agree with the study now
+
+
 def test_staged_plan_goes_coarse_to_fine_per_backbone():
     s = Study(backbones=["vgg16", "alexnet"], heads=["fcn8s", "fcn32s", "fcn16s"], staged=True)
     variants = plan(s)
