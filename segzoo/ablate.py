@@ -2,10 +2,12 @@
 
 Every variant gets the same data, split, seed, schedule and input size (one shared ``TrainConfig``
 with only the model changed). A finished variant leaves ``result.json`` and is never trained again;
-an interrupted one resumes from its own ``last.pt``. ``staged=True`` trains the heads coarse to fine
-per backbone, each initialised from the previous one's final checkpoint, as in the paper (32s → 16s
-→ 8s → 4s); the default trains every variant at once from the backbone.
-"""
+an interrupted one resumes from its own ``last.pt``. Each variant records the settings it is trained
+with (``settings.json``); a rerun into the same folder with other settings stops with an error rather
+than mixing two schedules in one table (``restart=True`` trains every variant again). ``staged=True``
+trains the heads coarse to fine per backbone, each initialised from the previous one's final
+checkpoint, as in the paper (32s → 16s → 8s → 4s); the default trains every variant at once from the
+backbone."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +28,15 @@ import yaml
 from .errors import SegzooError
 from .table import format_table
 
+# latency and peak memory are of inference at batch 1; the peak is what one forward adds to the memory
+# resident before it (the weights), as segzoo.bench measures it
 COLUMNS = ["variant", "backbone", "head", "mean_iu", "pixel_acc", "mean_acc", "fw_iu", "params_m", "gflops",
-           "latency_ms", "peak_mem_mib", "train_s"]
+           "latency_ms", "infer_peak_mib", "train_s"]
 HEADERS = ["variant", "backbone", "head", "mean IU", "pixel acc", "mean acc", "f.w. IU", "params (M)", "GFLOPs",
-           "latency (ms)", "peak mem (MiB)", "train (s)"]
+           "latency (ms)", "infer peak (MiB)", "train (s)"]
+
+# TrainConfig fields that are not part of what a variant learns, or that differ per variant by design
+_NOT_SHARED = ("model", "out_dir", "init_from", "resume", "progress", "workers", "save_every_steps")
 
 
 @dataclass
@@ -93,32 +102,102 @@ def _head_strides(head: str) -> tuple[int, ...]:
     return tuple(make(SyntheticBackbone().feature_info, 2).strides)
 
 
-def run_study(study: Study, progress: bool | None = None) -> list[dict[str, Any]]:
-    """Train and measure every variant not yet finished; write results.{csv,md,png} and curves.png."""
+def run_study(study: Study, progress: bool | None = None, restart: bool = False) -> list[dict[str, Any]]:
+    """Train and measure every variant not yet finished; write results.{csv,md,png} and curves.png.
+
+    ``progress`` (None: ``train.progress`` of the study, else whether stderr is a terminal) shows one
+    bar for the study (variants) and one for the running variant (epochs, with the trainer's bar of
+    the current epoch's batches under it); False shows none. Variants found in ``study.out`` that were
+    trained (or began training) with other settings stop the study before anything is trained, unless
+    ``restart``, which deletes this study's variant folders and trains every variant afresh.
+    """
     from tqdm.auto import tqdm
 
     out = Path(study.out)
+    variants = plan(study)
+    if restart:
+        for v in variants:
+            shutil.rmtree(out / v.name, ignore_errors=True)
+    else:
+        check_settings(study, variants)
     out.mkdir(parents=True, exist_ok=True)
     (out / "study.json").write_text(json.dumps(dataclasses.asdict(study), indent=2))
-    variants = plan(study)
+    show = _show_progress(study, progress)
     rows = []
-    bar = tqdm(variants, desc="study", unit="variant", disable=progress is False, position=0)
-    for v in bar:
-        bar.set_postfix_str(v.name)
-        rows.append(run_variant(study, v, out))
+    with tqdm(total=len(variants), desc="study", unit="variant", disable=not show, position=0,
+              dynamic_ncols=True) as bar:
+        for v in variants:
+            bar.set_postfix_str(v.name)
+            rows.append(run_variant(study, v, out, progress=show))
+            bar.update()
     write_report(rows, out)
     return rows
 
 
-def run_variant(study: Study, v: Variant, out: Path) -> dict[str, Any]:
+def shared_settings(study: Study) -> dict[str, Any]:
+    """The training settings every variant of the study shares, defaults filled in, as JSON stores them."""
+    from .train import TrainConfig
+
+    config = TrainConfig.from_dict(study.train).to_dict()
+    return json.loads(json.dumps({k: v for k, v in config.items() if k not in _NOT_SHARED}))
+
+
+def check_settings(study: Study, variants: list[Variant]) -> None:
+    """Stop if a variant in ``study.out`` finished or began training with settings other than the study's."""
+    settings, out = shared_settings(study), Path(study.out)
+    stale = {}
+    for v in variants:
+        vdir = out / v.name
+        if (vdir / "result.json").exists() or (vdir / "last.pt").exists():
+            recorded, source = _recorded_settings(vdir, settings)
+            if recorded != settings:
+                stale[v.name] = recorded, source
+    if not stale:
+        return
+    name, (recorded, source) = next(iter(stale.items()))
+    if recorded is None:
+        what = f"{name} has no record of its settings"
+    else:
+        what = "; ".join(f"{k} {json.dumps(recorded.get(k))} then, {json.dumps(settings.get(k))} now"
+                         for k in sorted(set(recorded) | set(settings)) if recorded.get(k) != settings.get(k))
+        what = f"{what} (in {name}/{source})"
+    raise SegzooError(
+        f"{out} holds variants trained with other settings than this study's ({', '.join(stale)}): {what}. "
+        "One study never mixes two sets of settings: write to a new --out, or pass --restart (restart=True) "
+        "to train every variant again with the new ones")
+
+
+def _recorded_settings(vdir: Path, like: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """The settings a variant was trained with and the file that says so: its settings.json, else (folders
+    written before there was one) the config.json of its training run, else (None, None)."""
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads((vdir / "settings.json").read_text()), "settings.json"
+    with contextlib.suppress(OSError, ValueError):
+        config = json.loads((vdir / "config.json").read_text())
+        return json.loads(json.dumps({k: config.get(k) for k in like})), "config.json"
+    return None, None
+
+
+def _show_progress(study: Study, progress: bool | None) -> bool:
+    if progress is None:
+        progress = study.train.get("progress")
+    return sys.stderr.isatty() if progress is None else bool(progress)
+
+
+def run_variant(study: Study, v: Variant, out: Path, progress: bool = False) -> dict[str, Any]:
     """One variant: skipped if it finished before, resumed if it was interrupted."""
     from .checkpoint import atomic_write_text
 
     vdir = out / v.name
     done = vdir / "result.json"
     if done.exists():
-        return json.loads(done.read_text())
-    result = _train(study, v, vdir, out)
+        row = json.loads(done.read_text())
+        if "peak_mem_mib" in row:  # written before the column said what it measures
+            row["infer_peak_mib"] = row.pop("peak_mem_mib")
+        return row
+    vdir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json.dumps(shared_settings(study), indent=1), vdir / "settings.json")
+    result = _train(study, v, vdir, out, progress)
     final = result.final_metrics or {}
     history = [{"epoch": h["epoch"], "train_loss": h["train_loss"], "mean_iu": h["val"]["mean_iu"]}
                for h in result.history if "val" in h]
@@ -131,19 +210,43 @@ def run_variant(study: Study, v: Variant, out: Path) -> dict[str, Any]:
     return row
 
 
-def _train(study: Study, v: Variant, vdir: Path, out: Path) -> Any:
+def _train(study: Study, v: Variant, vdir: Path, out: Path, progress: bool = False) -> Any:
+    from tqdm.auto import tqdm
+
     from .train import TrainConfig, train
 
-    settings = {**study.train, "model": f"{v.backbone}-{v.head}", "out_dir": str(vdir)}
+    settings = {**study.train, "model": f"{v.backbone}-{v.head}", "out_dir": str(vdir), "progress": progress}
     if v.init_from:
         settings["init_from"] = str(out / v.init_from / "last.pt")
-    if (vdir / "last.pt").exists():
+    resume = (vdir / "last.pt").exists()
+    if resume:
         settings["resume"] = True
-    return train(TrainConfig.from_dict(settings))
+    config = TrainConfig.from_dict(settings)
+    with tqdm(total=config.epochs, initial=_epochs_done(vdir) if resume else 0, desc=v.name, unit="epoch",
+              disable=not progress, position=1, leave=False, dynamic_ncols=True) as bar:
+
+        def on_epoch(record: dict[str, Any]) -> None:
+            bar.update(record["epoch"] - bar.n)
+            if "val" in record:
+                bar.set_postfix(mean_iu=f"{record['val']['mean_iu']:.4f}")
+
+        # the trainer's lines go above the bars rather than through them
+        return train(config, on_epoch=on_epoch, log=tqdm.write if progress else print)
+
+
+def _epochs_done(vdir: Path) -> int:
+    """Epochs an interrupted variant has finished (the lines of its metrics.jsonl), for its bar."""
+    try:
+        return sum(1 for line in (vdir / "metrics.jsonl").read_text().splitlines() if line.strip())
+    except OSError:
+        return 0
 
 
 def _measure(checkpoint: Path, study: Study) -> dict[str, float]:
-    """Size and speed of the trained net at the study's input size (inference, batch 1)."""
+    """Size and speed of the trained net at the study's input size (inference, batch 1).
+
+    ``infer_peak_mib`` is the peak of one forward over the memory resident before it (the weights).
+    """
     from .bench import benchmark
     from .checkpoint import load_model
     from .summary import summarize
@@ -153,7 +256,7 @@ def _measure(checkpoint: Path, study: Study) -> dict[str, float]:
     s = summarize(model, (1, 3, side, side))
     b = benchmark(model, (3, side, side), batch_size=1, mode="infer", warmup=1, iters=3, measure_peak=False)
     return {"params_m": s.params / 1e6, "gflops": s.gflops, "latency_ms": b.ms_median,
-            "peak_mem_mib": b.peak_memory_mib}
+            "infer_peak_mib": b.peak_memory_mib}
 
 
 def write_report(rows: list[dict[str, Any]], out: Path) -> None:
@@ -177,7 +280,10 @@ def _cells(rows: list[dict[str, Any]]) -> list[list[Any]]:
 
 @contextlib.contextmanager
 def _figure(path: Path, figsize: tuple[float, float], title: str, xlabel: str | None = None) -> Iterator[Any]:
-    """An Agg figure with one axes, labelled, laid out and saved to ``path`` when the block ends."""
+    """An Agg figure with one axes, labelled, laid out and saved to ``path`` when the block ends.
+
+    The legend goes to the right of the axes, off the data.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -190,6 +296,8 @@ def _figure(path: Path, figsize: tuple[float, float], title: str, xlabel: str | 
         ax.set_title(title)
         if xlabel:
             ax.set_xlabel(xlabel)
+        if ax.get_legend_handles_labels()[1]:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         fig.tight_layout()
         fig.savefig(path, dpi=120)
     finally:
@@ -200,21 +308,24 @@ def _plot_bars(rows: list[dict[str, Any]], path: Path) -> None:
     backbones = list(dict.fromkeys(r["backbone"] for r in rows))
     heads = list(dict.fromkeys(r["head"] for r in rows))
     width = 0.8 / max(len(heads), 1)
-    with _figure(path, (1.8 + 1.6 * len(backbones), 3.6), "mean IU per variant, grouped by backbone") as ax:
+    # 2.6 in. besides the groups: the legend, and the title's width with a single backbone
+    with _figure(path, (2.6 + 1.6 * len(backbones), 3.6), "mean IU per variant, grouped by backbone") as ax:
         for i, head in enumerate(heads):
             xs = [b + (i - (len(heads) - 1) / 2) * width for b in range(len(backbones))]
             ys = [next((r.get("mean_iu", 0) for r in rows if r["backbone"] == bb and r["head"] == head), 0)
                   for bb in backbones]
             ax.bar_label(ax.bar(xs, ys, width, label=head), fmt="%.3f", fontsize=7)
         ax.set_xticks(range(len(backbones)), backbones)
-        ax.legend(fontsize=8)
+        ax.margins(y=0.12)  # room for the value labels above the bars
 
 
 def _plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
-    with _figure(path, (6, 3.6), "validation mean IU per epoch", xlabel="epoch") as ax:
+    from matplotlib.ticker import MaxNLocator
+
+    with _figure(path, (7, 3.6), "validation mean IU per epoch", xlabel="epoch") as ax:
         for r in rows:
             points = [(h["epoch"], h["mean_iu"]) for h in r.get("history", []) if "mean_iu" in h]
             if points:
                 ax.plot(*zip(*points), marker="o", label=r["variant"])
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.legend(fontsize=7)
+        # min_n_ticks=1: with a single epoch in view, one tick at it rather than fractional ones around it
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))

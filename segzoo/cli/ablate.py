@@ -22,6 +22,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=int, default=None, help="side of the square training crop")
     p.add_argument("--fc-channels", type=int, default=None, help="fc6/fc7 width for VGG16/AlexNet (default 4096)")
     p.add_argument("--out", default=None, metavar="DIR", help="results folder (default runs/ablation)")
+    p.add_argument("--restart", action="store_true",
+                   help="delete this study's variants in --out and train them all again (needed to change the "
+                        "settings of a study that has begun)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="a bar for the study and one for the running variant (default: on a terminal)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             study.train[key] = getattr(args, key)
     if args.fc_channels:
         study.train["backbone_kwargs"] = {**study.train.get("backbone_kwargs", {}), "fc_channels": args.fc_channels}
-    rows = run_study(study)
+    rows = run_study(study, progress=args.progress, restart=args.restart)
     print(results_table(rows))
     print(f"\nwrote {study.out}/results.csv, results.md, results.png, curves.png")
     return 0
