@@ -295,7 +295,7 @@ def test_check_plugin_takes_a_module_that_is_not_installed(plugin_path, capsys):
     importlib.invalidate_caches()
     assert main(["check-plugin", "szfx_bare"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"plugin\s+szfx_bare\s+loads\s+pass", out)
+    assert re.search(r"plugin\s+szfx_bare\s+loads\s+pass\s+<in-process>, 1 name\(s\)$", out, flags=re.M), out
     assert re.search(r"fxbare\s+builds with default options\s+pass\s+as fxbare-fcn32s", out), out
     assert re.search(r"fxbare\s+pickle round trip\s+pass", out)
 
