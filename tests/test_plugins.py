@@ -29,13 +29,14 @@ from tests.conftest import write_dist
 ROOT = Path(__file__).resolve().parents[1]
 
 # A valid backbone: strided 3x3 convs with 8 channels at STRIDES (maps of ceil(H/s)).
-# `LIE` changes what feature_info declares, without changing what forward() returns.
+# `LIE` (stride -> channels) and `CLAIM` (the strides, in order) change what feature_info declares and
+# what forward() keys its maps by, without changing the maps themselves.
 TINY_BACKBONE = '''
 import torch
 from torch import nn
 from segzoo import Backbone, FeatureInfo, hookimpl
 
-STRIDES, LIE = {strides!r}, {lie!r}
+STRIDES, LIE, CLAIM = {strides!r}, {lie!r}, {claim!r}
 
 
 class Tiny(Backbone):
@@ -44,11 +45,11 @@ class Tiny(Backbone):
         steps = [b // a for a, b in zip((1, *STRIDES), STRIDES)]
         self.convs = nn.ModuleList([nn.Conv2d(3 if i == 0 else 8, 8, 3, stride=s, padding=1)
                                     for i, s in enumerate(steps)])
-        self.feature_info = [FeatureInfo(s, LIE.get(s, 8)) for s in STRIDES]
+        self.feature_info = [FeatureInfo(s, LIE.get(s, 8)) for s in CLAIM]
 
     def forward(self, x):
         out = {{}}
-        for s, conv in zip(STRIDES, self.convs):
+        for s, conv in zip(CLAIM, self.convs):
             x = torch.relu(conv(x))
             out[s] = x
         return out
@@ -65,9 +66,10 @@ def segzoo_register_backbones(registrar):
 '''
 
 
-def backbone_plugin(name: str, lie: dict[int, int] | None = None, strides=(4, 8, 16, 32)) -> str:
-    """Source of a plugin module registering the backbone ``name``; ``lie`` maps stride -> declared channels."""
-    return TINY_BACKBONE.format(name=name, lie=lie or {}, strides=tuple(strides))
+def backbone_plugin(name: str, lie: dict[int, int] | None = None, strides=(4, 8, 16, 32), claim=None) -> str:
+    """Source of a plugin module registering the backbone ``name``; ``lie`` maps stride -> declared channels,
+    ``claim`` lists the strides it declares (and keys its maps by) in place of the ``strides`` it has."""
+    return TINY_BACKBONE.format(name=name, lie=lie or {}, strides=tuple(strides), claim=tuple(claim or strides))
 
 
 RAISES = '''
@@ -109,6 +111,9 @@ FIXTURES = {
     "segzoo-clash-a": ("szfx_clash_a", backbone_plugin("fxdup")),
     "segzoo-clash-b": ("szfx_clash_b", CLASH_B),
     "segzoo-liar": ("szfx_liar", backbone_plugin("fxliar", lie={16: 256})),
+    # declares strides 4, 8, 16, 32 but its last two convs step by 1 and 2: maps at strides 4, 8, 8, 16
+    "segzoo-stridelie": ("szfx_stridelie", backbone_plugin("fxstridelie", strides=(4, 8, 8, 16),
+                                                           claim=(4, 8, 16, 32))),
 }
 FAILURES = {  # dist -> what its error must say
     "segzoo-importerror": "No module named 'szfx_no_such_module'",
@@ -159,8 +164,8 @@ def test_each_failure_is_recorded_with_its_distribution_and_the_rest_still_load(
         assert "\n" not in r.error
         assert dist in r.message() and expected in r.message()
     loaded = {d for d, r in by_dist.items() if r.status == "loaded" and (d in FIXTURES or d == "segzoo")}
-    assert loaded == {"segzoo", "segzoo-good", "segzoo-clash-a", "segzoo-liar"}
-    assert {"fxgood", "fxdup", "fxliar", "vgg16", "alexnet"} <= set(registry.names("backbone"))
+    assert loaded == {"segzoo", "segzoo-good", "segzoo-clash-a", "segzoo-liar", "segzoo-stridelie"}
+    assert {"fxgood", "fxdup", "fxliar", "fxstridelie", "vgg16", "alexnet"} <= set(registry.names("backbone"))
     assert registry.entries["backbone"]["vgg16"].dist.startswith("segzoo 0.1.0")
     assert registry.entries["backbone"]["fxdup"].dist == "segzoo-clash-a 0.1"
     assert "fxonly-b" not in registry.names("head")  # a failed plugin registers nothing, not half
@@ -178,6 +183,31 @@ def test_a_backbone_whose_declared_channels_lie_is_blamed_by_distribution(plugin
     for run in (lambda: model(torch.randn(1, 3, 64, 64)), lambda: summarize(model, (1, 3, 64, 64))):
         with pytest.raises(PluginError, match=r"fxliar.*segzoo-liar 0\.1.*256 channels at stride 16 but returned 8"):
             run()
+
+
+STRIDE_LIE = (r"backbone 'fxstridelie' from plugin 'stridelie' \(segzoo-stridelie 0\.1\) declares strides "
+              r"\[4, 8, 16, 32\] but for a 64x64 input returned maps of 16x16, 8x8, 8x8, 4x4, i\.e\. strides "
+              r"about \[4, 8, 8, 16\] \(stride 16 gives about 4x4; stride 32 gives about 2x2\); its feature_info "
+              r"must match its forward\(\).*'segzoo check-plugin segzoo-stridelie'")
+
+
+def test_a_backbone_whose_declared_strides_lie_is_blamed_by_distribution(plugin_path):
+    """Its maps have the declared channels and keys, but a size no declared stride gives: the heads would
+    crop or pad them to fit and train on misaligned features without a word."""
+    model = load_plugins().create_model("fxstridelie-fcn8s", num_classes=3)
+    for run in (lambda: model(torch.randn(1, 3, 64, 64)), lambda: summarize(model, (1, 3, 64, 64))):
+        with pytest.raises(PluginError, match=STRIDE_LIE):
+            run()
+
+
+def test_cli_build_stops_a_backbone_whose_strides_lie(plugin_path, capsys):
+    assert main(["build", "fxstridelie-fcn8s", "--input", "3x64x64"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(STRIDE_LIE, err) and len(err.splitlines()) == 1, err
+    assert main(["check-plugin", "segzoo-stridelie"]) == 1  # which measures each level's stride
+    out = capsys.readouterr().out
+    assert re.search(r"fxstridelie\s+feature strides and channels\s+FAIL\s+declares stride 16, but a 64-pixel larger "
+                     r"input grew its map by \(8, 8\)", out), out
 
 
 def test_strict_mode_raises_on_the_first_failure(plugin_path, monkeypatch):
