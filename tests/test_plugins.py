@@ -100,6 +100,18 @@ def segzoo_register_heads(registrar):
     registrar.head("fxonly-b", lambda feature_info, num_classes: None)
 '''
 
+FAMILY = '''
+from segzoo import hookimpl
+
+def make(variant, weights=None):
+    """Any vgg-something (it would take over segzoo's vgg16)."""
+    raise RuntimeError("never built")
+
+@hookimpl
+def segzoo_register_backbones(registrar):
+    registrar.backbone("vgg*", make)
+'''
+
 # dist -> (module, source); each is exposed under the entry-point name of its last word.
 FIXTURES = {
     "segzoo-good": ("szfx_good", backbone_plugin("fxgood")),
@@ -110,6 +122,8 @@ FIXTURES = {
     "segzoo-clash-builtin": ("szfx_clash_builtin", backbone_plugin("vgg16")),
     "segzoo-clash-a": ("szfx_clash_a", backbone_plugin("fxdup")),
     "segzoo-clash-b": ("szfx_clash_b", CLASH_B),
+    "segzoo-clash-infamily": ("szfx_clash_infamily", backbone_plugin("timm-resnet34")),  # inside timm-*
+    "segzoo-clash-family": ("szfx_clash_family", FAMILY),  # vgg* covers vgg16
     "segzoo-liar": ("szfx_liar", backbone_plugin("fxliar", lie={16: 256})),
     # declares strides 4, 8, 16, 32 but its last two convs step by 1 and 2: maps at strides 4, 8, 8, 16
     "segzoo-stridelie": ("szfx_stridelie", backbone_plugin("fxstridelie", strides=(4, 8, 8, 16),
@@ -123,6 +137,11 @@ FAILURES = {  # dist -> what its error must say
     "segzoo-clash-builtin": "backbone name 'vgg16' from plugin 'builtin' (segzoo-clash-builtin 0.1) clashes with "
                             "the one from plugin 'vgg16' (segzoo 0.1.0)",
     "segzoo-clash-b": "clashes with the one from plugin 'a' (segzoo-clash-a 0.1)",
+    "segzoo-clash-infamily": "backbone name 'timm-resnet34' from plugin 'infamily' (segzoo-clash-infamily 0.1) "
+                             "clashes with the family 'timm-*' from plugin 'timm' (segzoo 0.1.0), which already "
+                             "resolves that name",
+    "segzoo-clash-family": "backbone family 'vgg*' from plugin 'family' (segzoo-clash-family 0.1) clashes with the "
+                           "name 'vgg16' from plugin 'vgg16' (segzoo 0.1.0), which it would take over",
 }
 
 
@@ -170,6 +189,13 @@ def test_each_failure_is_recorded_with_its_distribution_and_the_rest_still_load(
     assert registry.entries["backbone"]["fxdup"].dist == "segzoo-clash-a 0.1"
     assert "fxonly-b" not in registry.names("head")  # a failed plugin registers nothing, not half
     assert by_dist["segzoo-good"].registered == 1
+    assert "vgg*" not in registry.names("backbone") and registry.backbone_factory("vgg16")[1].dist == "segzoo 0.1.0"
+
+
+def test_a_name_inside_the_builtin_timm_family_does_not_take_it_over(plugin_path, capsys):
+    assert load_plugins().backbone_factory("timm-resnet34")[1].source == "plugin 'timm' (segzoo 0.1.0)"
+    assert main(["build", "timm-resnet34-fcn32s", "--num-classes", "3", "--input", "64"]) == 0
+    assert re.search(r"backbone\s+timm-resnet34\s+\(plugin timm, segzoo 0\.1\.0\)", capsys.readouterr().out)
 
 
 def test_a_plugin_backbone_composes_with_builtin_heads(plugin_path):
@@ -271,7 +297,7 @@ def test_cli_build_names_the_distribution_of_a_lying_backbone(plugin_path, capsy
 def test_cli_unknown_name_mentions_the_plugins_that_failed(plugin_path, capsys):
     assert main(["build", "fxmissing-fcn8s"]) == 2
     err = capsys.readouterr().err
-    assert "unknown model 'fxmissing-fcn8s'" in err and "6 plugin(s) failed to load" in err
+    assert "unknown model 'fxmissing-fcn8s'" in err and "8 plugin(s) failed to load" in err
     assert "plugin 'raises' (segzoo-raises 0.1)" in err and len(err.splitlines()) == 1
 
 
