@@ -1,13 +1,25 @@
-"""Any timm model with ``features_only`` as a backbone: ``timm-<model name>``, levels taken by reduction."""
+"""Any timm model with ``features_only`` as a backbone: ``timm-<model name>``, levels taken by reduction.
+
+``weights`` is a local file holding the state dict of the same timm model as an ImageNet classifier
+(timm's layout; torchvision's ResNets share it). It is checked strictly against that classifier, only
+its classification head (``pretrained_cfg['classifier']``: ``fc``, ``head.fc``, ``classifier``...) may
+differ or be absent, and is then loaded by timm itself, which drops what the feature extractor lacks.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
 from segzoo import Backbone, FeatureInfo, hookimpl
 from segzoo.checkpoint import read_state_dict
-from segzoo.errors import CheckpointError, UnknownNameError
+from segzoo.errors import UnknownNameError
 from segzoo.model import check_geometry
+from segzoo.weights import check_fits
 
 # Listed by name (and so in every contract test); any other timm model is reachable as timm-<name>.
 EXAMPLES = ("resnet18", "mobilenetv3_large_100")
@@ -16,18 +28,24 @@ EXAMPLES = ("resnet18", "mobilenetv3_large_100")
 class TimmBackbone(Backbone):
     """A timm feature extractor; where several levels share a reduction, the deepest one is kept."""
 
-    def __init__(self, variant: str, **timm_kwargs):
+    def __init__(self, variant: str, state_dict: dict[str, torch.Tensor] | None = None, **timm_kwargs):
         super().__init__()
         import timm
 
         probe = timm.create_model(variant, features_only=True, pretrained=False, **timm_kwargs)
         reductions = probe.feature_info.reduction()
         keep = [i for i, r in enumerate(reductions) if i == len(reductions) - 1 or reductions[i + 1] != r]
-        if keep == list(range(len(reductions))):
+        if keep == list(range(len(reductions))) and state_dict is None:
             self.body = probe
         else:
-            self.body = timm.create_model(variant, features_only=True, pretrained=False, out_indices=keep,
-                                          **timm_kwargs)
+            extra: dict[str, Any] = {} if keep == list(range(len(reductions))) else {"out_indices": keep}
+            if state_dict is not None:  # timm loads it into the classifier before cutting out the features
+                extra.update(pretrained=True, pretrained_cfg_overlay={"state_dict": state_dict})
+            with _quiet_timm_loading():
+                self.body = timm.create_model(variant, features_only=True, **extra, **timm_kwargs)
+            for cfg in (getattr(self.body, "pretrained_cfg", None), getattr(self.body, "default_cfg", None)):
+                if isinstance(cfg, dict):
+                    cfg.pop("state_dict", None)  # the loaded weights live in the body, not twice (and unpickled)
         self.feature_info = [FeatureInfo(int(r), int(c)) for r, c in
                              zip(self.body.feature_info.reduction(), self.body.feature_info.channels())]
         cfg = getattr(self.body, "pretrained_cfg", None) or {}
@@ -46,16 +64,62 @@ def timm_backbone(variant: str, weights: str | None = None, geometry: str = "mod
 
     if not timm.is_model(variant):
         raise UnknownNameError("timm model", variant, timm.list_models(), hint="see timm.list_models()")
-    model = TimmBackbone(variant, **timm_kwargs)
-    if weights:
-        state = read_state_dict(weights)
-        missing, _unexpected = model.body.load_state_dict(state, strict=False)
-        if missing:
-            raise CheckpointError(
-                f"{weights} does not fit timm model '{variant}': missing {sorted(missing)[:6]}; "
-                "is it a state dict of that same model?"
-            )
-    return model
+    state = checked_state_dict(variant, weights, timm_kwargs) if weights else None
+    return TimmBackbone(variant, state, **timm_kwargs)
+
+
+def classifier(variant: str, timm_kwargs: dict[str, Any] | None = None) -> torch.nn.Module:
+    """timm's ``variant`` as the classifier a weights file comes from, on the meta device when timm allows it."""
+    import timm
+
+    try:
+        with torch.device("meta"):
+            return timm.create_model(variant, pretrained=False, **(timm_kwargs or {}))
+    except Exception:  # noqa: BLE001 - a model whose construction needs real tensors: build it for real
+        return timm.create_model(variant, pretrained=False, **(timm_kwargs or {}))
+
+
+def classifier_prefixes(model: torch.nn.Module) -> tuple[str, ...]:
+    """Key prefixes of the classification head, which a features_only model lacks: from timm's
+    ``pretrained_cfg['classifier']`` (e.g. ``fc``, ``head.fc``), else the module ``get_classifier()`` returns."""
+    names = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or ()
+    names = (names,) if isinstance(names, str) else tuple(names)
+    if not names and hasattr(model, "get_classifier"):
+        head = model.get_classifier()
+        names = tuple(n for n, m in model.named_modules() if m is head and n)
+    return tuple(f"{n}." for n in names)
+
+
+def checked_state_dict(variant: str, path: str, timm_kwargs: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """The state dict in ``path``, once it fits timm's ``variant`` classifier key by key and shape by shape.
+
+    Only the classification head may be missing, extra or of another shape (another number of classes,
+    or none); anything else raises segzoo's :class:`~segzoo.errors.CheckpointError` listing the keys.
+    """
+    state = read_state_dict(path)
+    reference = classifier(variant, timm_kwargs)
+    head = classifier_prefixes(reference)
+
+    def trunk(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in sd.items() if not (head and k.startswith(head))}
+
+    hint = (f"; backbone_weights must be the state dict of timm's '{variant}' as a classifier "
+            f"(timm.create_model('{variant}').state_dict(), any number of classes): is the file another model's? "
+            f"Build the backbone it belongs to, or leave backbone_weights out")
+    check_fits(trunk(reference.state_dict()), trunk(state), path, "timm", hint, what=f"backbone 'timm-{variant}'")
+    return state
+
+
+@contextlib.contextmanager
+def _quiet_timm_loading() -> Iterator[None]:
+    """timm warns about the classifier keys a feature extractor drops; the file was checked already."""
+    logger = logging.getLogger("timm.models._builder")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @hookimpl

@@ -122,8 +122,8 @@ class SegmentationModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         features = self.backbone(x)
-        if not self._checked:
-            self._check_features(features)
+        if not self._checked:  # until an input large enough to tell a wrong stride (then never again)
+            self._checked = self.check_features(features, (x.shape[-2], x.shape[-1]))
         return self.head(features, x.shape[-2:])
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -139,11 +139,18 @@ class SegmentationModel(nn.Module):
                 "resize or pad the image"
             )
 
-    def _check_features(self, features: dict[int, torch.Tensor]) -> None:
-        """Compare what the backbone returned with what it declared, once, and blame the plugin."""
+    def check_features(self, features: dict[int, torch.Tensor], size: tuple[int, int]) -> bool:
+        """Compare what the backbone returned for an input of ``size`` with what it declared, and blame the plugin.
+
+        Forward calls it (so ``segzoo build`` does): every declared stride is returned, with the
+        declared channels, and its map has the size the declared grid gives (:func:`grid_fits`). Returns
+        whether the input was large enough for the sizes to tell a stride from its half or double
+        (:func:`grid_decides`); until one is, later forwards check again.
+        """
         name = self.recipe.get("backbone", type(self.backbone).__name__)
         plugin = f"plugin '{self.recipe.get('backbone_plugin', '?')}' ({self.recipe.get('backbone_dist', '?')})"
-        for f in self.backbone.feature_info:
+        info = list(self.backbone.feature_info)
+        for f in info:
             got = features.get(f.stride)
             if got is None:
                 raise PluginError(
@@ -155,4 +162,55 @@ class SegmentationModel(nn.Module):
                     f"backbone '{name}' from {plugin} declares {f.channels} channels at stride {f.stride} "
                     f"but returned {got.shape[1]}; its feature_info must match its forward()"
                 )
-        self._checked = True
+        maps = [tuple(features[f.stride].shape[-2:]) for f in info]
+        wrong = [(f, m) for f, m in zip(info, maps) if not all(grid_fits(c, n, f) for c, n in zip(m, size))]
+        if wrong:
+            dist = str(self.recipe.get("backbone_dist", "")).split(" ")[0] or "DIST_OR_MODULE"
+            seen = [f"{observed_stride(m, size, f):.1f}".removesuffix(".0") for f, m in zip(info, maps)]
+            should = "; ".join(f"stride {f.stride} gives about {_cells(size[0], f)}x{_cells(size[1], f)}"
+                               for f, _ in wrong)
+            raise PluginError(
+                f"backbone '{name}' from {plugin} declares strides {[f.stride for f in info]} but for a "
+                f"{size[0]}x{size[1]} input returned maps of {', '.join(f'{h}x{w}' for h, w in maps)}, i.e. strides "
+                f"about [{', '.join(seen)}] ({should}); its feature_info must match its forward(): declare the "
+                f"stride each level has (and FeatureInfo.offset where padding moves its grid); "
+                f"'segzoo check-plugin {dist}' measures each level's stride"
+            )
+        return all(grid_decides(n, f) for f in info for n in size)
+
+
+def expected_cells(n: int, f: FeatureInfo) -> float:
+    """How many cells the map at ``f``'s stride has along an input side of ``n`` pixels, by its declared grid.
+
+    The grid covers the input plus the margin its offset says lies outside it on each side (the paper's
+    pad-100 VGG16 has offset -99 at its pools, so a 64-pixel side gives (64 + 198) / 16 cells at stride 16).
+    """
+    return (n - 2 * f.offset) / f.stride
+
+
+def grid_fits(cells: int, n: int, f: FeatureInfo) -> bool:
+    """Whether a map of ``cells`` along an ``n``-pixel side can come from the declared stride and offset.
+
+    Rounding (ceil- or floor-mode layers, one-sided padding) moves a map less than one cell from
+    :func:`expected_cells`; every built-in backbone, in both geometries, is within that. Another cell, or a
+    quarter of the map where that is more, is left for padding a backbone does not declare in its offset.
+    A map at half or twice the declared stride, however it rounds, is outside that band once the declared
+    map has 8 cells (:func:`grid_decides`; a finer one from 3); below that the check may not tell them apart.
+    """
+    expected = expected_cells(n, f)
+    return abs(cells - expected) < 1 + max(1.0, expected / 4)
+
+
+def grid_decides(n: int, f: FeatureInfo) -> bool:
+    """Whether :func:`grid_fits` on an ``n``-pixel side rejects a map at half or twice the declared stride."""
+    return expected_cells(n, f) >= 8
+
+
+def observed_stride(cells: tuple[int, int], size: tuple[int, int], f: FeatureInfo) -> float:
+    """The stride a map of ``cells`` suggests for an input of ``size``, on the level's declared offset."""
+    ratios = [(n - 2 * f.offset) / max(c, 1) for c, n in zip(cells, size)]
+    return sum(ratios) / len(ratios)
+
+
+def _cells(n: int, f: FeatureInfo) -> str:
+    return f"{expected_cells(n, f):.0f}"

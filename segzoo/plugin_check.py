@@ -71,7 +71,8 @@ def check_plugin(target: str, registry: Registry | None = None, num_classes: int
 
 def _loads(record: PluginRecord) -> CheckResult:
     if record.status == "loaded":
-        return CheckResult("loads", True, f"{record.dist} {record.version}, {record.registered} name(s)")
+        source = f"{record.dist} {record.version}".strip()  # a module loaded in-process has no version
+        return CheckResult("loads", True, f"{source}, {record.registered} name(s)")
     why = record.error or "disabled by -p no:NAME, SEGZOO_DISABLE_PLUGINS or SEGZOO_DISABLE_PLUGIN_AUTOLOAD"
     return CheckResult("loads", False, f"{record.status}: {why}")
 

@@ -89,16 +89,27 @@ class Registry:
 
     # -- registration -------------------------------------------------------------------------
     def commit(self, registrar: Registrar) -> None:
-        """Add a plugin's staged names, all or none: a clash names both sources."""
-        seen: dict[tuple[str, str], Entry] = {}
+        """Add a plugin's staged names, all or none: a clash names both sources.
+
+        Two names clash when they are equal, or, for backbones, when one resolves a name the other does:
+        a concrete name inside another plugin's family (``timm-resnet34`` and ``timm-*``), a family
+        covering another plugin's concrete name, or two families of which one contains the other. A
+        plugin may name members of its own family (segzoo's ``timm-*`` lists ``timm-resnet18``).
+        """
+        seen: list[Entry] = []
         for e in registrar.staged:
-            prior = self.entries[e.kind].get(e.name) or seen.get((e.kind, e.name))
+            prior = self.entries[e.kind].get(e.name) or next(
+                (p for p in seen if p.kind == e.kind and p.name == e.name), None)
             if prior is not None:
                 raise PluginError(
                     f"{e.kind} name '{e.name}' from {e.source} clashes with the one from {prior.source}; "
                     "rename one of them or disable a plugin (SEGZOO_DISABLE_PLUGINS)"
                 )
-            seen[(e.kind, e.name)] = e
+            if e.kind == "backbone":
+                for other in self.entries["backbone"].values():
+                    if other.source != e.source and _overlap(e.name, other.name):
+                        raise PluginError(_family_clash(e, other))
+            seen.append(e)
         for e in registrar.staged:
             self.entries[e.kind][e.name] = e
 
@@ -202,6 +213,30 @@ class Registry:
 
             load_weights(model, recipe["weights"])
         return model
+
+
+def _in_family(name: str, family: str) -> bool:
+    """Whether the family ``family`` (``prefix*``) resolves ``name``, which may itself be a family."""
+    prefix = family[:-1]
+    if name.endswith("*"):
+        return name[:-1].startswith(prefix)
+    return name.startswith(prefix) and len(name) > len(prefix)
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether two different backbone names (concrete or ``prefix*`` families) resolve a name in common."""
+    return (b.endswith("*") and _in_family(a, b)) or (a.endswith("*") and _in_family(b, a))
+
+
+def _family_clash(new: Entry, old: Entry) -> str:
+    kind = "family" if new.is_family else "name"
+    if old.is_family and _in_family(new.name, old.name):
+        why = "which already resolves " + ("its names" if new.is_family else "that name")
+    else:
+        why = "whose names it would also resolve" if old.is_family else "which it would take over"
+    return (f"backbone {kind} '{new.name}' from {new.source} clashes with the {'family' if old.is_family else 'name'} "
+            f"'{old.name}' from {old.source}, {why}; rename one of them (prefix yours with your project's name) "
+            "or disable a plugin (SEGZOO_DISABLE_PLUGINS)")
 
 
 def _call_plugin(entry: Entry, factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -73,7 +73,7 @@ def apply_weights(model: SegmentationModel, obj: Any, path: str | os.PathLike[st
         state = from_torchfcn(model, state, path)
     else:
         hint = _checkpoint_hint(model, obj) if fmt == "segzoo-checkpoint" else ""
-        _check_fits(model.state_dict(), state, path, fmt, hint)
+        check_fits(model.state_dict(), state, path, fmt, hint)
     model.load_state_dict(state)
     return fmt
 
@@ -90,7 +90,7 @@ def from_torchfcn(model: SegmentationModel, state: dict[str, torch.Tensor],
     names = torchfcn_names(model)
     own = model.state_dict()
     expected = {names[k]: v for k, v in own.items()}
-    _check_fits(expected, state, path, "torchfcn", _torchfcn_hint(model, state))
+    check_fits(expected, state, path, "torchfcn", _torchfcn_hint(model, state))
     return {k: state[names[k]] for k in own}
 
 
@@ -148,8 +148,10 @@ def convert(src: str | os.PathLike[str], model_name: str, out: str | os.PathLike
     return model
 
 
-def _check_fits(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], path: Any, fmt: str,
-                hint: str = "") -> None:
+def check_fits(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], path: Any, fmt: str,
+               hint: str = "", what: str = "this model") -> None:
+    """Raise a :class:`CheckpointError` listing the keys ``found`` (a file's) lacks, adds, or holds in
+    another shape than ``expected``, named in the file's vocabulary; ``hint`` ends the message with the fix."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     wrong = [f"{k}: file {tuple(found[k].shape)} vs model {tuple(expected[k].shape)}"
@@ -157,7 +159,7 @@ def _check_fits(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor
     if missing or unexpected or wrong:
         parts = [f"{what} {_listed(keys)}" for what, keys in
                  (("missing", missing), ("unexpected", unexpected), ("wrong shapes", wrong)) if keys]
-        raise CheckpointError(f"{path} ({fmt} layout) does not fit this model: {'; '.join(parts)}{hint}")
+        raise CheckpointError(f"{path} ({fmt} layout) does not fit {what}: {'; '.join(parts)}{hint}")
 
 
 def _listed(keys: list[str]) -> str:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import functools
 
 import pytest
+import torch
 
 import segzoo
 from segzoo import contract
-from segzoo.model import SegmentationModel
+from segzoo.errors import PluginError, SegzooError
+from segzoo.model import GEOMETRIES, SegmentationModel
+from segzoo.summary import meta_forward
 
 REGISTRY = segzoo.get_registry()
 BACKBONES = [b for b in REGISTRY.names("backbone") if not b.endswith("*")]
@@ -43,6 +46,47 @@ def compose(backbone_name: str, head_name: str) -> SegmentationModel:
 @pytest.mark.parametrize("name", BACKBONES)
 def test_backbone_declares_what_it_returns(name):
     contract.check_feature_info(backbone(name), sizes=contract.ODD_SIZES[:2])
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("name", BACKBONES)
+def test_the_models_feature_check_accepts_what_each_backbone_returns(name, geometry):
+    """The check at the first forward (channels, and map sizes against the declared strides and offsets) passes
+    every built-in backbone in every geometry it supports, at many sizes; on the meta device, so the paper's
+    pad-100 VGG16 costs nothing."""
+    make, _ = REGISTRY.backbone_factory(name)
+    kwargs = {**NARROW.get(name, {}), **({} if geometry == "modern" else {"geometry": geometry})}
+    with torch.device("meta"):
+        try:
+            bb = make(**kwargs)
+        except SegzooError as exc:
+            assert geometry != "modern" and "geometry" in str(exc)
+            pytest.skip(f"{name} has no geometry {geometry}")
+        bb.eval()
+        model = SegmentationModel(bb, REGISTRY.head_factory("fcn32s")[0](list(bb.feature_info), NUM_CLASSES),
+                                  {"backbone": name})
+    low = bb.min_input_size
+    for size in [(low, low), (low + 1, low + 3), *contract.ODD_SIZES, (97, 161), (224, 224), (500, 375)]:
+        model.check_features(meta_forward(bb, torch.empty(1, 3, *size)), size)
+
+
+def test_the_model_stops_maps_coarser_than_declared():
+    """A stride-16 level that is really at stride 32 (the other way to lie: test_plugins has the finer one)."""
+
+    class Coarse(contract.SyntheticBackbone):
+        def forward(self, x):
+            out = super().forward(x)
+            return {**out, 16: torch.nn.functional.avg_pool2d(out[16], 2, ceil_mode=True)}
+
+    model = SegmentationModel(Coarse((4, 8, 16, 32)), REGISTRY.head_factory("fcn8s")[0](
+        list(Coarse((4, 8, 16, 32)).feature_info), NUM_CLASSES), {"backbone": "coarse"})
+    with pytest.raises(PluginError, match=r"declares strides \[4, 8, 16, 32\] but for a 64x64 input returned maps "
+                                          r"of 16x16, 8x8, 2x2, 2x2, i\.e\. strides about \[4, 8, 32, 32\] "
+                                          r"\(stride 16 gives about 4x4\)"):
+        model(torch.randn(1, 3, 64, 64))
+    model(torch.randn(1, 3, 32, 32))  # too small to tell 1 cell from 2: it passes, as it must...
+    with pytest.raises(PluginError, match="stride 16 gives about 4x4"):
+        model(torch.randn(1, 3, 64, 64))  # ...and the check waits for an input large enough to tell
 
 
 @pytest.mark.parametrize("name", BACKBONES)

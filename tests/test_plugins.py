@@ -29,13 +29,14 @@ from tests.conftest import write_dist
 ROOT = Path(__file__).resolve().parents[1]
 
 # A valid backbone: strided 3x3 convs with 8 channels at STRIDES (maps of ceil(H/s)).
-# `LIE` changes what feature_info declares, without changing what forward() returns.
+# `LIE` (stride -> channels) and `CLAIM` (the strides, in order) change what feature_info declares and
+# what forward() keys its maps by, without changing the maps themselves.
 TINY_BACKBONE = '''
 import torch
 from torch import nn
 from segzoo import Backbone, FeatureInfo, hookimpl
 
-STRIDES, LIE = {strides!r}, {lie!r}
+STRIDES, LIE, CLAIM = {strides!r}, {lie!r}, {claim!r}
 
 
 class Tiny(Backbone):
@@ -44,11 +45,11 @@ class Tiny(Backbone):
         steps = [b // a for a, b in zip((1, *STRIDES), STRIDES)]
         self.convs = nn.ModuleList([nn.Conv2d(3 if i == 0 else 8, 8, 3, stride=s, padding=1)
                                     for i, s in enumerate(steps)])
-        self.feature_info = [FeatureInfo(s, LIE.get(s, 8)) for s in STRIDES]
+        self.feature_info = [FeatureInfo(s, LIE.get(s, 8)) for s in CLAIM]
 
     def forward(self, x):
         out = {{}}
-        for s, conv in zip(STRIDES, self.convs):
+        for s, conv in zip(CLAIM, self.convs):
             x = torch.relu(conv(x))
             out[s] = x
         return out
@@ -65,9 +66,10 @@ def segzoo_register_backbones(registrar):
 '''
 
 
-def backbone_plugin(name: str, lie: dict[int, int] | None = None, strides=(4, 8, 16, 32)) -> str:
-    """Source of a plugin module registering the backbone ``name``; ``lie`` maps stride -> declared channels."""
-    return TINY_BACKBONE.format(name=name, lie=lie or {}, strides=tuple(strides))
+def backbone_plugin(name: str, lie: dict[int, int] | None = None, strides=(4, 8, 16, 32), claim=None) -> str:
+    """Source of a plugin module registering the backbone ``name``; ``lie`` maps stride -> declared channels,
+    ``claim`` lists the strides it declares (and keys its maps by) in place of the ``strides`` it has."""
+    return TINY_BACKBONE.format(name=name, lie=lie or {}, strides=tuple(strides), claim=tuple(claim or strides))
 
 
 RAISES = '''
@@ -98,6 +100,18 @@ def segzoo_register_heads(registrar):
     registrar.head("fxonly-b", lambda feature_info, num_classes: None)
 '''
 
+FAMILY = '''
+from segzoo import hookimpl
+
+def make(variant, weights=None):
+    """Any vgg-something (it would take over segzoo's vgg16)."""
+    raise RuntimeError("never built")
+
+@hookimpl
+def segzoo_register_backbones(registrar):
+    registrar.backbone("vgg*", make)
+'''
+
 # dist -> (module, source); each is exposed under the entry-point name of its last word.
 FIXTURES = {
     "segzoo-good": ("szfx_good", backbone_plugin("fxgood")),
@@ -108,7 +122,12 @@ FIXTURES = {
     "segzoo-clash-builtin": ("szfx_clash_builtin", backbone_plugin("vgg16")),
     "segzoo-clash-a": ("szfx_clash_a", backbone_plugin("fxdup")),
     "segzoo-clash-b": ("szfx_clash_b", CLASH_B),
+    "segzoo-clash-infamily": ("szfx_clash_infamily", backbone_plugin("timm-resnet34")),  # inside timm-*
+    "segzoo-clash-family": ("szfx_clash_family", FAMILY),  # vgg* covers vgg16
     "segzoo-liar": ("szfx_liar", backbone_plugin("fxliar", lie={16: 256})),
+    # declares strides 4, 8, 16, 32 but its last two convs step by 1 and 2: maps at strides 4, 8, 8, 16
+    "segzoo-stridelie": ("szfx_stridelie", backbone_plugin("fxstridelie", strides=(4, 8, 8, 16),
+                                                           claim=(4, 8, 16, 32))),
 }
 FAILURES = {  # dist -> what its error must say
     "segzoo-importerror": "No module named 'szfx_no_such_module'",
@@ -118,6 +137,11 @@ FAILURES = {  # dist -> what its error must say
     "segzoo-clash-builtin": "backbone name 'vgg16' from plugin 'builtin' (segzoo-clash-builtin 0.1) clashes with "
                             "the one from plugin 'vgg16' (segzoo 0.1.0)",
     "segzoo-clash-b": "clashes with the one from plugin 'a' (segzoo-clash-a 0.1)",
+    "segzoo-clash-infamily": "backbone name 'timm-resnet34' from plugin 'infamily' (segzoo-clash-infamily 0.1) "
+                             "clashes with the family 'timm-*' from plugin 'timm' (segzoo 0.1.0), which already "
+                             "resolves that name",
+    "segzoo-clash-family": "backbone family 'vgg*' from plugin 'family' (segzoo-clash-family 0.1) clashes with the "
+                           "name 'vgg16' from plugin 'vgg16' (segzoo 0.1.0), which it would take over",
 }
 
 
@@ -159,12 +183,19 @@ def test_each_failure_is_recorded_with_its_distribution_and_the_rest_still_load(
         assert "\n" not in r.error
         assert dist in r.message() and expected in r.message()
     loaded = {d for d, r in by_dist.items() if r.status == "loaded" and (d in FIXTURES or d == "segzoo")}
-    assert loaded == {"segzoo", "segzoo-good", "segzoo-clash-a", "segzoo-liar"}
-    assert {"fxgood", "fxdup", "fxliar", "vgg16", "alexnet"} <= set(registry.names("backbone"))
+    assert loaded == {"segzoo", "segzoo-good", "segzoo-clash-a", "segzoo-liar", "segzoo-stridelie"}
+    assert {"fxgood", "fxdup", "fxliar", "fxstridelie", "vgg16", "alexnet"} <= set(registry.names("backbone"))
     assert registry.entries["backbone"]["vgg16"].dist.startswith("segzoo 0.1.0")
     assert registry.entries["backbone"]["fxdup"].dist == "segzoo-clash-a 0.1"
     assert "fxonly-b" not in registry.names("head")  # a failed plugin registers nothing, not half
     assert by_dist["segzoo-good"].registered == 1
+    assert "vgg*" not in registry.names("backbone") and registry.backbone_factory("vgg16")[1].dist == "segzoo 0.1.0"
+
+
+def test_a_name_inside_the_builtin_timm_family_does_not_take_it_over(plugin_path, capsys):
+    assert load_plugins().backbone_factory("timm-resnet34")[1].source == "plugin 'timm' (segzoo 0.1.0)"
+    assert main(["build", "timm-resnet34-fcn32s", "--num-classes", "3", "--input", "64"]) == 0
+    assert re.search(r"backbone\s+timm-resnet34\s+\(plugin timm, segzoo 0\.1\.0\)", capsys.readouterr().out)
 
 
 def test_a_plugin_backbone_composes_with_builtin_heads(plugin_path):
@@ -178,6 +209,31 @@ def test_a_backbone_whose_declared_channels_lie_is_blamed_by_distribution(plugin
     for run in (lambda: model(torch.randn(1, 3, 64, 64)), lambda: summarize(model, (1, 3, 64, 64))):
         with pytest.raises(PluginError, match=r"fxliar.*segzoo-liar 0\.1.*256 channels at stride 16 but returned 8"):
             run()
+
+
+STRIDE_LIE = (r"backbone 'fxstridelie' from plugin 'stridelie' \(segzoo-stridelie 0\.1\) declares strides "
+              r"\[4, 8, 16, 32\] but for a 64x64 input returned maps of 16x16, 8x8, 8x8, 4x4, i\.e\. strides "
+              r"about \[4, 8, 8, 16\] \(stride 16 gives about 4x4; stride 32 gives about 2x2\); its feature_info "
+              r"must match its forward\(\).*'segzoo check-plugin segzoo-stridelie'")
+
+
+def test_a_backbone_whose_declared_strides_lie_is_blamed_by_distribution(plugin_path):
+    """Its maps have the declared channels and keys, but a size no declared stride gives: the heads would
+    crop or pad them to fit and train on misaligned features without a word."""
+    model = load_plugins().create_model("fxstridelie-fcn8s", num_classes=3)
+    for run in (lambda: model(torch.randn(1, 3, 64, 64)), lambda: summarize(model, (1, 3, 64, 64))):
+        with pytest.raises(PluginError, match=STRIDE_LIE):
+            run()
+
+
+def test_cli_build_stops_a_backbone_whose_strides_lie(plugin_path, capsys):
+    assert main(["build", "fxstridelie-fcn8s", "--input", "3x64x64"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(STRIDE_LIE, err) and len(err.splitlines()) == 1, err
+    assert main(["check-plugin", "segzoo-stridelie"]) == 1  # which measures each level's stride
+    out = capsys.readouterr().out
+    assert re.search(r"fxstridelie\s+feature strides and channels\s+FAIL\s+declares stride 16, but a 64-pixel larger "
+                     r"input grew its map by \(8, 8\)", out), out
 
 
 def test_strict_mode_raises_on_the_first_failure(plugin_path, monkeypatch):
@@ -241,7 +297,7 @@ def test_cli_build_names_the_distribution_of_a_lying_backbone(plugin_path, capsy
 def test_cli_unknown_name_mentions_the_plugins_that_failed(plugin_path, capsys):
     assert main(["build", "fxmissing-fcn8s"]) == 2
     err = capsys.readouterr().err
-    assert "unknown model 'fxmissing-fcn8s'" in err and "6 plugin(s) failed to load" in err
+    assert "unknown model 'fxmissing-fcn8s'" in err and "8 plugin(s) failed to load" in err
     assert "plugin 'raises' (segzoo-raises 0.1)" in err and len(err.splitlines()) == 1
 
 
@@ -295,7 +351,7 @@ def test_check_plugin_takes_a_module_that_is_not_installed(plugin_path, capsys):
     importlib.invalidate_caches()
     assert main(["check-plugin", "szfx_bare"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"plugin\s+szfx_bare\s+loads\s+pass", out)
+    assert re.search(r"plugin\s+szfx_bare\s+loads\s+pass\s+<in-process>, 1 name\(s\)$", out, flags=re.M), out
     assert re.search(r"fxbare\s+builds with default options\s+pass\s+as fxbare-fcn32s", out), out
     assert re.search(r"fxbare\s+pickle round trip\s+pass", out)
 

@@ -86,6 +86,45 @@ def test_clashing_names_name_both_sources():
     assert reg.names("backbone") == ["net"]  # all or nothing: 'ok' was not half-registered
 
 
+def factory(**kw):
+    return None
+
+
+@pytest.mark.parametrize("first, second, message", [
+    ("timm-*", "timm-resnet34", r"backbone name 'timm-resnet34' from plugin 'b' \(dist-b 2.0\) clashes with the "
+                                r"family 'timm-\*' from plugin 'a' \(dist-a 1.0\), which already resolves that name"),
+    ("vgg16", "vgg*", r"backbone family 'vgg\*' from plugin 'b' \(dist-b 2.0\) clashes with the name 'vgg16' from "
+                      r"plugin 'a' \(dist-a 1.0\), which it would take over"),
+    ("timm-*", "timm-res*", r"family 'timm-res\*' .* clashes with the family 'timm-\*' .* which already resolves its"),
+    ("timm-res*", "timm-*", r"family 'timm-\*' .* clashes with the family 'timm-res\*' .* whose names it would also"),
+])
+def test_a_name_inside_another_plugins_family_clashes(first, second, message):
+    """Exact-name comparison let a plugin's timm-resnet34 silently take over what timm-* resolves."""
+    reg = Registry()
+    a, b = Registrar("a", "dist-a 1.0"), Registrar("b", "dist-b 2.0")
+    a.backbone(first, factory)
+    reg.commit(a)
+    b.backbone("b-own", factory)
+    b.backbone(second, factory)
+    with pytest.raises(segzoo.PluginError, match=message):
+        reg.commit(b)
+    assert reg.names("backbone") == [first]  # all or nothing
+
+
+def test_names_beside_a_family_or_in_ones_own_family_do_not_clash():
+    reg = Registry()
+    a, b = Registrar("a", "dist-a 1.0"), Registrar("b", "dist-b 2.0")
+    a.backbone("timm-*", factory)
+    a.backbone("timm-resnet18", factory)  # a plugin may list members of its own family
+    reg.commit(a)
+    b.backbone("timm", factory)  # not a member: the family needs a variant after 'timm-'
+    b.backbone("timmy-*", factory)
+    b.backbone("mytimm-resnet34", factory)
+    reg.commit(b)
+    assert reg.backbone_factory("timm-resnet34")[1].plugin == "a"
+    assert reg.backbone_factory("timmy-x")[1].plugin == "b"
+
+
 def test_registrar_rejects_bad_names_and_recipes():
     r = Registrar("p", "d")
     for bad in ("", "Has Caps", "with space"):

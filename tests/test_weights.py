@@ -1,6 +1,7 @@
 """ImageNet classifier weights from local files: fc6/fc7 become convs exactly; bad files fail clearly."""
 
 import pickle
+import re
 
 import pytest
 import timm
@@ -8,6 +9,7 @@ import torch
 import torchvision
 
 import segzoo
+from segzoo.cli import main
 from segzoo.layers import convolutionalize_state_dict
 
 
@@ -66,12 +68,50 @@ def test_alexnet_fc6_fc7_match_torchvision_classifier(tmp_path):
     assert torch.equal(model.backbone.features[3].weight, tv.features[3].weight)
 
 
-def test_timm_backbone_weights_load(tmp_path):
-    src = timm.create_model("resnet18", pretrained=False)
+@pytest.mark.parametrize("num_classes", [1000, 10, 0])
+def test_timm_backbone_weights_load_whatever_their_classifier(tmp_path, num_classes):
+    """The classification head (fc) is the one part a feature extractor lacks: any number of classes, or none."""
+    src = timm.create_model("resnet18", pretrained=False, num_classes=num_classes)
     path = tmp_path / "r18.pth"
     torch.save(src.state_dict(), path)
     model = segzoo.create_model("timm-resnet18-fcn8s", backbone_weights=str(path))
     assert torch.equal(model.backbone.body.conv1.weight, src.conv1.weight)
+    assert torch.equal(model.backbone.body.layer4[1].bn2.running_var, src.layer4[1].bn2.running_var)
+    assert "state_dict" not in model.backbone.body.pretrained_cfg  # the weights are not kept a second time
+
+
+@pytest.fixture(scope="module")
+def resnet18_state():
+    torch.manual_seed(0)
+    return timm.create_model("resnet18", pretrained=False).state_dict()
+
+
+def test_timm_weights_of_another_model_are_refused_with_the_keys(tmp_path):
+    """A resnet34 file used to load into timm-resnet18 silently (strict=False ignored its extra blocks)."""
+    path = tmp_path / "r34.pth"
+    torch.save(timm.create_model("resnet34", pretrained=False).state_dict(), path)
+    with pytest.raises(segzoo.CheckpointError, match=rf"^{re.escape(str(path))} \(timm layout\) does not fit backbone "
+                                                     r"'timm-resnet18': unexpected \['layer1\.2\.bn1\.bias'.*more\); "
+                                                     r"backbone_weights must be the state dict of timm's 'resnet18'"):
+        segzoo.create_model("timm-resnet18-fcn32s", backbone_weights=str(path))
+
+
+def test_timm_weights_missing_a_key_are_refused(tmp_path, resnet18_state):
+    path = tmp_path / "partial.pth"
+    torch.save({k: v for k, v in resnet18_state.items() if not k.startswith("layer4.1.")}, path)
+    with pytest.raises(segzoo.CheckpointError, match=r"does not fit backbone 'timm-resnet18': missing "
+                                                     r"\['layer4\.1\.bn1\.bias'"):
+        segzoo.create_model("timm-resnet18-fcn32s", backbone_weights=str(path))
+
+
+def test_timm_weights_of_the_wrong_shape_blame_the_file_not_the_plugin(tmp_path, resnet18_state, capsys):
+    path = tmp_path / "bad.pth"
+    torch.save({**resnet18_state, "layer4.1.conv2.weight": torch.zeros(512, 512, 1, 1)}, path)
+    assert main(["build", "timm-resnet18-fcn32s", "--backbone-weights", str(path), "--input", "64"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "failed to build" not in err and "plugin" not in err, err
+    assert f"{path} (timm layout) does not fit backbone 'timm-resnet18': wrong shapes " \
+           "['layer4.1.conv2.weight: file (512, 512, 1, 1) vs model (512, 512, 3, 3)']" in err
 
 
 def test_wrong_architecture_lists_what_differs(tmp_path):
