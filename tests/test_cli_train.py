@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from segzoo.cli import main
@@ -40,15 +41,25 @@ def test_train_prints_final_metrics_and_refuses_to_overwrite(trained, demo_data,
 
 
 def test_train_resume_through_the_cli(tmp_path, demo_data, capsys):
+    """A finished 1-epoch run extended to 3 epochs goes on training on the 3-epoch schedule (lr > 0)."""
     run = tmp_path / "run"
     assert main([*TRAIN, "--data", str(demo_data), "--epochs", "1", "--out", str(run)]) == 0
     capsys.readouterr()
-    assert main(["train", "--resume", "--out", str(run), "--epochs", "2", "--lr", "5"]) == 0
+    first = torch.load(run / "last.pt", weights_only=True)
+    assert first["history"][-1]["lr"] == 0.0  # the 1-epoch poly schedule ran out
+    assert main(["train", "--resume", "--out", str(run), "--epochs", "3", "--lr", "5"]) == 0
     out = capsys.readouterr().out
-    assert "--lr ignored" in out and "resuming" in out and "final validation metrics (epoch 2)" in out
+    assert "--lr ignored" in out and "resuming" in out and "final validation metrics (epoch 3)" in out
     assert "mean IU" in out and "disc" in out  # the four metrics and the per-class table
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert [r["step"] for r in records] == [2, 4, 6]
+    assert records[1]["lr"] == pytest.approx(1e-4 * (1 - 4 / 6) ** 0.9)  # adamw, 3-epoch schedule at step 4
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert last["config"]["epochs"] == 3
+    changed = [k for k, v in first["state_dict"].items() if v.is_floating_point()
+               and not torch.equal(v, last["state_dict"][k])]
+    assert "head.score_fr.weight" in changed and "backbone.features.0.weight" in changed
     assert main(["train", "--resume"]) == 2
 
 

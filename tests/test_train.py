@@ -77,6 +77,33 @@ def test_modern_presets_decay_polynomially():
         make_optimizer(model, "adam")
 
 
+def test_a_loaded_schedule_takes_its_total_from_the_config_not_the_checkpoint():
+    """A run extended from 4 to 12 steps continues the 12-step schedule at step 4, not the finished 4-step one."""
+    model = nn.Conv2d(3, 2, 1)
+    opt = make_optimizer(model, "sgd-poly", lr=0.1)
+    sched = make_scheduler(opt, "sgd-poly", 4)
+    for _ in range(4):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == 0.0
+    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+    opt2 = make_optimizer(model, "sgd-poly", lr=0.1)
+    sched2 = make_scheduler(opt2, "sgd-poly", 12)
+    opt2.load_state_dict(state["optimizer"])
+    sched2.load_state_dict(state["scheduler"])
+    expected = 0.1 * (1 - 4 / 12) ** 0.9
+    assert [g["lr"] for g in opt2.param_groups] == pytest.approx([expected, 2 * expected])  # before the next step
+    opt2.step()
+    sched2.step()
+    assert opt2.param_groups[0]["lr"] == pytest.approx(0.1 * (1 - 5 / 12) ** 0.9)
+    # the same total: loading changes nothing, so a resumed run repeats an uninterrupted one
+    opt3 = make_optimizer(model, "sgd-poly", lr=0.1)
+    sched3 = make_scheduler(opt3, "sgd-poly", 4)
+    opt3.load_state_dict(state["optimizer"])
+    sched3.load_state_dict(state["scheduler"])
+    assert opt3.param_groups[0]["lr"] == 0.0 and sched3.last_epoch == 4
+
+
 # -- training ----------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_overfits_a_tiny_batch(tmp_path, demo_data):
