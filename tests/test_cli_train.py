@@ -63,6 +63,15 @@ def test_train_resume_through_the_cli(tmp_path, demo_data, capsys):
     assert main(["train", "--resume"]) == 2
 
 
+def test_val_split_none_trains_without_validation(tmp_path, demo_data, capsys):
+    run = tmp_path / "run"
+    assert main([*TRAIN, "--data", str(demo_data), "--epochs", "1", "--val-split", "none", "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["val_split"] is None
+    assert "val" not in json.loads((run / "metrics.jsonl").read_text())
+    assert "before training" not in out and "final validation metrics" not in out and not (run / "best.pt").exists()
+
+
 def test_eval_prints_the_four_metrics_and_writes_json(trained, demo_data, capsys):
     assert main(["eval", "--checkpoint", str(trained / "best.pt"), "--data", str(demo_data), "--device", "cpu"]) == 0
     out = capsys.readouterr().out

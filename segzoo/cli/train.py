@@ -149,12 +149,13 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     }
     if given.get("scale") is not None:
         cfg["scale"] = tuple(_floats(given["scale"], "--scale"))
-    if args.val_split is not None:
-        cfg["val_split"] = None if args.val_split.lower() == "none" else args.val_split
     if args.class_weights:
         cfg["class_weights"] = _floats(args.class_weights, "--class-weights")
     defaults = TrainConfig()
-    return TrainConfig(**{k: v for k, v in cfg.items() if v is not None or getattr(defaults, k) is None})
+    cfg = {k: v for k, v in cfg.items() if v is not None or getattr(defaults, k) is None}
+    if args.val_split is not None:  # after the filter above: 'none' is a value given, not one left out
+        cfg["val_split"] = None if args.val_split.lower() == "none" else args.val_split
+    return TrainConfig(**cfg)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -164,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
     if result.stopped_early:
         return 0
     minutes = (time.perf_counter() - start) / 60
-    print(f"\nfinished in {minutes:.1f} min; run folder {result.out_dir} (last.pt, best.pt, metrics.jsonl)")
+    files = "last.pt, best.pt, metrics.jsonl" if result.best_checkpoint else "last.pt, metrics.jsonl"
+    print(f"\nfinished in {minutes:.1f} min; run folder {result.out_dir} ({files})")
     final = result.final_metrics
     if final is not None:
         if result.initial_metrics:
