@@ -72,6 +72,18 @@ def test_val_split_none_trains_without_validation(tmp_path, demo_data, capsys):
     assert "before training" not in out and "final validation metrics" not in out and not (run / "best.pt").exists()
 
 
+def test_class_weights_of_the_wrong_length_are_a_one_line_error(tmp_path, demo_data, capsys):
+    args = [*TRAIN, "--data", str(demo_data), "--epochs", "1", "--out", str(tmp_path / "run")]
+    assert main([*args, "--class-weights", "1,2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("segzoo: error: --class-weights has 2 values but the dataset has 6 classes") and \
+        err.count("\n") == 1
+    assert "one weight per class" in err and "background, disc" in err
+    assert main([*args, "--class-weights", "1,1,1,-1,1,1"]) == 2
+    assert "must be finite and >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
 def test_eval_prints_the_four_metrics_and_writes_json(trained, demo_data, capsys):
     assert main(["eval", "--checkpoint", str(trained / "best.pt"), "--data", str(demo_data), "--device", "cpu"]) == 0
     out = capsys.readouterr().out

@@ -28,7 +28,7 @@ from ..api import create_model
 from ..checkpoint import save_model
 from ..data import SegmentationDataset, ShardedSampler, collate, eval_transform, find_pairs, train_transform
 from ..data.demo import write_demo_dataset
-from ..errors import TrainingError
+from ..errors import SegzooError, TrainingError
 from ..metrics import summary_line
 from . import runtime as rtm
 from .config import TrainConfig
@@ -76,6 +76,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def check_class_weights(weights: list[float] | None, class_names: list[str]) -> None:
+    """One finite, non-negative loss weight per class, or a :class:`SegzooError` that says what to give."""
+    if weights is None:
+        return
+    n = len(class_names)
+    names = ", ".join(class_names[:8]) + (", ..." if n > 8 else "")
+    if len(weights) != n:
+        raise SegzooError(
+            f"--class-weights has {len(weights)} values but the dataset has {n} classes ({names}); give one "
+            f"weight per class, in class order, e.g. --class-weights {','.join(['1'] * n)}")
+    if not all(math.isfinite(w) and w >= 0 for w in weights):
+        raise SegzooError(f"--class-weights {','.join(f'{w:g}' for w in weights)}: each weight must be finite "
+                          "and >= 0 (0 leaves a class out of the loss)")
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, rt: rtm.Runtime, on_epoch: Callable | None, log: Callable[[str], None]):
         self.rt, self.on_epoch = rt, on_epoch
@@ -102,6 +117,7 @@ class Trainer:
         num_classes = cfg.num_classes or (len(pairs["train"].class_names) if pairs["train"].class_names else None)
         probe = SegmentationDataset(pairs["train"], num_classes)  # checks classes before any model is built
         self.class_names = probe.class_names
+        check_class_weights(cfg.class_weights, self.class_names)
         self.model = create_model(cfg.model, probe.num_classes, cfg.backbone_weights, cfg.backbone_kwargs,
                                   cfg.head_kwargs)
         self.model.recipe["class_names"] = list(self.class_names)
