@@ -162,6 +162,16 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, de
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
 
 
+def test_a_non_finite_loss_before_any_checkpoint_says_there_is_none(tmp_path, demo_data, monkeypatch):
+    monkeypatch.setattr(trainer_module, "cross_entropy", lambda *a, **k: torch.tensor(float("inf")))
+    with pytest.raises(TrainingError) as info:
+        train(tiny(tmp_path, demo_data, epochs=1, val_split=None), log=lambda _: None)
+    message = str(info.value)
+    assert "loss became inf at epoch 1, step 1" in message and "no checkpoint was written yet" in message
+    assert "last.pt" not in message and "lower --lr" in message
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
 def test_staged_init_16s_from_32s_predicts_what_32s_did(tmp_path):
     torch.manual_seed(0)
     kw = {"num_classes": 4, "backbone_kwargs": {"fc_channels": 16}}

@@ -98,7 +98,7 @@ class Trainer:
         self.ckpt = None
         if config.resume:
             path = Path(config.out_dir) / "last.pt" if config.resume is True else Path(config.resume)
-            self.ckpt = load_training_checkpoint(path)
+            self.ckpt, self.ckpt_path = load_training_checkpoint(path), path
             config = config.resumed_from(self.ckpt["config"])
             self.log(f"resuming {path} at epoch {self.ckpt['epoch'] + 1}, step {self.ckpt['step']}")
         self.cfg = config
@@ -173,8 +173,10 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.partial = {"loss_sum": 0.0, "images": 0, "time_s": 0.0}
         self.initial_metrics = None
+        self.good_checkpoint: Path | None = None  # the newest checkpoint of this run, to resume from
         if self.ckpt is None:
             return
+        self.good_checkpoint = self.ckpt_path
         c = self.ckpt
         self.model.load_state_dict(c["state_dict"])
         self.optimizer.load_state_dict(c["optimizer"])
@@ -256,10 +258,14 @@ class Trainer:
                              (~torch.isfinite(loss.detach())).float()])
         rtm.all_reduce_sum(stats, rt)
         if stats[2] > 0:
+            where = f"the loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}: the run diverged"
+            if self.good_checkpoint is None:
+                raise TrainingError(
+                    f"{where} and stopped; no checkpoint was written yet, so there is nothing to resume: start "
+                    "again with a lower --lr (or another --optimizer), or check the data")
             raise TrainingError(
-                f"the loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}: the run diverged "
-                f"and stopped. The last good checkpoint is {self.out / 'last.pt'}; resume from it with a lower --lr "
-                "(or another --optimizer), or check the data")
+                f"{where} and stopped. The last good checkpoint is {self.good_checkpoint}; resume from it with a "
+                "lower --lr (or another --optimizer), or check the data")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -309,6 +315,8 @@ class Trainer:
     # -- writing (rank 0 only) ------------------------------------------------------------------
     def save(self, name: str) -> None:
         """``last.pt``: all it takes to resume. ``best.pt``: weights, recipe and metrics only (a third the size)."""
+        if name == "last.pt":
+            self.good_checkpoint = self.out / name  # on every rank: each one reports it if the loss diverges
         if not self.rt.is_main:
             return
         if name == "best.pt":
