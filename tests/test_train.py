@@ -152,6 +152,27 @@ def test_checkpoints_logs_and_the_demo_default(tmp_path):
     assert {"optimizer", "scheduler", "rng", "config", "history", "epoch"} <= set(ckpt)
 
 
+def test_samples_skipped_in_training_are_counted_per_epoch(tmp_path, demo_data):
+    import shutil
+
+    from segzoo.data import read_mask, write_mask
+
+    bad = shutil.copytree(demo_data, tmp_path / "bad")
+    path = bad / "SegmentationClass" / "train_00003.png"
+    mask = read_mask(path)
+    mask[5, 5] = 40  # a label above the 6 classes
+    write_mask(mask, path)
+    lines: list[str] = []
+    result = train(tiny(tmp_path, bad, epochs=2, val_split=None, skip_bad=True), log=lines.append)
+    assert [r["skipped"] for r in result.history] == [1, 1]
+    logged = [json.loads(x) for x in (result.out_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped"] for r in logged] == [1, 1]
+    assert sum("1 skipped" in line and line.startswith("epoch ") for line in lines) == 2
+    assert [r["images"] for r in result.history] == [7, 7]
+    csv = (result.out_dir / "metrics.csv").read_text().splitlines()
+    assert csv[0].endswith(",skipped") and csv[1].endswith(",1")
+
+
 def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, demo_data, monkeypatch):
     cfg = tiny(tmp_path, demo_data, epochs=1, val_split=None)
     train(cfg, log=lambda _: None)

@@ -38,7 +38,7 @@ from .optim import make_optimizer, make_scheduler
 from .state import init_from_checkpoint, load_training_checkpoint, rng_state, save_training_checkpoint, set_rng_state
 
 CSV_FIELDS = ("epoch", "step", "train_loss", "lr", "images_per_s", "time_s",
-              "pixel_acc", "mean_acc", "mean_iu", "fw_iu")
+              "pixel_acc", "mean_acc", "mean_iu", "fw_iu", "skipped")
 
 
 @dataclass
@@ -171,7 +171,7 @@ class Trainer:
         self.epoch, self.step, self.batches_done = 0, 0, 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
-        self.partial = {"loss_sum": 0.0, "images": 0, "time_s": 0.0}
+        self.partial = self._new_partial()
         self.initial_metrics = None
         self.good_checkpoint: Path | None = None  # the newest checkpoint of this run, to resume from
         if self.ckpt is None:
@@ -184,7 +184,8 @@ class Trainer:
         if c.get("scaler"):
             self.scaler.load_state_dict(c["scaler"])
         self.epoch, self.step, self.batches_done = c["epoch"], c["step"], c["batches_done"]
-        self.history, self.best, self.partial = list(c["history"]), c.get("best"), dict(c["partial"])
+        self.history, self.best = list(c["history"]), c.get("best")
+        self.partial = {**self._new_partial(), **c["partial"]}
         self.initial_metrics = c.get("initial_metrics")
         set_rng_state(c["rng"])
 
@@ -226,9 +227,10 @@ class Trainer:
                                  dynamic_ncols=True, initial=self.batches_done, total=self.steps_per_epoch)
         start = time.perf_counter() - self.partial["time_s"]
         for batch in batches:
-            loss, n = self.train_step(batch)
+            loss, n, skipped = self.train_step(batch)
             self.partial["loss_sum"] += loss * n
             self.partial["images"] += n
+            self.partial["skipped"] += skipped
             self.batches_done += 1
             self.step += 1
             self.partial["time_s"] = time.perf_counter() - start
@@ -242,20 +244,25 @@ class Trainer:
                 return True
         return False
 
-    def train_step(self, batch: dict[str, Any]) -> tuple[float, int]:
-        """Forward, the loss checked on every rank together, backward, step; returns (mean loss, images)."""
+    def train_step(self, batch: dict[str, Any]) -> tuple[float, int, int]:
+        """Forward, the loss checked on every rank together, backward, step.
+
+        Returns (mean loss, images trained on, samples skipped as bad), the counts summed over ranks.
+        """
         rt = self.rt
         if batch["image"].numel() == 0:  # every sample of this batch was skipped as bad
             if not rt.distributed:
-                return 0.0, 0
-            batch = self._void_batch()  # a zero-gradient stand-in keeps the ranks' all-reduces in step
+                return 0.0, 0, int(batch["skipped"])
+            # a zero-gradient stand-in keeps the ranks' all-reduces in step
+            batch = {**self._void_batch(), "skipped": batch["skipped"]}
         x, target = to_device(batch, rt)
         with rt.autocast():
             scores = self.net(x)
         loss = cross_entropy(scores, target, self.weight, self.cfg.loss_reduction)
         n = int((batch["index"] >= 0).sum())
         stats = torch.stack([loss.detach().float() * n, torch.tensor(float(n), device=loss.device),
-                             (~torch.isfinite(loss.detach())).float()])
+                             (~torch.isfinite(loss.detach())).float(),
+                             torch.tensor(float(batch["skipped"]), device=loss.device)])
         rtm.all_reduce_sum(stats, rt)
         if stats[2] > 0:
             where = f"the loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}: the run diverged"
@@ -272,7 +279,12 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         total = float(stats[1])
-        return (float(stats[0]) / total if total else 0.0), n * rt.world_size
+        return (float(stats[0]) / total if total else 0.0), int(total), int(stats[3])
+
+    @staticmethod
+    def _new_partial() -> dict[str, Any]:
+        """The running sums of the epoch in progress (saved in mid-epoch checkpoints)."""
+        return {"loss_sum": 0.0, "images": 0, "skipped": 0, "time_s": 0.0}
 
     def _void_batch(self) -> dict[str, Any]:
         size = self.cfg.input_size
@@ -286,19 +298,20 @@ class Trainer:
             "epoch": self.epoch + 1, "step": self.step,
             "train_loss": self.partial["loss_sum"] / images if images else float("nan"),
             "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": images / secs if secs else 0.0,
-            "time_s": secs,
+            "time_s": secs, "images": images, "skipped": self.partial["skipped"],
         }
         last_epoch = self.epoch + 1 == cfg.epochs
         if self.val_loader is not None and ((self.epoch + 1) % cfg.eval_every == 0 or last_epoch):
             record["val"] = self.validate()
         self.epoch, self.batches_done = self.epoch + 1, 0
-        self.partial = {"loss_sum": 0.0, "images": 0, "time_s": 0.0}
+        self.partial = self._new_partial()
         self.history.append(record)
         is_best = "val" in record and (self.best is None or record["val"]["mean_iu"] > self.best["mean_iu"])
         if is_best:
             self.best = {**record["val"], "epoch": record["epoch"]}
         self.log(f"epoch {record['epoch']}/{cfg.epochs}  loss {record['train_loss']:.4f}  "
                  f"{record['images_per_s']:.1f} img/s  {record['time_s']:.0f}s"
+                 + (f"  {record['skipped']} skipped (bad samples)" if record["skipped"] else "")
                  + (f"  val: {summary_line(record['val'])}" + ("  (best)" if is_best else "") if "val" in record
                     else ""))
         self.write_logs()
