@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from ..api import create_model
 from ..checkpoint import save_model
-from ..data import SegmentationDataset, ShardedSampler, collate, eval_transform, find_pairs, train_transform
+from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, make_loader, train_transform
 from ..data.demo import write_demo_dataset
 from ..errors import SegzooError, TrainingError
 from ..metrics import summary_line
@@ -134,7 +134,9 @@ class Trainer:
         for p in pairs.values():
             if p.dropped:
                 self.log(f"skipped {len(p.dropped)} bad entries of split '{p.split}', e.g.: {p.dropped[0]}")
-        self.sampler = ShardedSampler(len(self.train_set), True, cfg.seed, rt.rank, rt.world_size, pad=True)
+        # the epoch travels with each index: persistent loader workers never see a set_epoch on the dataset
+        self.sampler = ShardedSampler(len(self.train_set), True, cfg.seed, rt.rank, rt.world_size, pad=True,
+                                      tag_epoch=True)
         self.loader = self._loader(self.train_set, self.sampler)
         self.val_loader = (self._loader(self.val_set, ShardedSampler(len(self.val_set), False, 0, rt.rank,
                                                                      rt.world_size, pad=False))
@@ -160,11 +162,8 @@ class Trainer:
         return path
 
     def _loader(self, dataset: SegmentationDataset, sampler: ShardedSampler) -> DataLoader:
-        # Its own generator: creating an iterator then never draws from the global RNG that dropout uses,
-        # which is what lets a resumed run repeat an uninterrupted one exactly.
-        return DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=sampler, num_workers=self.cfg.workers,
-                          collate_fn=collate, pin_memory=self.rt.device.type == "cuda",
-                          generator=torch.Generator().manual_seed(self.cfg.seed))
+        return make_loader(dataset, sampler, self.cfg.batch_size, self.cfg.workers,
+                           pin_memory=self.rt.device.type == "cuda", seed=self.cfg.seed)
 
     def restore(self) -> None:
         """Put back everything a checkpoint holds, so the run continues exactly where it stopped."""
@@ -216,7 +215,6 @@ class Trainer:
         """One pass over this rank's shard; True if the run stopped early (``stop_at_step``)."""
         cfg, rt = self.cfg, self.rt
         self.sampler.set_epoch(self.epoch, skip=self.batches_done * cfg.batch_size)
-        self.train_set.set_epoch(self.epoch)
         self.net.train()
         batches = self.loader
         bar = None
