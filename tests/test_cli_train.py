@@ -107,8 +107,28 @@ def test_eval_of_bad_data_is_one_line_naming_the_file(trained, demo_data, tmp_pa
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("segzoo: error: mask") and "val_00001.png" in err and err.count("\n") == 1
+    assert main([*args, "--workers", "1"]) == 2  # raised in a loader worker process: the same one line
+    assert capsys.readouterr().err == err
     assert main([*args, "--skip-bad"]) == 0
     assert "1 skipped" in capsys.readouterr().out
+
+
+def test_bad_data_in_a_loader_worker_is_the_same_one_line_error(demo_data, tmp_path, capsys):
+    import shutil
+
+    bad = shutil.copytree(demo_data, tmp_path / "bad")
+    path = bad / "SegmentationClass" / "train_00002.png"
+    mask = read_mask(path)
+    mask[3, 3] = 9
+    write_mask(mask, path)
+    errors = []
+    for workers in ("0", "1"):
+        args = [*TRAIN, "--data", str(bad), "--epochs", "1", "--val-split", "none", "--workers", workers,
+                "--out", str(tmp_path / f"run{workers}")]
+        assert main(args) == 2
+        errors.append(capsys.readouterr().err)
+    assert errors[0].startswith("segzoo: error: mask") and "train_00002.png has label values [9]" in errors[0]
+    assert errors[1] == errors[0] and errors[1].count("\n") == 1
 
 
 def test_predict_writes_palette_masks_overlays_and_probabilities(trained, voc_photo, tmp_path, capsys):

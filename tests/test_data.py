@@ -185,6 +185,18 @@ def test_a_label_above_the_classes_names_the_file_and_the_fix(bad_voc):
     assert len(check_dataset(skipping)) == 1
 
 
+def test_a_data_error_in_a_loader_worker_keeps_its_own_message(bad_voc):
+    write_mask(read_mask(bad_voc / "SegmentationClass" / "train_00001.png")[:32],
+               bad_voc / "SegmentationClass" / "train_00001.png")
+    ds = open_dataset(bad_voc, "train")
+    with pytest.raises(DataError) as direct:
+        ds[1]
+    for workers in (0, 1):
+        with pytest.raises(DataError) as got:
+            list(make_loader(ds, ShardedSampler(len(ds), shuffle=False), batch_size=2, workers=workers))
+        assert str(got.value) == str(direct.value)
+
+
 def test_image_and_mask_of_different_sizes(bad_voc):
     path = bad_voc / "SegmentationClass" / "train_00001.png"
     write_mask(read_mask(path)[:32], path)
