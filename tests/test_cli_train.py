@@ -84,6 +84,19 @@ def test_class_weights_of_the_wrong_length_are_a_one_line_error(tmp_path, demo_d
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+def test_save_every_options_reach_the_config(tmp_path, demo_data, capsys):
+    from segzoo.cli import build_parser
+    from segzoo.cli.train import build_config
+
+    parser, _ = build_parser()
+    args = [*TRAIN, "--data", str(demo_data), "--out", str(tmp_path / "run")]
+    cfg = build_config(parser.parse_args([*args, "--save-every-epochs", "2", "--save-every-steps", "5"]))
+    assert (cfg.save_every_epochs, cfg.save_every_steps) == (2, 5)
+    assert build_config(parser.parse_args(args)).save_every_epochs == 1
+    assert main([*args, "--save-every-epochs", "-1"]) == 2
+    assert "--save-every-epochs must be >= 0" in capsys.readouterr().err
+
+
 def test_eval_prints_the_four_metrics_and_writes_json(trained, demo_data, capsys):
     assert main(["eval", "--checkpoint", str(trained / "best.pt"), "--data", str(demo_data), "--device", "cpu"]) == 0
     out = capsys.readouterr().out

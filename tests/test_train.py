@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import segzoo
-from segzoo.errors import CheckpointError, TrainingError
+from segzoo.errors import CheckpointError, SegzooError, TrainingError
 from segzoo.train import TrainConfig, cross_entropy, init_from_checkpoint, make_optimizer, make_scheduler, train
 from segzoo.train import trainer as trainer_module
 
@@ -185,6 +185,33 @@ def test_samples_skipped_in_training_are_counted_per_epoch(tmp_path, demo_data):
     assert [r["images"] for r in result.history] == [7, 7]
     csv = (result.out_dir / "metrics.csv").read_text().splitlines()
     assert csv[0].endswith(",skipped") and csv[1].endswith(",1")
+
+
+@pytest.mark.parametrize("every, expected", [
+    ({}, [(2, 0), (4, 0), (6, 0)]),  # the default: the end of every epoch
+    ({"save_every_epochs": 2, "save_every_steps": 3}, [(3, 1), (4, 0), (6, 0)]),  # and always the last epoch
+    ({"save_every_epochs": 0}, [(6, 0)]),  # the end of the run only
+])
+def test_checkpoint_every_n_steps_and_epochs(tmp_path, demo_data, monkeypatch, every, expected):
+    """(step, batches done in the epoch) of each last.pt; 2 steps an epoch, 3 epochs."""
+    saved = []
+    save = trainer_module.Trainer.save
+
+    def spy(self, name):
+        if name == "last.pt":
+            saved.append((self.step, self.batches_done))
+        save(self, name)
+
+    monkeypatch.setattr(trainer_module.Trainer, "save", spy)
+    train(tiny(tmp_path, demo_data, epochs=3, val_split=None, **every), log=lambda _: None)
+    assert saved == expected
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert (ckpt["step"], ckpt["epoch"]) == (6, 3)
+
+
+def test_checkpoint_intervals_must_not_be_negative(tmp_path, demo_data):
+    with pytest.raises(SegzooError, match="--save-every-epochs must be >= 0, got -1"):
+        train(tiny(tmp_path, demo_data, save_every_epochs=-1), log=lambda _: None)
 
 
 def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, demo_data, monkeypatch):

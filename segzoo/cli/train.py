@@ -55,7 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--out", default=None, metavar="RUN_DIR", help="run folder (default runs/<model>, numbered if it exists)")
     a("--resume", nargs="?", const=True, default=False, metavar="CKPT",
       help="continue the run in --out (its last.pt), or the given checkpoint")
-    a("--save-every-steps", type=int, default=None, help="also checkpoint every N steps (default: each epoch)")
+    a("--save-every-steps", type=int, default=None, help="also checkpoint every N steps (default 0: not mid-epoch)")
+    a("--save-every-epochs", type=int, default=None,
+      help="checkpoint (last.pt) every N epochs and after the last (default 1; 0: after the last only)")
     a("--eval-every", type=int, default=None, help="validate every N epochs (default 1)")
     a("--skip-bad", action="store_true", help="skip (and count) bad image/mask pairs instead of stopping")
     a("--progress", default=None, action=argparse.BooleanOptionalAction, help="progress bars (default: on a terminal)")
@@ -97,7 +99,7 @@ def _default_out(model: str) -> str:
 
 # Options a resumed run may change (CLI name -> config field); the rest of the run's settings come from its checkpoint.
 RESUMABLE = {"epochs": "epochs", "device": "device", "amp": "amp", "workers": "workers", "progress": "progress",
-             "save_every_steps": "save_every_steps"}
+             "save_every_steps": "save_every_steps", "save_every_epochs": "save_every_epochs"}
 
 
 def resume_config(args: argparse.Namespace) -> TrainConfig:
@@ -142,7 +144,8 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         "optimizer": given.get("optimizer"), "lr": given.get("lr"), "weight_decay": given.get("weight_decay"),
         "loss_reduction": given.get("loss"), "backbone_weights": args.backbone_weights, "init_from": args.init_from,
         "device": given.get("device"), "amp": args.amp, "workers": given.get("workers"), "seed": given.get("seed"),
-        "save_every_steps": given.get("save_every_steps"), "eval_every": given.get("eval_every"),
+        "save_every_steps": given.get("save_every_steps"), "save_every_epochs": given.get("save_every_epochs"),
+        "eval_every": given.get("eval_every"),
         "progress": args.progress,
         "backbone_kwargs": backbone_kwargs, "head_kwargs": _options(args.head_opt),
         "skip_bad": args.skip_bad, "flip": not args.no_flip,

@@ -101,6 +101,7 @@ class Trainer:
             self.ckpt, self.ckpt_path = load_training_checkpoint(path), path
             config = config.resumed_from(self.ckpt["config"])
             self.log(f"resuming {path} at epoch {self.ckpt['epoch'] + 1}, step {self.ckpt['step']}")
+        config.check()
         self.cfg = config
         self.out = Path(config.out_dir)
         self.written: set[Path] = set()
@@ -234,7 +235,7 @@ class Trainer:
             self.partial["time_s"] = time.perf_counter() - start
             if bar is not None:
                 bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{self.partial['images'] / self.partial['time_s']:.1f}")
-            if cfg.save_every_steps and self.step % cfg.save_every_steps == 0:
+            if self.step_save_due() and self.batches_done < self.steps_per_epoch:  # else end_epoch saves
                 self.save("last.pt")
             if cfg.stop_at_step and self.step >= cfg.stop_at_step:
                 self.save("last.pt")
@@ -279,6 +280,9 @@ class Trainer:
         total = float(stats[1])
         return (float(stats[0]) / total if total else 0.0), int(total), int(stats[3])
 
+    def step_save_due(self) -> bool:
+        return bool(self.cfg.save_every_steps) and self.step % self.cfg.save_every_steps == 0
+
     @staticmethod
     def _new_partial() -> dict[str, Any]:
         """The running sums of the epoch in progress (saved in mid-epoch checkpoints)."""
@@ -313,7 +317,9 @@ class Trainer:
                  + (f"  val: {summary_line(record['val'])}" + ("  (best)" if is_best else "") if "val" in record
                     else ""))
         self.write_logs()
-        self.save("last.pt")
+        if self.epoch == cfg.epochs or self.step_save_due() or (
+                cfg.save_every_epochs and self.epoch % cfg.save_every_epochs == 0):
+            self.save("last.pt")
         if is_best:
             self.save("best.pt")
         if self.on_epoch is not None:
