@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import sys
 import time
 from pathlib import Path
@@ -89,6 +90,11 @@ def _takes_fc_channels(model: str) -> bool:
         return False
 
 
+def _is_rank_0() -> bool:
+    """Before the run has set up its processes: torchrun's RANK (each process parses the command line)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _default_out(model: str) -> str:
     base = Path("runs") / model
     path, n = base, 2
@@ -113,7 +119,7 @@ def resume_config(args: argparse.Namespace) -> TrainConfig:
                if k not in RESUMABLE and k not in ("resume", "out", "command", "plugin_flags", "no_external_plugins",
                                                    "model", "backbone_opt", "head_opt", "skip_bad", "no_flip")
                and v is not None]
-    if ignored:
+    if ignored and _is_rank_0():
         print(f"resuming: {', '.join(ignored)} ignored (a resumed run keeps its own settings; only "
               f"{', '.join('--' + k.replace('_', '-') for k in RESUMABLE)} may change)")
     return TrainConfig.from_dict({**stored, **given, "out_dir": args.out or str(path.parent), "resume": str(path)})
@@ -130,8 +136,9 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
             applied.pop("fc_channels", None)
         given.update(applied)
         shown = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in applied.items())
-        print(f"no --data: training on the embedded demo dataset (160 + 40 images of 64x64, 6 classes); demo "
-              f"defaults {shown} (give any of them to change it)")
+        if _is_rank_0():
+            print(f"no --data: training on the embedded demo dataset (160 + 40 images of 64x64, 6 classes); demo "
+                  f"defaults {shown} (give any of them to change it)")
     if args.out is not None and (Path(args.out) / "last.pt").exists():
         raise SegzooError(f"{args.out} already holds a run (last.pt); pass --resume to continue it, or another --out")
     backbone_kwargs = _options(args.backbone_opt)
@@ -165,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     start = time.perf_counter()
     result = train(config)
-    if result.stopped_early:
+    if result.stopped_early or result.rank != 0:  # under torchrun every rank runs this; rank 0 reports
         return 0
     minutes = (time.perf_counter() - start) / 60
     files = "last.pt, best.pt, metrics.jsonl" if result.best_checkpoint else "last.pt, metrics.jsonl"

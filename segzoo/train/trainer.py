@@ -56,6 +56,7 @@ class TrainResult:
     stopped_early: bool = False
     files_written: list[Path] = field(default_factory=list)
     model: torch.nn.Module | None = None
+    rank: int = 0  # this process's rank under torchrun; only rank 0 writes (and the CLI prints)
 
 
 def train(config: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = None,
@@ -372,4 +373,4 @@ class Trainer:
             out_dir=self.out, history=self.history, final_metrics=last_val, best_metrics=self.best,
             best_epoch=self.best["epoch"] if self.best else None, last_checkpoint=self.out / "last.pt",
             best_checkpoint=best_path if self.best else None, initial_metrics=self.initial_metrics,
-            stopped_early=stopped, files_written=sorted(self.written), model=self.model)
+            stopped_early=stopped, files_written=sorted(self.written), model=self.model, rank=self.rt.rank)
