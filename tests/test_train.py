@@ -147,6 +147,15 @@ def test_data_loading_workers_do_not_change_the_run(tmp_path, demo_data):
                                                                         rel=1e-5)
 
 
+def test_the_progress_bar_shows_loss_and_throughput(tmp_path, demo_data, capsys):
+    import re
+
+    train(tiny(tmp_path, demo_data, epochs=1, val_split=None, progress=True), log=lambda _: None)
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err
+    assert re.search(r"loss=\d+\.\d{4}", err) and re.search(r"img/s=\d+\.\d", err)
+
+
 def test_checkpoints_logs_and_the_demo_default(tmp_path):
     """With data=None the demo dataset is written beside the run; the run's files are what it promises."""
     records = []

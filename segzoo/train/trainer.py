@@ -235,7 +235,8 @@ class Trainer:
             self.step += 1
             self.partial["time_s"] = time.perf_counter() - start
             if bar is not None:
-                bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{self.partial['images'] / self.partial['time_s']:.1f}")
+                bar.set_postfix({"loss": f"{loss:.4f}",
+                                 "img/s": f"{self.partial['images'] / max(self.partial['time_s'], 1e-9):.1f}"})
             if self.step_save_due() and self.batches_done < self.steps_per_epoch:  # else end_epoch saves
                 self.save("last.pt")
             if cfg.stop_at_step and self.step >= cfg.stop_at_step:
