@@ -32,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--train-split", default=None, help="split name or list file (default train)")
     a("--val-split", default=None, help="split name or list file, or 'none' (default val)")
     a("--num-classes", type=int, default=None, help="classes (default: from the dataset's class_names.txt)")
-    a("--epochs", type=int, default=None, help="epochs (default 10; demo 8)")
+    a("--epochs", type=int, default=None, help="epochs (default 10; demo 8); with --resume, the new total, which "
+                                                "the learning-rate schedule then follows")
     a("--batch-size", type=int, default=None, help="images per step and process (default 8; demo 4)")
     a("--input-size", type=int, default=None, help="side of the square training crop (default 320; demo 64)")
     a("--scale", default=None, metavar="LOW,HIGH", help="random scale range (default 0.5,2; demo 0.75,1.25; 1,1: off)")
