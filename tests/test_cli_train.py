@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from segzoo.cli import main
@@ -40,16 +41,60 @@ def test_train_prints_final_metrics_and_refuses_to_overwrite(trained, demo_data,
 
 
 def test_train_resume_through_the_cli(tmp_path, demo_data, capsys):
+    """A finished 1-epoch run extended to 3 epochs goes on training on the 3-epoch schedule (lr > 0)."""
     run = tmp_path / "run"
     assert main([*TRAIN, "--data", str(demo_data), "--epochs", "1", "--out", str(run)]) == 0
     capsys.readouterr()
-    assert main(["train", "--resume", "--out", str(run), "--epochs", "2", "--lr", "5"]) == 0
+    first = torch.load(run / "last.pt", weights_only=True)
+    assert first["history"][-1]["lr"] == 0.0  # the 1-epoch poly schedule ran out
+    assert main(["train", "--resume", "--out", str(run), "--epochs", "3", "--lr", "5"]) == 0
     out = capsys.readouterr().out
-    assert "--lr ignored" in out and "resuming" in out and "final validation metrics (epoch 2)" in out
+    assert "--lr ignored" in out and "resuming" in out and "final validation metrics (epoch 3)" in out
     assert "mean IU" in out and "disc" in out  # the four metrics and the per-class table
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert [r["step"] for r in records] == [2, 4, 6]
+    assert records[1]["lr"] == pytest.approx(1e-4 * (1 - 4 / 6) ** 0.9)  # adamw, 3-epoch schedule at step 4
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert last["config"]["epochs"] == 3
+    changed = [k for k, v in first["state_dict"].items() if v.is_floating_point()
+               and not torch.equal(v, last["state_dict"][k])]
+    assert "head.score_fr.weight" in changed and "backbone.features.0.weight" in changed
     assert main(["train", "--resume"]) == 2
+
+
+def test_val_split_none_trains_without_validation(tmp_path, demo_data, capsys):
+    run = tmp_path / "run"
+    assert main([*TRAIN, "--data", str(demo_data), "--epochs", "1", "--val-split", "none", "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["val_split"] is None
+    assert "val" not in json.loads((run / "metrics.jsonl").read_text())
+    assert "before training" not in out and "final validation metrics" not in out and not (run / "best.pt").exists()
+
+
+def test_class_weights_of_the_wrong_length_are_a_one_line_error(tmp_path, demo_data, capsys):
+    args = [*TRAIN, "--data", str(demo_data), "--epochs", "1", "--out", str(tmp_path / "run")]
+    assert main([*args, "--class-weights", "1,2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("segzoo: error: --class-weights has 2 values but the dataset has 6 classes") and \
+        err.count("\n") == 1
+    assert "one weight per class" in err and "background, disc" in err
+    assert main([*args, "--class-weights", "1,1,1,-1,1,1"]) == 2
+    assert "must be finite and >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_save_every_options_reach_the_config(tmp_path, demo_data, capsys):
+    from segzoo.cli import build_parser
+    from segzoo.cli.train import build_config
+
+    parser, _ = build_parser()
+    args = [*TRAIN, "--data", str(demo_data), "--out", str(tmp_path / "run")]
+    cfg = build_config(parser.parse_args([*args, "--save-every-epochs", "2", "--save-every-steps", "5"]))
+    assert (cfg.save_every_epochs, cfg.save_every_steps) == (2, 5)
+    assert build_config(parser.parse_args(args)).save_every_epochs == 1
+    assert main([*args, "--save-every-epochs", "-1"]) == 2
+    assert "--save-every-epochs must be >= 0" in capsys.readouterr().err
 
 
 def test_eval_prints_the_four_metrics_and_writes_json(trained, demo_data, capsys):
@@ -75,8 +120,28 @@ def test_eval_of_bad_data_is_one_line_naming_the_file(trained, demo_data, tmp_pa
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("segzoo: error: mask") and "val_00001.png" in err and err.count("\n") == 1
+    assert main([*args, "--workers", "1"]) == 2  # raised in a loader worker process: the same one line
+    assert capsys.readouterr().err == err
     assert main([*args, "--skip-bad"]) == 0
     assert "1 skipped" in capsys.readouterr().out
+
+
+def test_bad_data_in_a_loader_worker_is_the_same_one_line_error(demo_data, tmp_path, capsys):
+    import shutil
+
+    bad = shutil.copytree(demo_data, tmp_path / "bad")
+    path = bad / "SegmentationClass" / "train_00002.png"
+    mask = read_mask(path)
+    mask[3, 3] = 9
+    write_mask(mask, path)
+    errors = []
+    for workers in ("0", "1"):
+        args = [*TRAIN, "--data", str(bad), "--epochs", "1", "--val-split", "none", "--workers", workers,
+                "--out", str(tmp_path / f"run{workers}")]
+        assert main(args) == 2
+        errors.append(capsys.readouterr().err)
+    assert errors[0].startswith("segzoo: error: mask") and "train_00002.png has label values [9]" in errors[0]
+    assert errors[1] == errors[0] and errors[1].count("\n") == 1
 
 
 def test_predict_writes_palette_masks_overlays_and_probabilities(trained, voc_photo, tmp_path, capsys):

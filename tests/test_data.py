@@ -16,6 +16,7 @@ from segzoo.data import (
     check_dataset,
     collate,
     find_pairs,
+    make_loader,
     normalize,
     open_dataset,
     read_mask,
@@ -184,6 +185,18 @@ def test_a_label_above_the_classes_names_the_file_and_the_fix(bad_voc):
     assert len(check_dataset(skipping)) == 1
 
 
+def test_a_data_error_in_a_loader_worker_keeps_its_own_message(bad_voc):
+    write_mask(read_mask(bad_voc / "SegmentationClass" / "train_00001.png")[:32],
+               bad_voc / "SegmentationClass" / "train_00001.png")
+    ds = open_dataset(bad_voc, "train")
+    with pytest.raises(DataError) as direct:
+        ds[1]
+    for workers in (0, 1):
+        with pytest.raises(DataError) as got:
+            list(make_loader(ds, ShardedSampler(len(ds), shuffle=False), batch_size=2, workers=workers))
+        assert str(got.value) == str(direct.value)
+
+
 def test_image_and_mask_of_different_sizes(bad_voc):
     path = bad_voc / "SegmentationClass" / "train_00001.png"
     write_mask(read_mask(path)[:32], path)
@@ -235,3 +248,38 @@ def test_sharded_sampler_splits_reproduces_and_resumes():
     assert list(a) != whole
     val = [list(ShardedSampler(5, shuffle=False, rank=r, world_size=2, pad=False)) for r in (0, 1)]
     assert val == [[0, 2, 4], [1, 3]]
+
+
+def test_persistent_workers_give_the_main_process_batches_in_every_epoch(demo_data):
+    """The epoch reaches worker processes that live across epochs through the sampler's indices."""
+    def two_epochs(workers):
+        ds = open_dataset(demo_data, "train", transform=train_transform(40, scale=(0.6, 1.4)), seed=5)
+        sampler = ShardedSampler(len(ds), seed=5, tag_epoch=True)
+        loader = make_loader(ds, sampler, batch_size=3, workers=workers, seed=5)
+        assert loader.persistent_workers == (workers > 0)
+        epochs = []
+        for epoch in (0, 1):
+            sampler.set_epoch(epoch)
+            epochs.append(list(loader))
+        return epochs
+
+    main, workers = two_epochs(0), two_epochs(2)
+    for a_epoch, b_epoch in zip(main, workers):
+        assert len(a_epoch) == len(b_epoch) == 3
+        for a, b in zip(a_epoch, b_epoch):
+            assert torch.equal(a["index"], b["index"]) and torch.equal(a["mask"], b["mask"])
+            # a worker runs torch on one thread, which rounds the bilinear rescale differently in the last bit
+            assert torch.allclose(a["image"], b["image"], atol=1e-5)
+    first = {int(i): m for batch in main[0] for i, m in zip(batch["index"], batch["mask"])}
+    second = {int(i): m for batch in main[1] for i, m in zip(batch["index"], batch["mask"])}
+    assert sum(not torch.equal(first[i], second[i]) for i in first) >= 6  # each epoch draws new crops
+
+
+def test_an_epoch_tagged_index_seeds_the_augmentation(demo_data):
+    ds = open_dataset(demo_data, "train", transform=train_transform(40), seed=1)
+    ds.set_epoch(3)
+    assert torch.equal(ds[(3, 2)]["image"], ds[2]["image"]) and ds[(3, 2)]["index"] == 2
+    assert not torch.equal(ds[(4, 2)]["image"], ds[2]["image"])
+    s = ShardedSampler(4, seed=0, tag_epoch=True)
+    s.set_epoch(7, skip=1)
+    assert [e for e, _ in s] == [7, 7, 7] and len(s) == 3

@@ -52,3 +52,34 @@ def _void_pixels(root) -> int:
 
     ds = open_dataset(root, "val")
     return sum(int((ds.load(i)[1] == 255).sum()) for i in range(len(ds)))
+
+
+def _cli_rank_main(rank: int, world: int, port: int, data: str, out: str, report_dir: str) -> None:
+    import contextlib
+    import io
+
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    import torch
+
+    torch.set_num_threads(1)
+    from segzoo.cli import main
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["train", "--model", "alexnet-fcn8s", "--fc-channels", "16", "--data", data, "--epochs", "1",
+                     "--batch-size", "2", "--input-size", "64", "--scale", "1,1", "--device", "cpu", "--no-progress",
+                     "--out", out])
+    with open(os.path.join(report_dir, f"rank{rank}.json"), "w") as f:
+        json.dump({"code": code, "stdout": printed.getvalue()}, f)
+
+
+@pytest.mark.slow
+def test_only_rank_0_prints_under_torchrun(tmp_path, demo_data):
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    mp.spawn(_cli_rank_main, args=(2, _free_port(), str(demo_data), str(tmp_path / "run"), str(reports)), nprocs=2)
+    r0, r1 = (json.loads((reports / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["code"] == r1["code"] == 0
+    assert "finished in" in r0["stdout"] and "final validation metrics (epoch 1)" in r0["stdout"]
+    assert r1["stdout"] == ""

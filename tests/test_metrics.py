@@ -61,3 +61,20 @@ def test_batched_predictions_and_matrix_sums():
     assert m["pixels"] == 256 and m["mean_iu"] == pytest.approx(whole.compute()["mean_iu"])
     with pytest.raises(ValueError, match="differ in shape"):
         whole.update(pred, target[0])
+
+
+def test_the_documented_rule_and_example_match_the_code():
+    """README and docs/metrics.md say how absent classes leave the means; their worked example is this one."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme, doc = (root / "README.md").read_text(), (root / "docs" / "metrics.md").read_text()
+    assert "absent from both the ground truth and the prediction" in readme and "(docs/metrics.md)" in readme
+    assert "in neither the ground truth nor the prediction" in doc
+    cm = ConfusionMatrix(4)
+    cm.update(torch.tensor([0, 2, 1]), torch.tensor([0, 0, 1]))  # the example: ground truth 0 0 1, prediction 0 2 1
+    m = cm.compute()
+    assert m["per_class_iu"] == {"0": 0.5, "1": 1.0, "2": 0.0, "3": None}
+    assert m["per_class_acc"] == {"0": 0.5, "1": 1.0, "2": None, "3": None}
+    assert (m["mean_iu"], m["mean_acc"]) == (0.5, 0.75) and "mean IU = (1/2 + 1 + 0) / 3 = 0.5" in doc
+    assert m["pixel_acc"] == pytest.approx(2 / 3) and m["fw_iu"] == pytest.approx(2 / 3)

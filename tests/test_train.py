@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import segzoo
-from segzoo.errors import CheckpointError, TrainingError
+from segzoo.errors import CheckpointError, SegzooError, TrainingError
 from segzoo.train import TrainConfig, cross_entropy, init_from_checkpoint, make_optimizer, make_scheduler, train
 from segzoo.train import trainer as trainer_module
 
@@ -77,6 +77,33 @@ def test_modern_presets_decay_polynomially():
         make_optimizer(model, "adam")
 
 
+def test_a_loaded_schedule_takes_its_total_from_the_config_not_the_checkpoint():
+    """A run extended from 4 to 12 steps continues the 12-step schedule at step 4, not the finished 4-step one."""
+    model = nn.Conv2d(3, 2, 1)
+    opt = make_optimizer(model, "sgd-poly", lr=0.1)
+    sched = make_scheduler(opt, "sgd-poly", 4)
+    for _ in range(4):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == 0.0
+    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+    opt2 = make_optimizer(model, "sgd-poly", lr=0.1)
+    sched2 = make_scheduler(opt2, "sgd-poly", 12)
+    opt2.load_state_dict(state["optimizer"])
+    sched2.load_state_dict(state["scheduler"])
+    expected = 0.1 * (1 - 4 / 12) ** 0.9
+    assert [g["lr"] for g in opt2.param_groups] == pytest.approx([expected, 2 * expected])  # before the next step
+    opt2.step()
+    sched2.step()
+    assert opt2.param_groups[0]["lr"] == pytest.approx(0.1 * (1 - 5 / 12) ** 0.9)
+    # the same total: loading changes nothing, so a resumed run repeats an uninterrupted one
+    opt3 = make_optimizer(model, "sgd-poly", lr=0.1)
+    sched3 = make_scheduler(opt3, "sgd-poly", 4)
+    opt3.load_state_dict(state["optimizer"])
+    sched3.load_state_dict(state["scheduler"])
+    assert opt3.param_groups[0]["lr"] == 0.0 and sched3.last_epoch == 4
+
+
 # -- training ----------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_overfits_a_tiny_batch(tmp_path, demo_data):
@@ -106,6 +133,29 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, demo_data):
     assert ckpt["epoch"] == 2 and ckpt["step"] == 4 and ckpt["format"] == "segzoo-model"
 
 
+def test_data_loading_workers_do_not_change_the_run(tmp_path, demo_data):
+    """Persistent worker processes see each epoch's augmentation as the main process does.
+
+    Not bit-identical: a worker runs torch on one thread, which rounds the bilinear rescale of an
+    image differently in the last bit (~2e-7); masks, order and crops are the same.
+    """
+    kw = {"epochs": 2, "val_split": None, "input_size": 48, "scale": (0.7, 1.3)}
+    runs = [train(tiny(tmp_path / str(w), demo_data, workers=w, **kw), log=lambda _: None) for w in (0, 2)]
+    a, b = (r.model.state_dict() for r in runs)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert [r["train_loss"] for r in runs[0].history] == pytest.approx([r["train_loss"] for r in runs[1].history],
+                                                                        rel=1e-5)
+
+
+def test_the_progress_bar_shows_loss_and_throughput(tmp_path, demo_data, capsys):
+    import re
+
+    train(tiny(tmp_path, demo_data, epochs=1, val_split=None, progress=True), log=lambda _: None)
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err
+    assert re.search(r"loss=\d+\.\d{4}", err) and re.search(r"img/s=\d+\.\d", err)
+
+
 def test_checkpoints_logs_and_the_demo_default(tmp_path):
     """With data=None the demo dataset is written beside the run; the run's files are what it promises."""
     records = []
@@ -125,6 +175,54 @@ def test_checkpoints_logs_and_the_demo_default(tmp_path):
     assert {"optimizer", "scheduler", "rng", "config", "history", "epoch"} <= set(ckpt)
 
 
+def test_samples_skipped_in_training_are_counted_per_epoch(tmp_path, demo_data):
+    import shutil
+
+    from segzoo.data import read_mask, write_mask
+
+    bad = shutil.copytree(demo_data, tmp_path / "bad")
+    path = bad / "SegmentationClass" / "train_00003.png"
+    mask = read_mask(path)
+    mask[5, 5] = 40  # a label above the 6 classes
+    write_mask(mask, path)
+    lines: list[str] = []
+    result = train(tiny(tmp_path, bad, epochs=2, val_split=None, skip_bad=True), log=lines.append)
+    assert [r["skipped"] for r in result.history] == [1, 1]
+    logged = [json.loads(x) for x in (result.out_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped"] for r in logged] == [1, 1]
+    assert sum("1 skipped" in line and line.startswith("epoch ") for line in lines) == 2
+    assert [r["images"] for r in result.history] == [7, 7]
+    csv = (result.out_dir / "metrics.csv").read_text().splitlines()
+    assert csv[0].endswith(",skipped") and csv[1].endswith(",1")
+
+
+@pytest.mark.parametrize("every, expected", [
+    ({}, [(2, 0), (4, 0), (6, 0)]),  # the default: the end of every epoch
+    ({"save_every_epochs": 2, "save_every_steps": 3}, [(3, 1), (4, 0), (6, 0)]),  # and always the last epoch
+    ({"save_every_epochs": 0}, [(6, 0)]),  # the end of the run only
+])
+def test_checkpoint_every_n_steps_and_epochs(tmp_path, demo_data, monkeypatch, every, expected):
+    """(step, batches done in the epoch) of each last.pt; 2 steps an epoch, 3 epochs."""
+    saved = []
+    save = trainer_module.Trainer.save
+
+    def spy(self, name):
+        if name == "last.pt":
+            saved.append((self.step, self.batches_done))
+        save(self, name)
+
+    monkeypatch.setattr(trainer_module.Trainer, "save", spy)
+    train(tiny(tmp_path, demo_data, epochs=3, val_split=None, **every), log=lambda _: None)
+    assert saved == expected
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert (ckpt["step"], ckpt["epoch"]) == (6, 3)
+
+
+def test_checkpoint_intervals_must_not_be_negative(tmp_path, demo_data):
+    with pytest.raises(SegzooError, match="--save-every-epochs must be >= 0, got -1"):
+        train(tiny(tmp_path, demo_data, save_every_epochs=-1), log=lambda _: None)
+
+
 def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, demo_data, monkeypatch):
     cfg = tiny(tmp_path, demo_data, epochs=1, val_split=None)
     train(cfg, log=lambda _: None)
@@ -133,6 +231,16 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, de
     with pytest.raises(TrainingError, match=r"loss became nan at epoch 2.*last\.pt.*lower --lr"):
         train(tiny(tmp_path, demo_data, epochs=2, val_split=None, resume=True), log=lambda _: None)
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
+
+
+def test_a_non_finite_loss_before_any_checkpoint_says_there_is_none(tmp_path, demo_data, monkeypatch):
+    monkeypatch.setattr(trainer_module, "cross_entropy", lambda *a, **k: torch.tensor(float("inf")))
+    with pytest.raises(TrainingError) as info:
+        train(tiny(tmp_path, demo_data, epochs=1, val_split=None), log=lambda _: None)
+    message = str(info.value)
+    assert "loss became inf at epoch 1, step 1" in message and "no checkpoint was written yet" in message
+    assert "last.pt" not in message and "lower --lr" in message
+    assert not (tmp_path / "run" / "last.pt").exists()
 
 
 def test_staged_init_16s_from_32s_predicts_what_32s_did(tmp_path):

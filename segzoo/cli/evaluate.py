@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..checkpoint import load_model
-from ..data import SegmentationDataset, ShardedSampler, collate, eval_transform, find_pairs
+from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, make_loader
 from ..metrics import report
 from ..train import evaluate
 from ..train.runtime import setup
@@ -35,10 +35,8 @@ def run(args: argparse.Namespace) -> int:
     pairs = find_pairs(args.data, args.split, args.skip_bad)
     dataset = SegmentationDataset(pairs, model.num_classes, eval_transform(model.normalization), args.skip_bad)
     names = model.recipe.get("class_names") or dataset.class_names
-    from torch.utils.data import DataLoader
-
-    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=ShardedSampler(len(dataset), shuffle=False),
-                        num_workers=args.workers, collate_fn=collate)
+    loader = make_loader(dataset, ShardedSampler(len(dataset), shuffle=False), args.batch_size, args.workers,
+                         pin_memory=rt.device.type == "cuda")
     m = evaluate(model, loader, rt, model.num_classes, names)
     print(f"{model.recipe.get('name', '?')} on {args.data} split '{args.split}' ({len(dataset)} images, "
           f"{m['pixels']:,} labelled pixels" + (f", {m['skipped'] + len(pairs.dropped)} skipped" if

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--train-split", default=None, help="split name or list file (default train)")
     a("--val-split", default=None, help="split name or list file, or 'none' (default val)")
     a("--num-classes", type=int, default=None, help="classes (default: from the dataset's class_names.txt)")
-    a("--epochs", type=int, default=None, help="epochs (default 10; demo 8)")
+    a("--epochs", type=int, default=None, help="epochs (default 10; demo 8); with --resume, the new total, which "
+                                                "the learning-rate schedule then follows")
     a("--batch-size", type=int, default=None, help="images per step and process (default 8; demo 4)")
     a("--input-size", type=int, default=None, help="side of the square training crop (default 320; demo 64)")
     a("--scale", default=None, metavar="LOW,HIGH", help="random scale range (default 0.5,2; demo 0.75,1.25; 1,1: off)")
@@ -55,7 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--out", default=None, metavar="RUN_DIR", help="run folder (default runs/<model>, numbered if it exists)")
     a("--resume", nargs="?", const=True, default=False, metavar="CKPT",
       help="continue the run in --out (its last.pt), or the given checkpoint")
-    a("--save-every-steps", type=int, default=None, help="also checkpoint every N steps (default: each epoch)")
+    a("--save-every-steps", type=int, default=None, help="also checkpoint every N steps (default 0: not mid-epoch)")
+    a("--save-every-epochs", type=int, default=None,
+      help="checkpoint (last.pt) every N epochs and after the last (default 1; 0: after the last only)")
     a("--eval-every", type=int, default=None, help="validate every N epochs (default 1)")
     a("--skip-bad", action="store_true", help="skip (and count) bad image/mask pairs instead of stopping")
     a("--progress", default=None, action=argparse.BooleanOptionalAction, help="progress bars (default: on a terminal)")
@@ -87,6 +91,11 @@ def _takes_fc_channels(model: str) -> bool:
         return False
 
 
+def _is_rank_0() -> bool:
+    """Before the run has set up its processes: torchrun's RANK (each process parses the command line)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _default_out(model: str) -> str:
     base = Path("runs") / model
     path, n = base, 2
@@ -97,7 +106,7 @@ def _default_out(model: str) -> str:
 
 # Options a resumed run may change (CLI name -> config field); the rest of the run's settings come from its checkpoint.
 RESUMABLE = {"epochs": "epochs", "device": "device", "amp": "amp", "workers": "workers", "progress": "progress",
-             "save_every_steps": "save_every_steps"}
+             "save_every_steps": "save_every_steps", "save_every_epochs": "save_every_epochs"}
 
 
 def resume_config(args: argparse.Namespace) -> TrainConfig:
@@ -111,7 +120,7 @@ def resume_config(args: argparse.Namespace) -> TrainConfig:
                if k not in RESUMABLE and k not in ("resume", "out", "command", "plugin_flags", "no_external_plugins",
                                                    "model", "backbone_opt", "head_opt", "skip_bad", "no_flip")
                and v is not None]
-    if ignored:
+    if ignored and _is_rank_0():
         print(f"resuming: {', '.join(ignored)} ignored (a resumed run keeps its own settings; only "
               f"{', '.join('--' + k.replace('_', '-') for k in RESUMABLE)} may change)")
     return TrainConfig.from_dict({**stored, **given, "out_dir": args.out or str(path.parent), "resume": str(path)})
@@ -128,8 +137,9 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
             applied.pop("fc_channels", None)
         given.update(applied)
         shown = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in applied.items())
-        print(f"no --data: training on the embedded demo dataset (160 + 40 images of 64x64, 6 classes); demo "
-              f"defaults {shown} (give any of them to change it)")
+        if _is_rank_0():
+            print(f"no --data: training on the embedded demo dataset (160 + 40 images of 64x64, 6 classes); demo "
+                  f"defaults {shown} (give any of them to change it)")
     if args.out is not None and (Path(args.out) / "last.pt").exists():
         raise SegzooError(f"{args.out} already holds a run (last.pt); pass --resume to continue it, or another --out")
     backbone_kwargs = _options(args.backbone_opt)
@@ -142,29 +152,32 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         "optimizer": given.get("optimizer"), "lr": given.get("lr"), "weight_decay": given.get("weight_decay"),
         "loss_reduction": given.get("loss"), "backbone_weights": args.backbone_weights, "init_from": args.init_from,
         "device": given.get("device"), "amp": args.amp, "workers": given.get("workers"), "seed": given.get("seed"),
-        "save_every_steps": given.get("save_every_steps"), "eval_every": given.get("eval_every"),
+        "save_every_steps": given.get("save_every_steps"), "save_every_epochs": given.get("save_every_epochs"),
+        "eval_every": given.get("eval_every"),
         "progress": args.progress,
         "backbone_kwargs": backbone_kwargs, "head_kwargs": _options(args.head_opt),
         "skip_bad": args.skip_bad, "flip": not args.no_flip,
     }
     if given.get("scale") is not None:
         cfg["scale"] = tuple(_floats(given["scale"], "--scale"))
-    if args.val_split is not None:
-        cfg["val_split"] = None if args.val_split.lower() == "none" else args.val_split
     if args.class_weights:
         cfg["class_weights"] = _floats(args.class_weights, "--class-weights")
     defaults = TrainConfig()
-    return TrainConfig(**{k: v for k, v in cfg.items() if v is not None or getattr(defaults, k) is None})
+    cfg = {k: v for k, v in cfg.items() if v is not None or getattr(defaults, k) is None}
+    if args.val_split is not None:  # after the filter above: 'none' is a value given, not one left out
+        cfg["val_split"] = None if args.val_split.lower() == "none" else args.val_split
+    return TrainConfig(**cfg)
 
 
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     start = time.perf_counter()
     result = train(config)
-    if result.stopped_early:
+    if result.stopped_early or result.rank != 0:  # under torchrun every rank runs this; rank 0 reports
         return 0
     minutes = (time.perf_counter() - start) / 60
-    print(f"\nfinished in {minutes:.1f} min; run folder {result.out_dir} (last.pt, best.pt, metrics.jsonl)")
+    files = "last.pt, best.pt, metrics.jsonl" if result.best_checkpoint else "last.pt, metrics.jsonl"
+    print(f"\nfinished in {minutes:.1f} min; run folder {result.out_dir} ({files})")
     final = result.final_metrics
     if final is not None:
         if result.initial_metrics:

@@ -25,7 +25,9 @@ class SegmentationDataset(Dataset):
     """Samples ``{"image": 3xHxW float, "mask": HxW int64, "index": i}``, augmented reproducibly.
 
     The random transform of sample ``i`` in epoch ``e`` is drawn from ``default_rng([seed, e, i])``,
-    so it does not depend on worker count, sample order or where a run was resumed.
+    so it does not depend on worker count, sample order or where a run was resumed. ``e`` is the
+    epoch of ``set_epoch``, or given with the index as ``dataset[(e, i)]`` (what
+    ``ShardedSampler(tag_epoch=True)`` yields), which also reaches persistent loader workers.
     """
 
     def __init__(self, pairs: PairList, num_classes: int | None = None, transform: Compose | None = None,
@@ -68,14 +70,17 @@ class SegmentationDataset(Dataset):
                 "class_names.txt (or --num-classes), or pass --skip-bad to skip it")
         return image, mask
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any] | None:
+        epoch = self.epoch
+        if isinstance(index, tuple):
+            epoch, index = index
         try:
             image, mask = self.load(index)
         except DataError:
             if self.skip_bad:
                 return None
             raise
-        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        rng = np.random.default_rng([self.seed, int(epoch), int(index)])
         img, target = self.transform(*to_tensors(image, mask), rng)
         return {"image": img, "mask": target, "index": int(index)}
 

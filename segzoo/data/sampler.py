@@ -9,18 +9,24 @@ import torch
 from torch.utils.data import Sampler
 
 
-class ShardedSampler(Sampler[int]):
+class ShardedSampler(Sampler):
     """Epoch ``e``'s order is ``randperm(n)`` seeded by ``(seed, e)``; rank ``r`` of ``w`` takes every w-th index.
 
     ``pad=True`` (training) repeats indices so every rank gets as many samples, like
     ``DistributedSampler``; ``pad=False`` (evaluation) gives each sample to exactly one rank, so a
     confusion matrix summed over ranks counts every pixel once. ``set_epoch(e, skip=k)`` starts the
     epoch after the first ``k`` samples of this rank, which is how a run resumes mid-epoch.
+
+    ``tag_epoch=True`` yields ``(epoch, index)`` pairs, which :class:`SegmentationDataset` takes as
+    indices: the epoch that seeds a sample's augmentation then travels with the index itself, so it
+    reaches DataLoader worker processes that persist across epochs (``dataset.set_epoch`` in the main
+    process does not: each persistent worker keeps the copy of the dataset it started with).
     """
 
     def __init__(self, n: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 pad: bool = True):
+                 pad: bool = True, tag_epoch: bool = False):
         self.n, self.shuffle, self.seed, self.rank, self.world_size, self.pad = n, shuffle, seed, rank, world_size, pad
+        self.tag_epoch = tag_epoch
         self.epoch, self.skip = 0, 0
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
@@ -37,7 +43,9 @@ class ShardedSampler(Sampler[int]):
             order = (order * math.ceil(total / max(self.n, 1)))[:total]
         return order[self.rank::self.world_size][self.skip:]
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[int | tuple[int, int]]:
+        if self.tag_epoch:
+            return iter([(self.epoch, i) for i in self._indices()])
         return iter(self._indices())
 
     def __len__(self) -> int:

@@ -36,7 +36,8 @@ class TrainConfig:
     workers: int = 0
     seed: int = 0
     eval_every: int = 1  # epochs
-    save_every_steps: int = 0  # 0: at the end of every epoch only
+    save_every_steps: int = 0  # also checkpoint (last.pt) every N steps; 0: never mid-epoch
+    save_every_epochs: int = 1  # checkpoint at the end of every N-th epoch and of the last one; 0: the last only
     skip_bad: bool = False
     progress: bool | None = None  # None: when stderr is a terminal
     demo: dict[str, int] = field(default_factory=lambda: {"train": 160, "val": 40, "size": 64, "seed": 0})
@@ -45,7 +46,25 @@ class TrainConfig:
 
     # Settings a resumed run may change; everything else comes from the checkpoint, so the run goes on as itself.
     RUNTIME: ClassVar[tuple[str, ...]] = ("out_dir", "epochs", "device", "amp", "workers", "progress", "resume",
-                                          "stop_at_step", "save_every_steps")
+                                          "stop_at_step", "save_every_steps", "save_every_epochs")
+
+    # Settings that count something, with their least value and what it means.
+    LEAST: ClassVar[dict[str, tuple[int, str]]] = {
+        "epochs": (1, "train at least one epoch"), "batch_size": (1, "at least one image a step"),
+        "eval_every": (1, "validate every N epochs; --val-split none turns validation off"),
+        "save_every_steps": (0, "0 checkpoints at epoch ends only"),
+        "save_every_epochs": (0, "0 checkpoints at the end of the run only"),
+        "workers": (0, "0 loads data in the main process"),
+    }
+
+    def check(self) -> None:
+        """A :class:`SegzooError` for a count out of range, named as the CLI option that sets it."""
+        from ..errors import SegzooError
+
+        for name, (least, meaning) in self.LEAST.items():
+            value = getattr(self, name)
+            if value < least:
+                raise SegzooError(f"--{name.replace('_', '-')} must be >= {least}, got {value} ({meaning})")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

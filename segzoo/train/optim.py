@@ -60,9 +60,33 @@ class PolyLR:
         return max(1.0 - step / self.total_steps, 0.0) ** self.power
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, name: str,
-                   total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+class StepSchedule(torch.optim.lr_scheduler.LambdaLR):
+    """LambdaLR whose multiplier always comes from the run's config, never from a checkpoint.
+
+    Its state is only the step reached (and the base learning rates): a plain LambdaLR would also
+    restore ``PolyLR.total_steps`` from the checkpoint, so a run resumed with more ``--epochs`` would
+    go on at the end of the old, shorter schedule (lr 0). Loading continues *this* schedule at the step
+    reached, and sets the optimizer's learning rates to its value there at once (the optimizer's own
+    state holds the old schedule's last value). With an unchanged total that value is the one stored,
+    so a resumed run still repeats an uninterrupted one exactly.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["lr_lambdas"] = [None] * len(self.lr_lambdas)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict({**state_dict, "lr_lambdas": [None] * len(self.lr_lambdas)})
+        for group, base_lr, fn in zip(self.optimizer.param_groups, self.base_lrs, self.lr_lambdas):
+            group["lr"] = base_lr * fn(self.last_epoch)
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
+def _constant(step: int) -> float:
+    return 1.0
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, name: str, total_steps: int) -> StepSchedule:
     """Stepped once per optimiser step. ``paper`` keeps the learning rate constant."""
-    if preset(name)["schedule"] == "poly":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, PolyLR(total_steps))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return StepSchedule(optimizer, PolyLR(total_steps) if preset(name)["schedule"] == "poly" else _constant)

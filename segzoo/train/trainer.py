@@ -26,9 +26,9 @@ from torch.utils.data import DataLoader
 
 from ..api import create_model
 from ..checkpoint import save_model
-from ..data import SegmentationDataset, ShardedSampler, collate, eval_transform, find_pairs, train_transform
+from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, make_loader, train_transform
 from ..data.demo import write_demo_dataset
-from ..errors import TrainingError
+from ..errors import SegzooError, TrainingError
 from ..metrics import summary_line
 from . import runtime as rtm
 from .config import TrainConfig
@@ -38,7 +38,7 @@ from .optim import make_optimizer, make_scheduler
 from .state import init_from_checkpoint, load_training_checkpoint, rng_state, save_training_checkpoint, set_rng_state
 
 CSV_FIELDS = ("epoch", "step", "train_loss", "lr", "images_per_s", "time_s",
-              "pixel_acc", "mean_acc", "mean_iu", "fw_iu")
+              "pixel_acc", "mean_acc", "mean_iu", "fw_iu", "skipped")
 
 
 @dataclass
@@ -56,6 +56,7 @@ class TrainResult:
     stopped_early: bool = False
     files_written: list[Path] = field(default_factory=list)
     model: torch.nn.Module | None = None
+    rank: int = 0  # this process's rank under torchrun; only rank 0 writes (and the CLI prints)
 
 
 def train(config: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = None,
@@ -76,6 +77,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def check_class_weights(weights: list[float] | None, class_names: list[str]) -> None:
+    """One finite, non-negative loss weight per class, or a :class:`SegzooError` that says what to give."""
+    if weights is None:
+        return
+    n = len(class_names)
+    names = ", ".join(class_names[:8]) + (", ..." if n > 8 else "")
+    if len(weights) != n:
+        raise SegzooError(
+            f"--class-weights has {len(weights)} values but the dataset has {n} classes ({names}); give one "
+            f"weight per class, in class order, e.g. --class-weights {','.join(['1'] * n)}")
+    if not all(math.isfinite(w) and w >= 0 for w in weights):
+        raise SegzooError(f"--class-weights {','.join(f'{w:g}' for w in weights)}: each weight must be finite "
+                          "and >= 0 (0 leaves a class out of the loss)")
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, rt: rtm.Runtime, on_epoch: Callable | None, log: Callable[[str], None]):
         self.rt, self.on_epoch = rt, on_epoch
@@ -83,9 +99,10 @@ class Trainer:
         self.ckpt = None
         if config.resume:
             path = Path(config.out_dir) / "last.pt" if config.resume is True else Path(config.resume)
-            self.ckpt = load_training_checkpoint(path)
+            self.ckpt, self.ckpt_path = load_training_checkpoint(path), path
             config = config.resumed_from(self.ckpt["config"])
             self.log(f"resuming {path} at epoch {self.ckpt['epoch'] + 1}, step {self.ckpt['step']}")
+        config.check()
         self.cfg = config
         self.out = Path(config.out_dir)
         self.written: set[Path] = set()
@@ -102,6 +119,7 @@ class Trainer:
         num_classes = cfg.num_classes or (len(pairs["train"].class_names) if pairs["train"].class_names else None)
         probe = SegmentationDataset(pairs["train"], num_classes)  # checks classes before any model is built
         self.class_names = probe.class_names
+        check_class_weights(cfg.class_weights, self.class_names)
         self.model = create_model(cfg.model, probe.num_classes, cfg.backbone_weights, cfg.backbone_kwargs,
                                   cfg.head_kwargs)
         self.model.recipe["class_names"] = list(self.class_names)
@@ -118,7 +136,9 @@ class Trainer:
         for p in pairs.values():
             if p.dropped:
                 self.log(f"skipped {len(p.dropped)} bad entries of split '{p.split}', e.g.: {p.dropped[0]}")
-        self.sampler = ShardedSampler(len(self.train_set), True, cfg.seed, rt.rank, rt.world_size, pad=True)
+        # the epoch travels with each index: persistent loader workers never see a set_epoch on the dataset
+        self.sampler = ShardedSampler(len(self.train_set), True, cfg.seed, rt.rank, rt.world_size, pad=True,
+                                      tag_epoch=True)
         self.loader = self._loader(self.train_set, self.sampler)
         self.val_loader = (self._loader(self.val_set, ShardedSampler(len(self.val_set), False, 0, rt.rank,
                                                                      rt.world_size, pad=False))
@@ -144,21 +164,20 @@ class Trainer:
         return path
 
     def _loader(self, dataset: SegmentationDataset, sampler: ShardedSampler) -> DataLoader:
-        # Its own generator: creating an iterator then never draws from the global RNG that dropout uses,
-        # which is what lets a resumed run repeat an uninterrupted one exactly.
-        return DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=sampler, num_workers=self.cfg.workers,
-                          collate_fn=collate, pin_memory=self.rt.device.type == "cuda",
-                          generator=torch.Generator().manual_seed(self.cfg.seed))
+        return make_loader(dataset, sampler, self.cfg.batch_size, self.cfg.workers,
+                           pin_memory=self.rt.device.type == "cuda", seed=self.cfg.seed)
 
     def restore(self) -> None:
         """Put back everything a checkpoint holds, so the run continues exactly where it stopped."""
         self.epoch, self.step, self.batches_done = 0, 0, 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
-        self.partial = {"loss_sum": 0.0, "images": 0, "time_s": 0.0}
+        self.partial = self._new_partial()
         self.initial_metrics = None
+        self.good_checkpoint: Path | None = None  # the newest checkpoint of this run, to resume from
         if self.ckpt is None:
             return
+        self.good_checkpoint = self.ckpt_path
         c = self.ckpt
         self.model.load_state_dict(c["state_dict"])
         self.optimizer.load_state_dict(c["optimizer"])
@@ -166,7 +185,8 @@ class Trainer:
         if c.get("scaler"):
             self.scaler.load_state_dict(c["scaler"])
         self.epoch, self.step, self.batches_done = c["epoch"], c["step"], c["batches_done"]
-        self.history, self.best, self.partial = list(c["history"]), c.get("best"), dict(c["partial"])
+        self.history, self.best = list(c["history"]), c.get("best")
+        self.partial = {**self._new_partial(), **c["partial"]}
         self.initial_metrics = c.get("initial_metrics")
         set_rng_state(c["rng"])
 
@@ -197,7 +217,6 @@ class Trainer:
         """One pass over this rank's shard; True if the run stopped early (``stop_at_step``)."""
         cfg, rt = self.cfg, self.rt
         self.sampler.set_epoch(self.epoch, skip=self.batches_done * cfg.batch_size)
-        self.train_set.set_epoch(self.epoch)
         self.net.train()
         batches = self.loader
         bar = None
@@ -208,15 +227,17 @@ class Trainer:
                                  dynamic_ncols=True, initial=self.batches_done, total=self.steps_per_epoch)
         start = time.perf_counter() - self.partial["time_s"]
         for batch in batches:
-            loss, n = self.train_step(batch)
+            loss, n, skipped = self.train_step(batch)
             self.partial["loss_sum"] += loss * n
             self.partial["images"] += n
+            self.partial["skipped"] += skipped
             self.batches_done += 1
             self.step += 1
             self.partial["time_s"] = time.perf_counter() - start
             if bar is not None:
-                bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{self.partial['images'] / self.partial['time_s']:.1f}")
-            if cfg.save_every_steps and self.step % cfg.save_every_steps == 0:
+                bar.set_postfix({"loss": f"{loss:.4f}",
+                                 "img/s": f"{self.partial['images'] / max(self.partial['time_s'], 1e-9):.1f}"})
+            if self.step_save_due() and self.batches_done < self.steps_per_epoch:  # else end_epoch saves
                 self.save("last.pt")
             if cfg.stop_at_step and self.step >= cfg.stop_at_step:
                 self.save("last.pt")
@@ -224,33 +245,50 @@ class Trainer:
                 return True
         return False
 
-    def train_step(self, batch: dict[str, Any]) -> tuple[float, int]:
-        """Forward, the loss checked on every rank together, backward, step; returns (mean loss, images)."""
+    def train_step(self, batch: dict[str, Any]) -> tuple[float, int, int]:
+        """Forward, the loss checked on every rank together, backward, step.
+
+        Returns (mean loss, images trained on, samples skipped as bad), the counts summed over ranks.
+        """
         rt = self.rt
         if batch["image"].numel() == 0:  # every sample of this batch was skipped as bad
             if not rt.distributed:
-                return 0.0, 0
-            batch = self._void_batch()  # a zero-gradient stand-in keeps the ranks' all-reduces in step
+                return 0.0, 0, int(batch["skipped"])
+            # a zero-gradient stand-in keeps the ranks' all-reduces in step
+            batch = {**self._void_batch(), "skipped": batch["skipped"]}
         x, target = to_device(batch, rt)
         with rt.autocast():
             scores = self.net(x)
         loss = cross_entropy(scores, target, self.weight, self.cfg.loss_reduction)
         n = int((batch["index"] >= 0).sum())
         stats = torch.stack([loss.detach().float() * n, torch.tensor(float(n), device=loss.device),
-                             (~torch.isfinite(loss.detach())).float()])
+                             (~torch.isfinite(loss.detach())).float(),
+                             torch.tensor(float(batch["skipped"]), device=loss.device)])
         rtm.all_reduce_sum(stats, rt)
         if stats[2] > 0:
+            where = f"the loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}: the run diverged"
+            if self.good_checkpoint is None:
+                raise TrainingError(
+                    f"{where} and stopped; no checkpoint was written yet, so there is nothing to resume: start "
+                    "again with a lower --lr (or another --optimizer), or check the data")
             raise TrainingError(
-                f"the loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}: the run diverged "
-                f"and stopped. The last good checkpoint is {self.out / 'last.pt'}; resume from it with a lower --lr "
-                "(or another --optimizer), or check the data")
+                f"{where} and stopped. The last good checkpoint is {self.good_checkpoint}; resume from it with a "
+                "lower --lr (or another --optimizer), or check the data")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         total = float(stats[1])
-        return (float(stats[0]) / total if total else 0.0), n * rt.world_size
+        return (float(stats[0]) / total if total else 0.0), int(total), int(stats[3])
+
+    def step_save_due(self) -> bool:
+        return bool(self.cfg.save_every_steps) and self.step % self.cfg.save_every_steps == 0
+
+    @staticmethod
+    def _new_partial() -> dict[str, Any]:
+        """The running sums of the epoch in progress (saved in mid-epoch checkpoints)."""
+        return {"loss_sum": 0.0, "images": 0, "skipped": 0, "time_s": 0.0}
 
     def _void_batch(self) -> dict[str, Any]:
         size = self.cfg.input_size
@@ -264,23 +302,26 @@ class Trainer:
             "epoch": self.epoch + 1, "step": self.step,
             "train_loss": self.partial["loss_sum"] / images if images else float("nan"),
             "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": images / secs if secs else 0.0,
-            "time_s": secs,
+            "time_s": secs, "images": images, "skipped": self.partial["skipped"],
         }
         last_epoch = self.epoch + 1 == cfg.epochs
         if self.val_loader is not None and ((self.epoch + 1) % cfg.eval_every == 0 or last_epoch):
             record["val"] = self.validate()
         self.epoch, self.batches_done = self.epoch + 1, 0
-        self.partial = {"loss_sum": 0.0, "images": 0, "time_s": 0.0}
+        self.partial = self._new_partial()
         self.history.append(record)
         is_best = "val" in record and (self.best is None or record["val"]["mean_iu"] > self.best["mean_iu"])
         if is_best:
             self.best = {**record["val"], "epoch": record["epoch"]}
         self.log(f"epoch {record['epoch']}/{cfg.epochs}  loss {record['train_loss']:.4f}  "
                  f"{record['images_per_s']:.1f} img/s  {record['time_s']:.0f}s"
+                 + (f"  {record['skipped']} skipped (bad samples)" if record["skipped"] else "")
                  + (f"  val: {summary_line(record['val'])}" + ("  (best)" if is_best else "") if "val" in record
                     else ""))
         self.write_logs()
-        self.save("last.pt")
+        if self.epoch == cfg.epochs or self.step_save_due() or (
+                cfg.save_every_epochs and self.epoch % cfg.save_every_epochs == 0):
+            self.save("last.pt")
         if is_best:
             self.save("best.pt")
         if self.on_epoch is not None:
@@ -293,6 +334,8 @@ class Trainer:
     # -- writing (rank 0 only) ------------------------------------------------------------------
     def save(self, name: str) -> None:
         """``last.pt``: all it takes to resume. ``best.pt``: weights, recipe and metrics only (a third the size)."""
+        if name == "last.pt":
+            self.good_checkpoint = self.out / name  # on every rank: each one reports it if the loss diverges
         if not self.rt.is_main:
             return
         if name == "best.pt":
@@ -331,4 +374,4 @@ class Trainer:
             out_dir=self.out, history=self.history, final_metrics=last_val, best_metrics=self.best,
             best_epoch=self.best["epoch"] if self.best else None, last_checkpoint=self.out / "last.pt",
             best_checkpoint=best_path if self.best else None, initial_metrics=self.initial_metrics,
-            stopped_early=stopped, files_written=sorted(self.written), model=self.model)
+            stopped_early=stopped, files_written=sorted(self.written), model=self.model, rank=self.rt.rank)

@@ -1,0 +1,71 @@
+"""The DataLoader every segzoo loop uses: batches of :func:`collate`, persistent workers, pinned memory on CUDA,
+and a user error raised in a worker process reaching the caller as itself."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..errors import SegzooError
+from .dataset import collate
+
+
+def make_loader(dataset: Dataset, sampler: Sampler, batch_size: int, workers: int = 0, pin_memory: bool = False,
+                seed: int = 0) -> DataLoader:
+    """A loader over ``sampler``'s indices; with ``workers`` > 0 the worker processes live across epochs.
+
+    Persistent workers keep the dataset they started with, so anything that changes per epoch must
+    come through the sampler's indices (``ShardedSampler(tag_epoch=True)``), not through attributes
+    set on the dataset afterwards. The loader has its own generator: creating an iterator never draws
+    from the global RNG that dropout uses, which is what lets a resumed run repeat an uninterrupted one.
+    """
+    return SegmentationLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                              collate_fn=collate, pin_memory=pin_memory, persistent_workers=workers > 0,
+                              generator=torch.Generator().manual_seed(seed))
+
+
+class SegmentationLoader(DataLoader):
+    """A DataLoader whose :class:`SegzooError` from a worker process reads as it does from the main process.
+
+    DataLoader re-raises a worker's exception as its own type with the message replaced by
+    ``Caught DataError in DataLoader worker process 0. Original Traceback ...``; the CLI prints a
+    SegzooError's message as one line, so the user would get the traceback instead of the message
+    naming the file and the fix.
+    """
+
+    def __iter__(self) -> Iterator[Any]:
+        return _original_errors(super().__iter__())
+
+
+def _original_errors(batches: Iterator[Any]) -> Iterator[Any]:
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except SegzooError as exc:
+            original = worker_error(exc)
+            if original is exc:
+                raise
+            raise original from None
+        yield batch
+
+
+def worker_error(exc: SegzooError) -> SegzooError:
+    """The error a loader worker raised, with its own message (``exc`` itself if it was not re-raised from one).
+
+    The worker's formatted traceback ends with ``<module>.<class>: <message>``: the message is what follows.
+    """
+    text, cls = str(exc), type(exc)
+    if not text.startswith(f"Caught {cls.__name__} in DataLoader worker process"):
+        return exc
+    last = f"\n{cls.__module__}.{cls.__qualname__}: "
+    at = text.rfind(last)
+    if at < 0:
+        return exc
+    original = cls.__new__(cls)  # not cls(message): some errors take other arguments
+    Exception.__init__(original, text[at + len(last):].rstrip("\n"))
+    return original
