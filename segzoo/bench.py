@@ -247,6 +247,8 @@ class BenchResult:
     fraction_of_device_peak: float | None
     agreement_vs_fp32: float | None
     notes: list[str] = field(default_factory=list)
+    loader_images_per_s: float | None = None  # the input pipeline alone (loader_throughput), when asked for
+    loader_workers: int | None = None
     torch_version: str = torch.__version__
     threads: int = field(default_factory=torch.get_num_threads)
     loadavg: list[float] = field(default_factory=lambda: [round(v, 2) for v in os.getloadavg()])
@@ -284,6 +286,9 @@ class BenchResult:
                                              f"{self.fraction_of_device_peak:.1%}"])
         if self.agreement_vs_fp32 is not None:
             rows.append(["argmax agreement vs fp32", f"{self.agreement_vs_fp32:.2%} of pixels"])
+        if self.loader_images_per_s is not None:
+            rows.append(["loader images/s", f"{self.loader_images_per_s:.3g} ({self.loader_workers} workers), "
+                                            f"{self.loader_images_per_s / self.images_per_s:.1f}x the model's"])
         rows += [["note", n] for n in self.notes]
         rows.append(["load average", ", ".join(f"{v:.2f}" for v in self.loadavg)])
         return rows
@@ -430,6 +435,36 @@ def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch
         fraction_of_device_peak=achieved / (peak_tflops * 1e3) if peak_tflops else None,
         agreement_vs_fp32=agreement, notes=notes,
     )
+
+
+def loader_throughput(data: str | os.PathLike[str], crop: int, batch_size: int, workers: int = 0,
+                      split: str = "train", batches: int = 20, pin_memory: bool = False, seed: int = 0) -> float:
+    """Images/s of the training input pipeline alone: read, decode, check, augment (train transform,
+    ``crop`` x ``crop``), collate, through the loader the trainer uses (``workers`` persistent processes).
+
+    Compare it with the model's images/s: a loader slower than the model leaves the device waiting.
+    The first batch (worker start-up) is not timed; epochs repeat until ``batches`` batches are timed.
+    """
+    from .data import ShardedSampler, make_loader, open_dataset, train_transform
+
+    dataset = open_dataset(data, split, transform=train_transform(crop), seed=seed)
+    if len(dataset) == 0:
+        raise SegzooError(f"split '{split}' of {data} has no samples to time the loader on")
+    sampler = ShardedSampler(len(dataset), True, seed, tag_epoch=True)
+    loader = make_loader(dataset, sampler, batch_size, workers, pin_memory, seed)
+    images, timed, t0, epoch = 0, -1, 0.0, 0
+    while timed < batches:
+        sampler.set_epoch(epoch)
+        for batch in loader:
+            if timed < 0:
+                t0 = time.perf_counter()  # from the end of the first batch: workers are up
+            else:
+                images += len(batch["image"])
+            timed += 1
+            if timed >= batches:
+                break
+        epoch += 1
+    return images / (time.perf_counter() - t0)
 
 
 def pixel_agreement(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> float:

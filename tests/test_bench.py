@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,24 @@ def test_yardstick_compare_reports_ratios(yardstick, capsys):
     assert rows["yardstick"]["ratio_vs_yardstick"] == 1.0
     assert rows["segzoo"]["ratio_vs_yardstick"] > 0 and rows["segzoo"]["fraction_of_matmul_peak"] > 0
     assert "ratio vs yardstick" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_cli_bench_times_the_loader_beside_the_model(capsys, tmp_path, demo_data, workers):
+    out = tmp_path / "r.json"
+    code = main(["bench", "alexnet-fcn8s", "--input", "3x32x32", "--warmup", "1", "--iters", "1", "--no-peak",
+                 "--batch-size", "2", "--data", str(demo_data), "--workers", str(workers), "--json", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["loader_images_per_s"] > 0 and result["loader_workers"] == workers
+    ratio = result["loader_images_per_s"] / result["images_per_s"]
+    assert f"({workers} workers), {ratio:.1f}x the model's" in capsys.readouterr().out
+
+
+def test_loader_throughput_counts_the_timed_batches_across_epochs(demo_data, monkeypatch):
+    clock = iter([10.0, 12.0])  # the first batch ends at 10 s, the last timed one at 12 s
+    monkeypatch.setattr(bench, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    # 8 training images in batches of 3 (3, 3, 2 an epoch); the first batch is not timed, so ten timed
+    # batches are 3+2, 3+3+2, 3+3+2 and 3+3 images, over four epochs
+    rate = bench.loader_throughput(demo_data, crop=16, batch_size=3, batches=10)
+    assert rate == pytest.approx(27 / 2.0)

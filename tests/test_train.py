@@ -77,6 +77,14 @@ def test_modern_presets_decay_polynomially():
         make_optimizer(model, "adam")
 
 
+@pytest.mark.parametrize("name, cls", [("adamw", torch.optim.AdamW), ("paper", torch.optim.SGD)])
+def test_presets_take_the_fused_step_where_pytorch_has_one(name, cls):
+    from segzoo.accel import fused_kwargs
+
+    opt = make_optimizer(nn.Conv2d(3, 2, 1), name)
+    assert bool(opt.defaults.get("fused")) is bool(fused_kwargs(cls, "cpu"))
+
+
 def test_a_loaded_schedule_takes_its_total_from_the_config_not_the_checkpoint():
     """A run extended from 4 to 12 steps continues the 12-step schedule at step 4, not the finished 4-step one."""
     model = nn.Conv2d(3, 2, 1)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..api import create_model
-from ..bench import DTYPES, MODES, benchmark
+from ..bench import DTYPES, MODES, benchmark, loader_throughput
 from ..checkpoint import load_model
 from ..summary import parse_input_size
 from ..table import format_table
@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="the device's dense bf16 peak in TFLOP/s, for a card segzoo's table does not know")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="also time the training input pipeline alone on this dataset (images/s vs the model's)")
+    p.add_argument("--workers", type=int, default=0, help="loader worker processes for --data (default 0)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results to FILE as JSON")
 
 
@@ -58,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
         compile=args.compile,
         measure_peak=args.measure_peak, device_peak_tflops=args.peak_tflops, name=recipe.get("name", args.model),
     )
+    if args.data:
+        result.loader_workers = args.workers
+        result.loader_images_per_s = loader_throughput(
+            args.data, crop=size[-1], batch_size=args.batch_size, workers=args.workers,
+            pin_memory=result.device == "cuda")
     print(format_table(["", ""], result.rows()).split("\n", 2)[2])
     print()
     print(result.to_json())
