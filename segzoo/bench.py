@@ -438,16 +438,19 @@ def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch
 
 
 def loader_throughput(data: str | os.PathLike[str], crop: int, batch_size: int, workers: int = 0,
-                      split: str = "train", batches: int = 20, pin_memory: bool = False, seed: int = 0) -> float:
+                      split: str = "train", batches: int = 20, pin_memory: bool = False, seed: int = 0,
+                      num_classes: int | None = None) -> float:
     """Images/s of the training input pipeline alone: read, decode, check, augment (train transform,
     ``crop`` x ``crop``), collate, through the loader the trainer uses (``workers`` persistent processes).
 
     Compare it with the model's images/s: a loader slower than the model leaves the device waiting.
     The first batch (worker start-up) is not timed; epochs repeat until ``batches`` batches are timed.
+    Labels are checked against the dataset's ``class_names.txt``, or else ``num_classes``.
     """
-    from .data import ShardedSampler, make_loader, open_dataset, train_transform
+    from .data import SegmentationDataset, ShardedSampler, find_pairs, make_loader, train_transform
 
-    dataset = open_dataset(data, split, transform=train_transform(crop), seed=seed)
+    pairs = find_pairs(data, split)
+    dataset = SegmentationDataset(pairs, None if pairs.class_names else num_classes, train_transform(crop), seed=seed)
     if len(dataset) == 0:
         raise SegzooError(f"split '{split}' of {data} has no samples to time the loader on")
     sampler = ShardedSampler(len(dataset), True, seed, tag_epoch=True)

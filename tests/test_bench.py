@@ -173,3 +173,15 @@ def test_loader_throughput_counts_the_timed_batches_across_epochs(demo_data, mon
     # batches are 3+2, 3+3+2, 3+3+2 and 3+3 images, over four epochs
     rate = bench.loader_throughput(demo_data, crop=16, batch_size=3, batches=10)
     assert rate == pytest.approx(27 / 2.0)
+
+
+def test_loader_throughput_takes_the_models_classes_where_the_data_names_none(tmp_path):
+    from PIL import Image
+
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    Image.new("RGB", (40, 30)).save(tmp_path / "images" / "a.png")
+    Image.new("L", (40, 30), 3).save(tmp_path / "masks" / "a.png")  # label 3: fine for 4 classes
+    assert bench.loader_throughput(tmp_path, crop=16, batch_size=1, batches=2, split="all", num_classes=4) > 0
+    with pytest.raises(segzoo.DataError, match="class_names.txt"):
+        bench.loader_throughput(tmp_path, crop=16, batch_size=1, batches=2, split="all")

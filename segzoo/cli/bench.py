@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         result.loader_workers = args.workers
         result.loader_images_per_s = loader_throughput(
             args.data, crop=size[-1], batch_size=args.batch_size, workers=args.workers,
-            pin_memory=result.device == "cuda")
+            pin_memory=result.device == "cuda", num_classes=getattr(model, "num_classes", None))
     print(format_table(["", ""], result.rows()).split("\n", 2)[2])
     print()
     print(result.to_json())
