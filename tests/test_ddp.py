@@ -36,15 +36,20 @@ def _rank_main(rank: int, world: int, port: int, data: str, out: str, report_dir
 
 @pytest.mark.slow
 def test_two_process_gloo_run(tmp_path, demo_data):
-    reports = tmp_path / "reports"
-    reports.mkdir()
-    mp.spawn(_rank_main, args=(2, _free_port(), str(demo_data), str(tmp_path / "run"), str(reports)), nprocs=2)
-    r0, r1 = (json.loads((reports / f"rank{r}.json").read_text()) for r in (0, 1))
+    r0, r1 = _run_two_ranks(_rank_main, demo_data, tmp_path)
     assert r0["steps"] == r1["steps"] == 2  # 8 images, 2 ranks x batch 2: 2 steps each
     assert r0["metrics"] == r1["metrics"]  # the confusion matrix was summed over ranks
     assert r0["metrics"]["pixels"] == 4 * 64 * 64 - _void_pixels(demo_data)  # every val pixel counted once
     assert r0["loss"] == r1["loss"] and r0["weight_sum"] == r1["weight_sum"]  # averaged loss, synced weights
     assert r1["written"] == [] and {p.rsplit("/", 1)[1] for p in r0["written"]} >= {"last.pt", "metrics.jsonl"}
+
+
+def _run_two_ranks(target, data, tmp_path) -> list[dict]:
+    """Spawn ``target`` as ranks 0 and 1 of a gloo group; each writes rank{r}.json, returned in rank order."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    mp.spawn(target, args=(2, _free_port(), str(data), str(tmp_path / "run"), str(reports)), nprocs=2)
+    return [json.loads((reports / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
 def _void_pixels(root) -> int:
@@ -76,10 +81,7 @@ def _cli_rank_main(rank: int, world: int, port: int, data: str, out: str, report
 
 @pytest.mark.slow
 def test_only_rank_0_prints_under_torchrun(tmp_path, demo_data):
-    reports = tmp_path / "reports"
-    reports.mkdir()
-    mp.spawn(_cli_rank_main, args=(2, _free_port(), str(demo_data), str(tmp_path / "run"), str(reports)), nprocs=2)
-    r0, r1 = (json.loads((reports / f"rank{r}.json").read_text()) for r in (0, 1))
+    r0, r1 = _run_two_ranks(_cli_rank_main, demo_data, tmp_path)
     assert r0["code"] == r1["code"] == 0
     assert "finished in" in r0["stdout"] and "final validation metrics (epoch 1)" in r0["stdout"]
     assert r1["stdout"] == ""
