@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from .errors import SegzooError
+from .errors import SegzooError, UnknownNameError
 from .table import format_table
 
 # latency and peak memory are of inference at batch 1; the peak is what one forward adds to the memory
@@ -61,7 +61,23 @@ class Study:
             raise SegzooError(
                 f"{path}: a study needs lists 'backbones' and 'heads' and may set 'out', 'staged' and 'train' "
                 f"(unknown keys: {sorted(unknown)})")
-        return cls(**data)
+        if not isinstance(data.get("train") or {}, dict):
+            raise SegzooError(f"{path}: 'train' must be a mapping of training settings, e.g. 'train: {{epochs: 2}}'")
+        study = cls(**{**data, "train": data.get("train") or {}})
+        try:
+            study.check()
+        except SegzooError as exc:
+            raise SegzooError(f"{path}: {exc}") from exc
+        return study
+
+    def check(self) -> None:
+        """The shared training settings are ones a run has (a misspelt key is an error naming the closest)."""
+        from .train import TrainConfig
+
+        try:
+            TrainConfig.from_dict(self.train)
+        except UnknownNameError as exc:
+            raise SegzooError(f"train: {exc}") from exc
 
 
 @dataclass
@@ -113,6 +129,7 @@ def run_study(study: Study, progress: bool | None = None, restart: bool = False)
     """
     from tqdm.auto import tqdm
 
+    study.check()  # before anything is planned or trained
     out = Path(study.out)
     variants = plan(study)
     if restart:

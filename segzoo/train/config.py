@@ -73,8 +73,20 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
+        """The config a dict (config.json, a checkpoint's, a study's ``train:``) describes.
+
+        A key that is no setting is an :class:`~segzoo.errors.UnknownNameError` naming the closest ones,
+        never dropped: a misspelt ``batchsize`` would otherwise train with the default without a word.
+        """
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in d if k not in known]
+        if unknown:
+            from ..errors import UnknownNameError
+
+            also = f"; also unknown: {', '.join(map(repr, unknown[1:]))}" if len(unknown) > 1 else ""
+            raise UnknownNameError("train setting", str(unknown[0]), known,
+                                   hint=f"the settings are the fields of segzoo.train.TrainConfig{also}")
+        d = dict(d)
         if "scale" in d:
             d["scale"] = tuple(d["scale"])
         return cls(**d)
