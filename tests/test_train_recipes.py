@@ -246,3 +246,19 @@ def test_a_study_from_before_recipes_still_matches_its_settings(tmp_path):
     study.train["recipe"] = "paper-cvpr"
     with pytest.raises(SegzooError, match=r'batch_size 8 then, 20 now.*recipe null then, "paper-cvpr" now'):
         check_settings(study, plan(study))
+
+
+def test_the_help_and_docs_say_what_a_recipe_sets(capsys):
+    from pathlib import Path
+
+    from segzoo.presets import PRESETS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--recipe NAME train with one of the paper's settings" in text
+    assert all(name in text for name in PRESETS)
+    assert "paper: the FCN solver's optimizer alone" in text  # --optimizer paper is not a recipe
+    doc = (Path(__file__).parents[1] / "docs" / "paper.md").read_text()
+    fields = set().union(*PRESETS.values()) - {"description", "lr_by_model"}
+    assert all(f"`{f}`" in doc for f in fields) and "What remains" not in doc
