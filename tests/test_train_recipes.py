@@ -206,7 +206,7 @@ def test_a_study_file_applies_a_recipe_to_every_variant(tmp_path, demo_data):
     assert config["init_from"].endswith("alexnet-fcn32s-staged/last.pt")  # staged: 16s from the 32s
 
 
-def test_a_study_whose_recipe_lacks_a_heads_lr_stops_before_training(tmp_path, monkeypatch):
+def test_a_study_whose_recipe_lacks_a_heads_lr_stops_before_training(tmp_path, monkeypatch, capsys):
     import segzoo.train
 
     monkeypatch.setattr(segzoo.train, "train", lambda *a, **k: pytest.fail("nothing may train"))
@@ -214,6 +214,10 @@ def test_a_study_whose_recipe_lacks_a_heads_lr_stops_before_training(tmp_path, m
                   train={"recipe": "paper-cvpr"})
     with pytest.raises(SegzooError, match="not for 'alexnet-fcn4s'"):
         run_study(study, progress=False)
+    assert main(["ablate", "--backbones", "alexnet", "--heads", "fcn32s,fcn4s", "--recipe", "paper-cvpr", "--out",
+                 str(tmp_path / "cli")]) == 2  # segzoo ablate --recipe: the same study
+    assert "not for 'alexnet-fcn4s'" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists() and not (tmp_path / "cli").exists()
 
 
 # -- runs and studies from before recipes -------------------------------------------------------------

@@ -123,7 +123,7 @@ class Trainer:
         probe = SegmentationDataset(pairs["train"], num_classes)  # checks classes before any model is built
         self.class_names = probe.class_names
         check_class_weights(cfg.class_weights, self.class_names)
-        self.model = self.create_model(probe.num_classes)
+        self.model = self.build_model(probe.num_classes)
         self.model.recipe["class_names"] = list(self.class_names)
         if cfg.recipe and not cfg.init_from and self.ckpt is None:
             coarser = training_preset(cfg.recipe, cfg.model, need_lr=False)["init_from"]
@@ -163,7 +163,8 @@ class Trainer:
         self.net = (DistributedDataParallel(self.model, device_ids=[rt.device.index] if rt.device.type == "cuda"
                                             else None) if rt.distributed else self.model)
 
-    def create_model(self, num_classes: int) -> torch.nn.Module:
+    def build_model(self, num_classes: int) -> torch.nn.Module:
+        """The model, in the geometry the config (or its recipe) asks for."""
         cfg = self.cfg
         try:
             return create_model(cfg.model, num_classes, cfg.backbone_weights, cfg.backbone_kwargs, cfg.head_kwargs,
