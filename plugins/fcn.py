@@ -114,12 +114,16 @@ class FCNHead(Head):
     """Score the coarsest features, then for each finer stride: upscore 2x, add that skip's score.
 
     ``learnable_upsampling=False`` freezes every transposed conv at bilinear interpolation;
+    ``fixed_final_upsampling=True`` freezes only the last one (``upscore``), the CVPR paper's setting
+    (its 2x upsamplings learned, the final one fixed); ``zero_init_scores=True`` starts ``score_fr`` at
+    zero as well as the skip scores (Caffe's constant filler, as both of the paper's solvers did; by
+    default it is drawn from N(0, 0.01) so a fresh net's features reach the loss);
     ``skip_scales`` multiplies a skip's features before its score layer (FCN-8s at once).
     """
 
     def __init__(self, feature_info: list[FeatureInfo], num_classes: int, strides: tuple[int, ...],
                  learnable_upsampling: bool = True, skip_scales: dict[int, float] | None = None,
-                 geometry: str = "modern"):
+                 geometry: str = "modern", fixed_final_upsampling: bool = False, zero_init_scores: bool = False):
         super().__init__()
         channels = {f.stride: f.channels for f in feature_info}
         missing = [s for s in strides if s not in channels]
@@ -129,13 +133,14 @@ class FCNHead(Head):
         self.strides, self.num_classes = tuple(strides), num_classes
         self.alignment = ALIGNMENTS[geometry](feature_info, self.strides)
         self.skip_scales = {s: float((skip_scales or {}).get(s, 1.0)) for s in strides[1:]}
-        self.score_fr = score_layer(channels[strides[0]], num_classes, zero=False)
+        self.score_fr = score_layer(channels[strides[0]], num_classes, zero=zero_init_scores)
         self.score_skip = nn.ModuleDict(
             {str(s): score_layer(channels[s], num_classes, zero=True) for s in strides[1:]})
         self.upscore_skip = nn.ModuleDict(
             {str(s): self.alignment.upsample(num_classes, prev, s, learnable_upsampling)
              for prev, s in zip(strides, strides[1:])})
-        self.upscore = self.alignment.upsample(num_classes, strides[-1], 1, learnable_upsampling)
+        self.upscore = self.alignment.upsample(num_classes, strides[-1], 1,
+                                               learnable_upsampling and not fixed_final_upsampling)
 
     def forward(self, features: dict[int, torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         x = self.score_fr(features[self.strides[0]])
@@ -151,9 +156,11 @@ class FCNHead(Head):
 
 def make_factory(name: str, strides: tuple[int, ...], skip_scales: dict[int, float] | None = None):
     def factory(feature_info: list[FeatureInfo], num_classes: int, learnable_upsampling: bool = True,
-                geometry: str = "modern") -> FCNHead:
+                geometry: str = "modern", fixed_final_upsampling: bool = False,
+                zero_init_scores: bool = False) -> FCNHead:
         check_geometry(f"head '{name}'", geometry)
-        return FCNHead(feature_info, num_classes, strides, learnable_upsampling, skip_scales, geometry)
+        return FCNHead(feature_info, num_classes, strides, learnable_upsampling, skip_scales, geometry,
+                       fixed_final_upsampling, zero_init_scores)
 
     fused = ", ".join(map(str, strides))
     factory.__doc__ = f"FCN-{strides[-1]}s: fuses strides {fused}; upsamples {strides[-1]}x at the end"

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from .errors import SegzooError
+from .errors import SegzooError, UnknownNameError
 from .table import format_table
 
 # latency and peak memory are of inference at batch 1; the peak is what one forward adds to the memory
@@ -61,7 +61,24 @@ class Study:
             raise SegzooError(
                 f"{path}: a study needs lists 'backbones' and 'heads' and may set 'out', 'staged' and 'train' "
                 f"(unknown keys: {sorted(unknown)})")
-        return cls(**data)
+        if not isinstance(data.get("train") or {}, dict):
+            raise SegzooError(f"{path}: 'train' must be a mapping of training settings, e.g. 'train: {{epochs: 2}}'")
+        study = cls(**{**data, "train": data.get("train") or {}})
+        try:
+            study.check()
+        except SegzooError as exc:
+            raise SegzooError(f"{path}: {exc}") from exc
+        return study
+
+    def check(self) -> None:
+        """The shared training settings are ones a run has (a misspelt key is an error naming the closest),
+        and a ``recipe`` among them is a known one."""
+        from .train import TrainConfig
+
+        try:
+            TrainConfig.from_dict(self.train).resolved(per_model=False)
+        except UnknownNameError as exc:
+            raise SegzooError(f"train: {exc}") from exc
 
 
 @dataclass
@@ -113,8 +130,13 @@ def run_study(study: Study, progress: bool | None = None, restart: bool = False)
     """
     from tqdm.auto import tqdm
 
+    from .train import TrainConfig
+
+    study.check()  # before anything is planned or trained
     out = Path(study.out)
     variants = plan(study)
+    for v in variants:  # e.g. a recipe without a learning rate for one of the heads
+        TrainConfig.from_dict({**study.train, "model": f"{v.backbone}-{v.head}"}).resolved()
     if restart:
         for v in variants:
             shutil.rmtree(out / v.name, ignore_errors=True)
@@ -135,10 +157,11 @@ def run_study(study: Study, progress: bool | None = None, restart: bool = False)
 
 
 def shared_settings(study: Study) -> dict[str, Any]:
-    """The training settings every variant of the study shares, defaults filled in, as JSON stores them."""
+    """The training settings every variant of the study shares, defaults (and a recipe's values but its
+    per-model learning rate) filled in, as JSON stores them."""
     from .train import TrainConfig
 
-    config = TrainConfig.from_dict(study.train).to_dict()
+    config = TrainConfig.from_dict(study.train).resolved(per_model=False).to_dict()
     return json.loads(json.dumps({k: v for k, v in config.items() if k not in _NOT_SHARED}))
 
 
@@ -150,7 +173,7 @@ def check_settings(study: Study, variants: list[Variant]) -> None:
         vdir = out / v.name
         if (vdir / "result.json").exists() or (vdir / "last.pt").exists():
             recorded, source = _recorded_settings(vdir, settings)
-            if recorded != settings:
+            if recorded is None or _differ(recorded, settings):
                 stale[v.name] = recorded, source
     if not stale:
         return
@@ -159,12 +182,18 @@ def check_settings(study: Study, variants: list[Variant]) -> None:
         what = f"{name} has no record of its settings"
     else:
         what = "; ".join(f"{k} {json.dumps(recorded.get(k))} then, {json.dumps(settings.get(k))} now"
-                         for k in sorted(set(recorded) | set(settings)) if recorded.get(k) != settings.get(k))
+                         for k in _differ(recorded, settings))
         what = f"{what} (in {name}/{source})"
     raise SegzooError(
         f"{out} holds variants trained with other settings than this study's ({', '.join(stale)}): {what}. "
         "One study never mixes two sets of settings: write to a new --out, or pass --restart (restart=True) "
         "to train every variant again with the new ones")
+
+
+def _differ(recorded: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """The settings that differ; one missing from a record is None (unset), as for a record written before
+    the setting existed."""
+    return [k for k in sorted(set(recorded) | set(settings)) if recorded.get(k) != settings.get(k)]
 
 
 def _recorded_settings(vdir: Path, like: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:

@@ -41,6 +41,10 @@ class DataError(SegzooError):
     """A dataset that cannot be read as given: a missing pair, a bad mask, an empty split."""
 
 
+class GeometryError(SegzooError):
+    """A backbone or head asked for a geometry (segzoo.model.GEOMETRIES) it does not have."""
+
+
 class TrainingError(SegzooError):
     """A run that cannot go on (a non-finite loss, a checkpoint that does not fit the run)."""
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import InputError, PluginError, SegzooError
+from .errors import GeometryError, InputError, PluginError
 
 # How an RGB image with values in [0, 1] becomes the network's input:
 #   x = image * scale; if bgr: reverse the channels; x = (x - mean) / std   (mean/std in x's channel order)
@@ -34,7 +34,7 @@ def check_geometry(owner: str, geometry: str, supported: tuple[str, ...] = GEOME
     """A factory's guard: the geometry back, or an error naming what ``owner`` supports."""
     if geometry not in supported:
         known = "" if geometry in GEOMETRIES else f" (segzoo knows {list(GEOMETRIES)})"
-        raise SegzooError(f"{owner} has no geometry {geometry!r}{known}; it supports {list(supported)}{hint}")
+        raise GeometryError(f"{owner} has no geometry {geometry!r}{known}; it supports {list(supported)}{hint}")
     return geometry
 
 

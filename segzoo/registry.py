@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import PluginError, SegzooError, UnknownNameError
+from .errors import GeometryError, PluginError, SegzooError, UnknownNameError
 from .model import GEOMETRIES, SegmentationModel, check_head_fits
 
 KINDS = ("backbone", "head", "recipe")
@@ -247,7 +247,7 @@ def _call_plugin(entry: Entry, factory: Callable[..., Any], *args: Any, **kwargs
         raise
     except TypeError as exc:
         if "geometry" in kwargs and "geometry" in str(exc):
-            raise SegzooError(
+            raise GeometryError(
                 f"{entry.kind} '{entry.name}' from {entry.source} does not support geometry '{kwargs['geometry']}'; "
                 "use geometry='modern'"
             ) from exc

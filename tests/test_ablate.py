@@ -128,8 +128,8 @@ def test_variants_from_before_settings_json_are_checked_against_their_run_config
     for head in study.heads:  # finished variants with only the trainer's config.json
         (tmp_path / f"alexnet-{head}").mkdir()
         (tmp_path / f"alexnet-{head}" / "result.json").write_text("{}")
-    (tmp_path / "alexnet-fcn32s" / "config.json").write_text(json.dumps(TrainConfig(epochs=2).to_dict()))
-    (tmp_path / "alexnet-fcn8s" / "config.json").write_text(json.dumps(TrainConfig(epochs=1).to_dict()))
+    (tmp_path / "alexnet-fcn32s" / "config.json").write_text(json.dumps(TrainConfig(epochs=2).resolved().to_dict()))
+    (tmp_path / "alexnet-fcn8s" / "config.json").write_text(json.dumps(TrainConfig(epochs=1).resolved().to_dict()))
     with pytest.raises(segzoo.SegzooError, match=r"\(alexnet-fcn8s\): epochs 1 then, 2 now \(in alexnet-fcn8s/config"):
         check_settings(study, plan(study))
     (tmp_path / "alexnet-fcn8s" / "config.json").unlink()

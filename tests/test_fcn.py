@@ -97,3 +97,36 @@ def test_segmentation_model_rejects_a_single_image_without_batch_dim():
     model = SegmentationModel(SyntheticBackbone(), narrow("alexnet-fcn8s").head, {})
     with pytest.raises(segzoo.InputError, match=r"x\[None\]"):
         model(torch.randn(3, 64, 64))
+
+
+@pytest.mark.parametrize("geometry", ["modern", "caffe"])
+def test_fixed_final_upsampling_freezes_only_upscore_and_zero_init_scores_starts_score_fr_at_zero(geometry):
+    """The CVPR setting as head options: 2x upsamplings learned, the final one bilinear and fixed, scores at 0."""
+    torch.manual_seed(0)
+    model = segzoo.create_model("alexnet-fcn8s", num_classes=3, backbone_kwargs={"fc_channels": 16},
+                                geometry=geometry,
+                                head_kwargs={"fixed_final_upsampling": True, "zero_init_scores": True}).train()
+    head = model.head
+    final, skips = list(head.upscore.parameters()), [p for m in head.upscore_skip.values() for p in m.parameters()]
+    assert final and not any(p.requires_grad for p in final)
+    assert len(skips) == 2 and all(p.requires_grad for p in skips)
+    assert not head.score_fr.weight.any() and not head.score_fr.bias.any()
+    assert all(not s.weight.any() for s in head.score_skip.values())
+    before = {n: p.detach().clone() for n, p in head.named_parameters()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    target = torch.randint(0, 3, (2, 64, 64))
+    F.cross_entropy(model(torch.randn(2, 3, 64, 64)), target).backward()
+    opt.step()
+    now = dict(head.named_parameters())
+    changed = {n for n in now if not torch.equal(before[n], now[n])}
+    assert not any(n.startswith("upscore.") for n in changed)  # the final upsampling is still bilinear
+    assert "score_fr.weight" in changed  # zero scores still learn
+    # defaults are unchanged: every upsampling learnable, score_fr drawn at random
+    plain = segzoo.create_model("alexnet-fcn8s", num_classes=3, backbone_kwargs={"fc_channels": 16},
+                                geometry=geometry)
+    assert all(p.requires_grad for p in plain.head.upscore.parameters()) and plain.head.score_fr.weight.any()
+    frozen = segzoo.create_model("alexnet-fcn8s", num_classes=3, backbone_kwargs={"fc_channels": 16},
+                                 geometry=geometry, head_kwargs={"learnable_upsampling": False,
+                                                                 "fixed_final_upsampling": True})
+    assert not any(p.requires_grad for m in (frozen.head.upscore, *frozen.head.upscore_skip.values())
+                   for p in m.parameters())

@@ -14,6 +14,9 @@ import yaml
 from ..api import get_registry
 from ..errors import SegzooError
 from ..metrics import report
+from ..model import GEOMETRIES
+from ..presets import PRESETS as PAPER_PRESETS
+from ..presets import list_presets
 from ..train import PRESETS, TrainConfig, load_training_checkpoint, train
 
 COMMAND = "train"
@@ -26,30 +29,46 @@ DEMO_DEFAULTS = {"epochs": 8, "batch_size": 4, "input_size": 64, "scale": "0.75,
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     a = p.add_argument
-    a("--model", default="vgg16-fcn8s", help="<backbone>-<head> or a recipe (default vgg16-fcn8s)")
+    a("--model", default="vgg16-fcn8s", help="<backbone>-<head> or a recipe of registry.yaml (default vgg16-fcn8s)")
     a("--data", default=None, metavar="DIR", help="a VOC folder or folder pair (default: the demo dataset, written "
                                                    "to runs/demo-data beside the run)")
     a("--train-split", default=None, help="split name or list file (default train)")
     a("--val-split", default=None, help="split name or list file, or 'none' (default val)")
     a("--num-classes", type=int, default=None, help="classes (default: from the dataset's class_names.txt)")
+    a("--recipe", default=None, metavar="NAME",
+      help="train with one of the paper's settings (a training preset, not a model recipe): "
+      + "; ".join(f"{n} ({PAPER_PRESETS[n]['description']})" for n in list_presets())
+      + ". It sets --batch-size, --loss, --optimizer paper with its --momentum, --weight-decay and the --lr it gives "
+        "this net, --geometry caffe, and the head's options (which upsamplings are fixed, score layers at zero); "
+        "any of these given as well wins. Its 16s and 8s nets are fine-tuned from the coarser one: pass "
+        "--init-from. docs/paper.md says which produced which table")
     a("--epochs", type=int, default=None, help="epochs (default 10; demo 8); with --resume, the new total, which "
                                                 "the learning-rate schedule then follows")
-    a("--batch-size", type=int, default=None, help="images per step and process (default 8; demo 4)")
+    a("--batch-size", type=int, default=None, help="images per step and process (default: the recipe's, else 8; "
+                                                     "demo 4)")
     a("--input-size", type=int, default=None, help="side of the square training crop (default 320; demo 64)")
     a("--scale", default=None, metavar="LOW,HIGH", help="random scale range (default 0.5,2; demo 0.75,1.25; 1,1: off)")
     a("--no-flip", action="store_true", help="no random horizontal flips")
-    a("--optimizer", default=None, choices=sorted(PRESETS), help="preset (default adamw; paper: the FCN solver)")
-    a("--lr", type=float, default=None, help="learning rate (default: the preset's; demo 3e-4)")
-    a("--weight-decay", type=float, default=None, help="weight decay (default: the preset's)")
-    a("--loss", default=None, choices=["mean", "sum"], help="mean over valid pixels (default) or the paper's sum")
+    a("--optimizer", default=None, choices=sorted(PRESETS),
+      help="optimizer preset (default: the recipe's, else adamw). paper: the FCN solver's optimizer alone (SGD, "
+           "momentum 0.9, lr 1e-4, weight decay 5e-4, biases at 2x lr without decay, constant lr), what --recipe "
+           "paper-cvpr uses for VGG16-FCN-32s; --recipe also sets the batch, loss, geometry and head")
+    a("--lr", type=float, default=None, help="learning rate (default: the recipe's for this net, else the "
+                                              "optimizer's; demo 3e-4 without --recipe)")
+    a("--weight-decay", type=float, default=None, help="weight decay (default: the recipe's, else the optimizer's)")
+    a("--momentum", type=float, default=None, help="SGD momentum (default: the recipe's, else 0.9)")
+    a("--loss", default=None, choices=["mean", "sum"],
+      help="mean over valid pixels or the paper's unnormalised sum (default: the recipe's, else mean)")
     a("--class-weights", default=None, metavar="W0,W1,...", help="per-class loss weights")
     a("--backbone-weights", default=None, metavar="FILE", help="a local ImageNet classifier state dict")
     a("--fc-channels", type=int, default=None, help="fc6/fc7 width for VGG16/AlexNet (default 4096; demo 512)")
     a("--backbone-opt", action="append", default=[], metavar="KEY=VALUE", help="a backbone option (repeatable)")
     a("--head-opt", action="append", default=[], metavar="KEY=VALUE",
       help="a head option, e.g. learnable_upsampling=false (repeatable)")
+    a("--geometry", default=None, choices=list(GEOMETRIES),
+      help="modern, or caffe: the paper's nets, vgg16 and alexnet only (default: the recipe's, else modern)")
     a("--init-from", default=None, metavar="CKPT", help="staged training: start from a coarser net's checkpoint "
-                                                         "(fcn32s -> fcn16s -> fcn8s)")
+                                                         "(fcn32s -> fcn16s -> fcn8s), as the recipes' 16s and 8s do")
     a("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     a("--amp", default=None, action=argparse.BooleanOptionalAction, help="mixed precision (default: on for CUDA)")
     a("--workers", type=int, default=None, help="data-loading processes (default 0)")
@@ -133,6 +152,8 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     demo = args.data is None
     if demo:
         applied = {k: v for k, v in DEMO_DEFAULTS.items() if given.get(k) is None}
+        if args.recipe:  # the recipe's batch and learning rate, not the demo's
+            applied = {k: v for k, v in applied.items() if k not in ("batch_size", "lr")}
         if not _takes_fc_channels(args.model):
             applied.pop("fc_channels", None)
         given.update(applied)
@@ -150,6 +171,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         "train_split": given.get("train_split"), "num_classes": args.num_classes, "epochs": given.get("epochs"),
         "batch_size": given.get("batch_size"), "input_size": given.get("input_size"),
         "optimizer": given.get("optimizer"), "lr": given.get("lr"), "weight_decay": given.get("weight_decay"),
+        "momentum": given.get("momentum"), "recipe": args.recipe, "geometry": args.geometry,
         "loss_reduction": given.get("loss"), "backbone_weights": args.backbone_weights, "init_from": args.init_from,
         "device": given.get("device"), "amp": args.amp, "workers": given.get("workers"), "seed": given.get("seed"),
         "save_every_steps": given.get("save_every_steps"), "save_every_epochs": given.get("save_every_epochs"),

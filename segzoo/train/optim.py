@@ -2,6 +2,9 @@
 
 * ``paper``: SGD, momentum 0.9, lr 1e-4, weight decay 5e-4; biases get twice the learning rate and
   no weight decay (the FCN Caffe solvers' ``lr_mult: 2, decay_mult: 0``); constant learning rate.
+  Only the optimiser: the paper's whole setting (batch, loss, geometry, head initialisation, lr per
+  net) is a training recipe of :mod:`segzoo.presets` (``TrainConfig(recipe=...)``), which uses this
+  optimiser with its own momentum, lr and weight decay.
 * ``sgd-poly``: the same SGD groups with lr 1e-2 and the poly schedule ``lr * (1 - step/total) ** 0.9``.
 * ``adamw``: AdamW, lr 1e-4, weight decay 1e-4 (none on biases), poly schedule; trains from scratch.
 """
@@ -43,18 +46,27 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, bias_lr_mult:
 
 
 def make_optimizer(model: nn.Module, name: str = "adamw", lr: float | None = None,
-                   weight_decay: float | None = None) -> torch.optim.Optimizer:
-    """The preset's optimiser over ``model``'s trainable parameters, with the fused step where PyTorch has
-    one for their device (:func:`segzoo.accel.fused_kwargs`: on a CPU 27x faster than the default step
-    for SGD over VGG16 FCN-8s). Build it after the model is on its device."""
+                   weight_decay: float | None = None, momentum: float | None = None) -> torch.optim.Optimizer:
+    """The preset's optimiser over :func:`param_groups`; ``lr``, ``weight_decay`` and (SGD) ``momentum`` override it.
+
+    It takes the fused step where PyTorch has one for the parameters' device (:func:`segzoo.accel.fused_kwargs`:
+    on a CPU 27x faster than the default step for SGD over VGG16 FCN-8s): build it after the model is on its device.
+    """
     cfg = preset(name)
     lr = cfg["lr"] if lr is None else lr
     wd = cfg["weight_decay"] if weight_decay is None else weight_decay
     device = next(model.parameters()).device
-    if name == "adamw":
+    if "momentum" not in cfg:
+        if momentum is not None:
+            from ..errors import SegzooError
+
+            sgd = sorted(k for k, v in PRESETS.items() if "momentum" in v)
+            raise SegzooError(f"optimizer '{name}' has no momentum; leave --momentum out, or pick an SGD "
+                              f"optimizer ({', '.join(sgd)})")
         return torch.optim.AdamW(param_groups(model, lr, wd, bias_lr_mult=1.0), lr=lr,
                                  **fused_kwargs(torch.optim.AdamW, device))
-    return torch.optim.SGD(param_groups(model, lr, wd, bias_lr_mult=2.0), lr=lr, momentum=cfg["momentum"],
+    momentum = cfg["momentum"] if momentum is None else momentum
+    return torch.optim.SGD(param_groups(model, lr, wd, bias_lr_mult=2.0), lr=lr, momentum=momentum,
                            **fused_kwargs(torch.optim.SGD, device))
 
 

@@ -28,13 +28,15 @@ from ..api import create_model
 from ..checkpoint import save_model
 from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, make_loader, train_transform
 from ..data.demo import write_demo_dataset
-from ..errors import SegzooError, TrainingError
+from ..errors import GeometryError, SegzooError, TrainingError
 from ..metrics import summary_line
+from ..presets import training_preset
 from . import runtime as rtm
 from .config import TrainConfig
 from .evaluate import evaluate, to_device
 from .loss import cross_entropy
 from .optim import make_optimizer, make_scheduler
+from .optim import preset as optimizer_preset
 from .state import init_from_checkpoint, load_training_checkpoint, rng_state, save_training_checkpoint, set_rng_state
 
 CSV_FIELDS = ("epoch", "step", "train_loss", "lr", "images_per_s", "time_s",
@@ -102,6 +104,7 @@ class Trainer:
             self.ckpt, self.ckpt_path = load_training_checkpoint(path), path
             config = config.resumed_from(self.ckpt["config"])
             self.log(f"resuming {path} at epoch {self.ckpt['epoch'] + 1}, step {self.ckpt['step']}")
+        config = config.resolved()  # the recipe's values in the unset settings; a stored config is already resolved
         config.check()
         self.cfg = config
         self.out = Path(config.out_dir)
@@ -120,9 +123,15 @@ class Trainer:
         probe = SegmentationDataset(pairs["train"], num_classes)  # checks classes before any model is built
         self.class_names = probe.class_names
         check_class_weights(cfg.class_weights, self.class_names)
-        self.model = create_model(cfg.model, probe.num_classes, cfg.backbone_weights, cfg.backbone_kwargs,
-                                  cfg.head_kwargs)
+        self.model = self.build_model(probe.num_classes)
         self.model.recipe["class_names"] = list(self.class_names)
+        if cfg.recipe and not cfg.init_from and self.ckpt is None:
+            coarser = training_preset(cfg.recipe, cfg.model, need_lr=False)["init_from"]
+            if coarser:
+                coarse = cfg.model.removesuffix(cfg.model.rsplit("-", 1)[-1]) + coarser
+                self.log(f"note: the paper fine-tunes {cfg.model} from a trained {coarse} (recipe {cfg.recipe}); to do "
+                         f"the same pass that run's checkpoint, e.g. --init-from runs/{coarse}/last.pt (init_from= in "
+                         "Python or a study); training from the backbone's initialisation instead")
         if cfg.init_from and self.ckpt is None:
             got = init_from_checkpoint(self.model, cfg.init_from)
             self.log(f"initialised {len(got['copied'])} tensors from {cfg.init_from}; "
@@ -147,12 +156,26 @@ class Trainer:
         self.model.to(rt.device)
         if rt.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.optimizer = make_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.weight_decay)
+        self.optimizer = make_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
         self.scheduler = make_scheduler(self.optimizer, cfg.optimizer, cfg.epochs * self.steps_per_epoch)
         self.scaler = rt.grad_scaler()
         self.weight = torch.tensor(cfg.class_weights, device=rt.device) if cfg.class_weights else None
         self.net = (DistributedDataParallel(self.model, device_ids=[rt.device.index] if rt.device.type == "cuda"
                                             else None) if rt.distributed else self.model)
+
+    def build_model(self, num_classes: int) -> torch.nn.Module:
+        """The model, in the geometry the config (or its recipe) asks for."""
+        cfg = self.cfg
+        try:
+            return create_model(cfg.model, num_classes, cfg.backbone_weights, cfg.backbone_kwargs, cfg.head_kwargs,
+                                geometry=cfg.geometry)
+        except GeometryError as exc:
+            if not cfg.recipe:
+                raise
+            raise GeometryError(
+                f"recipe '{cfg.recipe}' trains the paper's geometry '{cfg.geometry}', which {cfg.model} cannot have "
+                f"({exc}); the paper's nets are vgg16-* and alexnet-*. To keep the recipe's other settings on this "
+                "model, pass --geometry modern (geometry='modern')") from exc
 
     def prepare_data(self) -> Path:
         if self.cfg.data:
@@ -203,6 +226,8 @@ class Trainer:
                  f"{self.steps_per_epoch} steps/epoch x {cfg.epochs} epochs, device {self.rt.device}"
                  + (f" x {self.rt.world_size} processes" if self.rt.distributed else "")
                  + (f", amp {str(self.rt.amp_dtype).removeprefix('torch.')}" if self.rt.amp_dtype else ""))
+        if cfg.recipe:
+            self.log(f"recipe {cfg.recipe}: {self.settings_line()}")
         if self.ckpt is None and self.val_loader is not None:
             self.initial_metrics = self.validate()
             self.log(f"before training: {summary_line(self.initial_metrics)}")
@@ -212,6 +237,20 @@ class Trainer:
             if not stopped:
                 self.end_epoch()
         return self.result(stopped)
+
+    def settings_line(self) -> str:
+        """The run's batch, loss, optimiser and model settings as resolved (what a recipe set, overrides included)."""
+        cfg, groups = self.cfg, self.optimizer.param_groups
+        opt = f"{type(self.optimizer).__name__} lr {groups[0]['lr']:g}"
+        if "momentum" in groups[0]:
+            opt += f" momentum {groups[0]['momentum']:g}"
+        opt += f" weight decay {groups[0]['weight_decay']:g}"
+        if len(groups) > 1:
+            opt += f" (biases: lr x{groups[1]['lr_mult']:g}, weight decay {groups[1]['weight_decay']:g})"
+        head = ", ".join(f"{k}={v}" for k, v in sorted(cfg.head_kwargs.items()))
+        schedule = optimizer_preset(cfg.optimizer)["schedule"]
+        return (f"batch {cfg.batch_size}, loss {cfg.loss_reduction}, {opt}, {schedule} lr, geometry "
+                f"{self.model.recipe.get('geometry')}, head {head or 'defaults'}")
 
     def train_epoch(self) -> bool:
         """One pass over this rank's shard; True if the run stopped early (``stop_at_step``)."""
