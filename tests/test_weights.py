@@ -145,6 +145,6 @@ class Payload:
 def test_arbitrary_pickles_are_refused(tmp_path):
     """weights_only=True: a file that would execute code on load is rejected, not run."""
     path = tmp_path / "evil.pth"
-    path.write_bytes(pickle.dumps({"features.0.weight": Payload()}))
+    path.write_bytes(pickle.dumps({"features.0.weight": Payload()}, protocol=2))  # torch.save's protocol
     with pytest.raises(segzoo.CheckpointError, match="cannot read"):
         segzoo.create_model("alexnet-fcn32s", backbone_weights=str(path))
