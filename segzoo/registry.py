@@ -96,10 +96,9 @@ class Registry:
         covering another plugin's concrete name, or two families of which one contains the other. A
         plugin may name members of its own family (segzoo's ``timm-*`` lists ``timm-resnet18``).
         """
-        seen: list[Entry] = []
+        seen: dict[tuple[str, str], Entry] = {}
         for e in registrar.staged:
-            prior = self.entries[e.kind].get(e.name) or next(
-                (p for p in seen if p.kind == e.kind and p.name == e.name), None)
+            prior = self.entries[e.kind].get(e.name) or seen.get((e.kind, e.name))
             if prior is not None:
                 raise PluginError(
                     f"{e.kind} name '{e.name}' from {e.source} clashes with the one from {prior.source}; "
@@ -109,7 +108,7 @@ class Registry:
                 for other in self.entries["backbone"].values():
                     if other.source != e.source and _overlap(e.name, other.name):
                         raise PluginError(_family_clash(e, other))
-            seen.append(e)
+            seen[(e.kind, e.name)] = e
         for e in registrar.staged:
             self.entries[e.kind][e.name] = e
 
