@@ -15,9 +15,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segzoo import Backbone, FeatureInfo, hookimpl
-from segzoo.layers import grid_offset, load_backbone_weights
-from segzoo.model import CAFFE_NORM, check_geometry
+from segzoo import CAFFE_NORM, Backbone, FeatureInfo, hookimpl, load_classifier_weights
+from segzoo.core.layers import grid_offset
+from segzoo.core.model import check_geometry
+
+# Where each ImageNet classifier layout keeps AlexNet's fc6 and fc7: torchvision's, and segzoo's own keys.
+CLASSIFIER_LAYOUTS = {"segzoo": ("fc6", "fc7"), "torchvision-alexnet": ("classifier.1", "classifier.4")}
 
 
 def make_features(caffe: bool = False) -> nn.Sequential:
@@ -83,7 +86,7 @@ def alexnet(weights: str | None = None, fc_channels: int = 4096, dropout: float 
     """AlexNet (Krizhevsky et al.), torchvision's layout, with fc6/fc7 as 6x6 and 1x1 convs; strides 4-32."""
     model = AlexNet(fc_channels, dropout, geometry)
     if weights:
-        load_backbone_weights(model, weights, fc6_in_channels=256, fc6_kernel=6)
+        load_classifier_weights(model, weights, CLASSIFIER_LAYOUTS, fc6_in_channels=256, fc6_kernel=6)
     return model
 
 

@@ -11,15 +11,29 @@ grids the backbone declares, as Caffe's crop layer did, so the published weights
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
-from segzoo import FeatureInfo, Head, InputError, hookimpl
-from segzoo.errors import SegzooError
-from segzoo.layers import BilinearUpsample, bilinear_kernel, crop, fit_to, grid_upsampled
-from segzoo.model import check_geometry
+from segzoo import (
+    CheckpointError,
+    FeatureInfo,
+    Head,
+    InputError,
+    Preset,
+    SegmentationModel,
+    SegzooError,
+    WeightLayout,
+    check_fits,
+    hookimpl,
+)
+from segzoo.core.layers import BilinearUpsample, bilinear_kernel, crop, fit_to, grid_upsampled
+from segzoo.core.model import check_geometry
 
 FUSIONS = {"fcn32s": (32,), "fcn16s": (32, 16), "fcn8s": (32, 16, 8), "fcn4s": (32, 16, 8, 4)}
+# Staged training fine-tunes each net from the next coarser one (the paper: 32s -> 16s -> 8s).
+PARENTS = {"fcn16s": "fcn32s", "fcn8s": "fcn16s", "fcn4s": "fcn8s"}
 # FCN-8s trained "at once" (all skips from the start): pool4 and pool3 are scaled before their score
 # layers so that their raw magnitudes (larger than fc7's) do not swamp the coarse scores.
 AT_ONCE_SCALES = {16: 0.01, 8: 0.0001}
@@ -170,8 +184,146 @@ def make_factory(name: str, strides: tuple[int, ...], skip_scales: dict[int, flo
     return factory
 
 
+# -- the published FCN weights: torchfcn's layout ---------------------------------------------------------------
+# The PyTorch port distributes the Caffe-trained FCN weights (keys conv1_1.weight ... fc7.*, score_fr.*,
+# score_pool4.*, upscore2.weight ...). They belong to the paper's geometry (geometry="caffe") and to BGR 0-255
+# input minus the Caffe mean, which the caffe-geometry backbones put in the recipe's normalization.
+# torchfcn's names for VGG16's 13 convs, in order, and for the FCN head's layers (segzoo module -> torchfcn).
+VGG16_CONVS = tuple(f"conv{block}_{i}" for block, n in enumerate((2, 2, 3, 3, 3), 1) for i in range(1, n + 1))
+TORCHFCN_HEAD = {
+    "backbone.fc6": "fc6", "backbone.fc7": "fc7", "head.score_fr": "score_fr",
+    "head.score_skip.16": "score_pool4", "head.score_skip.8": "score_pool3",
+    "head.upscore_skip.16": "upscore2", "head.upscore_skip.8": "upscore_pool4",
+}
+TORCHFCN_FINAL = {32: "upscore", 16: "upscore16", 8: "upscore8"}  # the last upsampling, by the head's finest stride
+TORCHFCN_HEADS = {"upscore8": "fcn8s", "upscore16": "fcn16s", "upscore": "fcn32s"}  # how a file shows its head
+def from_torchfcn(model: SegmentationModel, state: dict[str, torch.Tensor],
+                  path: str | os.PathLike[str] = "weights") -> dict[str, torch.Tensor]:
+    """torchfcn's state dict renamed to ``model``'s keys, after checking that every key and shape fits."""
+    geometry = model.recipe.geometry
+    if geometry != "caffe":
+        raise CheckpointError(
+            f"{path} holds torchfcn's FCN weights, which belong to the paper's geometry, but the model was built "
+            f"with geometry '{geometry}'; build it with geometry='caffe' (segzoo convert --from torchfcn does)"
+        )
+    names = torchfcn_names(model)
+    own = model.state_dict()
+    expected = {names[k]: v for k, v in own.items()}
+    check_fits(expected, state, path, "torchfcn", _torchfcn_hint(model, state))
+    return {k: state[names[k]] for k in own}
+
+
+def torchfcn_names(model: SegmentationModel) -> dict[str, str]:
+    """segzoo key -> torchfcn key for every weight of a caffe-geometry VGG16 FCN-32s, -16s or -8s (at once too)."""
+    features = getattr(model.backbone, "features", None)
+    convs = [n for n, m in features.named_children() if isinstance(m, nn.Conv2d)] if features is not None else []
+    strides = tuple(getattr(model.head, "strides", ()))
+    if len(convs) != len(VGG16_CONVS) or not strides or strides[-1] not in TORCHFCN_FINAL \
+            or not set(strides) <= set(TORCHFCN_FINAL):
+        raise CheckpointError(
+            f"torchfcn's weights are VGG16 FCN-32s, -16s or -8s; '{model.recipe.name}' is not one of "
+            "them: build vgg16-fcn32s, vgg16-fcn16s, vgg16-fcn8s or vgg16-fcn8s-atonce"
+        )
+    modules = {f"backbone.features.{i}": name for i, name in zip(convs, VGG16_CONVS)}
+    modules.update(TORCHFCN_HEAD, **{"head.upscore": TORCHFCN_FINAL[strides[-1]]})
+    names = {}
+    for key in model.state_dict():
+        module, _, param = key.rpartition(".")
+        if module not in modules:
+            raise CheckpointError(f"'{key}' of this model has no counterpart in torchfcn's layout")
+        names[key] = f"{modules[module]}.{param}"
+    return names
+
+
+def to_torchfcn(model: SegmentationModel) -> dict[str, torch.Tensor]:
+    """The model's weights in torchfcn's layout (the inverse of :func:`from_torchfcn`)."""
+    names = torchfcn_names(model)
+    return {names[k]: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _torchfcn_hint(model: SegmentationModel, state: dict[str, torch.Tensor]) -> str:
+    hints = []
+    final = next((k for k in TORCHFCN_HEADS if f"{k}.weight" in state), None)
+    if final and final != TORCHFCN_FINAL[model.head.strides[-1]]:
+        head = TORCHFCN_HEADS[final]
+        hints.append(f"the file is an FCN-{head[3:]} (its last upsampling is {final}): build vgg16-{head}")
+    score = state.get("score_fr.weight")
+    if score is not None and score.shape[0] != model.num_classes:
+        hints.append(f"it scores {score.shape[0]} classes, not {model.num_classes}: pass num_classes={score.shape[0]}")
+    return f"; {'; '.join(hints)}" if hints else ""
+
+
+
+def torchfcn_detect(state) -> bool:
+    """torchfcn's files name VGG16's first conv and the coarse score layer this way."""
+    return {"conv1_1.weight", "score_fr.weight"} <= set(state)
+
+
+def torchfcn_build_options(state) -> dict:
+    """What a torchfcn file needs to be built: its classes (the rows of score_fr), caffe geometry, its fc width."""
+    fc = state.get("fc7.weight")
+    return {"num_classes": int(state["score_fr.weight"].shape[0]), "geometry": "caffe",
+            "backbone_kwargs": {"fc_channels": int(fc.shape[0])} if fc is not None else {}}
+
+
+TORCHFCN = WeightLayout(
+    detect=torchfcn_detect, to_model=lambda model, state, path: from_torchfcn(model, state, path),
+    from_model=lambda model: to_torchfcn(model), build_options=torchfcn_build_options,
+    description="the published FCN weights as the PyTorch port distributes them (conv1_1.*, score_fr.*)",
+)
+
+
 @hookimpl
 def segzoo_register_heads(registrar):
     for name, strides in FUSIONS.items():
-        registrar.head(name, make_factory(name, strides))
-    registrar.head("fcn8s-atonce", make_factory("fcn8s-atonce", FUSIONS["fcn8s"], AT_ONCE_SCALES))
+        registrar.head(name, make_factory(name, strides), strides=strides, parent=PARENTS.get(name))
+    registrar.head("fcn8s-atonce", make_factory("fcn8s-atonce", FUSIONS["fcn8s"], AT_ONCE_SCALES),
+                   strides=FUSIONS["fcn8s"])
+
+
+@hookimpl
+def segzoo_register_weight_layouts(registrar):
+    registrar.weight_layout("torchfcn", TORCHFCN)
+
+
+
+# -- the paper's two training settings ---------------------------------------------------------------------------
+# docs/paper.md says which produced which table.
+#
+# - paper-cvpr: the CVPR 2015 paper (Sec. 4.3, Optimization; Sec. 4.2 for the skips): minibatches of 20,
+#   momentum 0.9, a per-pixel averaged loss, lr 1e-4 for FCN-VGG16 (1e-3 for FCN-AlexNet), score layers
+#   zero-initialised, biases at twice the lr (the "paper" optimizer), and the lr divided by 100 for the skip
+#   nets, each fine-tuned from the coarser one. Its 2x upsamplings are learned, the final one fixed to bilinear.
+# - paper-heavy: the reference implementation's solvers (fcn.berkeleyvision.org voc-fcn*/solver.prototxt),
+#   described in the PAMI 2016 paper: one image per batch, momentum 0.99 and the loss *summed* over pixels
+#   (unnormalised), hence the tiny rates (1e-10, 1e-12, 1e-14), with every upsampling fixed. The published
+#   PASCAL weights (geometry="caffe" + torchfcn's files) were trained this way.
+PRESETS = {
+    "paper-heavy": Preset(
+        description="PAMI / reference solvers: batch 1, summed loss, momentum 0.99, fixed upsampling",
+        settings={"batch_size": 1, "loss_reduction": "sum", "optimizer": "paper", "momentum": 0.99,
+                  "weight_decay": 5e-4, "geometry": "caffe"},
+        lr={"fcn32s": 1e-10, "fcn16s": 1e-12, "fcn8s": 1e-14, "fcn8s-atonce": 1e-10},
+        # every transposed conv stays bilinear (lr_mult 0); Caffe's constant-0 filler for every score layer
+        head_kwargs={"learnable_upsampling": False, "fixed_final_upsampling": True, "zero_init_scores": True},
+        staged=True,
+    ),
+    "paper-cvpr": Preset(
+        description="CVPR 2015: batch 20, averaged loss, momentum 0.9, lr 1e-4 (VGG16), /100 for skip nets",
+        # weight decay: the paper's "5^-4 or 2^-4" (5e-4 or 2e-4), "training insensitive to these"
+        settings={"batch_size": 20, "loss_reduction": "mean", "optimizer": "paper", "momentum": 0.9,
+                  "weight_decay": 5e-4, "geometry": "caffe"},
+        lr={"fcn32s": 1e-4, "fcn16s": 1e-6, "fcn8s": 1e-6},
+        lr_by_model={"alexnet-fcn32s": 1e-3},  # chosen by line search per classifier (GoogLeNet: 5e-5)
+        # 2x upsamplings learned from bilinear, the final one fixed; "random initialization yielded neither
+        # better performance nor faster convergence" for the score layers
+        head_kwargs={"learnable_upsampling": True, "fixed_final_upsampling": True, "zero_init_scores": True},
+        staged=True,
+    ),
+}
+
+
+@hookimpl
+def segzoo_register_presets(registrar):
+    for name, preset in PRESETS.items():
+        registrar.preset(name, preset)

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from segzoo import hookimpl
-from segzoo.errors import PluginError
+from segzoo.core.errors import PluginError
 
 DEFAULT = Path(__file__).with_name("registry.yaml")
 

@@ -15,11 +15,8 @@ from typing import Any
 
 import torch
 
-from segzoo import Backbone, FeatureInfo, hookimpl
-from segzoo.checkpoint import read_state_dict
-from segzoo.errors import UnknownNameError
-from segzoo.model import check_geometry
-from segzoo.weights import check_fits
+from segzoo import Backbone, FeatureInfo, UnknownNameError, check_fits, hookimpl, read_state_dict
+from segzoo.core.model import check_geometry
 
 # Listed by name (and so in every contract test); any other timm model is reachable as timm-<name>.
 EXAMPLES = ("resnet18", "mobilenetv3_large_100")
@@ -94,7 +91,7 @@ def checked_state_dict(variant: str, path: str, timm_kwargs: dict[str, Any] | No
     """The state dict in ``path``, once it fits timm's ``variant`` classifier key by key and shape by shape.
 
     Only the classification head may be missing, extra or of another shape (another number of classes,
-    or none); anything else raises segzoo's :class:`~segzoo.errors.CheckpointError` listing the keys.
+    or none); anything else raises segzoo's :class:`~segzoo.core.errors.CheckpointError` listing the keys.
     """
     state = read_state_dict(path)
     reference = classifier(variant, timm_kwargs)

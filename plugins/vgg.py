@@ -13,9 +13,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segzoo import Backbone, FeatureInfo, hookimpl
-from segzoo.layers import grid_offset, load_backbone_weights
-from segzoo.model import CAFFE_NORM, check_geometry
+from segzoo import CAFFE_NORM, Backbone, FeatureInfo, hookimpl, load_classifier_weights
+from segzoo.core.layers import grid_offset
+from segzoo.core.model import check_geometry
+
+# Where each ImageNet classifier layout keeps VGG16's fc6 and fc7 (as timm's vgg.py owns its _filter_fn):
+# torchvision's and timm's VGG16, and segzoo's own convolutionalized keys.
+CLASSIFIER_LAYOUTS = {
+    "segzoo": ("fc6", "fc7"),
+    "torchvision-vgg": ("classifier.0", "classifier.3"),
+    "timm-vgg": ("pre_logits.fc1", "pre_logits.fc2"),
+}
 
 CONFIG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
@@ -80,7 +88,7 @@ def vgg16(weights: str | None = None, fc_channels: int = 4096, dropout: float = 
     """VGG16 (Simonyan & Zisserman) with fc6/fc7 as 7x7 and 1x1 convs; strides 2-32."""
     model = VGG16(fc_channels, dropout, geometry)
     if weights:
-        load_backbone_weights(model, weights, fc6_in_channels=512, fc6_kernel=7)
+        load_classifier_weights(model, weights, CLASSIFIER_LAYOUTS, fc6_in_channels=512, fc6_kernel=7)
     return model
 
 

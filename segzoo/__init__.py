@@ -1,15 +1,47 @@
-"""segzoo: Fully Convolutional Networks as a plugin-based model zoo."""
+"""segzoo: Fully Convolutional Networks as a plugin-based model zoo.
 
-from .api import create_model, get_registry, list_backbones, list_heads, list_models
-from .checkpoint import load_model, save_model
-from .errors import CheckpointError, DataError, InputError, PluginError, SegzooError, TrainingError, UnknownNameError
-from .hookspecs import hookimpl
-from .model import Backbone, FeatureInfo, Head, SegmentationModel
+The flow, one folder each: ``core`` (the contracts) → ``zoo`` (the registry, filled by plugins) →
+``api`` (names to models, with their weights; ``io`` reads and writes the files) → ``train`` /
+``infer`` → ``studies`` (ablate, bench) → ``cli``. What plugin authors use is importable from here.
+"""
+
+from .api import (
+    build,
+    convert,
+    create_model,
+    get_registry,
+    list_backbones,
+    list_heads,
+    list_models,
+    list_presets,
+    load_model,
+    save_model,
+)
+from .core.errors import (
+    CheckpointError,
+    DataError,
+    GeometryError,
+    InputError,
+    PluginError,
+    SegzooError,
+    TrainingError,
+    UnknownNameError,
+)
+from .core.hookspecs import hookimpl
+from .core.model import CAFFE_NORM, GEOMETRIES, IMAGENET_NORM, Backbone, FeatureInfo, Head, SegmentationModel
+from .core.recipe import Preset, Recipe, WeightLayout
+from .io.checkpoint import read_state_dict
+from .io.weights import check_fits, load_classifier_weights, load_fitting
+from .zoo.check import assert_plugin_passes
+from .zoo.contract import assert_contract, run_contract
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Backbone", "CheckpointError", "DataError", "FeatureInfo", "Head", "InputError", "PluginError", "SegmentationModel",
-    "SegzooError", "TrainingError", "UnknownNameError", "create_model", "get_registry", "hookimpl", "list_backbones",
-    "list_heads", "list_models", "load_model", "save_model",
+    "CAFFE_NORM", "GEOMETRIES", "IMAGENET_NORM", "Backbone", "CheckpointError", "DataError", "FeatureInfo",
+    "GeometryError", "Head", "InputError", "PluginError", "Preset", "Recipe", "SegmentationModel", "SegzooError",
+    "TrainingError", "UnknownNameError", "WeightLayout", "assert_contract", "assert_plugin_passes", "build",
+    "check_fits", "convert", "create_model", "get_registry", "hookimpl", "list_backbones", "list_heads",
+    "list_models", "list_presets", "load_classifier_weights", "load_fitting", "load_model", "read_state_dict",
+    "run_contract", "save_model",
 ]

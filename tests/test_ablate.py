@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 import segzoo.train
-from segzoo.ablate import Study, plan, results_table, run_study, write_report
+from segzoo.studies.ablate import Study, plan, results_table, run_study, write_report
 from tests.conftest import run_cli
 
 REAL_TRAIN = segzoo.train.train  # before any test wraps it
@@ -121,7 +121,7 @@ def test_a_rerun_with_other_settings_stops_and_restart_trains_every_variant_agai
 
 
 def test_variants_from_before_settings_json_are_checked_against_their_run_config(tmp_path):
-    from segzoo.ablate import check_settings, shared_settings
+    from segzoo.studies.ablate import check_settings, shared_settings
     from segzoo.train import TrainConfig
 
     study = Study(backbones=["alexnet"], heads=["fcn32s", "fcn8s"], out=str(tmp_path), train={"epochs": 2})
@@ -154,7 +154,7 @@ def test_a_staged_study_initialises_16s_from_the_final_32s_checkpoint(tmp_path, 
     import torch
 
     import segzoo.train.trainer as trainer
-    from segzoo.checkpoint import read_state_dict
+    from segzoo.io.checkpoint import read_state_dict
 
     out = tmp_path / "s"
     train = {**TINY, "data": str(demo_data), "backbone_kwargs": {"fc_channels": 16}}

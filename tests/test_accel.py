@@ -1,4 +1,4 @@
-"""segzoo.accel: the faster convs compute what nn.Conv2d computes (forward and gradients), in place."""
+"""segzoo.core.accel: the faster convs compute what nn.Conv2d computes (forward and gradients), in place."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 import segzoo
-from segzoo import accel, bench
-from segzoo.accel import GemmConv2d, WinogradConv2d, accelerate, decelerate, fused_kwargs, nnpack_available
+from segzoo.core import accel
+from segzoo.studies import bench
+from segzoo.core.accel import GemmConv2d, WinogradConv2d, accelerate, decelerate, fused_kwargs, nnpack_available
 
 nnpack_conv = accel._nnpack
 needs_nnpack = pytest.mark.skipif(not nnpack_available(), reason="NNPACK does not run here")

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import segzoo
-from segzoo import bench
+from segzoo.studies import bench
 from segzoo.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

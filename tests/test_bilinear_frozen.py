@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import segzoo
-from segzoo.layers import BilinearUpsample
+from segzoo.core.layers import BilinearUpsample
 
 
 def deconv_path(up: BilinearUpsample, x: torch.Tensor) -> torch.Tensor:

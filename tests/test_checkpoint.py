@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import segzoo
-from segzoo.checkpoint import atomic_save
+from segzoo.io.checkpoint import atomic_save
 
 
 def small(name="alexnet-fcn8s", **kw):
@@ -18,7 +18,7 @@ def test_save_and_load_model_rebuild_from_the_file_alone(tmp_path):
     x = torch.randn(1, 3, 45, 61)
     with torch.no_grad():
         assert torch.equal(model(x), again(x))
-    assert again.recipe["head_kwargs"] == {"learnable_upsampling": False}
+    assert again.recipe.head_kwargs == {"learnable_upsampling": False}
     assert not again.head.upscore.deconv.weight.requires_grad
 
 

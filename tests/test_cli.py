@@ -13,7 +13,7 @@ def test_build_prints_the_summary_and_writes_a_loadable_checkpoint(tmp_path):
     for text in ("parameters", "trainable", "32 + 16 + 8", "1 x 3 x 67 x 45", "1 x 4 x 67 x 45", "GFLOPs"):
         assert text in r.stdout
     model = segzoo.load_model(out)
-    assert model.num_classes == 4 and model.recipe["name"] == "alexnet-fcn8s"
+    assert model.num_classes == 4 and model.recipe.name == "alexnet-fcn8s"
     assert model(torch.randn(1, 3, 67, 45)).shape == (1, 4, 67, 45)
 
 

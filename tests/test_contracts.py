@@ -12,10 +12,11 @@ import pytest
 import torch
 
 import segzoo
-from segzoo import contract
-from segzoo.errors import PluginError, SegzooError
-from segzoo.model import GEOMETRIES, SegmentationModel
-from segzoo.summary import meta_forward
+from segzoo.zoo import contract
+from segzoo.core.errors import PluginError, SegzooError
+from segzoo.core.model import GEOMETRIES, SegmentationModel
+from segzoo.core.recipe import Recipe
+from segzoo.studies.summary import meta_forward
 
 REGISTRY = segzoo.get_registry()
 BACKBONES = [b for b in REGISTRY.names("backbone") if not b.endswith("*")]
@@ -36,10 +37,10 @@ def backbone(name: str, narrow: bool = False):
 
 def compose(backbone_name: str, head_name: str) -> SegmentationModel:
     """A model on the cached backbone, with the recipe the registry would have made."""
-    make_head, _ = REGISTRY.head_factory(head_name)
+    make_head = REGISTRY.head(head_name).obj
     bb = backbone(backbone_name, narrow=True)
-    recipe = {"name": f"{backbone_name}-{head_name}", "backbone": backbone_name, "head": head_name,
-              "num_classes": NUM_CLASSES, "backbone_kwargs": NARROW.get(backbone_name, {})}
+    recipe = Recipe(backbone=backbone_name, head=head_name, num_classes=NUM_CLASSES,
+                    backbone_kwargs=NARROW.get(backbone_name, {}))
     return SegmentationModel(bb, make_head(list(bb.feature_info), NUM_CLASSES), recipe)
 
 
@@ -63,7 +64,7 @@ def test_the_models_feature_check_accepts_what_each_backbone_returns(name, geome
             assert geometry != "modern" and "geometry" in str(exc)
             pytest.skip(f"{name} has no geometry {geometry}")
         bb.eval()
-        model = SegmentationModel(bb, REGISTRY.head_factory("fcn32s")[0](list(bb.feature_info), NUM_CLASSES),
+        model = SegmentationModel(bb, REGISTRY.head("fcn32s").obj(list(bb.feature_info), NUM_CLASSES),
                                   {"backbone": name})
     low = bb.min_input_size
     for size in [(low, low), (low + 1, low + 3), *contract.ODD_SIZES, (97, 161), (224, 224), (500, 375)]:
@@ -78,7 +79,7 @@ def test_the_model_stops_maps_coarser_than_declared():
             out = super().forward(x)
             return {**out, 16: torch.nn.functional.avg_pool2d(out[16], 2, ceil_mode=True)}
 
-    model = SegmentationModel(Coarse((4, 8, 16, 32)), REGISTRY.head_factory("fcn8s")[0](
+    model = SegmentationModel(Coarse((4, 8, 16, 32)), REGISTRY.head("fcn8s").obj(
         list(Coarse((4, 8, 16, 32)).feature_info), NUM_CLASSES), {"backbone": "coarse"})
     with pytest.raises(PluginError, match=r"declares strides \[4, 8, 16, 32\] but for a 64x64 input returned maps "
                                           r"of 16x16, 8x8, 2x2, 2x2, i\.e\. strides about \[4, 8, 32, 32\] "
@@ -116,7 +117,7 @@ def test_too_small_input_names_the_minimum(name):
 def test_head_round_trips_through_recipe_and_pickle(head):
     """Heads checked on a tiny synthetic backbone with every stride: cheap, and independent of any encoder."""
     bb = contract.SyntheticBackbone()
-    make_head, _ = REGISTRY.head_factory(head)
+    make_head = REGISTRY.head(head).obj
 
     def build():
         return SegmentationModel(contract.SyntheticBackbone(), make_head(list(bb.feature_info), NUM_CLASSES), {})
@@ -128,8 +129,7 @@ def test_head_round_trips_through_recipe_and_pickle(head):
 
 @pytest.mark.parametrize("name", BACKBONES)
 def test_registry_build_round_trips_state_dict(name):
-    recipe = REGISTRY.resolve(f"{name}-fcn8s")
-    recipe.update(num_classes=NUM_CLASSES, backbone_kwargs=NARROW.get(name, {}))
+    recipe = REGISTRY.resolve(f"{name}-fcn8s").replace(num_classes=NUM_CLASSES, backbone_kwargs=NARROW.get(name, {}))
     model = REGISTRY.build(recipe)
     contract.check_state_dict_roundtrip(model, lambda: REGISTRY.build(recipe))
 

@@ -27,8 +27,8 @@ from segzoo.data import (
 )
 from segzoo.data.demo import CLASSES
 from segzoo.data.transforms import Compose, RandomCrop, RandomHorizontalFlip, RandomScale, to_tensors
-from segzoo.errors import DataError
-from segzoo.model import IMAGENET_NORM
+from segzoo.core.errors import DataError
+from segzoo.core.model import IMAGENET_NORM
 
 CAFFE_NORM = {"mean": [104.00699, 116.66877, 122.67892], "std": [1, 1, 1], "scale": 255.0, "bgr": True}
 

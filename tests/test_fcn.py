@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 import segzoo
-from segzoo.contract import SyntheticBackbone
-from segzoo.model import SegmentationModel
+from segzoo.zoo.contract import SyntheticBackbone
+from segzoo.core.model import SegmentationModel
 
 
 def narrow(name, num_classes=4, **head_kwargs):
@@ -59,7 +59,7 @@ def test_fresh_fcn16s_and_fcn8s_predict_what_fcn32s_predicts():
 def test_heads_are_defined_by_stride():
     for name, strides in [("fcn32s", (32,)), ("fcn16s", (32, 16)), ("fcn8s", (32, 16, 8)),
                           ("fcn4s", (32, 16, 8, 4))]:
-        make, _ = segzoo.get_registry().head_factory(name)
+        make = segzoo.get_registry().head(name).obj
         head = make(SyntheticBackbone().feature_info, 3)
         assert head.strides == strides
         assert sorted(int(s) for s in head.score_skip) == sorted(strides[1:])
@@ -67,7 +67,7 @@ def test_heads_are_defined_by_stride():
 
 
 def test_a_head_needing_a_missing_stride_says_which():
-    make, _ = segzoo.get_registry().head_factory("fcn4s")
+    make = segzoo.get_registry().head("fcn4s").obj
     with pytest.raises(segzoo.InputError, match=r"missing \[4\].*fcn32s"):
         make(SyntheticBackbone(strides=(8, 16, 32)).feature_info, 3)
 

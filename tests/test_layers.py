@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segzoo.layers import BilinearUpsample, bilinear_kernel, conv_from_linear, fit_to
+from segzoo.core.layers import BilinearUpsample, bilinear_kernel, conv_from_linear, fit_to
 
 
 @pytest.mark.parametrize("factor", [2, 4, 8, 16, 32])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from segzoo.metrics import ConfusionMatrix, metrics_from_confusion, report
+from segzoo.train.metrics import ConfusionMatrix, metrics_from_confusion, report
 
 
 def test_hand_computed_example_with_void_pixels():

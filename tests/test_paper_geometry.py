@@ -11,12 +11,13 @@ import torch.nn.functional as F
 from segzoo_plugins.fcn import CaffeAlignment, make_factory
 
 import segzoo
+from segzoo.api import create_model
 from segzoo import FeatureInfo
-from segzoo.errors import SegzooError, UnknownNameError
-from segzoo.layers import bilinear_kernel
-from segzoo.model import CAFFE_NORM
-from segzoo.registry import Registrar, Registry
-from segzoo.summary import meta_forward
+from segzoo.core.errors import SegzooError, UnknownNameError
+from segzoo.core.layers import bilinear_kernel
+from segzoo.core.model import CAFFE_NORM
+from segzoo.zoo.registry import Registrar, Registry
+from segzoo.studies.summary import meta_forward
 
 PAPER_MODELS = ["vgg16-fcn32s", "vgg16-fcn16s", "vgg16-fcn8s", "vgg16-fcn8s-atonce", "alexnet-fcn32s"]
 
@@ -117,14 +118,14 @@ def test_at_once_scales_pool4_and_pool3_before_scoring(geometry):
 
 def test_recipe_carries_geometry_and_caffe_normalization(tmp_path):
     model = segzoo.create_model("alexnet-fcn32s", geometry="caffe", backbone_kwargs={"fc_channels": 8})
-    assert model.recipe["geometry"] == "caffe" and model.normalization == CAFFE_NORM
+    assert model.recipe.geometry == "caffe" and model.normalization == CAFFE_NORM
     assert model.backbone.min_input_size == 1
     segzoo.save_model(model, tmp_path / "m.pt")
     loaded = segzoo.load_model(tmp_path / "m.pt")
-    assert loaded.recipe["geometry"] == "caffe" and loaded.normalization == CAFFE_NORM
+    assert loaded.recipe.geometry == "caffe" and loaded.normalization == CAFFE_NORM
     assert isinstance(loaded.head.alignment, CaffeAlignment) and loaded.head.alignment.crops == {1: 18}
     modern = segzoo.create_model("alexnet-fcn32s", backbone_kwargs={"fc_channels": 8})
-    assert modern.recipe["geometry"] == "modern" and modern.normalization["bgr"] is False
+    assert modern.recipe.geometry == "modern" and modern.normalization["bgr"] is False
 
 
 def test_unsupported_geometries_are_clear_errors():
@@ -141,11 +142,11 @@ def test_a_plugin_without_geometries_is_named():
     registry = Registry()
     registrar = Registrar("toy", "toy-dist")
     registrar.backbone("toy", lambda weights=None: alexnet(fc_channels=8))
-    registrar.head("fcn32s", make_factory("fcn32s", (32,)))
+    registrar.head("fcn32s", make_factory("fcn32s", (32,)), strides=(32,))
     registry.commit(registrar)
-    assert registry.create_model("toy-fcn32s").recipe["geometry"] == "modern"
+    assert create_model("toy-fcn32s", registry=registry).recipe.geometry == "modern"
     with pytest.raises(SegzooError, match="backbone 'toy' from plugin 'toy' .*does not support geometry 'caffe'"):
-        registry.create_model("toy-fcn32s", geometry="caffe")
+        create_model("toy-fcn32s", geometry="caffe", registry=registry)
 
 
 def test_caffe_head_refuses_grids_it_cannot_crop_whole():
@@ -175,7 +176,7 @@ def test_modern_fcn32s_still_equals_bilinear_interpolation():
 
 def test_caffe_geometry_keeps_every_model_contract():
     """Shapes at odd sizes, gradients, a 1x1 minimum input (pad 100), pickle and recipe round trips."""
-    from segzoo import contract
+    from segzoo.zoo import contract
 
     model = segzoo.create_model("alexnet-fcn8s-atonce", num_classes=3, geometry="caffe",
                                 backbone_kwargs={"fc_channels": 16})

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 import segzoo
-from segzoo.checkpoint import safe_load
+from segzoo.io.checkpoint import safe_load
 from segzoo.cli import main
-from segzoo.errors import CheckpointError
-from segzoo.model import CAFFE_NORM
-from segzoo.weights import detect_format, from_torchfcn, to_torchfcn, torchfcn_names
+from segzoo.core.errors import CheckpointError
+from segzoo.core.model import CAFFE_NORM
+from segzoo.io.weights import detect_format
+from segzoo_plugins.fcn import from_torchfcn, to_torchfcn, torchfcn_names
 from tests.torchfcn_reference import HEADS, torchfcn_head, torchfcn_shapes, torchfcn_state, torchfcn_trunk
 
 C, FC = 3, 16  # classes and fc6/fc7 width of the small test files
@@ -154,7 +155,7 @@ def test_segzoo_checkpoints_and_state_dicts_load_as_weights(tmp_path, geometry):
     segzoo.save_model(source, tmp_path / "m.pt")
     torch.save(source.state_dict(), tmp_path / "m.pth")
     for path, fmt in ((tmp_path / "m.pt", "segzoo-checkpoint"), (tmp_path / "m.pth", "segzoo")):
-        assert detect_format(safe_load(path)) == fmt
+        assert detect_format(safe_load(path), segzoo.get_registry().weight_layouts()) == fmt
         model = segzoo.create_model("alexnet-fcn16s", num_classes=C, geometry=geometry, weights=path,
                                     backbone_kwargs={"fc_channels": FC})
         for key, value in source.state_dict().items():
@@ -178,7 +179,7 @@ def test_convert_writes_a_checkpoint_that_loads_without_flags(torchfcn_files, tm
     assert "geometry 'caffe'" in capsys.readouterr().out
     model = segzoo.load_model(out)
     r = model.recipe
-    assert (r["geometry"], r["num_classes"], r["backbone_kwargs"]) == ("caffe", C, {"fc_channels": FC})
+    assert (r.geometry, r.num_classes, r.backbone_kwargs) == ("caffe", C, {"fc_channels": FC})
     assert model.normalization == CAFFE_NORM  # BGR, 0-255, minus the Caffe mean: applied by predict/eval
     assert safe_load(out)["converted_from"]["layout"] == "torchfcn"
     back = to_torchfcn(model)

@@ -3,11 +3,11 @@
 import pytest
 
 import segzoo
-from segzoo.plugins import load_plugins
+from segzoo.zoo.loader import load_plugins
 
 GOOD = """
 import segzoo
-from segzoo.contract import SyntheticBackbone
+from segzoo.zoo.contract import SyntheticBackbone
 
 def tiny(weights=None):
     return SyntheticBackbone()

@@ -18,12 +18,13 @@ import pytest
 import torch
 
 import segzoo.api
-from segzoo import hookspecs
+from segzoo.api import create_model
+from segzoo.core import hookspecs
 from segzoo.cli import main
-from segzoo.errors import PluginError
-from segzoo.plugin_check import assert_plugin_passes
-from segzoo.plugins import load_plugins
-from segzoo.summary import summarize
+from segzoo.core.errors import PluginError
+from segzoo.zoo.check import assert_plugin_passes
+from segzoo.zoo.loader import load_plugins
+from segzoo.studies.summary import summarize
 from tests.conftest import write_dist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +98,7 @@ CLASH_B = backbone_plugin("fxdup") + '''
 
 @hookimpl
 def segzoo_register_heads(registrar):
-    registrar.head("fxonly-b", lambda feature_info, num_classes: None)
+    registrar.head("fxonly-b", lambda feature_info, num_classes: None, strides=(32,))
 '''
 
 FAMILY = '''
@@ -199,13 +200,13 @@ def test_a_name_inside_the_builtin_timm_family_does_not_take_it_over(plugin_path
 
 
 def test_a_plugin_backbone_composes_with_builtin_heads(plugin_path):
-    model = load_plugins().create_model("fxgood-fcn8s", num_classes=3)
-    assert model.recipe["backbone_dist"] == "segzoo-good 0.1"
+    model = create_model("fxgood-fcn8s", num_classes=3, registry=load_plugins())
+    assert model.recipe.backbone_dist == "segzoo-good 0.1"
     assert model(torch.randn(1, 3, 65, 47)).shape == (1, 3, 65, 47)
 
 
 def test_a_backbone_whose_declared_channels_lie_is_blamed_by_distribution(plugin_path):
-    model = load_plugins().create_model("fxliar-fcn8s", num_classes=3)  # building does not run it
+    model = create_model("fxliar-fcn8s", num_classes=3, registry=load_plugins())  # building does not run it
     for run in (lambda: model(torch.randn(1, 3, 64, 64)), lambda: summarize(model, (1, 3, 64, 64))):
         with pytest.raises(PluginError, match=r"fxliar.*segzoo-liar 0\.1.*256 channels at stride 16 but returned 8"):
             run()
@@ -220,7 +221,7 @@ STRIDE_LIE = (r"backbone 'fxstridelie' from plugin 'stridelie' \(segzoo-strideli
 def test_a_backbone_whose_declared_strides_lie_is_blamed_by_distribution(plugin_path):
     """Its maps have the declared channels and keys, but a size no declared stride gives: the heads would
     crop or pad them to fit and train on misaligned features without a word."""
-    model = load_plugins().create_model("fxstridelie-fcn8s", num_classes=3)
+    model = create_model("fxstridelie-fcn8s", num_classes=3, registry=load_plugins())
     for run in (lambda: model(torch.randn(1, 3, 64, 64)), lambda: summarize(model, (1, 3, 64, 64))):
         with pytest.raises(PluginError, match=STRIDE_LIE):
             run()
@@ -307,7 +308,7 @@ def test_a_factory_that_crashes_is_blamed_on_its_plugin(fake_dist):
     importlib.invalidate_caches()
     with pytest.raises(PluginError, match=r"backbone 'fxcrash' from plugin 'crash' \(segzoo-crash 0\.1\) failed to "
                                           r"build: RuntimeError: no GPU here"):
-        load_plugins().create_model("fxcrash-fcn8s")
+        create_model("fxcrash-fcn8s", registry=load_plugins())
 
 
 def test_cli_in_a_fresh_process_with_the_environment_controls(plugin_path):

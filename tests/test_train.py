@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import segzoo
-from segzoo.errors import CheckpointError, SegzooError, TrainingError
+from segzoo.core.errors import CheckpointError, SegzooError, TrainingError
 from segzoo.train import TrainConfig, cross_entropy, init_from_checkpoint, make_optimizer, make_scheduler, train
 from segzoo.train import trainer as trainer_module
 
@@ -79,7 +79,7 @@ def test_modern_presets_decay_polynomially():
 
 @pytest.mark.parametrize("name, cls", [("adamw", torch.optim.AdamW), ("paper", torch.optim.SGD)])
 def test_presets_take_the_fused_step_where_pytorch_has_one(name, cls):
-    from segzoo.accel import fused_kwargs
+    from segzoo.core.accel import fused_kwargs
 
     opt = make_optimizer(nn.Conv2d(3, 2, 1), name)
     assert bool(opt.defaults.get("fused")) is bool(fused_kwargs(cls, "cpu"))
@@ -178,7 +178,7 @@ def test_checkpoints_logs_and_the_demo_default(tmp_path):
     assert set(lines[0]["val"]) >= {"pixel_acc", "mean_acc", "mean_iu", "fw_iu", "per_class_iu"}
     assert (result.out_dir / "metrics.csv").read_text().startswith("epoch,step,train_loss")
     model = segzoo.load_model(result.best_checkpoint)  # a training checkpoint is a model checkpoint too
-    assert model.recipe["class_names"][:2] == ["background", "disc"] and model.num_classes == 6
+    assert model.recipe.class_names[:2] == ["background", "disc"] and model.num_classes == 6
     ckpt = torch.load(result.last_checkpoint, weights_only=True)
     assert {"optimizer", "scheduler", "rng", "config", "history", "epoch"} <= set(ckpt)
 

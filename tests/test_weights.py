@@ -10,7 +10,8 @@ import torchvision
 
 import segzoo
 from segzoo.cli import main
-from segzoo.layers import convolutionalize_state_dict
+from segzoo.core.layers import convolutionalize_state_dict
+from segzoo_plugins.vgg import CLASSIFIER_LAYOUTS
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_vgg16_fc6_fc7_match_torchvision_classifier_at_224(tv_vgg16):
     # The 7x7 conv centred on the 7x7 pool5 map sees exactly what the classifier's fc6 saw.
     assert torch.allclose(feats[32][:, :, 3, 3], fc7, rtol=1e-4, atol=1e-5)
     assert torch.allclose(feats[16], tv.features[:24](x), atol=1e-5)  # pool4, by stride
-    assert model.recipe["backbone_weights"] == str(path)
+    assert model.recipe.backbone_weights == str(path)
 
 
 def test_timm_vgg16_layout_converts_to_the_same_convs(tv_vgg16):
@@ -46,8 +47,8 @@ def test_timm_vgg16_layout_converts_to_the_same_convs(tv_vgg16):
     tm_state["pre_logits.fc1.bias"] = tv_state["classifier.0.bias"]
     tm_state["pre_logits.fc2.weight"] = tv_state["classifier.3.weight"][:, :, None, None]
     tm_state["pre_logits.fc2.bias"] = tv_state["classifier.3.bias"]
-    a, layout_a = convolutionalize_state_dict(tv_state, 512, 7)
-    b, layout_b = convolutionalize_state_dict(tm_state, 512, 7)
+    a, layout_a = convolutionalize_state_dict(tv_state, CLASSIFIER_LAYOUTS, 512, 7)
+    b, layout_b = convolutionalize_state_dict(tm_state, CLASSIFIER_LAYOUTS, 512, 7)
     assert (layout_a, layout_b) == ("torchvision-vgg", "timm-vgg")
     assert torch.equal(a["fc6.weight"], b["fc6.weight"]) and torch.equal(a["fc7.weight"], b["fc7.weight"])
     assert "classifier.6.weight" not in a and "head.fc.weight" not in b  # ImageNet's 1000-way layer is dropped

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from segzoo import Backbone, FeatureInfo, Head, hookimpl
-from segzoo.checkpoint import read_state_dict
-from segzoo.errors import CheckpointError, InputError
-from segzoo.layers import BilinearUpsample, fit_to
+from segzoo.io.checkpoint import read_state_dict
+from segzoo.core.errors import CheckpointError, InputError
+from segzoo.core.layers import BilinearUpsample, fit_to
 
 
 def conv_norm(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
@@ -124,7 +124,7 @@ def segzoo_register_backbones(registrar):
 
 @hookimpl
 def segzoo_register_heads(registrar):
-    registrar.head("fcn8s-cat", fcn8s_cat)
+    registrar.head("fcn8s-cat", fcn8s_cat, strides=(32, 16, 8))
 
 
 @hookimpl

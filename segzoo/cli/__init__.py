@@ -12,7 +12,8 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from ..errors import SegzooError, UnknownNameError
+from ..api import get_registry, loaded_registry
+from ..core.errors import SegzooError, UnknownNameError
 
 
 def _commands() -> list:
@@ -55,11 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _failed_plugins_hint(exc: SegzooError) -> str:
     """An unknown name may belong to a plugin that failed to load: say so on the same line."""
-    from .. import api
-
-    if not isinstance(exc, UnknownNameError) or api._REGISTRY is None:
+    registry = loaded_registry()
+    if not isinstance(exc, UnknownNameError) or registry is None:
         return ""
-    failed = [r.source for r in api._REGISTRY.plugins if r.status == "failed"]
+    failed = [r.source for r in registry.plugins if r.status == "failed"]
     if not failed:
         return ""
     return f" ({len(failed)} plugin(s) failed to load: {', '.join(failed)}; 'segzoo plugins' says why)"
@@ -72,8 +72,6 @@ def _configure_plugins(args: argparse.Namespace) -> None:
             raise SegzooError(f"-p takes no:NAME to disable a plugin, got {flag!r}")
         disabled.add(flag[3:])
     if disabled or args.no_external_plugins:
-        from ..api import get_registry
-
         get_registry(reload=True, disabled=disabled, external=not args.no_external_plugins)
 
 

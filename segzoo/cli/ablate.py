@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..ablate import Study, results_table, run_study
+from ..studies.ablate import Study, results_table, run_study
 
 COMMAND = "ablate"
 
@@ -20,8 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--input-size", type=int, default=None, help="side of the square training crop")
-    p.add_argument("--recipe", default=None, metavar="NAME",
-                   help="train every variant with a paper setting: paper-heavy or paper-cvpr (see segzoo train --help)")
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help="train every variant with a training preset, e.g. paper-cvpr (segzoo train --help lists them)")
     p.add_argument("--fc-channels", type=int, default=None, help="fc6/fc7 width for VGG16/AlexNet (default 4096)")
     p.add_argument("--out", default=None, metavar="DIR", help="results folder (default runs/ablation)")
     p.add_argument("--restart", action="store_true",
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         study.staged = args.staged
     if args.out:
         study.out = args.out
-    for key in ("data", "epochs", "seed", "batch_size", "input_size", "recipe"):
+    for key in ("data", "epochs", "seed", "batch_size", "input_size", "preset"):
         if getattr(args, key) is not None:
             study.train[key] = getattr(args, key)
     if args.fc_channels:

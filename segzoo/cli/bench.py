@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..api import create_model
-from ..bench import DTYPES, MODES, benchmark, loader_throughput
-from ..checkpoint import load_model
-from ..summary import parse_input_size
-from ..table import format_table
+from ..api import create_model, load_model
+from ..core.table import format_table
+from ..studies.bench import DTYPES, MODES, benchmark, loader_throughput
+from ..studies.summary import parse_input_size
 
 COMMAND = "bench"
 
@@ -53,13 +52,13 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(args.model)
     else:
         model = create_model(args.model, num_classes=args.num_classes)
-    recipe = getattr(model, "recipe", {})
-    size = parse_input_size(args.input) if args.input else tuple(recipe.get("input_size") or (3, 500, 500))
+    recipe = model.recipe
+    size = parse_input_size(args.input) if args.input else tuple(recipe.input_size or (3, 500, 500))
     result = benchmark(
         model, size, batch_size=args.batch_size, device=args.device, dtype=args.dtype, mode=args.mode,
         warmup=args.warmup, iters=args.iters, channels_last=args.channels_last, winograd=args.winograd, gemm=args.gemm,
         compile=args.compile,
-        measure_peak=args.measure_peak, device_peak_tflops=args.peak_tflops, name=recipe.get("name", args.model),
+        measure_peak=args.measure_peak, device_peak_tflops=args.peak_tflops, name=recipe.name,
     )
     if args.data:
         result.loader_workers = args.workers

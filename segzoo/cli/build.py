@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from ..api import create_model
-from ..checkpoint import save_model
-from ..summary import parse_input_size, summarize
-from ..table import format_table
+from ..api import create_model, save_model
+from ..core.model import GEOMETRIES
+from ..core.table import format_table
+from ..studies.summary import parse_input_size, summarize
+from ._options import parse_options
 
 COMMAND = "build"
 
@@ -19,7 +20,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="input size CxHxW for the summary (default: the recipe's, or 3x500x500)")
     p.add_argument("--backbone-weights", default=None, metavar="FILE",
                    help="a local ImageNet classifier state dict (torchvision or timm layout)")
-    p.add_argument("--geometry", default=None, choices=["modern", "caffe"],
+    p.add_argument("--backbone-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="a backbone option, e.g. fc_channels=512 (repeatable)")
+    p.add_argument("--head-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="a head option, e.g. learnable_upsampling=false (repeatable)")
+    p.add_argument("--geometry", default=None, choices=list(GEOMETRIES),
                    help="modern (default) or caffe: the paper's reference nets (pad 100, crops), for its weights")
     p.add_argument("--weights", default=None, metavar="FILE",
                    help="whole-model weights: a segzoo checkpoint or state dict, or torchfcn's (with --geometry caffe)")
@@ -28,27 +33,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     model = create_model(args.model, num_classes=args.num_classes, backbone_weights=args.backbone_weights,
-                         geometry=args.geometry, weights=args.weights)
+                         backbone_kwargs=parse_options(args.backbone_opt, "--backbone-opt"),
+                         head_kwargs=parse_options(args.head_opt, "--head-opt"), geometry=args.geometry,
+                         weights=args.weights)
     r = model.recipe
-    size = parse_input_size(args.input) if args.input else tuple(r.get("input_size") or (3, 500, 500))
+    size = parse_input_size(args.input) if args.input else tuple(r.input_size or (3, 500, 500))
     s = summarize(model, (1, *size))
     strides = " + ".join(str(x) for x in model.head.strides)
     rows = [
-        ["model", r["name"]],
-        ["backbone", f"{r['backbone']}  (plugin {r['backbone_plugin']}, {r['backbone_dist']})"],
-        ["head", f"{r['head']}  (plugin {r['head_plugin']}, {r['head_dist']})"],
-        ["classes", r["num_classes"]],
-        ["geometry", r["geometry"]],
+        ["model", r.name],
+        ["backbone", f"{r.backbone}  (plugin {r.backbone_plugin}, {r.backbone_dist})"],
+        ["head", f"{r.head}  (plugin {r.head_plugin}, {r.head_dist})"],
+        ["classes", r.num_classes],
+        ["geometry", r.geometry],
         ["strides fused", f"{strides}  (final upsampling {model.head.strides[-1]}x)"],
         ["parameters", f"{s.params:,} total, {s.trainable:,} trainable"],
         ["input", " x ".join(map(str, s.input_shape))],
         ["output", " x ".join(map(str, s.output_shape))],
         ["GFLOPs", f"{s.gflops:.1f} (forward, at this input)"],
     ]
-    if r.get("backbone_weights"):
-        rows.insert(3, ["backbone weights", r["backbone_weights"]])
-    if r.get("weights"):
-        rows.insert(3, ["weights", r["weights"]])
+    if r.backbone_weights:
+        rows.insert(3, ["backbone weights", r.backbone_weights])
+    if r.weights:
+        rows.insert(3, ["weights", r.weights])
     print(format_table(["", ""], rows).split("\n", 2)[2])
     if args.out:
         path = save_model(model, args.out)

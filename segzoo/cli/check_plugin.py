@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 
 from ..api import get_registry
-from ..plugin_check import check_plugin
-from ..table import format_table
+from ..core.table import format_table
+from ..zoo.check import check_plugin
 
 COMMAND = "check-plugin"
 

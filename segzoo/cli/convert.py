@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..weights import convert
+from ..api import convert, get_registry
 
 COMMAND = "convert"
 
@@ -16,8 +16,9 @@ COMMAND = "convert"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", metavar="IN", help="the weights file to convert (a state dict saved with torch.save)")
     p.add_argument("out", metavar="OUT", help="where to write the segzoo checkpoint")
-    p.add_argument("--from", dest="source", required=True, choices=["torchfcn"],
-                   help="the layout of IN: torchfcn (the PyTorch port's FCN-32s/16s/8s/8s-atonce)")
+    p.add_argument("--from", dest="source", required=True, metavar="LAYOUT",
+                   help="the layout of IN, one a plugin registered: " + "; ".join(
+                       f"{name} ({layout.description})" for name, layout in get_registry().weight_layouts().items()))
     p.add_argument("--model", required=True,
                    help="the model IN holds: vgg16-fcn32s, vgg16-fcn16s, vgg16-fcn8s or vgg16-fcn8s-atonce")
     p.add_argument("--num-classes", type=int, default=None, help="default: the number of classes IN scores")
@@ -26,6 +27,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     model = convert(args.src, args.model, args.out, source=args.source, num_classes=args.num_classes)
     r = model.recipe
-    print(f"wrote {args.out}: {r['name']} with {r['num_classes']} classes in geometry '{r['geometry']}' "
+    print(f"wrote {args.out}: {r.name} with {r.num_classes} classes in geometry '{r.geometry}' "
           f"(load it with segzoo.load_model)")
     return 0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..core.errors import DataError
 from ..data import check_dataset, open_dataset, write_demo_dataset
 from ..data.demo import CLASSES
-from ..errors import DataError
 
 COMMAND = "data"
 

@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from ..checkpoint import load_model
+from ..api import load_model
 from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, make_loader
-from ..metrics import report
 from ..train import evaluate
+from ..train.metrics import report
 from ..train.runtime import setup
 
 COMMAND = "eval"
@@ -34,16 +34,16 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint).to(rt.device)
     pairs = find_pairs(args.data, args.split, args.skip_bad)
     dataset = SegmentationDataset(pairs, model.num_classes, eval_transform(model.normalization), args.skip_bad)
-    names = model.recipe.get("class_names") or dataset.class_names
+    names = list(model.recipe.class_names or dataset.class_names)
     loader = make_loader(dataset, ShardedSampler(len(dataset), shuffle=False), args.batch_size, args.workers,
                          pin_memory=rt.device.type == "cuda")
     m = evaluate(model, loader, rt, model.num_classes, names)
-    print(f"{model.recipe.get('name', '?')} on {args.data} split '{args.split}' ({len(dataset)} images, "
+    print(f"{model.recipe.name} on {args.data} split '{args.split}' ({len(dataset)} images, "
           f"{m['pixels']:,} labelled pixels" + (f", {m['skipped'] + len(pairs.dropped)} skipped" if
                                                  m["skipped"] or pairs.dropped else "") + ")")
     print(report(m))
     out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval-{Path(args.split).stem}.json")
     out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
-                               "model": model.recipe.get("name"), **m}, indent=1) + "\n", encoding="utf-8")
+                               "model": model.recipe.name, **m}, indent=1) + "\n", encoding="utf-8")
     print(f"\nwrote {out}")
     return 0

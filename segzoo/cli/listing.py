@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..api import get_registry
-from ..table import format_table
+from ..core.table import format_table
 
 COMMAND = "list"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..checkpoint import load_model
-from ..predict import predict_files
+from ..api import load_model
+from ..infer.predict import predict_files
 from ..train.runtime import resolve_device
 
 COMMAND = "predict"

@@ -9,15 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from ..api import get_registry
-from ..errors import SegzooError
-from ..metrics import report
-from ..model import GEOMETRIES
-from ..presets import PRESETS as PAPER_PRESETS
-from ..presets import list_presets
-from ..train import PRESETS, TrainConfig, load_training_checkpoint, train
+from ..core.errors import SegzooError
+from ..core.model import GEOMETRIES
+from ..train import OPTIMIZERS, TrainConfig, load_training_checkpoint, train
+from ..train.metrics import report
+from ..train.presets import preset_help
+from ._options import parse_options
 
 COMMAND = "train"
 
@@ -35,30 +33,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--train-split", default=None, help="split name or list file (default train)")
     a("--val-split", default=None, help="split name or list file, or 'none' (default val)")
     a("--num-classes", type=int, default=None, help="classes (default: from the dataset's class_names.txt)")
-    a("--recipe", default=None, metavar="NAME",
-      help="train with one of the paper's settings (a training preset, not a model recipe): "
-      + "; ".join(f"{n} ({PAPER_PRESETS[n]['description']})" for n in list_presets())
-      + ". It sets --batch-size, --loss, --optimizer paper with its --momentum, --weight-decay and the --lr it gives "
-        "this net, --geometry caffe, and the head's options (which upsamplings are fixed, score layers at zero); "
-        "any of these given as well wins. Its 16s and 8s nets are fine-tuned from the coarser one: pass "
+    a("--preset", default=None, metavar="NAME",
+      help="train with a registered training preset: " + preset_help()
+      + ". A preset sets --batch-size, --loss, --optimizer with its --momentum, --weight-decay and the --lr it gives "
+        "this net, --geometry, and head options (the paper's: which upsamplings are fixed, score layers at zero); "
+        "any of these given as well wins. A staged preset fine-tunes a net from its coarser one: pass "
         "--init-from. docs/paper.md says which produced which table")
     a("--epochs", type=int, default=None, help="epochs (default 10; demo 8); with --resume, the new total, which "
                                                 "the learning-rate schedule then follows")
-    a("--batch-size", type=int, default=None, help="images per step and process (default: the recipe's, else 8; "
+    a("--batch-size", type=int, default=None, help="images per step and process (default: the preset's, else 8; "
                                                      "demo 4)")
     a("--input-size", type=int, default=None, help="side of the square training crop (default 320; demo 64)")
     a("--scale", default=None, metavar="LOW,HIGH", help="random scale range (default 0.5,2; demo 0.75,1.25; 1,1: off)")
     a("--no-flip", action="store_true", help="no random horizontal flips")
-    a("--optimizer", default=None, choices=sorted(PRESETS),
-      help="optimizer preset (default: the recipe's, else adamw). paper: the FCN solver's optimizer alone (SGD, "
-           "momentum 0.9, lr 1e-4, weight decay 5e-4, biases at 2x lr without decay, constant lr), what --recipe "
-           "paper-cvpr uses for VGG16-FCN-32s; --recipe also sets the batch, loss, geometry and head")
-    a("--lr", type=float, default=None, help="learning rate (default: the recipe's for this net, else the "
-                                              "optimizer's; demo 3e-4 without --recipe)")
-    a("--weight-decay", type=float, default=None, help="weight decay (default: the recipe's, else the optimizer's)")
-    a("--momentum", type=float, default=None, help="SGD momentum (default: the recipe's, else 0.9)")
+    a("--optimizer", default=None, choices=sorted(OPTIMIZERS),
+      help="optimizer preset (default: the preset's, else adamw). paper: the FCN solver's optimizer alone (SGD, "
+           "momentum 0.9, lr 1e-4, weight decay 5e-4, biases at 2x lr without decay, constant lr), what --preset "
+           "paper-cvpr uses for VGG16-FCN-32s; --preset also sets the batch, loss, geometry and head")
+    a("--lr", type=float, default=None, help="learning rate (default: the preset's for this net, else the "
+                                              "optimizer's; demo 3e-4 without --preset)")
+    a("--weight-decay", type=float, default=None, help="weight decay (default: the preset's, else the optimizer's)")
+    a("--momentum", type=float, default=None, help="SGD momentum (default: the preset's, else 0.9)")
     a("--loss", default=None, choices=["mean", "sum"],
-      help="mean over valid pixels or the paper's unnormalised sum (default: the recipe's, else mean)")
+      help="mean over valid pixels or the paper's unnormalised sum (default: the preset's, else mean)")
     a("--class-weights", default=None, metavar="W0,W1,...", help="per-class loss weights")
     a("--backbone-weights", default=None, metavar="FILE", help="a local ImageNet classifier state dict")
     a("--fc-channels", type=int, default=None, help="fc6/fc7 width for VGG16/AlexNet (default 4096; demo 512)")
@@ -66,9 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--head-opt", action="append", default=[], metavar="KEY=VALUE",
       help="a head option, e.g. learnable_upsampling=false (repeatable)")
     a("--geometry", default=None, choices=list(GEOMETRIES),
-      help="modern, or caffe: the paper's nets, vgg16 and alexnet only (default: the recipe's, else modern)")
+      help="modern, or caffe: the paper's nets, vgg16 and alexnet only (default: the preset's, else modern)")
     a("--init-from", default=None, metavar="CKPT", help="staged training: start from a coarser net's checkpoint "
-                                                         "(fcn32s -> fcn16s -> fcn8s), as the recipes' 16s and 8s do")
+                                                         "(fcn32s -> fcn16s -> fcn8s), as the paper's presets do")
     a("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     a("--amp", default=None, action=argparse.BooleanOptionalAction, help="mixed precision (default: on for CUDA)")
     a("--workers", type=int, default=None, help="data-loading processes (default 0)")
@@ -82,16 +79,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--eval-every", type=int, default=None, help="validate every N epochs (default 1)")
     a("--skip-bad", action="store_true", help="skip (and count) bad image/mask pairs instead of stopping")
     a("--progress", default=None, action=argparse.BooleanOptionalAction, help="progress bars (default: on a terminal)")
-
-
-def _options(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SegzooError(f"option {pair!r} must be KEY=VALUE, e.g. dropout=0.1")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -152,7 +139,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     demo = args.data is None
     if demo:
         applied = {k: v for k, v in DEMO_DEFAULTS.items() if given.get(k) is None}
-        if args.recipe:  # the recipe's batch and learning rate, not the demo's
+        if args.preset:  # the preset's batch and learning rate, not the demo's
             applied = {k: v for k, v in applied.items() if k not in ("batch_size", "lr")}
         if not _takes_fc_channels(args.model):
             applied.pop("fc_channels", None)
@@ -163,7 +150,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
                   f"defaults {shown} (give any of them to change it)")
     if args.out is not None and (Path(args.out) / "last.pt").exists():
         raise SegzooError(f"{args.out} already holds a run (last.pt); pass --resume to continue it, or another --out")
-    backbone_kwargs = _options(args.backbone_opt)
+    backbone_kwargs = parse_options(args.backbone_opt, '--backbone-opt')
     if given.get("fc_channels") is not None:
         backbone_kwargs["fc_channels"] = given["fc_channels"]
     cfg = {
@@ -171,13 +158,13 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         "train_split": given.get("train_split"), "num_classes": args.num_classes, "epochs": given.get("epochs"),
         "batch_size": given.get("batch_size"), "input_size": given.get("input_size"),
         "optimizer": given.get("optimizer"), "lr": given.get("lr"), "weight_decay": given.get("weight_decay"),
-        "momentum": given.get("momentum"), "recipe": args.recipe, "geometry": args.geometry,
+        "momentum": given.get("momentum"), "preset": args.preset, "geometry": args.geometry,
         "loss_reduction": given.get("loss"), "backbone_weights": args.backbone_weights, "init_from": args.init_from,
         "device": given.get("device"), "amp": args.amp, "workers": given.get("workers"), "seed": given.get("seed"),
         "save_every_steps": given.get("save_every_steps"), "save_every_epochs": given.get("save_every_epochs"),
         "eval_every": given.get("eval_every"),
         "progress": args.progress,
-        "backbone_kwargs": backbone_kwargs, "head_kwargs": _options(args.head_opt),
+        "backbone_kwargs": backbone_kwargs, "head_kwargs": parse_options(args.head_opt, '--head-opt'),
         "skip_bad": args.skip_bad, "flip": not args.no_flip,
     }
     if given.get("scale") is not None:

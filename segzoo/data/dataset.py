@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..errors import DataError
+from ..core.errors import DataError
 from .formats import PairList, find_pairs
 from .io import IGNORE_INDEX, read_image, read_mask
 from .transforms import Compose, eval_transform, to_tensors

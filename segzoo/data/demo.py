@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..errors import DataError
+from ..core.errors import DataError
 from .io import IGNORE_INDEX, write_mask
 
 GENERATOR_VERSION = 1

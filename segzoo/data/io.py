@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import DataError
+from ..core.errors import DataError
 
 IGNORE_INDEX = 255
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..errors import SegzooError
+from ..core.errors import SegzooError
 from .dataset import collate
 
 

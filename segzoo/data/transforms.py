@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..model import IMAGENET_NORM
+from ..core.model import IMAGENET_NORM
 from .io import IGNORE_INDEX
 
 Pair = tuple[torch.Tensor, torch.Tensor]

@@ -1,13 +1,13 @@
-"""Training: the cross-entropy loss, optimiser presets, checkpoints, distributed set-up, and the trainer."""
+"""Training: the cross-entropy loss, optimizers, checkpoints, distributed set-up, and the trainer."""
 
 from .config import TrainConfig
 from .evaluate import evaluate
 from .loss import cross_entropy
-from .optim import PRESETS, make_optimizer, make_scheduler
+from .optim import OPTIMIZERS, make_optimizer, make_scheduler
 from .state import init_from_checkpoint, load_training_checkpoint
 from .trainer import TrainResult, train
 
 __all__ = [
-    "PRESETS", "TrainConfig", "TrainResult", "cross_entropy", "evaluate", "init_from_checkpoint",
+    "OPTIMIZERS", "TrainConfig", "TrainResult", "cross_entropy", "evaluate", "init_from_checkpoint",
     "load_training_checkpoint", "make_optimizer", "make_scheduler", "train",
 ]

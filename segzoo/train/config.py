@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 class TrainConfig:
     """Every setting of a run. ``data=None`` trains on the embedded demo dataset (written next to ``out_dir``).
 
-    ``recipe`` names a training preset of :mod:`segzoo.presets` (``paper-heavy``, ``paper-cvpr``: the
-    paper's settings, not a model recipe of registry.yaml); it fills the settings left at None (batch,
+    ``preset`` names a training preset a plugin registered (``paper-heavy``, ``paper-cvpr``: the
+    paper's settings); it fills the settings left at None (batch,
     loss, optimiser, momentum, lr, weight decay, geometry) and adds its head options under the given
     ones, see :meth:`resolved`. Explicit values always win. The trainer runs, and stores in config.json
     and its checkpoints, the resolved config, so a resumed run goes on with the same values.
@@ -25,21 +25,21 @@ class TrainConfig:
     val_split: str | None = "val"  # None: no validation
     num_classes: int | None = None  # None: from the dataset's class names
     epochs: int = 10
-    batch_size: int | None = None  # None: the recipe's, else 8
+    batch_size: int | None = None  # None: the preset's, else 8
     input_size: int = 320  # side of the square training crop
     scale: tuple[float, float] = (0.5, 2.0)  # random scale range; (1, 1) turns it off
     flip: bool = True
-    optimizer: str | None = None  # segzoo.train.optim: paper, sgd-poly, adamw; None: the recipe's, else adamw
-    lr: float | None = None  # None: the recipe's, else the optimizer preset's
-    weight_decay: float | None = None  # None: the recipe's, else the optimizer preset's
-    momentum: float | None = None  # SGD only; None: the recipe's, else the optimizer preset's (0.9)
-    loss_reduction: str | None = None  # "mean" or "sum" (the paper's unnormalised loss); None: the recipe's, else mean
+    optimizer: str | None = None  # segzoo.train.optim: paper, sgd-poly, adamw; None: the preset's, else adamw
+    lr: float | None = None  # None: the preset's, else the optimizer preset's
+    weight_decay: float | None = None  # None: the preset's, else the optimizer preset's
+    momentum: float | None = None  # SGD only; None: the preset's, else the optimizer preset's (0.9)
+    loss_reduction: str | None = None  # "mean" or "sum" (the paper's unnormalised loss); None: the preset's, else mean
     class_weights: list[float] | None = None
     backbone_weights: str | None = None
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     head_kwargs: dict[str, Any] = field(default_factory=dict)
-    geometry: str | None = None  # "modern" or "caffe" (the paper's nets); None: the recipe's, else the model's
-    recipe: str | None = None  # a training preset of segzoo.presets: paper-heavy, paper-cvpr
+    geometry: str | None = None  # "modern" or "caffe" (the paper's nets); None: the preset's, else the model's
+    preset: str | None = None  # a training preset a plugin registered: paper-heavy, paper-cvpr
     init_from: str | None = None  # staged training: a coarser net's checkpoint (fcn32s -> fcn16s -> fcn8s)
     device: str = "auto"
     amp: bool | None = None  # None: on for CUDA
@@ -58,7 +58,7 @@ class TrainConfig:
     RUNTIME: ClassVar[tuple[str, ...]] = ("out_dir", "epochs", "device", "amp", "workers", "progress", "resume",
                                           "stop_at_step", "save_every_steps", "save_every_epochs")
 
-    # What a setting left at None becomes when no recipe sets it (the others stay None: "the model's" or
+    # What a setting left at None becomes when no preset sets it (the others stay None: "the model's" or
     # "the optimizer preset's", resolved where they are used).
     FALLBACKS: ClassVar[dict[str, Any]] = {"batch_size": 8, "loss_reduction": "mean", "optimizer": "adamw"}
 
@@ -73,7 +73,7 @@ class TrainConfig:
 
     def check(self) -> None:
         """A :class:`SegzooError` for a count out of range, named as the CLI option that sets it."""
-        from ..errors import SegzooError
+        from ..core.errors import SegzooError
 
         for name, (least, meaning) in self.LEAST.items():
             value = getattr(self, name)
@@ -81,31 +81,28 @@ class TrainConfig:
                 raise SegzooError(f"--{name.replace('_', '-')} must be >= {least}, got {value} ({meaning})")
 
     def resolved(self, per_model: bool = True) -> TrainConfig:
-        """The settings a run uses: each one left at None takes the recipe's value, then its fallback.
+        """The settings a run uses: each one left at None takes the preset's value, then its fallback.
 
-        From the recipe: ``batch_size``, ``loss_reduction``, ``optimizer``, ``momentum`` (for an SGD
-        optimizer only), ``weight_decay``, ``geometry`` and ``lr`` (the one for this model), and its head
-        options (``learnable_upsampling``, ``fixed_final_upsampling``, ``zero_init_scores``) under the
-        given ``head_kwargs``. Resolving a resolved config changes nothing. ``per_model=False`` leaves
-        ``lr`` as it is, for settings shared by several models (an ablation study's).
+        From the preset: its settings (``batch_size``, ``loss_reduction``, ``optimizer``, ``momentum`` for
+        an SGD optimizer only, ``weight_decay``, ``geometry``), ``lr`` (the one for this model) and its
+        head options under the given ``head_kwargs``. Resolving a resolved config changes nothing.
+        ``per_model=False`` leaves ``lr`` as it is, for settings shared by several models (a study's).
         """
-        from .optim import preset as optimizer_preset
+        from .optim import optimizer_defaults
+        from .presets import resolve_preset
 
-        recipe: dict[str, Any] = {}
+        preset: dict[str, Any] = {}
         head_kwargs = dict(self.head_kwargs)
-        if self.recipe:
-            from ..presets import training_preset
-
-            p = training_preset(self.recipe, self.model, need_lr=per_model and self.lr is None)
-            recipe = {k: p[k] for k in ("batch_size", "loss_reduction", "optimizer", "momentum", "weight_decay",
-                                        "geometry")}
+        if self.preset:
+            p = resolve_preset(self.preset, self.model, need_lr=per_model and self.lr is None)
+            known = {f.name for f in dataclasses.fields(self)}
+            preset = {k: v for k, v in p.items() if k in known and k not in ("lr", "head_kwargs", "init_from")}
             if per_model:
-                recipe["lr"] = p["lr"]
-            head_kwargs = {**p["head_kwargs"], "fixed_final_upsampling": p["fixed_final_upsampling"],
-                           "zero_init_scores": p["zero_init_scores"], **head_kwargs}
-        values = {k: v for k, v in {**self.FALLBACKS, **recipe}.items() if getattr(self, k) is None}
+                preset["lr"] = p["lr"]
+            head_kwargs = {**p["head_kwargs"], **head_kwargs}
+        values = {k: v for k, v in {**self.FALLBACKS, **preset}.items() if getattr(self, k) is None}
         optimizer = values.get("optimizer", self.optimizer)
-        if "momentum" not in optimizer_preset(optimizer):  # the recipe's SGD momentum, with AdamW chosen instead
+        if "momentum" not in optimizer_defaults(optimizer):  # the preset's SGD momentum, with AdamW chosen instead
             values.pop("momentum", None)
         return dataclasses.replace(self, head_kwargs=head_kwargs, **values)
 
@@ -118,13 +115,13 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """The config a dict (config.json, a checkpoint's, a study's ``train:``) describes.
 
-        A key that is no setting is an :class:`~segzoo.errors.UnknownNameError` naming the closest ones,
+        A key that is no setting is an :class:`~segzoo.core.errors.UnknownNameError` naming the closest ones,
         never dropped: a misspelt ``batchsize`` would otherwise train with the default without a word.
         """
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = [k for k in d if k not in known]
         if unknown:
-            from ..errors import UnknownNameError
+            from ..core.errors import UnknownNameError
 
             also = f"; also unknown: {', '.join(map(repr, unknown[1:]))}" if len(unknown) > 1 else ""
             raise UnknownNameError("train setting", str(unknown[0]), known,

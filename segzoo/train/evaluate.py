@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from ..metrics import ConfusionMatrix
+from .metrics import ConfusionMatrix
 from .runtime import Runtime, all_reduce_sum
 
 

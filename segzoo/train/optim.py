@@ -1,10 +1,10 @@
-"""Optimiser presets: the paper's SGD, and modern ones with a poly schedule; plus staged initialisation.
+"""Optimizers: the paper's SGD, and modern ones with a poly schedule.
 
 * ``paper``: SGD, momentum 0.9, lr 1e-4, weight decay 5e-4; biases get twice the learning rate and
   no weight decay (the FCN Caffe solvers' ``lr_mult: 2, decay_mult: 0``); constant learning rate.
-  Only the optimiser: the paper's whole setting (batch, loss, geometry, head initialisation, lr per
-  net) is a training recipe of :mod:`segzoo.presets` (``TrainConfig(recipe=...)``), which uses this
-  optimiser with its own momentum, lr and weight decay.
+  Only the optimizer: the paper's whole setting (batch, loss, geometry, head initialisation, lr per
+  net) is a training preset (``TrainConfig(preset="paper-cvpr")``), which uses this optimizer with its
+  own momentum, lr and weight decay.
 * ``sgd-poly``: the same SGD groups with lr 1e-2 and the poly schedule ``lr * (1 - step/total) ** 0.9``.
 * ``adamw``: AdamW, lr 1e-4, weight decay 1e-4 (none on biases), poly schedule; trains from scratch.
 """
@@ -16,21 +16,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..accel import fused_kwargs
+from ..core.accel import fused_kwargs
+from ..core.errors import UnknownNameError
 
-PRESETS: dict[str, dict[str, Any]] = {
+OPTIMIZERS: dict[str, dict[str, Any]] = {
     "paper": {"lr": 1e-4, "weight_decay": 5e-4, "momentum": 0.9, "schedule": "constant"},
     "sgd-poly": {"lr": 1e-2, "weight_decay": 5e-4, "momentum": 0.9, "schedule": "poly"},
     "adamw": {"lr": 1e-4, "weight_decay": 1e-4, "schedule": "poly"},
 }
 
 
-def preset(name: str) -> dict[str, Any]:
-    if name not in PRESETS:
-        from ..errors import UnknownNameError
-
-        raise UnknownNameError("optimizer preset", name, PRESETS, hint=f"choose one of {sorted(PRESETS)}")
-    return dict(PRESETS[name])
+def optimizer_defaults(name: str) -> dict[str, Any]:
+    """An optimizer's default lr, weight decay, momentum (SGD) and schedule."""
+    if name not in OPTIMIZERS:
+        raise UnknownNameError("optimizer", name, OPTIMIZERS, hint=f"choose one of {sorted(OPTIMIZERS)}")
+    return dict(OPTIMIZERS[name])
 
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float, bias_lr_mult: float) -> list[dict[str, Any]]:
@@ -47,20 +47,20 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, bias_lr_mult:
 
 def make_optimizer(model: nn.Module, name: str = "adamw", lr: float | None = None,
                    weight_decay: float | None = None, momentum: float | None = None) -> torch.optim.Optimizer:
-    """The preset's optimiser over :func:`param_groups`; ``lr``, ``weight_decay`` and (SGD) ``momentum`` override it.
+    """The optimizer over :func:`param_groups`; ``lr``, ``weight_decay`` and (SGD) ``momentum`` override it.
 
-    It takes the fused step where PyTorch has one for the parameters' device (:func:`segzoo.accel.fused_kwargs`:
+    It takes the fused step where PyTorch has one for the parameters' device (:func:`segzoo.core.accel.fused_kwargs`:
     on a CPU 27x faster than the default step for SGD over VGG16 FCN-8s): build it after the model is on its device.
     """
-    cfg = preset(name)
+    cfg = optimizer_defaults(name)
     lr = cfg["lr"] if lr is None else lr
     wd = cfg["weight_decay"] if weight_decay is None else weight_decay
     device = next(model.parameters()).device
     if "momentum" not in cfg:
         if momentum is not None:
-            from ..errors import SegzooError
+            from ..core.errors import SegzooError
 
-            sgd = sorted(k for k, v in PRESETS.items() if "momentum" in v)
+            sgd = sorted(k for k, v in OPTIMIZERS.items() if "momentum" in v)
             raise SegzooError(f"optimizer '{name}' has no momentum; leave --momentum out, or pick an SGD "
                               f"optimizer ({', '.join(sgd)})")
         return torch.optim.AdamW(param_groups(model, lr, wd, bias_lr_mult=1.0), lr=lr,
@@ -109,4 +109,4 @@ def _constant(step: int) -> float:
 
 def make_scheduler(optimizer: torch.optim.Optimizer, name: str, total_steps: int) -> StepSchedule:
     """Stepped once per optimiser step. ``paper`` keeps the learning rate constant."""
-    return StepSchedule(optimizer, PolyLR(total_steps) if preset(name)["schedule"] == "poly" else _constant)
+    return StepSchedule(optimizer, PolyLR(total_steps) if optimizer_defaults(name)["schedule"] == "poly" else _constant)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import SegzooError
+from ..core.errors import SegzooError
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import FORMAT, VERSION, atomic_save, safe_load
-from ..errors import CheckpointError
+from ..core.errors import CheckpointError
+from ..io.checkpoint import FORMAT, read_state_dict, safe_load, save_model
 
 
 def rng_state() -> dict[str, Any]:
@@ -44,13 +44,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_training_checkpoint(path: str | os.PathLike[str], model: torch.nn.Module, **state: Any) -> Path:
-    """Model weights + recipe (as :func:`segzoo.save_model` writes them) plus the run's state."""
-    recipe = getattr(model, "recipe", None)
-    if not recipe:
-        raise CheckpointError("only a model built by segzoo.create_model can be checkpointed (it has no recipe)")
-    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return atomic_save({"format": FORMAT, "version": VERSION, "recipe": recipe, "state_dict": weights,
-                        "kind": "training", **state}, path)
+    """Model weights + recipe (a :func:`segzoo.save_model` file, so ``load_model`` reads it) plus the run's state."""
+    return save_model(model, path, kind="training", **state)
 
 
 def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -67,8 +62,6 @@ def init_from_checkpoint(model: torch.nn.Module, path: str | os.PathLike[str]) -
     The new skip layers of the finer net keep their zero initialisation, so it starts out predicting
     exactly what the coarser net predicted. Returns the names copied and those left as initialised.
     """
-    from ..checkpoint import read_state_dict
-
     source = read_state_dict(path)
     own = model.state_dict()
     copied = [k for k, v in own.items() if k in source and source[k].shape == v.shape]

@@ -25,18 +25,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..api import create_model
-from ..checkpoint import save_model
+from ..core.errors import GeometryError, SegzooError, TrainingError
 from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, make_loader, train_transform
 from ..data.demo import write_demo_dataset
-from ..errors import GeometryError, SegzooError, TrainingError
-from ..metrics import summary_line
-from ..presets import training_preset
+from ..io.checkpoint import save_model
 from . import runtime as rtm
 from .config import TrainConfig
 from .evaluate import evaluate, to_device
 from .loss import cross_entropy
-from .optim import make_optimizer, make_scheduler
-from .optim import preset as optimizer_preset
+from .metrics import summary_line
+from .optim import make_optimizer, make_scheduler, optimizer_defaults
+from .presets import resolve_preset
 from .state import init_from_checkpoint, load_training_checkpoint, rng_state, save_training_checkpoint, set_rng_state
 
 CSV_FIELDS = ("epoch", "step", "train_loss", "lr", "images_per_s", "time_s",
@@ -104,7 +103,7 @@ class Trainer:
             self.ckpt, self.ckpt_path = load_training_checkpoint(path), path
             config = config.resumed_from(self.ckpt["config"])
             self.log(f"resuming {path} at epoch {self.ckpt['epoch'] + 1}, step {self.ckpt['step']}")
-        config = config.resolved()  # the recipe's values in the unset settings; a stored config is already resolved
+        config = config.resolved()  # the preset's values in the unset settings; a stored config is already resolved
         config.check()
         self.cfg = config
         self.out = Path(config.out_dir)
@@ -124,12 +123,11 @@ class Trainer:
         self.class_names = probe.class_names
         check_class_weights(cfg.class_weights, self.class_names)
         self.model = self.build_model(probe.num_classes)
-        self.model.recipe["class_names"] = list(self.class_names)
-        if cfg.recipe and not cfg.init_from and self.ckpt is None:
-            coarser = training_preset(cfg.recipe, cfg.model, need_lr=False)["init_from"]
-            if coarser:
-                coarse = cfg.model.removesuffix(cfg.model.rsplit("-", 1)[-1]) + coarser
-                self.log(f"note: the paper fine-tunes {cfg.model} from a trained {coarse} (recipe {cfg.recipe}); to do "
+        self.model.recipe = self.model.recipe.replace(class_names=tuple(self.class_names))
+        if cfg.preset and not cfg.init_from and self.ckpt is None:
+            coarse = resolve_preset(cfg.preset, cfg.model, need_lr=False)["init_from"]
+            if coarse:
+                self.log(f"note: preset {cfg.preset} fine-tunes {cfg.model} from a trained {coarse}; to do "
                          f"the same pass that run's checkpoint, e.g. --init-from runs/{coarse}/last.pt (init_from= in "
                          "Python or a study); training from the backbone's initialisation instead")
         if cfg.init_from and self.ckpt is None:
@@ -164,18 +162,18 @@ class Trainer:
                                             else None) if rt.distributed else self.model)
 
     def build_model(self, num_classes: int) -> torch.nn.Module:
-        """The model, in the geometry the config (or its recipe) asks for."""
+        """The model, in the geometry the config (or its preset) asks for."""
         cfg = self.cfg
         try:
             return create_model(cfg.model, num_classes, cfg.backbone_weights, cfg.backbone_kwargs, cfg.head_kwargs,
                                 geometry=cfg.geometry)
         except GeometryError as exc:
-            if not cfg.recipe:
+            if not cfg.preset:
                 raise
             raise GeometryError(
-                f"recipe '{cfg.recipe}' trains the paper's geometry '{cfg.geometry}', which {cfg.model} cannot have "
-                f"({exc}); the paper's nets are vgg16-* and alexnet-*. To keep the recipe's other settings on this "
-                "model, pass --geometry modern (geometry='modern')") from exc
+                f"preset '{cfg.preset}' trains in geometry '{cfg.geometry}', which {cfg.model} cannot have "
+                f"({exc}). To keep the preset's other settings on this model, pass --geometry modern "
+                "(geometry='modern')") from exc
 
     def prepare_data(self) -> Path:
         if self.cfg.data:
@@ -221,13 +219,13 @@ class Trainer:
         if self.rt.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             self._write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=1) + "\n")
-        self.log(f"training {self.model.recipe['name']} ({sum(p.numel() for p in self.model.parameters()):,} "
+        self.log(f"training {self.model.recipe.name} ({sum(p.numel() for p in self.model.parameters()):,} "
                  f"parameters) on {len(self.train_set)} images of {cfg.data or 'the demo dataset'}, "
                  f"{self.steps_per_epoch} steps/epoch x {cfg.epochs} epochs, device {self.rt.device}"
                  + (f" x {self.rt.world_size} processes" if self.rt.distributed else "")
                  + (f", amp {str(self.rt.amp_dtype).removeprefix('torch.')}" if self.rt.amp_dtype else ""))
-        if cfg.recipe:
-            self.log(f"recipe {cfg.recipe}: {self.settings_line()}")
+        if cfg.preset:
+            self.log(f"preset {cfg.preset}: {self.settings_line()}")
         if self.ckpt is None and self.val_loader is not None:
             self.initial_metrics = self.validate()
             self.log(f"before training: {summary_line(self.initial_metrics)}")
@@ -239,7 +237,7 @@ class Trainer:
         return self.result(stopped)
 
     def settings_line(self) -> str:
-        """The run's batch, loss, optimiser and model settings as resolved (what a recipe set, overrides included)."""
+        """The run's batch, loss, optimiser and model settings as resolved (what a preset set, overrides included)."""
         cfg, groups = self.cfg, self.optimizer.param_groups
         opt = f"{type(self.optimizer).__name__} lr {groups[0]['lr']:g}"
         if "momentum" in groups[0]:
@@ -248,9 +246,9 @@ class Trainer:
         if len(groups) > 1:
             opt += f" (biases: lr x{groups[1]['lr_mult']:g}, weight decay {groups[1]['weight_decay']:g})"
         head = ", ".join(f"{k}={v}" for k, v in sorted(cfg.head_kwargs.items()))
-        schedule = optimizer_preset(cfg.optimizer)["schedule"]
+        schedule = optimizer_defaults(cfg.optimizer)["schedule"]
         return (f"batch {cfg.batch_size}, loss {cfg.loss_reduction}, {opt}, {schedule} lr, geometry "
-                f"{self.model.recipe.get('geometry')}, head {head or 'defaults'}")
+                f"{self.model.recipe.geometry}, head {head or 'defaults'}")
 
     def train_epoch(self) -> bool:
         """One pass over this rank's shard; True if the run stopped early (``stop_at_step``)."""

@@ -22,13 +22,14 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from .errors import PluginError
+from ..core import hookspecs
+from ..core.errors import PluginError
 from .registry import Registrar, Registry
 
 GROUP = "segzoo"
 BUILTIN_DIST = "segzoo"
-HOOKS = ("segzoo_register_backbones", "segzoo_register_heads", "segzoo_register_recipes")
+HOOKS = ("segzoo_register_backbones", "segzoo_register_heads", "segzoo_register_recipes", "segzoo_register_presets",
+         "segzoo_register_weight_layouts")
 
 
 @dataclass
@@ -147,7 +148,7 @@ def _register_one(pm: pluggy.PluginManager, registry: Registry, module: Any, rec
 
 def _describe(exc: BaseException) -> str:
     """One line for the table, with the plugin's own frame (not segzoo's or pluggy's) where the error was raised."""
-    internal = (os.path.dirname(__file__), os.path.dirname(pluggy.__file__), "<frozen ")
+    internal = (os.path.dirname(os.path.dirname(__file__)), os.path.dirname(pluggy.__file__), "<frozen ")
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(internal)]
     where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .errors import SegzooError
+from ..core.errors import SegzooError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("infer", "train")
@@ -187,7 +187,7 @@ def make_step(model: torch.nn.Module, x: torch.Tensor, mode: str, dtype: torch.d
     model.train()
     num_classes = getattr(model, "num_classes", None) or _output_channels(model, x)
     target = torch.randint(0, num_classes, (x.shape[0], *x.shape[-2:]), device=device)
-    from .accel import fused_kwargs
+    from ..core.accel import fused_kwargs
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, **fused_kwargs(torch.optim.SGD, device))
@@ -328,9 +328,9 @@ def prepare(model: torch.nn.Module, x: torch.Tensor, channels_last: bool, compil
             winograd: bool = False, gemm: bool = False) -> tuple[torch.nn.Module, torch.Tensor]:
     """Apply the speed options that keep the weights and the maths: NHWC memory format, Winograd 3x3
     convs through NNPACK and fc6/fc7 as GEMMs (CPU fp32; rounding-level differences only; see
-    :mod:`segzoo.accel`), ``torch.compile``."""
+    :mod:`segzoo.core.accel`), ``torch.compile``."""
     if winograd or gemm:
-        from .accel import accelerate
+        from ..core.accel import accelerate
 
         accelerate(model, winograd=winograd, gemm=gemm)
     if channels_last:
@@ -348,7 +348,7 @@ def default_options(device: torch.device, dtype: str, compile: bool = False) -> 
     (channels-last lost there, most in training); otherwise channels-last, which cuDNN's tensor-core
     kernels prefer.
     """
-    from .accel import winograd_pays
+    from ..core.accel import winograd_pays
 
     cpu32 = device.type == "cpu" and dtype == "fp32" and not compile
     winograd = cpu32 and winograd_pays()
@@ -448,7 +448,7 @@ def loader_throughput(data: str | os.PathLike[str], crop: int, batch_size: int, 
     The first batch (worker start-up) is not timed; epochs repeat until ``batches`` batches are timed.
     Labels are checked against the dataset's ``class_names.txt``, or else ``num_classes``.
     """
-    from .data import SegmentationDataset, ShardedSampler, find_pairs, make_loader, train_transform
+    from ..data import SegmentationDataset, ShardedSampler, find_pairs, make_loader, train_transform
 
     pairs = find_pairs(data, split)
     dataset = SegmentationDataset(pairs, None if pairs.class_names else num_classes, train_transform(crop), seed=seed)

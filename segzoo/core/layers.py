@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -102,7 +102,7 @@ def grid_through(layers: Iterable[nn.Module], stride: int = 1, centre: float = 0
 
 
 def grid_offset(layers: Iterable[nn.Module], stride: int) -> float:
-    """The :class:`~segzoo.model.FeatureInfo` offset of the map that ``layers`` compute from the input."""
+    """The :class:`~segzoo.core.model.FeatureInfo` offset of the map that ``layers`` compute from the input."""
     got, centre = grid_through(layers)
     if got != stride:
         raise ValueError(f"these layers reach stride {got}, not {stride}")
@@ -141,58 +141,27 @@ def conv_from_linear(linear_weight: torch.Tensor, in_channels: int, kernel: int)
     return linear_weight.reshape(out_features, in_channels, kernel, kernel)
 
 
-# Where each known classifier layout keeps fc6 and fc7 (their Linear or conv weights).
-CLASSIFIER_LAYOUTS = {
-    "segzoo": ("fc6", "fc7"),
-    "torchvision-vgg": ("classifier.0", "classifier.3"),
-    "timm-vgg": ("pre_logits.fc1", "pre_logits.fc2"),
-    "torchvision-alexnet": ("classifier.1", "classifier.4"),
-}
-
-
 def convolutionalize_state_dict(
-    state: dict[str, torch.Tensor], fc6_in_channels: int, fc6_kernel: int
+    state: Mapping[str, torch.Tensor], layouts: Mapping[str, tuple[str, str]], fc6_in_channels: int, fc6_kernel: int
 ) -> tuple[dict[str, torch.Tensor], str]:
-    """Turn an ImageNet classifier's state dict into a backbone's: ``features.*`` kept, fc6/fc7 as convs.
+    """Turn an ImageNet classifier's state dict into a convolutionalized backbone's: ``features.*`` kept,
+    the classifier's two hidden layers as ``fc6``/``fc7`` convs, its final 1000-way layer dropped.
 
-    The layout is detected from the keys (torchvision or timm classifiers, or segzoo's own); the
-    final 1000-way ImageNet layer is dropped. Returns the new state dict and the layout's name.
+    ``layouts`` maps a layout's name to where it keeps those two layers (``{"torchvision-vgg":
+    ("classifier.0", "classifier.3")}``): each backbone plugin brings its own. The layout is detected from
+    the keys. Returns the new state dict and the layout's name; a ``KeyError`` when none fits.
     """
-    layout = next((name for name, (a, b) in CLASSIFIER_LAYOUTS.items()
+    layout = next((name for name, (a, b) in layouts.items()
                    if f"{a}.weight" in state and f"{b}.weight" in state), None)
     if layout is None:
         raise KeyError(
             "no fc6/fc7 found: expected keys of one of these layouts: "
-            + ", ".join(f"{name} ({a}.weight, {b}.weight)" for name, (a, b) in CLASSIFIER_LAYOUTS.items())
+            + ", ".join(f"{name} ({a}.weight, {b}.weight)" for name, (a, b) in layouts.items())
         )
-    fc6, fc7 = CLASSIFIER_LAYOUTS[layout]
+    fc6, fc7 = layouts[layout]
     out = {k: v for k, v in state.items() if k.startswith("features.")}
     w6, w7 = state[f"{fc6}.weight"], state[f"{fc7}.weight"]
     out["fc6.weight"] = conv_from_linear(w6, fc6_in_channels, fc6_kernel) if w6.dim() == 2 else w6
     out["fc7.weight"] = conv_from_linear(w7, w7.shape[1], 1) if w7.dim() == 2 else w7
     out["fc6.bias"], out["fc7.bias"] = state[f"{fc6}.bias"], state[f"{fc7}.bias"]
     return out, layout
-
-
-def load_backbone_weights(module: nn.Module, path: str, fc6_in_channels: int, fc6_kernel: int) -> str:
-    """Load a classifier's weights file into a convolutionalized backbone; errors list what differs."""
-    from .checkpoint import read_state_dict
-    from .errors import CheckpointError
-
-    try:
-        state, layout = convolutionalize_state_dict(read_state_dict(path), fc6_in_channels, fc6_kernel)
-    except (KeyError, ValueError) as exc:
-        raise CheckpointError(
-            f"{path} does not fit this backbone: {exc.args[0]}; is it the right architecture?") from exc
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"{path} ({layout} layout) does not fit this backbone: missing {missing[:6]}, "
-            f"unexpected {unexpected[:6]}, wrong shapes {wrong[:6]}; is it the right architecture?"
-        )
-    module.load_state_dict(state)
-    return layout

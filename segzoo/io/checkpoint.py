@@ -10,7 +10,8 @@ from typing import Any, BinaryIO
 
 import torch
 
-from .errors import CheckpointError
+from ..core.errors import CheckpointError, SegzooError
+from ..core.recipe import Recipe
 
 FORMAT = "segzoo-model"
 VERSION = 1
@@ -76,28 +77,26 @@ def state_dict_of(obj: Any, path: str | os.PathLike[str]) -> dict[str, torch.Ten
 def save_model(model: torch.nn.Module, path: str | os.PathLike[str], **extra: Any) -> Path:
     """Save weights plus the recipe that rebuilds them, so ``load_model`` needs no other argument."""
     recipe = getattr(model, "recipe", None)
-    if not recipe:
+    if not isinstance(recipe, Recipe):
         raise CheckpointError("only a model built by segzoo.create_model carries the recipe needed to save it")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return atomic_save({"format": FORMAT, "version": VERSION, "recipe": recipe, "state_dict": state, **extra}, path)
+    return atomic_save({"format": FORMAT, "version": VERSION, "recipe": recipe.to_dict(), "state_dict": state,
+                        **extra}, path)
 
 
-def load_model(path: str | os.PathLike[str], map_location: Any = "cpu") -> torch.nn.Module:
-    """Rebuild a model saved by :func:`save_model` (or a trainer checkpoint) from its file alone."""
-    from .api import get_registry
-
+def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> tuple[Recipe, dict[str, Any]]:
+    """A segzoo model checkpoint's recipe and its whole (plain-data) content, checked for both."""
     ckpt = safe_load(path, map_location=map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "recipe" not in ckpt:
         raise CheckpointError(
             f"{path} is not a segzoo model checkpoint (no recipe inside); for a plain state dict use "
             "create_model(name, ...) and model.load_state_dict(...)"
         )
-    recipe = dict(ckpt["recipe"])
-    recipe["backbone_weights"] = recipe["weights"] = None  # the file's own weights replace them below
-    model = get_registry().build(recipe)
-    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path} does not match the model its recipe builds: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-    return model
+    try:
+        recipe = Recipe.from_dict(ckpt["recipe"], where=f"{path}: its recipe")
+    except SegzooError as exc:
+        raise CheckpointError(f"{exc}; the checkpoint is damaged or was not written by segzoo") from None
+    if not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(f"{path} holds no state_dict; the checkpoint is damaged or was not written by segzoo")
+    # The file's own weights replace any weights its recipe names.
+    return recipe.replace(backbone_weights=None, weights=None), ckpt

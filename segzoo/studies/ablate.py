@@ -25,11 +25,11 @@ from typing import Any
 
 import yaml
 
-from .errors import SegzooError, UnknownNameError
-from .table import format_table
+from ..core.errors import SegzooError, UnknownNameError
+from ..core.table import format_table
 
 # latency and peak memory are of inference at batch 1; the peak is what one forward adds to the memory
-# resident before it (the weights), as segzoo.bench measures it
+# resident before it (the weights), as segzoo.studies.bench measures it
 COLUMNS = ["variant", "backbone", "head", "mean_iu", "pixel_acc", "mean_acc", "fw_iu", "params_m", "gflops",
            "latency_ms", "infer_peak_mib", "train_s"]
 HEADERS = ["variant", "backbone", "head", "mean IU", "pixel acc", "mean acc", "f.w. IU", "params (M)", "GFLOPs",
@@ -72,8 +72,8 @@ class Study:
 
     def check(self) -> None:
         """The shared training settings are ones a run has (a misspelt key is an error naming the closest),
-        and a ``recipe`` among them is a known one."""
-        from .train import TrainConfig
+        and a ``preset`` among them is a known one."""
+        from ..train import TrainConfig
 
         try:
             TrainConfig.from_dict(self.train).resolved(per_model=False)
@@ -91,16 +91,16 @@ class Variant:
 
 def plan(study: Study, strides_of: Any = None) -> list[Variant]:
     """The variants in training order; staged studies go coarse to fine within each backbone."""
-    from .api import get_registry
+    from ..api import get_registry
 
     registry = get_registry()
     for b in study.backbones:
         registry.backbone_factory(b)  # unknown names fail before any training starts
     for h in study.heads:
-        registry.head_factory(h)
+        registry.head(h)
     if not study.staged:
         return [Variant(f"{b}-{h}", b, h) for b in study.backbones for h in study.heads]
-    strides_of = strides_of or _head_strides
+    strides_of = strides_of or (lambda h: registry.head(h).strides)
     variants = []
     for b in study.backbones:
         previous = None
@@ -109,14 +109,6 @@ def plan(study: Study, strides_of: Any = None) -> list[Variant]:
             variants.append(Variant(name, b, h, previous))
             previous = name
     return variants
-
-
-def _head_strides(head: str) -> tuple[int, ...]:
-    from .api import get_registry
-    from .contract import SyntheticBackbone
-
-    make, _ = get_registry().head_factory(head)
-    return tuple(make(SyntheticBackbone().feature_info, 2).strides)
 
 
 def run_study(study: Study, progress: bool | None = None, restart: bool = False) -> list[dict[str, Any]]:
@@ -130,12 +122,12 @@ def run_study(study: Study, progress: bool | None = None, restart: bool = False)
     """
     from tqdm.auto import tqdm
 
-    from .train import TrainConfig
+    from ..train import TrainConfig
 
     study.check()  # before anything is planned or trained
     out = Path(study.out)
     variants = plan(study)
-    for v in variants:  # e.g. a recipe without a learning rate for one of the heads
+    for v in variants:  # e.g. a preset without a learning rate for one of the heads
         TrainConfig.from_dict({**study.train, "model": f"{v.backbone}-{v.head}"}).resolved()
     if restart:
         for v in variants:
@@ -157,9 +149,9 @@ def run_study(study: Study, progress: bool | None = None, restart: bool = False)
 
 
 def shared_settings(study: Study) -> dict[str, Any]:
-    """The training settings every variant of the study shares, defaults (and a recipe's values but its
+    """The training settings every variant of the study shares, defaults (and a preset's values but its
     per-model learning rate) filled in, as JSON stores them."""
-    from .train import TrainConfig
+    from ..train import TrainConfig
 
     config = TrainConfig.from_dict(study.train).resolved(per_model=False).to_dict()
     return json.loads(json.dumps({k: v for k, v in config.items() if k not in _NOT_SHARED}))
@@ -215,7 +207,7 @@ def _show_progress(study: Study, progress: bool | None) -> bool:
 
 def run_variant(study: Study, v: Variant, out: Path, progress: bool = False) -> dict[str, Any]:
     """One variant: skipped if it finished before, resumed if it was interrupted."""
-    from .checkpoint import atomic_write_text
+    from ..io.checkpoint import atomic_write_text
 
     vdir = out / v.name
     done = vdir / "result.json"
@@ -242,7 +234,7 @@ def run_variant(study: Study, v: Variant, out: Path, progress: bool = False) -> 
 def _train(study: Study, v: Variant, vdir: Path, out: Path, progress: bool = False) -> Any:
     from tqdm.auto import tqdm
 
-    from .train import TrainConfig, train
+    from ..train import TrainConfig, train
 
     settings = {**study.train, "model": f"{v.backbone}-{v.head}", "out_dir": str(vdir), "progress": progress}
     if v.init_from:
@@ -276,8 +268,8 @@ def _measure(checkpoint: Path, study: Study) -> dict[str, float]:
 
     ``infer_peak_mib`` is the peak of one forward over the memory resident before it (the weights).
     """
+    from ..api import load_model
     from .bench import benchmark
-    from .checkpoint import load_model
     from .summary import summarize
 
     model = load_model(checkpoint)

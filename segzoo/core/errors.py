@@ -42,7 +42,7 @@ class DataError(SegzooError):
 
 
 class GeometryError(SegzooError):
-    """A backbone or head asked for a geometry (segzoo.model.GEOMETRIES) it does not have."""
+    """A backbone or head asked for a geometry (segzoo.core.model.GEOMETRIES) it does not have."""
 
 
 class TrainingError(SegzooError):

@@ -8,7 +8,7 @@ import torch
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
-from .errors import SegzooError
+from ..core.errors import SegzooError
 
 
 def parse_input_size(text: str) -> tuple[int, int, int]:

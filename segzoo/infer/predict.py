@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .data.io import overlay, read_image, write_mask
-from .data.transforms import normalize
+from ..data.io import overlay, read_image, write_mask
+from ..data.transforms import normalize
 
 
 @torch.no_grad()

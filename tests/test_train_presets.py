@@ -1,4 +1,4 @@
-"""Training as in the paper: ``--recipe paper-heavy`` / ``paper-cvpr`` applied by the trainer, and train
+"""Training as in the paper: ``--preset paper-heavy`` / ``paper-cvpr`` applied by the trainer, and train
 settings that are checked by name (a misspelt key is an error, never silently dropped)."""
 
 from __future__ import annotations
@@ -9,15 +9,15 @@ import pytest
 import torch
 import yaml
 
-from segzoo.ablate import Study, run_study
-from segzoo.checkpoint import load_model
+from segzoo.studies.ablate import Study, run_study
+from segzoo.api import load_model
 from segzoo.cli import main
-from segzoo.errors import GeometryError, SegzooError, UnknownNameError
-from segzoo.presets import training_preset
+from segzoo.core.errors import GeometryError, SegzooError, UnknownNameError
+from segzoo.train.presets import resolve_preset
 from segzoo.train import TrainConfig
 from segzoo.train import runtime as rtm
 from segzoo.train import trainer as trainer_module
-from segzoo.train.optim import preset as optimizer_preset
+from segzoo.train.optim import optimizer_defaults
 from segzoo.train.trainer import Trainer
 
 
@@ -86,21 +86,21 @@ def check_optimizer(t: Trainer, preset: dict) -> None:
                                                 ("paper-cvpr", "alexnet-fcn16s", "final"),
                                                 ("paper-cvpr", "alexnet-fcn32s", "final")])
 def test_a_recipe_sets_the_optimizer_loss_geometry_and_head(tmp_path, demo_data, monkeypatch, name, model, fixed):
-    preset = training_preset(name, model)
-    fresh, logs = trainer(tiny(tmp_path, demo_data, model=model, recipe=name))
+    preset = resolve_preset(name, model)
+    fresh, logs = trainer(tiny(tmp_path, demo_data, model=model, preset=name))
     assert fresh.cfg.batch_size == preset["batch_size"] and fresh.loader.batch_size == preset["batch_size"]
     check_optimizer(fresh, preset)
-    assert fresh.model.recipe["geometry"] == "caffe" and fresh.model.backbone.features[0].padding == (100, 100)
+    assert fresh.model.recipe.geometry == "caffe" and fresh.model.backbone.features[0].padding == (100, 100)
     assert fresh.model.normalization["bgr"]  # the caffe nets' BGR 0-255 input
     assert not fresh.model.head.score_fr.weight.any() and not fresh.model.head.score_fr.bias.any()
     final, twice = upsamplings(fresh.model)
     assert final and not any(p.requires_grad for p in final)
     assert all(p.requires_grad == (fixed == "final") for p in twice)
     assert len(twice) == (1 if model.endswith("16s") else 0)
-    assert optimizer_preset(fresh.cfg.optimizer)["schedule"] == "constant"
-    staged = [line for line in logs if line.startswith("note: the paper fine-tunes")]
+    assert optimizer_defaults(fresh.cfg.optimizer)["schedule"] == "constant"
+    staged = [line for line in logs if line.startswith("note: preset")]
     if model.endswith("16s"):  # the paper fine-tunes it from a trained 32s: say how, train on
-        assert staged == [f"note: the paper fine-tunes {model} from a trained alexnet-fcn32s (recipe {name}); to do "
+        assert staged == [f"note: preset {name} fine-tunes {model} from a trained alexnet-fcn32s; to do "
                           "the same pass that run's checkpoint, e.g. --init-from runs/alexnet-fcn32s/last.pt "
                           "(init_from= in Python or a study); training from the backbone's initialisation instead"]
     else:
@@ -110,9 +110,9 @@ def test_a_recipe_sets_the_optimizer_loss_geometry_and_head(tmp_path, demo_data,
     real_loss = trainer_module.cross_entropy
     monkeypatch.setattr(trainer_module, "cross_entropy",
                         lambda *a, **k: reductions.append(a[3]) or real_loss(*a, **k))
-    t, logs = trainer(tiny(tmp_path, demo_data, model=model, recipe=name, batch_size=2, stop_at_step=2), run=True)
+    t, logs = trainer(tiny(tmp_path, demo_data, model=model, preset=name, batch_size=2, stop_at_step=2), run=True)
     assert reductions == [preset["loss_reduction"]] * 2
-    assert any(line.startswith(f"recipe {name}: batch 2, loss {preset['loss_reduction']}, SGD lr {preset['lr']:g} "
+    assert any(line.startswith(f"preset {name}: batch 2, loss {preset['loss_reduction']}, SGD lr {preset['lr']:g} "
                                f"momentum {preset['momentum']:g}") for line in logs)
     after = dict(t.model.named_parameters())
     for key, p in fresh.model.named_parameters():  # the fixed upsamplings are still exactly bilinear
@@ -122,7 +122,7 @@ def test_a_recipe_sets_the_optimizer_loss_geometry_and_head(tmp_path, demo_data,
 
 
 def test_explicit_options_win_over_the_recipe(tmp_path, demo_data):
-    config = tiny(tmp_path, demo_data, model="alexnet-fcn8s", recipe="paper-heavy", batch_size=2, lr=1e-3,
+    config = tiny(tmp_path, demo_data, model="alexnet-fcn8s", preset="paper-heavy", batch_size=2, lr=1e-3,
                   momentum=0.5, loss_reduction="mean", head_kwargs={"learnable_upsampling": True})
     t, _ = trainer(config)
     assert (t.cfg.batch_size, t.cfg.loss_reduction, t.cfg.weight_decay) == (2, "mean", 5e-4)
@@ -130,37 +130,37 @@ def test_explicit_options_win_over_the_recipe(tmp_path, demo_data):
     assert (groups[0]["lr"], groups[0]["momentum"], groups[1]["lr"]) == (1e-3, 0.5, 2e-3)
     final, twice = upsamplings(t.model)
     assert not any(p.requires_grad for p in final) and all(p.requires_grad for p in twice)  # the CVPR way
-    modern = TrainConfig(model="alexnet-fcn8s", recipe="paper-heavy", geometry="modern", optimizer="adamw").resolved()
+    modern = TrainConfig(model="alexnet-fcn8s", preset="paper-heavy", geometry="modern", optimizer="adamw").resolved()
     assert (modern.geometry, modern.optimizer, modern.momentum, modern.lr) == ("modern", "adamw", None, 1e-14)
     with pytest.raises(SegzooError, match="optimizer 'adamw' has no momentum.*paper, sgd-poly"):
         trainer(tiny(tmp_path, demo_data, model="alexnet-fcn32s", optimizer="adamw", momentum=0.9))
     again = modern.resolved()
     assert again == modern  # resolving a resolved config changes nothing: it resumes as itself
     # a head the recipe has no lr for trains with the user's
-    assert TrainConfig(model="alexnet-fcn4s", recipe="paper-cvpr", lr=0.1).resolved().lr == 0.1
+    assert TrainConfig(model="alexnet-fcn4s", preset="paper-cvpr", lr=0.1).resolved().lr == 0.1
     with pytest.raises(SegzooError, match="not for 'alexnet-fcn4s'; pass the learning rate yourself"):
-        TrainConfig(model="alexnet-fcn4s", recipe="paper-cvpr").resolved()
+        TrainConfig(model="alexnet-fcn4s", preset="paper-cvpr").resolved()
 
 
 def test_a_recipe_geometry_the_backbone_lacks_names_the_problem_and_the_fix(tmp_path, demo_data):
-    with pytest.raises(GeometryError, match=r"recipe 'paper-cvpr' trains the paper's geometry 'caffe', which "
+    with pytest.raises(GeometryError, match=r"preset 'paper-cvpr' trains in geometry 'caffe', which "
                                             r"timm-resnet18-fcn32s cannot have .*vgg16-\* and alexnet-\*.*"
                                             r"--geometry modern"):
-        trainer(tiny(tmp_path, demo_data, model="timm-resnet18-fcn32s", recipe="paper-cvpr", backbone_kwargs={}))
+        trainer(tiny(tmp_path, demo_data, model="timm-resnet18-fcn32s", preset="paper-cvpr", backbone_kwargs={}))
     with pytest.raises(UnknownNameError, match="training preset 'paper-hevy'.*Did you mean: paper-heavy"):
-        trainer(tiny(tmp_path, demo_data, model="alexnet-fcn32s", recipe="paper-hevy"))
+        trainer(tiny(tmp_path, demo_data, model="alexnet-fcn32s", preset="paper-hevy"))
 
 
 def test_the_cli_applies_a_recipe_records_it_and_resume_keeps_it(tmp_path, demo_data, capsys):
     run = tmp_path / "run"
-    args = ["train", "--model", "alexnet-fcn16s", "--recipe", "paper-heavy", "--fc-channels", "16", "--input-size",
+    args = ["train", "--model", "alexnet-fcn16s", "--preset", "paper-heavy", "--fc-channels", "16", "--input-size",
             "64", "--scale", "1,1", "--device", "cpu", "--no-progress", "--data", str(demo_data), "--val-split",
             "none", "--epochs", "1", "--batch-size", "4", "--out", str(run)]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "note: the paper fine-tunes alexnet-fcn16s" in out
     stored = json.loads((run / "config.json").read_text())
-    want = {"recipe": "paper-heavy", "batch_size": 4, "loss_reduction": "sum", "optimizer": "paper", "lr": 1e-12,
+    want = {"preset": "paper-heavy", "batch_size": 4, "loss_reduction": "sum", "optimizer": "paper", "lr": 1e-12,
             "momentum": 0.99, "weight_decay": 5e-4, "geometry": "caffe",
             "head_kwargs": {"learnable_upsampling": False, "fixed_final_upsampling": True, "zero_init_scores": True}}
     assert {k: stored[k] for k in want} == want
@@ -168,7 +168,7 @@ def test_the_cli_applies_a_recipe_records_it_and_resume_keeps_it(tmp_path, demo_
     assert main(["train", "--resume", "--out", str(run), "--epochs", "2", "--momentum", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "--momentum ignored" in out and "note:" not in out
-    assert "recipe paper-heavy: batch 4, loss sum, SGD lr 1e-12 momentum 0.99" in out
+    assert "preset paper-heavy: batch 4, loss sum, SGD lr 1e-12 momentum 0.99" in out
     last = torch.load(run / "last.pt", weights_only=True)
     assert {k: last["config"][k] for k in want} == want and last["config"]["epochs"] == 2
     assert [h["step"] for h in last["history"]] == [2, 4]
@@ -180,13 +180,13 @@ def test_the_cli_applies_a_recipe_records_it_and_resume_keeps_it(tmp_path, demo_
 
 
 def test_a_resumed_recipe_run_keeps_the_recipe_without_being_told(tmp_path, demo_data):
-    config = tiny(tmp_path, demo_data, model="alexnet-fcn32s", recipe="paper-cvpr", batch_size=2, stop_at_step=1)
+    config = tiny(tmp_path, demo_data, model="alexnet-fcn32s", preset="paper-cvpr", batch_size=2, stop_at_step=1)
     trainer(config, run=True)
     resumed, logs = trainer(TrainConfig(out_dir=config.out_dir, resume=True, device="cpu", progress=False,
                                         stop_at_step=2), run=True)
     assert any(line.startswith("resuming") for line in logs)
-    assert (resumed.cfg.recipe, resumed.cfg.batch_size, resumed.cfg.geometry) == ("paper-cvpr", 2, "caffe")
-    check_optimizer(resumed, training_preset("paper-cvpr", "alexnet-fcn32s"))
+    assert (resumed.cfg.preset, resumed.cfg.batch_size, resumed.cfg.geometry) == ("paper-cvpr", 2, "caffe")
+    check_optimizer(resumed, resolve_preset("paper-cvpr", "alexnet-fcn32s"))
     assert resumed.step == 2 and not any(p.requires_grad for p in upsamplings(resumed.model)[0])
 
 
@@ -194,12 +194,12 @@ def test_a_study_file_applies_a_recipe_to_every_variant(tmp_path, demo_data):
     spec = tmp_path / "study.yaml"
     spec.write_text(yaml.safe_dump({
         "backbones": ["alexnet"], "heads": ["fcn32s", "fcn16s"], "out": str(tmp_path / "s"), "staged": True,
-        "train": {**TINY, "scale": [1.0, 1.0], "data": str(demo_data), "recipe": "paper-heavy", "batch_size": 4}}))
+        "train": {**TINY, "scale": [1.0, 1.0], "data": str(demo_data), "preset": "paper-heavy", "batch_size": 4}}))
     rows = run_study(Study.from_yaml(spec), progress=False)
     assert [r["variant"] for r in rows] == ["alexnet-fcn32s-staged", "alexnet-fcn16s-staged"]
     for row, lr in zip(rows, (1e-10, 1e-12)):
         config = json.loads((tmp_path / "s" / row["variant"] / "config.json").read_text())
-        assert (config["recipe"], config["batch_size"], config["loss_reduction"], config["momentum"], config["lr"],
+        assert (config["preset"], config["batch_size"], config["loss_reduction"], config["momentum"], config["lr"],
                 config["geometry"]) == ("paper-heavy", 4, "sum", 0.99, lr, "caffe")
         settings = json.loads((tmp_path / "s" / row["variant"] / "settings.json").read_text())
         assert (settings["momentum"], settings["lr"]) == (0.99, None)  # shared; the lr is each net's own
@@ -211,58 +211,26 @@ def test_a_study_whose_recipe_lacks_a_heads_lr_stops_before_training(tmp_path, m
 
     monkeypatch.setattr(segzoo.train, "train", lambda *a, **k: pytest.fail("nothing may train"))
     study = Study(backbones=["alexnet"], heads=["fcn32s", "fcn4s"], out=str(tmp_path / "s"),
-                  train={"recipe": "paper-cvpr"})
+                  train={"preset": "paper-cvpr"})
     with pytest.raises(SegzooError, match="not for 'alexnet-fcn4s'"):
         run_study(study, progress=False)
-    assert main(["ablate", "--backbones", "alexnet", "--heads", "fcn32s,fcn4s", "--recipe", "paper-cvpr", "--out",
+    assert main(["ablate", "--backbones", "alexnet", "--heads", "fcn32s,fcn4s", "--preset", "paper-cvpr", "--out",
                  str(tmp_path / "cli")]) == 2  # segzoo ablate --recipe: the same study
     assert "not for 'alexnet-fcn4s'" in capsys.readouterr().err
     assert not (tmp_path / "s").exists() and not (tmp_path / "cli").exists()
 
 
-# -- runs and studies from before recipes -------------------------------------------------------------
-NEW = ("recipe", "momentum", "geometry")
-
-
-def test_a_checkpoint_from_before_recipes_resumes(tmp_path, demo_data):
-    config = tiny(tmp_path, demo_data, model="alexnet-fcn32s", batch_size=4, stop_at_step=1)
-    trainer(config, run=True)
-    path = tmp_path / "run" / "last.pt"
-    ckpt = torch.load(path, weights_only=True)
-    ckpt["config"] = {k: v for k, v in ckpt["config"].items() if k not in NEW}  # as written before
-    torch.save(ckpt, path)
-    resumed, _ = trainer(TrainConfig(out_dir=config.out_dir, resume=True, device="cpu", progress=False,
-                                     stop_at_step=2), run=True)
-    assert (resumed.cfg.optimizer, resumed.cfg.recipe, resumed.model.recipe["geometry"]) == ("adamw", None, "modern")
-    assert isinstance(resumed.optimizer, torch.optim.AdamW) and resumed.step == 2
-
-
-def test_a_study_from_before_recipes_still_matches_its_settings(tmp_path):
-    from segzoo.ablate import check_settings, plan, shared_settings
-
-    study = Study(backbones=["alexnet"], heads=["fcn32s"], out=str(tmp_path), train={"epochs": 2})
-    old = {k: v for k, v in shared_settings(study).items() if k not in NEW}
-    assert (old["batch_size"], old["loss_reduction"], old["optimizer"]) == (8, "mean", "adamw")  # as then
-    (tmp_path / "alexnet-fcn32s").mkdir()
-    (tmp_path / "alexnet-fcn32s" / "result.json").write_text("{}")
-    (tmp_path / "alexnet-fcn32s" / "settings.json").write_text(json.dumps(old))
-    check_settings(study, plan(study))  # no new setting given: the same settings
-    study.train["recipe"] = "paper-cvpr"
-    with pytest.raises(SegzooError, match=r'batch_size 8 then, 20 now.*recipe null then, "paper-cvpr" now'):
-        check_settings(study, plan(study))
-
-
-def test_the_help_and_docs_say_what_a_recipe_sets(capsys):
+def test_the_help_and_docs_say_what_a_preset_sets(capsys):
     from pathlib import Path
 
-    from segzoo.presets import PRESETS
+    from segzoo_plugins.fcn import PRESETS
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--recipe NAME train with one of the paper's settings" in text
+    assert "--preset NAME train with a registered training preset" in text
     assert all(name in text for name in PRESETS)
-    assert "paper: the FCN solver's optimizer alone" in text  # --optimizer paper is not a recipe
+    assert "paper: the FCN solver's optimizer alone" in text  # --optimizer paper is not a preset
     doc = (Path(__file__).parents[1] / "docs" / "paper.md").read_text()
-    fields = set().union(*PRESETS.values()) - {"description", "lr_by_model"}
+    fields = set().union(*(set(p.settings) | set(p.head_kwargs) for p in PRESETS.values()))
     assert all(f"`{f}`" in doc for f in fields) and "What remains" not in doc

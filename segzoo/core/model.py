@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .errors import GeometryError, InputError, PluginError
+from .recipe import Recipe
 
 # How an RGB image with values in [0, 1] becomes the network's input:
 #   x = image * scale; if bgr: reverse the channels; x = (x - mean) / std   (mean/std in x's channel order)
@@ -86,29 +87,39 @@ class Head(nn.Module):
     num_classes: int
 
 
-def check_head_fits(head_name: str, strides: tuple[int, ...], info: list[FeatureInfo], backbone_name: str) -> None:
-    """Fail at build time, not at the first forward, when a head needs a stride the backbone lacks."""
+def check_head_fits(head_name: str, strides: tuple[int, ...], info: list[FeatureInfo], backbone_name: str,
+                    alternatives: tuple[str, ...] | list[str] = ()) -> None:
+    """Fail at build time, not at the first forward, when a head needs a stride the backbone lacks.
+
+    ``alternatives`` are heads that would fit (the registry knows them); the failed head is never suggested.
+    """
     have = {f.stride for f in info}
     missing = [s for s in strides if s not in have]
     if missing:
+        fits = [h for h in alternatives if h != head_name]
+        fix = (f"pick a head that reads only those strides: {', '.join(fits[:4])}" if fits
+               else "no registered head reads only those strides")
         raise InputError(
             f"head '{head_name}' fuses features at strides {list(strides)}, but backbone '{backbone_name}' "
-            f"provides only {sorted(have)} (missing {missing}); pick a head with fewer skips, e.g. fcn32s"
+            f"provides only {sorted(have)} (missing {missing}); {fix}"
         )
 
 
 class SegmentationModel(nn.Module):
     """``backbone`` + ``head``: an image batch in, per-class scores of the same H x W out.
 
-    ``recipe`` is the plain-data description (names, classes, options) that rebuilds this model;
-    checkpoints store it beside the weights.
+    ``recipe`` (a :class:`~segzoo.core.recipe.Recipe`) is the plain-data description (names, classes,
+    options) that rebuilds this model; checkpoints store it beside the weights. Without one, the model
+    is described by its classes' names (it can run and train, but not be saved by name).
     """
 
-    def __init__(self, backbone: Backbone, head: Head, recipe: dict[str, Any] | None = None):
+    def __init__(self, backbone: Backbone, head: Head, recipe: Recipe | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = head
-        self.recipe = dict(recipe or {})
+        self.recipe = recipe if recipe is not None else Recipe(
+            backbone=type(backbone).__name__.lower(), head=type(head).__name__.lower(),
+            num_classes=int(getattr(head, "num_classes", 1) or 1))
         self._checked = False
 
     @property
@@ -117,14 +128,26 @@ class SegmentationModel(nn.Module):
 
     @property
     def normalization(self) -> dict[str, Any]:
-        return self.recipe.get("normalization") or self.backbone.normalization
+        return dict(self.recipe.normalization or self.backbone.normalization)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         features = self.backbone(x)
         if not self._checked:  # until an input large enough to tell a wrong stride (then never again)
             self._checked = self.check_features(features, (x.shape[-2], x.shape[-1]))
+            out = self.head(features, x.shape[-2:])
+            self.check_output(out, x)
+            return out
         return self.head(features, x.shape[-2:])
+
+    def check_output(self, out: torch.Tensor, x: torch.Tensor) -> None:
+        """The head's scores have the input's N x H x W and the model's classes, or the plugin is named."""
+        want = (x.shape[0], self.num_classes, x.shape[-2], x.shape[-1])
+        if tuple(out.shape) != want:
+            raise PluginError(
+                f"head '{self.recipe.head}' from plugin '{self.recipe.head_plugin or '?'}' "
+                f"({self.recipe.head_dist or '?'}) returned scores of shape {tuple(out.shape)} for an input of "
+                f"{tuple(x.shape)}; a head must return N x num_classes x H x W at the size it is given")
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4:
@@ -133,7 +156,7 @@ class SegmentationModel(nn.Module):
         h, w = x.shape[-2:]
         low = self.backbone.min_input_size
         if h < low or w < low:
-            name = self.recipe.get("backbone", type(self.backbone).__name__)
+            name = self.recipe.backbone
             raise InputError(
                 f"input {h}x{w} is smaller than backbone '{name}' takes: the minimum is {low}x{low}; "
                 "resize or pad the image"
@@ -147,8 +170,8 @@ class SegmentationModel(nn.Module):
         whether the input was large enough for the sizes to tell a stride from its half or double
         (:func:`grid_decides`); until one is, later forwards check again.
         """
-        name = self.recipe.get("backbone", type(self.backbone).__name__)
-        plugin = f"plugin '{self.recipe.get('backbone_plugin', '?')}' ({self.recipe.get('backbone_dist', '?')})"
+        name = self.recipe.backbone
+        plugin = f"plugin '{self.recipe.backbone_plugin or '?'}' ({self.recipe.backbone_dist or '?'})"
         info = list(self.backbone.feature_info)
         for f in info:
             got = features.get(f.stride)
@@ -165,7 +188,7 @@ class SegmentationModel(nn.Module):
         maps = [tuple(features[f.stride].shape[-2:]) for f in info]
         wrong = [(f, m) for f, m in zip(info, maps) if not all(grid_fits(c, n, f) for c, n in zip(m, size))]
         if wrong:
-            dist = str(self.recipe.get("backbone_dist", "")).split(" ")[0] or "DIST_OR_MODULE"
+            dist = self.recipe.backbone_dist.split(" ")[0] or "DIST_OR_MODULE"
             seen = [f"{observed_stride(m, size, f):.1f}".removesuffix(".0") for f, m in zip(info, maps)]
             should = "; ".join(f"stride {f.stride} gives about {_cells(size[0], f)}x{_cells(size[1], f)}"
                                for f, _ in wrong)

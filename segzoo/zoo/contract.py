@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import InputError
-from .model import Backbone, FeatureInfo, SegmentationModel
+from ..core.errors import InputError
+from ..core.model import Backbone, FeatureInfo, SegmentationModel
 
 ODD_SIZES: tuple[tuple[int, int], ...] = ((33, 47), (64, 64), (71, 50))
 

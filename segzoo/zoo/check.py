@@ -1,9 +1,10 @@
-"""Run the contract checks the built-ins pass (:mod:`segzoo.contract`) over one plugin's parts.
+"""Run the contract checks the built-ins pass (:mod:`segzoo.zoo.contract`) over one plugin's parts.
 
 ``segzoo check-plugin DIST_OR_MODULE`` prints the table; plugin authors call
-:func:`assert_plugin_passes` from pytest. A backbone is checked composed with a built-in FCN head
-(``fcn8s``, or ``fcn32s`` when it lacks strides 8 and 16); a head on a tiny
-:class:`~segzoo.contract.SyntheticBackbone` with strides 2 to 32; a recipe by resolving its parts.
+:func:`assert_plugin_passes` from pytest. A backbone is checked composed with the registered head
+that reads the most of its strides (any plugin's; no head is named here); a head on a tiny
+:class:`~segzoo.zoo.contract.SyntheticBackbone` with exactly the strides it declared; a recipe by resolving
+its parts.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from ..core.errors import SegzooError
+from ..core.model import Head, SegmentationModel
+from ..core.recipe import Recipe
 from .contract import CheckResult, SyntheticBackbone, _check, run_contract
-from .errors import InputError, SegzooError
-from .model import SegmentationModel, check_head_fits
-from .plugins import PluginRecord, load_plugins, normalize
+from .loader import PluginRecord, load_plugins, normalize
 from .registry import Entry, Registry
-
-REFERENCE_HEADS = ("fcn8s", "fcn32s")
 
 
 @dataclass
@@ -82,31 +82,29 @@ def check_backbone(registry: Registry, entry: Entry, num_classes: int) -> list[C
         return [CheckResult("family", True, f"not built: check a member by name, e.g. {entry.name[:-1]}<variant>")]
 
     def build() -> SegmentationModel:
-        for head in REFERENCE_HEADS:
-            recipe = {"name": f"{entry.name}-{head}", "backbone": entry.name, "head": head, "num_classes": num_classes}
-            try:
-                return registry.build(recipe)
-            except InputError:  # the backbone lacks a stride this head fuses: try a coarser one
-                if head == REFERENCE_HEADS[-1]:
-                    raise
-        raise AssertionError("unreachable")
+        make, _ = registry.backbone_factory(entry.name)
+        have = {f.stride for f in make().feature_info}
+        heads = sorted((h for h in registry.entries["head"].values() if set(h.strides) <= have),
+                       key=lambda h: (-len(h.strides), h.name))
+        assert heads, f"no registered head reads only the strides it declares ({sorted(have)})"
+        return registry.build(Recipe(backbone=entry.name, head=heads[0].name, num_classes=num_classes))
 
     return _contract(build, check_backbone=True)
 
 
 def check_head(registry: Registry, entry: Entry, num_classes: int) -> list[CheckResult]:
     def build() -> SegmentationModel:
-        """On a synthetic backbone with just the strides the head reads, so that every parameter must train."""
-        every = list(SyntheticBackbone().feature_info)
-        strides = entry.obj(every, num_classes).strides
-        check_head_fits(entry.name, tuple(strides), every, "synthetic")
-        backbone = SyntheticBackbone(sorted(strides))
+        """On a synthetic backbone with just the strides the head declared, so that every parameter must train
+        and a head reading a stride it did not declare fails."""
+        backbone = SyntheticBackbone(sorted(entry.strides))
         head = entry.obj(list(backbone.feature_info), num_classes)
+        assert isinstance(head, Head), f"the factory returned a {type(head).__name__}, not a segzoo.Head"
+        got = tuple(getattr(head, "strides", ()))
+        assert got == entry.strides, f"registered with strides {list(entry.strides)}, built with {list(got)}"
         got = head.num_classes
         assert got == num_classes, f"asked for {num_classes} classes, got head.num_classes={got}"
-        recipe = {"name": f"synthetic-{entry.name}", "backbone": "synthetic", "head": entry.name,
-                  "num_classes": num_classes}
-        return SegmentationModel(backbone, head, recipe)
+        return SegmentationModel(backbone, head, Recipe(backbone="synthetic", head=entry.name,
+                                                        num_classes=num_classes))
 
     return _contract(build, check_backbone=False)
 
@@ -117,7 +115,7 @@ def _contract(build, check_backbone: bool) -> list[CheckResult]:
     def first() -> str:
         nonlocal model
         model = build()
-        return f"as {model.recipe['name']}, {sum(p.numel() for p in model.parameters()):,} parameters"
+        return f"as {model.recipe.name}, {sum(p.numel() for p in model.parameters()):,} parameters"
 
     built = _check("builds with default options", first)
     if model is None:
@@ -127,9 +125,9 @@ def _contract(build, check_backbone: bool) -> list[CheckResult]:
 
 def check_recipe(registry: Registry, entry: Entry, num_classes: int) -> list[CheckResult]:
     def resolves() -> str:
-        registry.backbone_factory(entry.obj["backbone"])
-        registry.head_factory(entry.obj["head"])
-        return f"{entry.obj['backbone']} + {entry.obj['head']}"
+        registry.backbone_factory(entry.obj.backbone)
+        registry.head(entry.obj.head)
+        return f"{entry.obj.backbone} + {entry.obj.head}"
 
     return [_check("names registered parts", resolves)]
 

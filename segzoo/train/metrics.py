@@ -75,7 +75,7 @@ def metrics_from_confusion(matrix: torch.Tensor, class_names: Sequence[str] | No
 
 
 def metrics_table_rows(metrics: dict[str, Any]) -> list[list[Any]]:
-    """Rows ``[class, IU, accuracy]`` for :func:`segzoo.table.format_table` (``-`` where undefined)."""
+    """Rows ``[class, IU, accuracy]`` for :func:`segzoo.core.table.format_table` (``-`` where undefined)."""
     return [[name, _fmt(iu), _fmt(metrics["per_class_acc"].get(name))] for name, iu in metrics["per_class_iu"].items()]
 
 
@@ -90,7 +90,7 @@ def summary_line(metrics: dict[str, Any]) -> str:
 
 def report(metrics: dict[str, Any]) -> str:
     """The four metrics and the per-class table, as printed by ``segzoo train`` and ``segzoo eval``."""
-    from .table import format_table
+    from ..core.table import format_table
 
     names = {"pixel_acc": "pixel accuracy", "mean_acc": "mean accuracy", "mean_iu": "mean IU", "fw_iu": "f.w. IU"}
     four = [[label, f"{100 * metrics[key]:.1f}"] for key, label in names.items()]
