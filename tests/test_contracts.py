@@ -65,7 +65,7 @@ def test_the_models_feature_check_accepts_what_each_backbone_returns(name, geome
             pytest.skip(f"{name} has no geometry {geometry}")
         bb.eval()
         model = SegmentationModel(bb, REGISTRY.head("fcn32s").obj(list(bb.feature_info), NUM_CLASSES),
-                                  {"backbone": name})
+                                  Recipe(backbone=name, head="fcn32s", num_classes=NUM_CLASSES))
     low = bb.min_input_size
     for size in [(low, low), (low + 1, low + 3), *contract.ODD_SIZES, (97, 161), (224, 224), (500, 375)]:
         model.check_features(meta_forward(bb, torch.empty(1, 3, *size)), size)
@@ -80,7 +80,7 @@ def test_the_model_stops_maps_coarser_than_declared():
             return {**out, 16: torch.nn.functional.avg_pool2d(out[16], 2, ceil_mode=True)}
 
     model = SegmentationModel(Coarse((4, 8, 16, 32)), REGISTRY.head("fcn8s").obj(
-        list(Coarse((4, 8, 16, 32)).feature_info), NUM_CLASSES), {"backbone": "coarse"})
+        list(Coarse((4, 8, 16, 32)).feature_info), NUM_CLASSES), Recipe(backbone="coarse", head="fcn8s", num_classes=NUM_CLASSES))
     with pytest.raises(PluginError, match=r"declares strides \[4, 8, 16, 32\] but for a 64x64 input returned maps "
                                           r"of 16x16, 8x8, 2x2, 2x2, i\.e\. strides about \[4, 8, 32, 32\] "
                                           r"\(stride 16 gives about 4x4\)"):
@@ -120,7 +120,7 @@ def test_head_round_trips_through_recipe_and_pickle(head):
     make_head = REGISTRY.head(head).obj
 
     def build():
-        return SegmentationModel(contract.SyntheticBackbone(), make_head(list(bb.feature_info), NUM_CLASSES), {})
+        return SegmentationModel(contract.SyntheticBackbone(), make_head(list(bb.feature_info), NUM_CLASSES))
 
     model = build()
     contract.check_state_dict_roundtrip(model, build)

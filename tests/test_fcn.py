@@ -94,7 +94,7 @@ def test_learnable_upsampling_learns():
 
 
 def test_segmentation_model_rejects_a_single_image_without_batch_dim():
-    model = SegmentationModel(SyntheticBackbone(), narrow("alexnet-fcn8s").head, {})
+    model = SegmentationModel(SyntheticBackbone(), narrow("alexnet-fcn8s").head)
     with pytest.raises(segzoo.InputError, match=r"x\[None\]"):
         model(torch.randn(3, 64, 64))
 

@@ -26,10 +26,10 @@ def test_wildcards():
 
 
 def test_names_with_dashes_split_at_a_registered_head(registry):
-    assert registry.resolve("timm-resnet18-fcn8s") == {"name": "timm-resnet18-fcn8s", "backbone": "timm-resnet18",
-                                                       "head": "fcn8s"}
+    assert registry.resolve("timm-resnet18-fcn8s") == Recipe(name="timm-resnet18-fcn8s", backbone="timm-resnet18",
+                                                             head="fcn8s")
     # Any timm model through the timm-* family, not only the listed ones.
-    assert registry.resolve("timm-resnet34-fcn32s")["backbone"] == "timm-resnet34"
+    assert registry.resolve("timm-resnet34-fcn32s").backbone == "timm-resnet34"
     model = segzoo.create_model("timm-resnet34-fcn32s", num_classes=3)
     assert model.backbone.strides()[-1] == 32
 
