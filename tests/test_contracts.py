@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import segzoo
-from segzoo.zoo import contract
 from segzoo.core.errors import PluginError, SegzooError
 from segzoo.core.model import GEOMETRIES, SegmentationModel
 from segzoo.core.recipe import Recipe
 from segzoo.studies.summary import meta_forward
+from segzoo.zoo import contract
 
 REGISTRY = segzoo.get_registry()
 BACKBONES = [b for b in REGISTRY.names("backbone") if not b.endswith("*")]
@@ -80,7 +80,8 @@ def test_the_model_stops_maps_coarser_than_declared():
             return {**out, 16: torch.nn.functional.avg_pool2d(out[16], 2, ceil_mode=True)}
 
     model = SegmentationModel(Coarse((4, 8, 16, 32)), REGISTRY.head("fcn8s").obj(
-        list(Coarse((4, 8, 16, 32)).feature_info), NUM_CLASSES), Recipe(backbone="coarse", head="fcn8s", num_classes=NUM_CLASSES))
+        list(Coarse((4, 8, 16, 32)).feature_info), NUM_CLASSES),
+        Recipe(backbone="coarse", head="fcn8s", num_classes=NUM_CLASSES))
     with pytest.raises(PluginError, match=r"declares strides \[4, 8, 16, 32\] but for a 64x64 input returned maps "
                                           r"of 16x16, 8x8, 2x2, 2x2, i\.e\. strides about \[4, 8, 32, 32\] "
                                           r"\(stride 16 gives about 4x4\)"):

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 import segzoo
-from segzoo.zoo.contract import SyntheticBackbone
 from segzoo.core.model import SegmentationModel
+from segzoo.zoo.contract import SyntheticBackbone
 
 
 def narrow(name, num_classes=4, **head_kwargs):

@@ -6,8 +6,8 @@ from segzoo_plugins.recipes import DEFAULT as REGISTRY_YAML
 
 import segzoo
 from segzoo.core.recipe import Recipe
-from segzoo.zoo.registry import Registrar, Registry
 from segzoo.studies.summary import parse_input_size, summarize
+from segzoo.zoo.registry import Registrar, Registry
 
 
 def test_every_backbone_composes_with_every_head():

@@ -9,15 +9,15 @@ import pytest
 import torch
 import yaml
 
-from segzoo.studies.ablate import Study, run_study
 from segzoo.api import load_model
 from segzoo.cli import main
 from segzoo.core.errors import GeometryError, SegzooError, UnknownNameError
-from segzoo.train.presets import resolve_preset
+from segzoo.studies.ablate import Study, run_study
 from segzoo.train import TrainConfig
 from segzoo.train import runtime as rtm
 from segzoo.train import trainer as trainer_module
 from segzoo.train.optim import optimizer_defaults
+from segzoo.train.presets import resolve_preset
 from segzoo.train.trainer import Trainer
 
 
