@@ -110,6 +110,26 @@ def test_gradients_reach_every_trainable_parameter(name, head):
 
 
 @pytest.mark.parametrize("name", BACKBONES)
+def test_trains_at_batch_1_on_the_smallest_input(name):
+    """BatchNorm on a 1x1 map cannot train: a backbone's min_input_size must leave every level 2x2 or more."""
+    contract.check_train_step(compose(name, "fcn32s"))
+
+
+def test_the_train_step_check_catches_batchnorm_on_a_single_cell():
+    class OneCell(contract.SyntheticBackbone):
+        def __init__(self):
+            super().__init__((32,))
+            self.bn = torch.nn.BatchNorm2d(self.feature_info[0].channels)
+
+        def forward(self, x):
+            return {32: self.bn(super().forward(x)[32])}
+
+    model = SegmentationModel(OneCell(), REGISTRY.head("fcn32s").obj(list(OneCell().feature_info), NUM_CLASSES))
+    with pytest.raises(AssertionError, match="training step at batch 1 on a 32x32 input.*raise min_input_size"):
+        contract.check_train_step(model)
+
+
+@pytest.mark.parametrize("name", BACKBONES)
 def test_too_small_input_names_the_minimum(name):
     contract.check_min_input(compose(name, "fcn32s"))
 
@@ -139,7 +159,7 @@ def test_run_contract_reports_every_check_for_a_good_model():
     model = segzoo.create_model("alexnet-fcn8s", num_classes=3, backbone_kwargs={"fc_channels": 64})
     results = contract.run_contract(model, rebuild=lambda: REGISTRY.build(model.recipe))
     assert [r.name for r in results if not r.passed] == []
-    assert len(results) == 6
+    assert len(results) == 7
 
 
 def test_run_contract_catches_a_backbone_that_lies_about_its_channels():
