@@ -188,7 +188,8 @@ def test_a_backbone_without_feature_info_names_the_plugin():
             return {}
 
     reg = _registry(backbone=lambda weights=None: NoInfo())
-    with pytest.raises(segzoo.PluginError, match=r"backbone 'fxnet' from plugin 'fx' \(fx-dist 1.0\) has no feature_info"):
+    with pytest.raises(segzoo.PluginError,
+                       match=r"backbone 'fxnet' from plugin 'fx' \(fx-dist 1.0\) has no feature_info"):
         create_model("fxnet-fcn32s", registry=reg)
 
 
