@@ -21,8 +21,8 @@ from ...train.loss import cross_entropy
 from ...train.runtime import autocast, resolve_device
 from ..summary import summarize
 from .machine import (
-    cpu_name,
     cpu_has_native_bf16,
+    cpu_name,
     cuda_bf16_peak_tflops,
     measure_matmul_peak,
     peak_memory,
