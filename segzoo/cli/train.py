@@ -193,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"mean IU {100 * result.initial_metrics['mean_iu']:.1f} before training -> "
                   f"{100 * final['mean_iu']:.1f} after (best {100 * result.best_metrics['mean_iu']:.1f} at epoch "
                   f"{result.best_epoch})")
-        print(f"\nfinal validation metrics (epoch {result.history[-1]['epoch']}):")
+        print(f"\nfinal validation metrics (epoch {result.history[-1].epoch}):")
         print(report(final))
     sys.stdout.flush()
     return 0
