@@ -6,6 +6,7 @@ import argparse
 
 from ..api import create_model, save_model
 from ..core.model import GEOMETRIES
+from ..core.recipe import DEFAULT_INPUT_SIZE
 from ..core.table import format_table
 from ..studies.summary import parse_input_size, summarize
 from ._options import parse_options
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
                          head_kwargs=parse_options(args.head_opt, "--head-opt"), geometry=args.geometry,
                          weights=args.weights)
     r = model.recipe
-    size = parse_input_size(args.input) if args.input else tuple(r.input_size or (3, 500, 500))
+    size = parse_input_size(args.input) if args.input else tuple(r.input_size or DEFAULT_INPUT_SIZE)
     s = summarize(model, (1, *size))
     strides = " + ".join(str(x) for x in model.head.strides)
     rows = [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import sys
 import time
@@ -15,6 +14,7 @@ from ..core.model import GEOMETRIES
 from ..train import OPTIMIZERS, TrainConfig, load_training_checkpoint, train
 from ..train.metrics import report
 from ..train.presets import preset_help
+from ..train.setup import default_run_folder
 from ._options import parse_options
 
 COMMAND = "train"
@@ -88,26 +88,9 @@ def _floats(text: str, what: str) -> list[float]:
         raise SegzooError(f"{what} must be comma-separated numbers, got {text!r}") from None
 
 
-def _takes_fc_channels(model: str) -> bool:
-    registry = get_registry()
-    factory, _ = registry.backbone_factory(registry.resolve(model)["backbone"])
-    try:
-        return "fc_channels" in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _is_rank_0() -> bool:
     """Before the run has set up its processes: torchrun's RANK (each process parses the command line)."""
     return os.environ.get("RANK", "0") == "0"
-
-
-def _default_out(model: str) -> str:
-    base = Path("runs") / model
-    path, n = base, 2
-    while (path / "last.pt").exists():
-        path, n = Path(f"{base}-{n}"), n + 1
-    return str(path)
 
 
 # Options a resumed run may change (CLI name -> config field); the rest of the run's settings come from its checkpoint.
@@ -141,7 +124,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         applied = {k: v for k, v in DEMO_DEFAULTS.items() if given.get(k) is None}
         if args.preset:  # the preset's batch and learning rate, not the demo's
             applied = {k: v for k, v in applied.items() if k not in ("batch_size", "lr")}
-        if not _takes_fc_channels(args.model):
+        if not get_registry().backbone_takes(get_registry().resolve(args.model).backbone, "fc_channels"):
             applied.pop("fc_channels", None)
         given.update(applied)
         shown = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in applied.items())
@@ -154,7 +137,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     if given.get("fc_channels") is not None:
         backbone_kwargs["fc_channels"] = given["fc_channels"]
     cfg = {
-        "model": args.model, "data": args.data, "out_dir": args.out or _default_out(args.model),
+        "model": args.model, "data": args.data, "out_dir": args.out or str(default_run_folder(args.model)),
         "train_split": given.get("train_split"), "num_classes": args.num_classes, "epochs": given.get("epochs"),
         "batch_size": given.get("batch_size"), "input_size": given.get("input_size"),
         "optimizer": given.get("optimizer"), "lr": given.get("lr"), "weight_decay": given.get("weight_decay"),

@@ -45,6 +45,15 @@ def check_class_weights(weights: list[float] | None, class_names: list[str]) -> 
                           "and >= 0 (0 leaves a class out of the loss)")
 
 
+def default_run_folder(model: str, root: str | Path = "runs") -> Path:
+    """``runs/<model>``, or ``runs/<model>-2``, ``-3``... : the first that holds no run yet."""
+    base = Path(root) / model
+    path, n = base, 2
+    while (path / "last.pt").exists():
+        path, n = Path(f"{base}-{n}"), n + 1
+    return path
+
+
 def data_folder(cfg: TrainConfig, rt: rtm.Runtime, out: Path) -> Path:
     """The run's dataset: ``cfg.data``, or the demo dataset written (by rank 0) beside the run folder."""
     if cfg.data:

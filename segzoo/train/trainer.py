@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from ..api import create_model
 from ..core.errors import GeometryError, TrainingError
@@ -183,8 +184,6 @@ class Trainer:
         batches = self.loader
         bar = None
         if self.progress and rt.is_main:
-            from tqdm import tqdm
-
             bar = batches = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
                                  dynamic_ncols=True, initial=self.batches_done, total=self.steps_per_epoch)
         start = time.perf_counter() - self.partial["time_s"]
