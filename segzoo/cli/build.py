@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--geometry", default=None, choices=list(GEOMETRIES),
                    help="modern (default) or caffe: the paper's reference nets (pad 100, crops), for its weights")
     p.add_argument("--weights", default=None, metavar="FILE",
-                   help="whole-model weights: a segzoo checkpoint or state dict, or torchfcn's (with --geometry caffe)")
+                   help="whole-model weights: a segzoo checkpoint or state dict, or a file in a registered weight "
+                        "layout (segzoo list)")
     p.add_argument("--out", default=None, metavar="FILE", help="write a checkpoint (weights + recipe) here")
 
 

@@ -47,9 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--scale", default=None, metavar="LOW,HIGH", help="random scale range (default 0.5,2; demo 0.75,1.25; 1,1: off)")
     a("--no-flip", action="store_true", help="no random horizontal flips")
     a("--optimizer", default=None, choices=sorted(OPTIMIZERS),
-      help="optimizer preset (default: the preset's, else adamw). paper: the FCN solver's optimizer alone (SGD, "
+      help="optimizer (default: the preset's, else adamw). paper: the FCN solver's optimizer alone (SGD, "
            "momentum 0.9, lr 1e-4, weight decay 5e-4, biases at 2x lr without decay, constant lr), what --preset "
-           "paper-cvpr uses for VGG16-FCN-32s; --preset also sets the batch, loss, geometry and head")
+           "paper-cvpr uses for its first, coarsest net; --preset also sets the batch, loss, geometry and head")
     a("--lr", type=float, default=None, help="learning rate (default: the preset's for this net, else the "
                                               "optimizer's; demo 3e-4 without --preset)")
     a("--weight-decay", type=float, default=None, help="weight decay (default: the preset's, else the optimizer's)")
@@ -58,14 +58,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
       help="mean over valid pixels or the paper's unnormalised sum (default: the preset's, else mean)")
     a("--class-weights", default=None, metavar="W0,W1,...", help="per-class loss weights")
     a("--backbone-weights", default=None, metavar="FILE", help="a local ImageNet classifier state dict")
-    a("--fc-channels", type=int, default=None, help="fc6/fc7 width for VGG16/AlexNet (default 4096; demo 512)")
+    a("--fc-channels", type=int, default=None,
+      help="fc6/fc7 width, for backbones that take fc_channels (default 4096; demo 512)")
     a("--backbone-opt", action="append", default=[], metavar="KEY=VALUE", help="a backbone option (repeatable)")
     a("--head-opt", action="append", default=[], metavar="KEY=VALUE",
       help="a head option, e.g. learnable_upsampling=false (repeatable)")
     a("--geometry", default=None, choices=list(GEOMETRIES),
-      help="modern, or caffe: the paper's nets, vgg16 and alexnet only (default: the preset's, else modern)")
-    a("--init-from", default=None, metavar="CKPT", help="staged training: start from a coarser net's checkpoint "
-                                                         "(fcn32s -> fcn16s -> fcn8s), as the paper's presets do")
+      help="modern, or caffe: the paper's nets, for backbones that support it (default: the preset's, else modern)")
+    a("--init-from", default=None, metavar="CKPT", help="staged training: start from the checkpoint of the net with "
+                                                         "this head's registered parent, as the paper's presets do")
     a("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     a("--amp", default=None, action=argparse.BooleanOptionalAction, help="mixed precision (default: on for CUDA)")
     a("--workers", type=int, default=None, help="data-loading processes (default 0)")

@@ -9,6 +9,7 @@ backbone or head it trains. ``train(config)`` runs (or resumes) a run in ``confi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -32,7 +33,7 @@ from .metrics import summary_line
 from .optim import make_optimizer, make_scheduler, optimizer_defaults
 from .presets import resolve_preset
 from .records import EpochRecord, TrainResult
-from .setup import data_folder, find_splits, make_data, seed_everything
+from .setup import data_folder, default_run_folder, find_splits, make_data, seed_everything
 from .state import init_from_checkpoint, load_training_checkpoint, rng_state, save_training_checkpoint, set_rng_state
 
 
@@ -60,6 +61,8 @@ class Trainer:
             self.log(f"resuming {path} at epoch {self.ckpt['epoch'] + 1}, step {self.ckpt['step']}")
         config = config.resolved()  # the preset's values in the unset settings; a stored config is already resolved
         config.check()
+        if not config.out_dir:
+            config = dataclasses.replace(config, out_dir=str(default_run_folder(config.model)))
         self.cfg = config
         self.out = Path(config.out_dir)
         self.written: set[Path] = set()
