@@ -100,10 +100,16 @@ def test_save_every_options_reach_the_config(tmp_path, demo_data, capsys):
 def test_eval_prints_the_four_metrics_and_writes_json(trained, demo_data, capsys):
     assert main(["eval", "--checkpoint", str(trained / "best.pt"), "--data", str(demo_data), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    for label in ("pixel accuracy", "mean accuracy", "mean IU", "f.w. IU", "triangle"):
+    for label in ("pixel accuracy", "mean accuracy", "mean IU", "f.w. IU", "boundary IoU (2 px)", "triangle"):
         assert label in out
     report = json.loads((trained / "eval-val.json").read_text())
     assert 0 <= report["mean_iu"] <= 1 and set(report["per_class_iu"]) >= {"background", "ring"}
+    assert 0 <= report["boundary_iou"] <= 1 and report["boundary_px"] == 2
+    assert set(report["per_class_boundary_iou"]) == set(report["per_class_iu"])
+    assert main(["eval", "--checkpoint", str(trained / "best.pt"), "--data", str(demo_data), "--device", "cpu",
+                 "--boundary-px", "3"]) == 0
+    assert "boundary IoU (3 px)" in capsys.readouterr().out
+    assert json.loads((trained / "eval-val.json").read_text())["boundary_px"] == 3
 
 
 def test_eval_of_bad_data_is_one_line_naming_the_file(trained, demo_data, tmp_path, capsys):

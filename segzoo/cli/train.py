@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import sys
 import time
 from pathlib import Path
 
-from ..api import get_registry
 from ..core.errors import SegzooError
 from ..core.model import GEOMETRIES
 from ..train import OPTIMIZERS, TrainConfig, load_training_checkpoint, train
+from ..train.demo import backbone_of, demo_defaults, describe
 from ..train.metrics import report
 from ..train.presets import preset_help
 from ._options import parse_options
 
 COMMAND = "train"
-
-# With no --data the run trains on the demo dataset with these settings, chosen (and measured) so the
-# main job finishes in a few minutes on 2 CPU cores; any of them given on the command line wins.
-DEMO_DEFAULTS = {"epochs": 8, "batch_size": 4, "input_size": 64, "scale": "0.75,1.25", "fc_channels": 512,
-                 "lr": 3e-4}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -88,15 +82,6 @@ def _floats(text: str, what: str) -> list[float]:
         raise SegzooError(f"{what} must be comma-separated numbers, got {text!r}") from None
 
 
-def _takes_fc_channels(model: str) -> bool:
-    registry = get_registry()
-    factory, _ = registry.backbone_factory(registry.resolve(model)["backbone"])
-    try:
-        return "fc_channels" in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _is_rank_0() -> bool:
     """Before the run has set up its processes: torchrun's RANK (each process parses the command line)."""
     return os.environ.get("RANK", "0") == "0"
@@ -137,14 +122,14 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         return resume_config(args)
     given = {k: v for k, v in vars(args).items() if v is not None}
     demo = args.data is None
-    if demo:
-        applied = {k: v for k, v in DEMO_DEFAULTS.items() if given.get(k) is None}
-        if args.preset:  # the preset's batch and learning rate, not the demo's
-            applied = {k: v for k, v in applied.items() if k not in ("batch_size", "lr")}
-        if not _takes_fc_channels(args.model):
-            applied.pop("fc_channels", None)
-        given.update(applied)
-        shown = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in applied.items())
+    if demo:  # segzoo.train.demo decides what the demo gets; any setting given wins
+        applied = demo_defaults({**given, "backbone_kwargs": {"fc_channels": given.get("fc_channels")}
+                                 if given.get("fc_channels") is not None else {}}, [backbone_of(args.model)],
+                                args.preset)
+        shown = describe(applied)
+        given.update({k: v for k, v in applied.items() if k != "backbone_kwargs"}, **applied.get("backbone_kwargs", {}))
+        if isinstance(given.get("scale"), tuple):
+            given["scale"] = ",".join(map(str, given["scale"]))
         if _is_rank_0():
             print(f"no --data: training on the embedded demo dataset (160 + 40 images of 64x64, 6 classes); demo "
                   f"defaults {shown} (give any of them to change it)")
