@@ -23,7 +23,6 @@ from .formats import PairList, find_pairs
 from .io import IGNORE_INDEX, VOC_CLASSES, read_image, read_mask
 from .transforms import Compose, eval_transform, to_tensors
 
-
 # Decoded (image, mask) arrays by file pair while shared_decoding() is active, and the bytes they may take.
 _DECODED: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 _BUDGET = [0]

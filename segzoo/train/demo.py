@@ -20,7 +20,10 @@ PRESET_OWNS = ("batch_size", "lr")
 
 
 def backbone_takes(backbone: str, option: str) -> bool:
-    """Whether the registered factory of ``backbone`` has a parameter ``option`` (or takes ``**kwargs``)."""
+    """Whether the registered factory of ``backbone`` names a parameter ``option``.
+
+    A ``**kwargs`` catch-all does not count: timm's backbones pass theirs on to ``timm.create_model``, which
+    fails on an option it does not know (``fc_channels``)."""
     from ..api import get_registry
 
     factory, _ = get_registry().backbone_factory(backbone)
@@ -28,7 +31,7 @@ def backbone_takes(backbone: str, option: str) -> bool:
         params = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):
         return False
-    return any(p.name == option or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    return any(p.name == option and p.kind is not inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def backbone_of(model: str) -> str:
