@@ -167,3 +167,20 @@ def test_predict_writes_palette_masks_overlays_and_probabilities(trained, voc_ph
     assert np.array_equal(probs.argmax(0), read_mask(out / "2007_000001.png"))
     with Image.open(out / "small.png") as im:
         assert im.size == (30, 20)
+
+
+def test_train_on_the_demo_gets_the_library_demo_settings_and_prints_them(tmp_path, capsys):
+    from segzoo.cli import build_parser
+    from segzoo.cli.train import build_config
+    from segzoo.train.demo import DEMO_BACKBONE_OPTIONS, DEMO_SETTINGS
+
+    parser, _ = build_parser()
+    cfg = build_config(parser.parse_args(["train", "--out", str(tmp_path / "r")]))
+    assert (cfg.epochs, cfg.batch_size, cfg.input_size, tuple(cfg.scale), cfg.lr) == tuple(
+        DEMO_SETTINGS[k] for k in ("epochs", "batch_size", "input_size", "scale", "lr"))
+    assert cfg.backbone_kwargs == DEMO_BACKBONE_OPTIONS
+    assert "demo defaults --epochs 8 --batch-size 4" in capsys.readouterr().out
+    cfg = build_config(parser.parse_args(["train", "--model", "timm-resnet18-fcn8s", "--epochs", "2",
+                                          "--out", str(tmp_path / "t")]))
+    assert cfg.epochs == 2 and cfg.backbone_kwargs == {}  # given wins; timm's factory does not take fc_channels
+    assert "--fc-channels" not in capsys.readouterr().out

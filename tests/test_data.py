@@ -300,3 +300,25 @@ def test_an_epoch_tagged_index_seeds_the_augmentation(demo_data):
     s = ShardedSampler(4, seed=0, tag_epoch=True)
     s.set_epoch(7, skip=1)
     assert [e for e, _ in s] == [7, 7, 7] and len(s) == 3
+
+
+def test_datasets_share_decoded_images_within_shared_decoding_up_to_its_budget(demo_data, monkeypatch):
+    import segzoo.data.dataset as dataset_module
+    from segzoo.data.dataset import shared_decoding
+
+    reads = []
+    real = dataset_module.read_image
+    monkeypatch.setattr(dataset_module, "read_image", lambda path: reads.append(path) or real(path))
+    pairs = find_pairs(demo_data, "train")
+    with shared_decoding(10 << 20):
+        for _ in range(2):  # two runs of a study, each with its own dataset
+            ds = open_dataset(demo_data, "train")
+            arrays = [ds.load(i) for i in range(len(ds))]
+    assert len(reads) == len(pairs.pairs) == 8  # each image decoded once
+    assert np.array_equal(arrays[0][0], real(pairs.pairs[0][0]))
+    reads.clear()
+    ds.load(0)
+    assert len(reads) == 1  # outside the block nothing is kept
+    with shared_decoding(64 * 64 * 4 + 1):  # room for one image and its mask
+        [ds.load(i) for i in (0, 1, 0, 1)]
+    assert len(reads) == 1 + 3

@@ -13,6 +13,7 @@ epoch the study says how long it expects to take.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -28,7 +29,7 @@ from .study import Run, Study, json_ready, runs
 
 # TrainConfig fields that are not part of what a run learns, or that differ per run by design
 _NOT_RECORDED = ("out_dir", "init_from", "resume", "progress", "workers", "save_every_steps")
-SHARED_DECODING_BYTES = 2 << 30  # decoded images the runs of a study keep in memory for each other
+SHARED_DECODING_BYTES = 2 << 30  # at most, decoded images the runs of a study keep in memory for each other
 
 
 def effective_train(study: Study) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -109,7 +110,7 @@ def run_study(study: Study, progress: bool | None = None, restart: bool = False,
     show = _show_progress(study, progress)
     clock = _Clock(todo, out, train)
     rows = []
-    with shared_decoding(SHARED_DECODING_BYTES), tqdm(total=len(todo), desc="study", unit="run", disable=not show,
+    with shared_decoding(_decoding_budget()), tqdm(total=len(todo), desc="study", unit="run", disable=not show,
                                                        position=0, dynamic_ncols=True) as bar:
         for r in todo:
             bar.set_postfix_str(r.folder)
@@ -117,6 +118,15 @@ def run_study(study: Study, progress: bool | None = None, restart: bool = False,
             bar.update()
     write_report(rows, out, study.baseline or study.heads[0])
     return rows
+
+
+def _decoding_budget() -> int:
+    """Bytes of decoded images to keep for the runs: a quarter of the memory free now, at most 2 GiB."""
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not on every platform
+        free = 0
+    return min(SHARED_DECODING_BYTES, free // 4) if free else SHARED_DECODING_BYTES // 8
 
 
 def _data_folder(out: Path, train: dict[str, Any]) -> str:
