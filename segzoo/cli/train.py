@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                    "to runs/demo-data beside the run)")
     a("--train-split", default=None, help="split name or list file (default train)")
     a("--val-split", default=None, help="split name or list file, or 'none' (default val)")
-    a("--num-classes", type=int, default=None, help="classes (default: from the dataset's class_names.txt)")
+    a("--num-classes", type=int, default=None,
+      help="classes (default: the dataset's class_names.txt, else counted in the masks)")
     a("--preset", default=None, metavar="NAME",
       help="train with a registered training preset: " + preset_help()
       + ". A preset sets --batch-size, --loss, --optimizer with its --momentum, --weight-decay and the --lr it gives "
