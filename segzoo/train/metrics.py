@@ -26,7 +26,9 @@ from typing import Any
 
 import torch
 
-IGNORE_INDEX = 255
+from ..core.model import IGNORE_INDEX
+from ..core.table import format_table
+
 BOUNDARY_PX = 2  # the default band width of boundary IoU, in pixels
 
 
@@ -156,8 +158,6 @@ def summary_line(metrics: dict[str, Any]) -> str:
 
 def report(metrics: dict[str, Any]) -> str:
     """The four metrics (and boundary IoU) and the per-class table, as ``segzoo train`` and ``eval`` print them."""
-    from ..core.table import format_table
-
     names = {"pixel_acc": "pixel accuracy", "mean_acc": "mean accuracy", "mean_iu": "mean IU", "fw_iu": "f.w. IU"}
     columns = ["class", "IU %", "acc %"]
     if "boundary_iou" in metrics:
