@@ -64,11 +64,11 @@ def test_a_study_on_the_demo_gets_its_settings_and_options_only_where_a_backbone
                   train={"epochs": 2})
     run_study(study, progress=False, log=logs.append)
     vgg, timm = fake.calls
-    assert (vgg.epochs, vgg.batch_size, vgg.input_size, tuple(vgg.scale), vgg.lr) == (2, 4, 64, (0.75, 1.25), 3e-4)
+    assert (vgg.epochs, vgg.batch_size, vgg.input_size, tuple(vgg.scale), vgg.lr) == (2, 4, 64, (0.75, 1.25), 1e-3)
     assert vgg.backbone_kwargs == {"fc_channels": 512} and timm.backbone_kwargs == {}  # no unexpected keyword
     assert vgg.data == timm.data == str(tmp_path / "s" / "demo-data") and len(fake.demo) == 1  # written once
     assert logs[0] == ("demo dataset (no data given): demo settings --batch-size 4 --input-size 64 --scale 0.75,1.25 "
-                       "--lr 0.0003 --fc-channels 512 (give any of them to change it)")  # --epochs 2 was given
+                       "--lr 0.001 --fc-channels 512 (give any of them to change it)")  # --epochs 2 was given
     assert any(line.startswith("note: timm-resnet18 does not take fc_channels") for line in logs)
     assert any(line.startswith("first epoch took") and "2 runs still to train" in line for line in logs)
     recorded = json.loads((tmp_path / "s" / "vgg16-fcn32s" / "seed-0" / "settings.json").read_text())

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from segzoo.train.demo import DEMO_BACKBONE_OPTIONS, DEMO_SETTINGS, backbone_takes, demo_defaults, describe, options_for
+from segzoo.train.demo import (
+    DEMO_BACKBONE_OPTIONS,
+    DEMO_SETTINGS,
+    DEMO_STUDY_SETTINGS,
+    backbone_takes,
+    demo_defaults,
+    describe,
+    options_for,
+)
 
 
 def test_an_option_goes_only_to_the_backbones_whose_factory_names_it():
@@ -22,5 +30,7 @@ def test_demo_defaults_fill_what_is_not_given_and_a_preset_keeps_its_batch_and_l
     assert set(demo_defaults({}, ["vgg16"], preset="paper-cvpr")) == set(DEMO_SETTINGS) - {"batch_size", "lr"} | {
         "backbone_kwargs"}
     assert "backbone_kwargs" not in demo_defaults({}, ["timm-resnet18"])  # no backbone of the run takes it
+    # a study's coarse heads need a higher rate to leave the all-background start within the epochs
+    assert demo_defaults({}, ["vgg16"], settings=DEMO_STUDY_SETTINGS)["lr"] == 1e-3 > DEMO_SETTINGS["lr"]
     assert describe({"epochs": 8, "scale": (0.75, 1.25), "backbone_kwargs": {"fc_channels": 512}}) == (
         "--epochs 8 --scale 0.75,1.25 --fc-channels 512")

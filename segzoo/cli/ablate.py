@@ -9,7 +9,7 @@ from ..core.errors import SegzooError
 from ..studies.ablate import run_study
 from ..studies.report import results_table
 from ..studies.study import DEFAULT_BACKBONES, DEFAULT_HEADS, Study
-from ..train.demo import DEMO_BACKBONE_OPTIONS, DEMO_SETTINGS
+from ..train.demo import DEMO_BACKBONE_OPTIONS, DEMO_STUDY_SETTINGS
 from ..train.metrics import BOUNDARY_PX
 
 COMMAND = "ablate"
@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--data", default=None, metavar="DIR", help="dataset (default: the embedded demo dataset)")
     a("--num-classes", type=int, default=None,
       help="classes (default: the dataset's class_names.txt, else counted in the masks)")
-    demo = DEMO_SETTINGS
+    demo = DEMO_STUDY_SETTINGS
     a("--epochs", type=int, default=None, help=f"(default 10; demo {demo['epochs']})")
     a("--seed", type=int, default=None, help="the first seed (default 0)")
     a("--batch-size", type=int, default=None, help=f"(default: the preset's, else 8; demo {demo['batch_size']})")

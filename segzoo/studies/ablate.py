@@ -35,12 +35,12 @@ SHARED_DECODING_BYTES = 2 << 30  # at most, decoded images the runs of a study k
 def effective_train(study: Study) -> tuple[dict[str, Any], dict[str, Any]]:
     """The study's training settings with, on the demo dataset, the demo's filling those not given; and the
     ones it filled (to print)."""
-    from ..train.demo import demo_defaults
+    from ..train.demo import DEMO_STUDY_SETTINGS, demo_defaults
 
     train = json_ready(dict(study.train))
     if train.get("data") is not None:
         return train, {}
-    applied = demo_defaults(train, study.backbones, train.get("preset"))
+    applied = demo_defaults(train, study.backbones, train.get("preset"), DEMO_STUDY_SETTINGS)
     options = applied.get("backbone_kwargs", {})
     train.update({k: v for k, v in applied.items() if k != "backbone_kwargs"})
     if options:
