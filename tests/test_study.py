@@ -6,14 +6,16 @@ import pytest
 import yaml
 
 import segzoo
-from segzoo.studies.study import DEFAULT_HEADS, Run, Study, plan, runs
+from segzoo.studies.study import Run, Study, plan, runs
 
 
 def test_the_default_grid_asks_the_papers_question_and_the_4x_one():
-    study = Study()
-    assert study.backbones == ["vgg16"] and study.heads == DEFAULT_HEADS and "fcn4s" in study.heads
+    from segzoo.cli import build_parser
+    from segzoo.cli.ablate import build_study
+
+    study = build_study(build_parser()[0].parse_args(["ablate"]))
+    assert study.backbones == ["vgg16"] and study.heads == ["fcn32s", "fcn16s", "fcn8s", "fcn4s"]
     assert (study.seeds, study.staged, study.baseline, study.boundary_px) == (1, False, None, 2)
-    study.check()
 
 
 def test_staged_is_an_axis_at_once_and_staged_in_one_study():
@@ -69,6 +71,7 @@ def test_a_study_file_is_checked_with_its_name_in_the_message(tmp_path):
     path = tmp_path / "study.yaml"
     for content, message in [({"backbones": ["vgg16"], "heads": ["fcn8s"], "epochs": 3}, "unknown keys \\['epochs'\\]"),
                              ({"backbones": [], "heads": ["fcn8s"]}, "'backbones' is empty"),
+                             ({"heads": ["fcn8s"]}, "needs 'backbones'"),
                              ({"backbones": ["vgg16"], "heads": ["fcn8s"], "seeds": 2.5}, "'seeds' must be"),
                              (["vgg16"], "a study file is a mapping")]:
         path.write_text(yaml.safe_dump(content))

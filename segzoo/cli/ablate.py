@@ -8,11 +8,16 @@ import argparse
 from ..core.errors import SegzooError
 from ..studies.ablate import run_study
 from ..studies.report import results_table
-from ..studies.study import DEFAULT_BACKBONES, DEFAULT_HEADS, Study
+from ..studies.study import Study
 from ..train.demo import DEMO_BACKBONE_OPTIONS, DEMO_STUDY_SETTINGS
 from ..train.metrics import BOUNDARY_PX
 
 COMMAND = "ablate"
+
+# The grid when none is given: the paper's Table 2 question on VGG16 (does each finer skip help?), plus the one
+# users bring next, "does a further 4x stage (pool2) still help?"
+DEFAULT_BACKBONES = ["vgg16"]
+DEFAULT_HEADS = ["fcn32s", "fcn16s", "fcn8s", "fcn4s"]
 
 _STAGED = {"true": [True], "yes": [True], "staged": [True], "false": [False], "no": [False], "at-once": [False],
            "both": [False, True]}
@@ -73,7 +78,7 @@ def _staged(text: str) -> bool | list[bool]:
 
 def build_study(args: argparse.Namespace) -> Study:
     """The study file's (or the default) study with the flags given applied."""
-    study = Study.from_yaml(args.study) if args.study else Study()
+    study = Study.from_yaml(args.study) if args.study else Study(list(DEFAULT_BACKBONES), list(DEFAULT_HEADS))
     if args.backbones is not None:
         study.backbones = _names(args.backbones)
     if args.heads is not None:

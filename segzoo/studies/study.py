@@ -21,11 +21,6 @@ import yaml
 from ..core.errors import SegzooError, UnknownNameError
 from ..train.metrics import BOUNDARY_PX
 
-# The grid `segzoo ablate` trains when given none: the paper's Table 2 question on VGG16, plus "does a further
-# 4x stage (pool2) still help?"
-DEFAULT_BACKBONES = ["vgg16"]
-DEFAULT_HEADS = ["fcn32s", "fcn16s", "fcn8s", "fcn4s"]
-
 
 @dataclass
 class Study:
@@ -37,8 +32,8 @@ class Study:
     ones left out (:func:`segzoo.train.demo.demo_defaults`).
     """
 
-    backbones: list[str] = field(default_factory=lambda: list(DEFAULT_BACKBONES))
-    heads: list[str] = field(default_factory=lambda: list(DEFAULT_HEADS))
+    backbones: list[str]
+    heads: list[str]
     out: str = "runs/ablation"
     staged: bool | list[bool] = False
     seeds: int = 1
@@ -54,13 +49,17 @@ class Study:
         except (OSError, yaml.YAMLError) as exc:
             raise SegzooError(f"cannot read study file {path}: {str(exc).splitlines()[0]}") from exc
         if not isinstance(data, dict):
-            raise SegzooError(f"{path}: a study file is a mapping with 'backbones' and 'heads' lists, e.g. "
-                              "'backbones: [vgg16]' and 'heads: [fcn32s, fcn8s]'")
+            raise SegzooError(f"{path}: a study file is a mapping with 'backbones' and 'heads' lists of names "
+                              "('segzoo list' shows them)")
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = [k for k in data if k not in known]
         if unknown:
             raise SegzooError(f"{path}: unknown keys {unknown}; a study may set {', '.join(known)} "
                               "(training settings go under 'train:')")
+        missing = [k for k in ("backbones", "heads") if k not in data]
+        if missing:
+            raise SegzooError(f"{path}: a study needs {' and '.join(map(repr, missing))}: lists of names "
+                              "('segzoo list' shows them)")
         study = cls(**data)
         try:
             study.check()
@@ -82,12 +81,14 @@ class Study:
         from ..api import get_registry
         from ..train import TrainConfig
 
-        for axis, example in (("backbones", "vgg16,alexnet"), ("heads", "fcn32s,fcn8s")):
+        for axis in ("backbones", "heads"):
             value = getattr(self, axis)
             if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-                raise SegzooError(f"'{axis}' must be a list of names, got {value!r}; e.g. --{axis} {example}")
+                raise SegzooError(f"'{axis}' must be a list of names, got {value!r} (--{axis} NAME,NAME; "
+                                  "'segzoo list' shows them)")
             if not value:
-                raise SegzooError(f"'{axis}' is empty: nothing to train; name at least one, e.g. --{axis} {example}")
+                raise SegzooError(f"'{axis}' is empty: nothing to train; name at least one (--{axis} NAME,NAME; "
+                                  "'segzoo list' shows them)")
             if len(set(value)) != len(value):
                 raise SegzooError(f"'{axis}' names {sorted({v for v in value if value.count(v) > 1})} twice; "
                                   "name each once")
