@@ -21,11 +21,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
+from .. import train as training  # looked up at each call: tests replace segzoo.train.train
+from ..api import load_model
 from ..core.errors import SegzooError
+from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, make_loader
+from ..data import demo as demo_data  # likewise write_demo_dataset
+from ..data.dataset import shared_decoding
 from ..io.checkpoint import atomic_write_text
+from ..train import TrainConfig, evaluate
+from ..train.demo import DEMO_STUDY_SETTINGS, demo_defaults, describe, options_for
 from ..train.metrics import BOUNDARY_PX
+from ..train.runtime import setup
+from .bench import benchmark
 from .report import write_report
 from .study import Run, Study, json_ready, runs
+from .summary import summarize
 
 # TrainConfig fields that are not part of what a run learns, or that differ per run by design
 _NOT_RECORDED = ("out_dir", "init_from", "resume", "progress", "workers", "save_every_steps")
@@ -35,8 +47,6 @@ SHARED_DECODING_BYTES = 2 << 30  # at most, decoded images the runs of a study k
 def effective_train(study: Study) -> tuple[dict[str, Any], dict[str, Any]]:
     """The study's training settings with, on the demo dataset, the demo's filling those not given; and the
     ones it filled (to print)."""
-    from ..train.demo import DEMO_STUDY_SETTINGS, demo_defaults
-
     train = json_ready(dict(study.train))
     if train.get("data") is not None:
         return train, {}
@@ -51,8 +61,6 @@ def effective_train(study: Study) -> tuple[dict[str, Any], dict[str, Any]]:
 def run_settings(run: Run, train: dict[str, Any]) -> dict[str, Any]:
     """The training settings of one run: the shared ones, its model and seed, and only the backbone options its
     backbone's factory takes."""
-    from ..train.demo import options_for
-
     v = run.variant
     kwargs, _ = options_for(v.backbone, train.get("backbone_kwargs") or {})
     return {**train, "model": f"{v.backbone}-{v.head}", "seed": run.seed, "backbone_kwargs": kwargs}
@@ -60,16 +68,12 @@ def run_settings(run: Run, train: dict[str, Any]) -> dict[str, Any]:
 
 def recorded_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """What ``settings.json`` holds: the resolved settings (a preset's values filled in), as JSON stores them."""
-    from ..train import TrainConfig
-
     config = TrainConfig.from_dict(settings).resolved().to_dict()
     return json_ready({k: v for k, v in config.items() if k not in _NOT_RECORDED})
 
 
 def dropped_options(study: Study, train: dict[str, Any]) -> dict[str, list[str]]:
     """Backbone -> the backbone options it does not take (and so is not given)."""
-    from ..train.demo import options_for
-
     dropped = {b: options_for(b, train.get("backbone_kwargs") or {})[1] for b in study.backbones}
     return {b: d for b, d in dropped.items() if d}
 
@@ -83,10 +87,6 @@ def run_study(study: Study, progress: bool | None = None, restart: bool = False,
     ``study.out`` trained (or begun) with other settings stop the study before anything is trained, unless
     ``restart``, which deletes this study's variant folders and trains every run afresh.
     """
-    from tqdm.auto import tqdm
-
-    from ..data.dataset import shared_decoding
-
     study.check()  # before anything is planned, trained or written
     train, applied = effective_train(study)
     todo = runs(study)
@@ -96,8 +96,6 @@ def run_study(study: Study, progress: bool | None = None, restart: bool = False,
     if not restart:
         check_settings(out, recorded)
     if applied:
-        from ..train.demo import describe
-
         log(f"demo dataset (no data given): demo settings {describe(applied)} (give any of them to change it)")
     for backbone, names in dropped_options(study, train).items():
         log(f"note: {backbone} does not take {', '.join(names)} (its factory has no such parameter): not given to it")
@@ -133,10 +131,7 @@ def _data_folder(out: Path, train: dict[str, Any]) -> str:
     """The dataset the runs train on: the given one, or the demo written once into ``out/demo-data``."""
     if train.get("data") is not None:
         return str(train["data"])
-    from ..data.demo import write_demo_dataset
-    from ..train import TrainConfig
-
-    return str(write_demo_dataset(out / "demo-data", **(train.get("demo") or TrainConfig().demo)))
+    return str(demo_data.write_demo_dataset(out / "demo-data", **(train.get("demo") or TrainConfig().demo)))
 
 
 def check_settings(out: Path, recorded: dict[Run, dict[str, Any]]) -> None:
@@ -239,10 +234,6 @@ def run_one(study: Study, r: Run, settings: dict[str, Any], recorded: dict[str, 
 
 
 def _train(config: dict[str, Any], r: Run, progress: bool, clock: _Clock | None, log: Callable[[str], None]) -> Any:
-    from tqdm.auto import tqdm
-
-    from ..train import TrainConfig, train
-
     cfg = TrainConfig.from_dict(config)
     folder = Path(cfg.out_dir)
     with tqdm(total=cfg.epochs, initial=_epochs_done(folder) if cfg.resume else 0, desc=r.folder, unit="epoch",
@@ -256,7 +247,7 @@ def _train(config: dict[str, Any], r: Run, progress: bool, clock: _Clock | None,
             if clock is not None:
                 clock.epoch_done(record, write)
 
-        return train(cfg, on_epoch=on_epoch, log=write)
+        return training.train(cfg, on_epoch=on_epoch, log=write)
 
 
 def _epochs_done(folder: Path) -> int:
@@ -269,10 +260,6 @@ def _epochs_done(folder: Path) -> int:
 
 def _evaluate(model: Any, config: dict[str, Any], px: int) -> dict[str, Any]:
     """The final metrics again with boundary IoU at ``px`` (the trainer's validation uses the default)."""
-    from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, make_loader
-    from ..train import evaluate
-    from ..train.runtime import setup
-
     rt = setup(config.get("device") or "auto", config.get("amp"))
     pairs = find_pairs(config["data"], config.get("val_split") or "val", bool(config.get("skip_bad")))
     dataset = SegmentationDataset(pairs, model.num_classes, eval_transform(model.normalization))
@@ -286,10 +273,6 @@ def _measure(checkpoint: Path, side: int) -> dict[str, float]:
 
     ``infer_peak_mib`` is the peak of one forward over the memory resident before it (the weights).
     """
-    from ..api import load_model
-    from .bench import benchmark
-    from .summary import summarize
-
     model = load_model(checkpoint)
     s = summarize(model, (1, 3, side, side))
     b = benchmark(model, (3, side, side), batch_size=1, mode="infer", warmup=1, iters=3, measure_peak=False)

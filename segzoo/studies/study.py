@@ -18,7 +18,9 @@ from typing import Any
 
 import yaml
 
+from ..api import get_registry
 from ..core.errors import SegzooError, UnknownNameError
+from ..train import TrainConfig
 from ..train.metrics import BOUNDARY_PX
 
 
@@ -78,9 +80,6 @@ class Study:
     def check(self) -> None:
         """Every axis of the right type and not empty, every name known, the baseline in the grid, the training
         settings ones a run has: a :class:`SegzooError` naming the first problem and its fix."""
-        from ..api import get_registry
-        from ..train import TrainConfig
-
         for axis in ("backbones", "heads"):
             value = getattr(self, axis)
             if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
@@ -165,8 +164,6 @@ class Run:
 
 def plan(study: Study) -> list[Variant]:
     """The variants in training order: per backbone, at once before staged; staged heads coarse to fine."""
-    from ..api import get_registry
-
     registry = get_registry()
     variants = []
     for b in study.backbones:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from ..api import get_registry
+
 # Training settings (TrainConfig fields) and backbone options (given only to backbones whose factory takes them).
 DEMO_SETTINGS: dict[str, Any] = {"epochs": 8, "batch_size": 4, "input_size": 64, "scale": (0.75, 1.25), "lr": 3e-4}
 DEMO_BACKBONE_OPTIONS: dict[str, Any] = {"fc_channels": 512}
@@ -28,8 +30,6 @@ def backbone_takes(backbone: str, option: str) -> bool:
 
     A ``**kwargs`` catch-all does not count: timm's backbones pass theirs on to ``timm.create_model``, which
     fails on an option it does not know (``fc_channels``)."""
-    from ..api import get_registry
-
     factory, _ = get_registry().backbone_factory(backbone)
     try:
         params = inspect.signature(factory).parameters.values()
@@ -40,8 +40,6 @@ def backbone_takes(backbone: str, option: str) -> bool:
 
 def backbone_of(model: str) -> str:
     """The backbone of a model name (``<backbone>-<head>`` or a recipe)."""
-    from ..api import get_registry
-
     return get_registry().resolve(model).backbone
 
 
