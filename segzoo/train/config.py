@@ -76,9 +76,7 @@ class TrainConfig:
     }
 
     def check(self) -> None:
-        """A :class:`SegzooError` for a missing model or a count out of range, named as the CLI option that sets it."""
-        if not self.model:
-            raise SegzooError("no model to train: give one, e.g. --model <backbone>-<head> (segzoo list shows them)")
+        """A :class:`SegzooError` for a count out of range, named as the CLI option that sets it."""
         for name, (least, meaning) in self.LEAST.items():
             value = getattr(self, name)
             if value is not None and value < least:
