@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from segzoo import CAFFE_NORM, Backbone, FeatureInfo, hookimpl, load_classifier_weights
-from segzoo.core.layers import grid_offset
+from segzoo.core.layers import CeilMaxPool2d, grid_offset
 from segzoo.core.model import check_geometry
 
 # Where each ImageNet classifier layout keeps AlexNet's fc6 and fc7: torchvision's, and segzoo's own keys.
@@ -25,7 +25,7 @@ CLASSIFIER_LAYOUTS = {"segzoo": ("fc6", "fc7"), "torchvision-alexnet": ("classif
 
 def make_features(caffe: bool = False) -> nn.Sequential:
     def pool() -> nn.MaxPool2d:
-        return nn.MaxPool2d(3, 2, ceil_mode=True) if caffe else nn.MaxPool2d(3, 2, padding=1)
+        return CeilMaxPool2d(3, 2) if caffe else nn.MaxPool2d(3, 2, padding=1)
 
     return nn.Sequential(
         nn.Conv2d(3, 64, 11, stride=4, padding=100 if caffe else 5), nn.ReLU(inplace=True),  # 0, 1: conv1 (stride 4)

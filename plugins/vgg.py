@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from segzoo import CAFFE_NORM, Backbone, FeatureInfo, hookimpl, load_classifier_weights
-from segzoo.core.layers import grid_offset
+from segzoo.core.layers import CeilMaxPool2d, grid_offset
 from segzoo.core.model import check_geometry
 
 # Where each ImageNet classifier layout keeps VGG16's fc6 and fc7 (as timm's vgg.py owns its _filter_fn):
@@ -33,7 +33,7 @@ def make_features(first_padding: int = 1) -> nn.Sequential:
     channels = 3
     for v in CONFIG:
         if v == "M":
-            layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
+            layers.append(CeilMaxPool2d(2, 2))
         else:
             padding = first_padding if channels == 3 else 1
             layers += [nn.Conv2d(channels, v, 3, padding=padding), nn.ReLU(inplace=True)]
