@@ -64,6 +64,7 @@ def metadata(model: SegmentationModel, min_size: int) -> dict[str, str]:
         "segzoo.num_classes": json.dumps(model.num_classes),
         "segzoo.min_size": json.dumps(min_size),
         "segzoo.in_chans": json.dumps(in_channels(model)),
+        "segzoo.align": json.dumps(max(f.stride for f in model.backbone.feature_info)),
     }
 
 

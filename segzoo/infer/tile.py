@@ -1,0 +1,106 @@
+"""Sliding-window inference for images of any size, in bounded memory.
+
+Tiles of ``tile`` pixels overlap by a fraction of their side; each tile's softmax is weighted by a window
+that falls off linearly over the overlap (never to zero) and the weighted sum is divided by the summed
+weights. Tiles start at multiples of the model's coarsest stride (``align``), so a tile sees the pixels at
+the same phase of every pooling grid as the whole image does: wherever a pixel's receptive field lies inside
+every tile that covers it, the blend equals whole-image inference there (tests/test_tile.py).
+
+Memory is bounded by one band of tiles: rows are processed top to bottom and every row that no later tile
+touches is handed to ``emit`` and forgotten, so the probabilities of the whole image never exist at once
+(an ``emit`` may write them to a memory-mapped file).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..core.errors import SegzooError
+
+
+def tile_spans(n: int, tile: int, overlap: float, align: int = 1) -> list[tuple[int, int]]:
+    """The (start, end) of the tiles along a side of ``n`` pixels: starts are multiples of ``align``, consecutive
+    tiles overlap by about ``overlap`` of a tile, the last one ends at ``n`` (and may be up to ``align`` shorter)."""
+    if n <= tile:
+        return [(0, n)]
+    step = max(align, int(tile * (1 - overlap)) // align * align)
+    spans, start = [], 0
+    while start + tile < n:
+        spans.append((start, start + tile))
+        start += step
+    last = -(-(n - tile) // align) * align
+    if not spans or last > spans[-1][0]:
+        spans.append((last, n))
+    return spans
+
+
+def window(length: int, ramp: int, at_start: bool, at_end: bool) -> torch.Tensor:
+    """1-D weights: 1 inside, falling linearly over ``ramp`` pixels at an edge that another tile overlaps
+    (never to 0, so every pixel keeps a weight); flat at the image's own edges."""
+    i = torch.arange(length, dtype=torch.float32)
+    w = torch.ones(length)
+    if ramp > 0:
+        if not at_start:
+            w = torch.minimum(w, (i + 1) / (ramp + 1))
+        if not at_end:
+            w = torch.minimum(w, (length - i) / (ramp + 1))
+    return w
+
+
+def check_tile(tile: int, overlap: float, align: int, min_size: int) -> None:
+    if not 0 <= overlap < 1:
+        raise SegzooError(f"--overlap {overlap} must be a fraction of the tile in [0, 1), e.g. 0.25")
+    low = max(2 * align, min_size)
+    if tile < low:
+        raise SegzooError(f"--tile {tile} is too small for this model: use at least {low} (twice its coarsest "
+                          f"stride {align}); 512 is a good size")
+
+
+def predict_tiled(probs_of: Callable[[torch.Tensor], torch.Tensor],
+                  load: Callable[[int, int, int, int], torch.Tensor], size: tuple[int, int], num_classes: int,
+                  tile: int, overlap: float, emit: Callable[[int, torch.Tensor], None], align: int = 1,
+                  batch: int = 1) -> None:
+    """Blend the softmax of overlapping tiles over an image of ``size`` (H, W).
+
+    ``load(top, bottom, left, right)`` gives that region as a normalized 1 x C x h x w tensor, ``probs_of``
+    maps an N x C x h x w batch to its N x classes x h x w softmax (TTA included), and ``emit(top, probs)``
+    receives finished rows (classes x rows x W) from top to bottom, each row once.
+    """
+    h, w = size
+    rows, cols = tile_spans(h, tile, overlap, align), tile_spans(w, tile, overlap, align)
+    ramp = int(round(tile * overlap))
+    wx = [window(e - s, ramp, s == 0, e == w) for s, e in cols]
+    acc = torch.zeros(num_classes, 0, w)
+    weight = torch.zeros(0, w)
+    top = 0  # the image row of acc's first row
+    for r, (rs, re) in enumerate(rows):
+        grow = re - top - acc.shape[1]
+        if grow > 0:
+            acc = torch.cat([acc, torch.zeros(num_classes, grow, w)], 1)
+            weight = torch.cat([weight, torch.zeros(grow, w)], 0)
+        wy = window(re - rs, ramp, rs == 0, re == h)
+        for group in _batches(cols, batch):
+            x = torch.cat([load(rs, re, cols[c][0], cols[c][1]) for c in group])
+            p = probs_of(x)
+            for k, c in enumerate(group):
+                cs, ce = cols[c]
+                wt = wy[:, None] * wx[c][None, :]
+                acc[:, rs - top:re - top, cs:ce].addcmul_(p[k], wt)
+                weight[rs - top:re - top, cs:ce].add_(wt)
+        done = rows[r + 1][0] if r + 1 < len(rows) else h
+        n = done - top
+        emit(top, acc[:, :n] / weight[:n])
+        acc, weight, top = acc[:, n:].clone(), weight[n:].clone(), done
+
+
+def _batches(cols: list[tuple[int, int]], batch: int) -> list[list[int]]:
+    """Indices of the tiles of one row, grouped by width (a batch must share its size), ``batch`` at a time."""
+    groups: list[list[int]] = []
+    for i, (s, e) in enumerate(cols):
+        if groups and len(groups[-1]) < batch and cols[groups[-1][0]][1] - cols[groups[-1][0]][0] == e - s:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
