@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap", type=float, default=0.25, metavar="F", help="tile overlap, a fraction (default 0.25)")
     p.add_argument("--tta", action="append", default=[], metavar="AUG",
                    help="test-time augmentation: flip, and/or scales=0.75,1,1.25 (repeat the flag to combine)")
-    p.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="compute type for a torch model (default fp32)")
+    p.add_argument("--dtype", default="fp32", choices=list(DTYPES),
+                   help="compute type for a torch model (default fp32)")
     p.add_argument("--batch", type=int, default=1, help="tiles run together (default 1)")
     p.add_argument("--workers", type=int, default=2, help="processes reading images (default 2; 0 = none)")
     p.add_argument("--no-overlay", action="store_true", help="write only the masks (and --probs), no overlays")

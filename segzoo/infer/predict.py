@@ -35,7 +35,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", *TIFF_SUFFIX
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def runner(model: Any, device: torch.device | str = "cpu", dtype: str = "fp32") -> Callable[[torch.Tensor], torch.Tensor]:
+def runner(model: Any, device: torch.device | str = "cpu",
+           dtype: str = "fp32") -> Callable[[torch.Tensor], torch.Tensor]:
     """``x -> logits`` on ``device``; ``bf16``/``fp16`` run the model under autocast (convolutions and matrix
     products in that type, the softmax after it in float32)."""
     if dtype not in DTYPES:

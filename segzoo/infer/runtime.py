@@ -33,7 +33,8 @@ class OnnxModel:
         try:
             proto = onnx.load(str(self.path), load_external_data=False)
         except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and friends
-            raise CheckpointError(f"{path} is not a readable ONNX file ({type(exc).__name__}); export it again") from None
+            raise CheckpointError(f"{path} is not a readable ONNX file ({type(exc).__name__}); export it again"
+                                  ) from None
         meta = {p.key.removeprefix("segzoo."): json.loads(p.value) for p in proto.metadata_props
                 if p.key.startswith("segzoo.")}
         if "normalization" not in meta:

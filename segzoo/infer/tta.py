@@ -50,7 +50,7 @@ def parse_tta(specs: Sequence[str] | None) -> TTA:
 
 def tta_probs(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta: TTA = TTA(),
               min_size: int = 1) -> torch.Tensor:
-    """The softmax (N x classes x H x W, float32) of ``run`` on the normalized batch ``x``, averaged over ``tta``'s views.
+    """The softmax (N x classes x H x W, float32) of ``run`` on the normalized batch ``x``, averaged over the views.
 
     A view smaller than ``min_size`` (the model's smallest input) is padded bottom/right with zeros (the mean,
     once normalized) and the padding cropped from its scores.
