@@ -71,7 +71,7 @@ def _from_pil(im: Image.Image, path: str | os.PathLike[str]) -> np.ndarray:
         im = im.convert("L")
     elif im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
         im = im.convert("RGB")
-    a = np.asarray(im)
+    a = np.array(im)  # a writable copy: tensors are made from it
     if a.dtype == np.int32 or a.dtype.byteorder == ">":  # mode I (16-bit PNGs in older Pillows), I;16B
         if a.min(initial=0) < 0 or a.max(initial=0) > 65535:
             raise DataError(f"{path} holds 32-bit integers outside 0..65535; segzoo reads 8- and 16-bit images: "
