@@ -211,3 +211,46 @@ def convolutionalize_state_dict(
     out["fc7.weight"] = conv_from_linear(w7, w7.shape[1], 1) if w7.dim() == 2 else w7
     out["fc6.bias"], out["fc7.bias"] = state[f"{fc6}.bias"], state[f"{fc7}.bias"]
     return out, layout
+
+
+def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """An RGB first-conv weight (out x 3 x k x k) for ``in_chans`` input channels, as timm's ``adapt_input_conv``:
+    one channel gets the sum over RGB (a grey image then gives what the RGB net gave its grey version); more
+    channels repeat R, G, B, R, ... scaled by 3 / in_chans, which keeps the weights' overall scale (exactly, for a
+    multiple of 3: six channels holding the RGB image twice give what the RGB net gave).
+    """
+    if weight.shape[1] != 3:
+        raise ValueError(f"adapt_input_conv widens an RGB (3-channel) conv, got {weight.shape[1]} channels")
+    if in_chans == 3:
+        return weight
+    if in_chans == 1:
+        return weight.sum(1, keepdim=True)
+    repeat = -(-in_chans // 3)
+    return weight.repeat(1, repeat, 1, 1)[:, :in_chans] * (3 / in_chans)
+
+
+def widen_input_conv(conv: nn.Conv2d, in_chans: int) -> nn.Conv2d:
+    """A copy of an RGB ``conv`` reading ``in_chans`` channels, its weight from :func:`adapt_input_conv`."""
+    if in_chans == conv.in_channels:
+        return conv
+    new = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    conv.groups, conv.bias is not None, conv.padding_mode)
+    with torch.no_grad():
+        new.weight.copy_(adapt_input_conv(conv.weight, in_chans))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new
+
+
+def widen_normalization(norm: Mapping[str, object], in_chans: int) -> dict[str, object]:
+    """A 3-channel normalization for ``in_chans`` channels: extra channels get the mean of the means and stds, and
+    the channel order is kept (a BGR flip only means something for 3 channels). Measured statistics
+    (``segzoo data stats``, ``train --normalization stats``) fit extra bands better."""
+    norm = dict(norm)
+    if in_chans == 3:
+        return norm
+    mean, std = list(norm["mean"]), list(norm["std"])
+    if in_chans == 1:
+        return {**norm, "mean": [sum(mean) / 3], "std": [sum(std) / 3], "bgr": False}
+    return {**norm, "mean": (mean + [sum(mean) / 3] * in_chans)[:in_chans],
+            "std": (std + [sum(std) / 3] * in_chans)[:in_chans], "bgr": False}
