@@ -28,7 +28,8 @@ def make_features(caffe: bool = False, in_chans: int = 3) -> nn.Sequential:
         return CeilMaxPool2d(3, 2) if caffe else nn.MaxPool2d(3, 2, padding=1)
 
     return nn.Sequential(
-        nn.Conv2d(in_chans, 64, 11, stride=4, padding=100 if caffe else 5), nn.ReLU(inplace=True),  # 0, 1: conv1 (stride 4)
+        # 0, 1: conv1 (stride 4)
+        nn.Conv2d(in_chans, 64, 11, stride=4, padding=100 if caffe else 5), nn.ReLU(inplace=True),
         pool(),  # 2: pool1 (stride 8)
         nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True),  # 3, 4: conv2
         pool(),  # 5: pool2 (stride 16)

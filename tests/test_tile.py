@@ -84,3 +84,28 @@ def test_tile_and_overlap_are_checked():
         check_tile(48, 0.25, align=32, min_size=1)
     with pytest.raises(SegzooError, match="overlap"):
         check_tile(512, 1.0, align=32, min_size=1)
+
+
+def test_the_tiled_model_scores_a_normalized_batch_as_predict_does():
+    from segzoo.data.transforms import image_tensor, normalize
+    from segzoo.infer.tile import TiledModel
+
+    model = small_model()
+    image = np.random.default_rng(2).integers(0, 256, (300, 260, 3), dtype=np.uint8)
+    x = normalize(image_tensor(image), model.normalization)[None]
+    with torch.no_grad():
+        got = TiledModel(model, 192, 0.25)(x)
+    assert torch.allclose(got[0], predict_image(model, image, tile=192, overlap=0.25), atol=1e-6)
+
+
+def test_cli_eval_takes_tile_and_tta(tmp_path, capsys):
+    from segzoo.cli import main
+    from segzoo.data import write_demo_dataset
+
+    data = write_demo_dataset(tmp_path / "demo", train=1, val=2, size=64)
+    ckpt = tmp_path / "m.pt"
+    model = segzoo.create_model("alexnet-fcn32s", num_classes=6, backbone_kwargs={"fc_channels": 16})
+    segzoo.save_model(model, ckpt)
+    assert main(["eval", "--checkpoint", str(ckpt), "--data", str(data), "--tile", "64", "--overlap", "0.5",
+                 "--tta", "flip", "--json", str(tmp_path / "e.json")]) == 0
+    assert "mean IU" in capsys.readouterr().out

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from ..api import load_model
 from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, make_loader
+from ..infer.tile import TiledModel
+from ..infer.tta import parse_tta
 from ..train import evaluate
 from ..train.metrics import report
 from ..train.runtime import setup
@@ -25,6 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0)")
     p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad pairs instead of stopping")
+    p.add_argument("--tile", type=int, default=None, metavar="S",
+                   help="score each image in S x S tiles blended where they overlap (as predict --tile)")
+    p.add_argument("--overlap", type=float, default=0.25, metavar="F", help="tile overlap, a fraction (default 0.25)")
+    p.add_argument("--tta", action="append", default=[], metavar="AUG",
+                   help="test-time augmentation: flip, and/or scales=0.75,1,1.25 (repeat the flag to combine)")
     p.add_argument("--json", default=None, metavar="FILE",
                    help="where to write the metrics (default: eval-<split>.json beside the checkpoint)")
 
@@ -37,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     names = list(model.recipe.class_names or dataset.class_names)
     loader = make_loader(dataset, ShardedSampler(len(dataset), shuffle=False), args.batch_size, args.workers,
                          pin_memory=rt.device.type == "cuda")
-    m = evaluate(model, loader, rt, model.num_classes, names)
+    scorer = TiledModel(model, args.tile, args.overlap, parse_tta(args.tta)) if args.tile or args.tta else model
+    m = evaluate(scorer, loader, rt, model.num_classes, names)
     print(f"{model.recipe.name} on {args.data} split '{args.split}' ({len(dataset)} images, "
           f"{m['pixels']:,} labelled pixels" + (f", {m['skipped'] + len(pairs.dropped)} skipped" if
                                                  m["skipped"] or pairs.dropped else "") + ")")

@@ -14,6 +14,7 @@ touches is handed to ``emit`` and forgotten, so the probabilities of the whole i
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -104,3 +105,38 @@ def _batches(cols: list[tuple[int, int]], batch: int) -> list[list[int]]:
         else:
             groups.append([i])
     return groups
+
+
+class TiledModel(torch.nn.Module):
+    """A model that scores a normalized batch tile by tile (and with test-time augmentation): what ``eval --tile``
+    runs. It returns the blended probabilities, whose argmax is the prediction, in place of the logits."""
+
+    def __init__(self, model: torch.nn.Module, tile: int | None, overlap: float = 0.25, tta: Any = None,
+                 batch: int = 1):
+        super().__init__()
+        from .tta import TTA
+
+        self.model, self.tile, self.overlap, self.tta, self.batch = model, tile, overlap, tta or TTA(), batch
+        strides = [f.stride for f in getattr(getattr(model, "backbone", None), "feature_info", [])] or [1]
+        self.align = int(max(strides))
+        self.min_size = int(getattr(getattr(model, "backbone", None), "min_input_size", 1))
+        self.num_classes = int(model.num_classes)
+        if tile is not None:
+            check_tile(tile, overlap, self.align, self.min_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from .tta import tta_probs
+
+        def probs_of(v: torch.Tensor) -> torch.Tensor:
+            return tta_probs(self.model, v, self.tta, self.min_size)
+
+        if self.tile is None:
+            return probs_of(x).to(x.device)
+        out = torch.empty(x.shape[0], self.num_classes, *x.shape[-2:])
+        for i in range(x.shape[0]):
+            def keep(top: int, p: torch.Tensor, i: int = i) -> None:
+                out[i, :, top:top + p.shape[1]] = p
+
+            predict_tiled(probs_of, lambda t, b, left, r, i=i: x[i:i + 1, :, t:b, left:r], tuple(x.shape[-2:]),
+                          self.num_classes, self.tile, self.overlap, keep, self.align, self.batch)
+        return out.to(x.device)

@@ -28,6 +28,7 @@ from ..api import create_model
 from ..core.errors import GeometryError, SegzooError, TrainingError
 from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, make_loader, train_transform
 from ..data.demo import write_demo_dataset
+from ..data.stats import normalization_for
 from ..io.checkpoint import save_model
 from . import runtime as rtm
 from .config import TrainConfig
@@ -124,6 +125,9 @@ class Trainer:
         check_class_weights(cfg.class_weights, self.class_names)
         self.model = self.build_model(probe.num_classes)
         self.model.recipe = self.model.recipe.replace(class_names=tuple(self.class_names))
+        if cfg.normalization:  # the data's own statistics, kept in the recipe so predict and export use them too
+            self.model.recipe = self.model.recipe.replace(
+                normalization=normalization_for(cfg.normalization, data, cfg.train_split))
         if cfg.preset and not cfg.init_from and self.ckpt is None:
             coarse = resolve_preset(cfg.preset, cfg.model, need_lr=False)["init_from"]
             if coarse:
