@@ -117,3 +117,15 @@ def test_cli_export_prints_the_check_and_refuses_to_overwrite(tmp_path, capsys):
     assert main(["export", str(ckpt), "--format", "onnx", "--out", str(out)]) == 2
     assert "exists" in capsys.readouterr().err
     assert not list(tmp_path.glob(".m.onnx.*"))  # no temporary file left behind
+
+
+def test_an_accelerated_model_exports_as_plain_convs_and_stays_accelerated(tmp_path):
+    from segzoo.core.accel import GemmConv2d, accelerate
+
+    m = segzoo.create_model("alexnet-fcn32s", num_classes=3, backbone_kwargs={"fc_channels": 16}).eval()
+    accelerate(m, winograd=False)
+    for conv in (m.backbone.fc6, m.backbone.fc7):
+        conv.__class__ = GemmConv2d  # whatever accelerate's size threshold, fc6/fc7 as GEMMs
+    report = export_model(m, "exported", tmp_path / "m.pt2", check_sizes=SMALL_CHECKS)
+    assert all(diff <= 1e-4 * scale for _, diff, scale in report.diffs)
+    assert type(m.backbone.fc6) is GemmConv2d

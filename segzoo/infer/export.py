@@ -10,6 +10,7 @@ smallest side the graph takes, so a consumer needs nothing else.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -22,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..core.accel import GemmConv2d, WinogradConv2d, decelerate
 from ..core.errors import SegzooError
 from ..core.model import SegmentationModel
 
@@ -97,6 +99,9 @@ def export_model(model: SegmentationModel, fmt: str, out: str | os.PathLike[str]
     if out.is_dir():
         raise ExportError(f"{out} is a folder; --out names the file to write")
     model = model.eval().float().cpu()
+    if any(type(m) in (GemmConv2d, WinogradConv2d) for m in model.modules()):
+        model = copy.deepcopy(model)  # accelerate()'s convs branch on sizes (and NNPACK has no ONNX op): plain ones
+        decelerate(model)
     low = min_side(model)
     chans = in_channels(model)
     example = torch.randn(2, chans, low, low + 1, generator=torch.Generator().manual_seed(0))
