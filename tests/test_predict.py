@@ -11,7 +11,7 @@ import segzoo
 from segzoo.cli import main
 from segzoo.core.errors import DataError
 from segzoo.data.io import read_mask
-from segzoo.infer.predict import expand_inputs, predict_files, predict_image
+from segzoo.infer.predict import default_mode, expand_inputs, predict_files, predict_image
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,7 @@ def test_a_folder_is_mirrored_and_same_stem_images_stay_apart(small, tmp_path):
     assert sorted(p.relative_to(out).as_posix() for p in written) == ["a/x.png", "b/x.png", "c/d/y.png"]
     assert read_mask(out / "a" / "x.png").shape == (70, 90)
     assert not list(out.rglob(".*"))  # no temporary files left
+    assert (out / "a" / "x.png").stat().st_mode & 0o777 == default_mode()  # not mkstemp's owner-only 0o600
 
 
 def test_a_glob_is_mirrored_from_its_fixed_folder(small, tmp_path):

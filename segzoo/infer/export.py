@@ -116,6 +116,9 @@ def export_model(model: SegmentationModel, fmt: str, out: str | os.PathLike[str]
         write = {"onnx": _write_onnx, "torchscript": _write_torchscript, "exported": _write_exported}[fmt]
         runner = write(model, example, tmp, meta, low, opset)
         diffs = compare(model, runner, chans, check_sizes) if check else ()
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's files are owner-only; an export gets the usual permissions
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -266,6 +266,13 @@ def _save_png(im: Image.Image, path: str, palette: bool = False) -> None:
     im.save(path, format="PNG")
 
 
+def default_mode() -> int:
+    """The permissions a newly created file gets here (0o666 less the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def _atomic(path: Path) -> Iterator[str]:
     """A temporary name beside ``path`` to write to, renamed onto ``path`` only when the write finished."""
@@ -274,6 +281,7 @@ def _atomic(path: Path) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, default_mode())  # mkstemp makes owner-only files; an output gets the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
