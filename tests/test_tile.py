@@ -77,6 +77,8 @@ def test_labels_and_probabilities_come_band_by_band_without_the_whole_map():
     labels = predict_labels(model, image, tile=192, overlap=0.25, probs_into=probs)
     assert np.array_equal(labels, probs.argmax(0))
     assert np.array_equal(predict_image(model, image, tile=192, overlap=0.25).numpy(), probs)
+    batched = predict_image(model, image, tile=192, overlap=0.25, batch=3)  # tiles of one width run together
+    assert np.allclose(batched.numpy(), probs, atol=1e-6)
 
 
 def test_tile_and_overlap_are_checked():
