@@ -188,3 +188,12 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, rows: int =
         blend = np.where(fg, (1 - alpha) * blend + alpha * palette[m], blend)
         out[top:top + rows, w:] = blend.round().astype(np.uint8)
     return out
+
+
+def overlay_image(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, rows: int = 512) -> Image.Image:
+    """:func:`overlay` as a PIL image, filled ``rows`` at a time: a large image's overlay is never also an array."""
+    h, w = mask.shape
+    out = Image.new("RGB", (2 * w, h))
+    for top in range(0, h, rows):
+        out.paste(Image.fromarray(overlay(image[top:top + rows], mask[top:top + rows], alpha)), (0, top))
+    return out

@@ -25,7 +25,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.errors import DataError, SegzooError
-from ..data.io import TIFF_SUFFIXES, overlay, read_image, voc_palette
+from ..data.io import TIFF_SUFFIXES, overlay_image, read_image, voc_palette
 from ..data.transforms import image_tensor, normalize
 from .runtime import describe
 from .tile import check_tile, predict_tiled
@@ -219,7 +219,7 @@ def predict_files(model: Any, images: Sequence[str | os.PathLike[str]], out: str
         written.append(mask_path)
         if overlays:
             with _atomic(targets[1]) as tmp:
-                _save_png(Image.fromarray(overlay(image, labels)), tmp)
+                _save_png(overlay_image(image, labels), tmp)
             written.append(targets[1])
         if probs:
             written.append(targets[-1])

@@ -73,14 +73,10 @@ def predict_tiled(probs_of: Callable[[torch.Tensor], torch.Tensor],
     rows, cols = tile_spans(h, tile, overlap, align), tile_spans(w, tile, overlap, align)
     ramp = int(round(tile * overlap))
     wx = [window(e - s, ramp, s == 0, e == w) for s, e in cols]
-    acc = torch.zeros(num_classes, 0, w)
-    weight = torch.zeros(0, w)
-    top = 0  # the image row of acc's first row
+    band = max(re - rs for rs, re in rows)  # each row of tiles starts where the finished rows end
+    acc = torch.zeros(num_classes, band, w)  # one buffer for the whole image: no growing, no copies of it
+    weight = torch.zeros(band, w)
     for r, (rs, re) in enumerate(rows):
-        grow = re - top - acc.shape[1]
-        if grow > 0:
-            acc = torch.cat([acc, torch.zeros(num_classes, grow, w)], 1)
-            weight = torch.cat([weight, torch.zeros(grow, w)], 0)
         wy = window(re - rs, ramp, rs == 0, re == h)
         for group in _batches(cols, batch):
             x = torch.cat([load(rs, re, cols[c][0], cols[c][1]) for c in group])
@@ -88,12 +84,17 @@ def predict_tiled(probs_of: Callable[[torch.Tensor], torch.Tensor],
             for k, c in enumerate(group):
                 cs, ce = cols[c]
                 wt = wy[:, None] * wx[c][None, :]
-                acc[:, rs - top:re - top, cs:ce].addcmul_(p[k], wt)
-                weight[rs - top:re - top, cs:ce].add_(wt)
+                acc[:, :re - rs, cs:ce].addcmul_(p[k], wt)
+                weight[:re - rs, cs:ce].add_(wt)
         done = rows[r + 1][0] if r + 1 < len(rows) else h
-        n = done - top
-        emit(top, acc[:, :n] / weight[:n])
-        acc, weight, top = acc[:, n:].clone(), weight[n:].clone(), done
+        n = done - rs
+        emit(rs, acc[:, :n].div_(weight[:n]))  # the caller copies what it keeps
+        carry = re - done  # rows the next row of tiles adds to: moved to the buffer's top
+        if carry > 0:
+            acc[:, :carry] = acc[:, n:n + carry].clone()
+            weight[:carry] = weight[n:n + carry].clone()
+        acc[:, max(carry, 0):].zero_()
+        weight[max(carry, 0):].zero_()
 
 
 def _batches(cols: list[tuple[int, int]], batch: int) -> list[list[int]]:
