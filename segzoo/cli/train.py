@@ -60,6 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--backbone-opt", action="append", default=[], metavar="KEY=VALUE", help="a backbone option (repeatable)")
     a("--head-opt", action="append", default=[], metavar="KEY=VALUE",
       help="a head option, e.g. learnable_upsampling=false (repeatable)")
+    a("--normalization", default=None, metavar="stats|FILE",
+      help="stats: standardise by the data's per-channel mean/std (DATA/segzoo_stats.json, measured if absent; "
+           "segzoo data stats writes it), or a stats file; default: the backbone's (ImageNet or Caffe)")
     a("--geometry", default=None, choices=list(GEOMETRIES),
       help="modern, or caffe: the paper's nets, for backbones that support it (default: the preset's, else modern)")
     a("--init-from", default=None, metavar="CKPT", help="staged training: start from the checkpoint of the net with "
@@ -146,7 +149,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         "eval_every": given.get("eval_every"),
         "progress": args.progress,
         "backbone_kwargs": backbone_kwargs, "head_kwargs": parse_options(args.head_opt, '--head-opt'),
-        "skip_bad": args.skip_bad, "flip": not args.no_flip,
+        "skip_bad": args.skip_bad, "flip": not args.no_flip, "normalization": args.normalization,
     }
     if given.get("scale") is not None:
         cfg["scale"] = tuple(_floats(given["scale"], "--scale"))

@@ -43,6 +43,7 @@ class TrainConfig:
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     head_kwargs: dict[str, Any] = field(default_factory=dict)
     geometry: str | None = None  # "modern" or "caffe" (the paper's nets); None: the preset's, else the model's
+    normalization: str | None = None  # "stats": the data's per-channel mean/std (segzoo data stats), or a stats file
     preset: str | None = None  # a training preset a plugin registered: paper-heavy, paper-cvpr
     init_from: str | None = None  # staged training: a coarser net's checkpoint (fcn32s -> fcn16s -> fcn8s)
     device: str = "auto"
