@@ -19,6 +19,8 @@ from segzoo import CAFFE_NORM, Backbone, FeatureInfo, hookimpl, load_classifier_
 from segzoo.core.layers import grid_offset
 from segzoo.core.model import check_geometry
 
+from .vgg import check_fc_options
+
 # Where each ImageNet classifier layout keeps AlexNet's fc6 and fc7: torchvision's, and segzoo's own keys.
 CLASSIFIER_LAYOUTS = {"segzoo": ("fc6", "fc7"), "torchvision-alexnet": ("classifier.1", "classifier.4")}
 
@@ -84,6 +86,7 @@ class AlexNet(Backbone):
 def alexnet(weights: str | None = None, fc_channels: int = 4096, dropout: float = 0.5,
             geometry: str = "modern") -> AlexNet:
     """AlexNet (Krizhevsky et al.), torchvision's layout, with fc6/fc7 as 6x6 and 1x1 convs; strides 4-32."""
+    check_fc_options(fc_channels, dropout)
     model = AlexNet(fc_channels, dropout, geometry)
     if weights:
         load_classifier_weights(model, weights, CLASSIFIER_LAYOUTS, fc6_in_channels=256, fc6_kernel=6)

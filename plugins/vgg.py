@@ -86,10 +86,23 @@ class VGG16(Backbone):
 def vgg16(weights: str | None = None, fc_channels: int = 4096, dropout: float = 0.5,
           geometry: str = "modern") -> VGG16:
     """VGG16 (Simonyan & Zisserman) with fc6/fc7 as 7x7 and 1x1 convs; strides 2-32."""
+    check_fc_options(fc_channels, dropout)
     model = VGG16(fc_channels, dropout, geometry)
     if weights:
         load_classifier_weights(model, weights, CLASSIFIER_LAYOUTS, fc6_in_channels=512, fc6_kernel=7)
     return model
+
+
+def check_fc_options(fc_channels: object, dropout: object) -> None:
+    """fc6/fc7's width and dropout, checked before any layer is made: a bad value is the user's, in one line."""
+    from segzoo import SegzooError
+
+    if not isinstance(fc_channels, int) or isinstance(fc_channels, bool) or not 1 <= fc_channels <= 65536:
+        raise SegzooError(f"fc_channels (--fc-channels, --backbone-opt fc_channels=N) must be an integer from 1 "
+                          f"to 65536, got {str(fc_channels)[:40]!r}")
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+        raise SegzooError(f"dropout (--backbone-opt dropout=P) must be a number from 0 to below 1, got "
+                          f"{str(dropout)[:40]!r}")
 
 
 @hookimpl

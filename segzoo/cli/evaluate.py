@@ -8,9 +8,11 @@ from pathlib import Path
 
 from ..api import load_model
 from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, make_loader
+from ..io.checkpoint import atomic_write_text
 from ..train import evaluate
 from ..train.metrics import report
 from ..train.runtime import setup
+from ._options import int_in
 
 COMMAND = "eval"
 
@@ -19,11 +21,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="FILE", help="a model or training checkpoint (.pt)")
     p.add_argument("--data", required=True, metavar="DIR", help="a VOC folder or a folder pair")
     p.add_argument("--split", default="val", help="split name or list file (default val)")
-    p.add_argument("--batch-size", type=int, default=1,
+    p.add_argument("--batch-size", type=int_in(1, 4096), default=1,
                    help="images per forward pass (default 1: each image at its own size; larger batches pad "
                         "smaller images, which can change predictions near their borders)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0)")
+    p.add_argument("--workers", type=int_in(0, 256), default=0, help="data-loading processes (default 0)")
     p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad pairs instead of stopping")
     p.add_argument("--json", default=None, metavar="FILE",
                    help="where to write the metrics (default: eval-<split>.json beside the checkpoint)")
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
                                                  m["skipped"] or pairs.dropped else "") + ")")
     print(report(m))
     out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval-{Path(args.split).stem}.json")
-    out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
-                               "model": model.recipe.name, **m}, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
+                                  "model": model.recipe.name, **m}, indent=1) + "\n", out)
     print(f"\nwrote {out}")
     return 0

@@ -56,7 +56,10 @@ class SegmentationDataset(Dataset):
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The checked raw arrays of one pair (H x W x 3 uint8 image, H x W uint8 mask)."""
         image_path, mask_path = self.pairs.pairs[index]
-        image, mask = read_image(image_path), read_mask(mask_path)
+        try:
+            image, mask = read_image(image_path), read_mask(mask_path)
+        except DataError as exc:  # the commands that read a dataset can skip a bad pair: say so there only
+            raise DataError(f"{exc} (or pass --skip-bad to skip it)") from exc.__cause__
         if image.shape[:2] != mask.shape:
             raise DataError(
                 f"image {image_path} is {image.shape[1]}x{image.shape[0]} but its mask {mask_path} is "

@@ -51,10 +51,11 @@ class Study:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> Study:
+        from ..io.files import read_text_file
+
         try:
-            with open(path, encoding="utf-8") as f:
-                data = yaml.safe_load(f) or {}
-        except (OSError, yaml.YAMLError) as exc:
+            data = yaml.safe_load(read_text_file(path, "study file")) or {}  # a regular file only: a pipe blocks
+        except yaml.YAMLError as exc:
             raise SegzooError(f"cannot read study file {path}: {exc}") from exc
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown or not isinstance(data.get("backbones"), list) or not isinstance(data.get("heads"), list):
@@ -242,6 +243,11 @@ def _train(study: Study, v: Variant, vdir: Path, out: Path, progress: bool = Fal
     resume = (vdir / "last.pt").exists()
     if resume:
         settings["resume"] = True
+    else:  # stopped before its first checkpoint: the files it wrote are the study's own, and start over
+        from ..train.run_folder import run_files
+
+        for name in run_files(vdir):
+            (vdir / name).unlink()
     config = TrainConfig.from_dict(settings)
     with tqdm(total=config.epochs, initial=_epochs_done(vdir) if resume else 0, desc=v.name, unit="epoch",
               disable=not progress, position=1, leave=False, dynamic_ncols=True) as bar:

@@ -28,7 +28,7 @@ from ..api import create_model
 from ..core.errors import GeometryError, SegzooError, TrainingError
 from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, make_loader, train_transform
 from ..data.demo import write_demo_dataset
-from ..io.checkpoint import save_model
+from ..io.checkpoint import atomic_write_text, save_model
 from . import runtime as rtm
 from .config import TrainConfig
 from .evaluate import evaluate, to_device
@@ -36,7 +36,15 @@ from .loss import cross_entropy
 from .metrics import summary_line
 from .optim import make_optimizer, make_scheduler, optimizer_defaults
 from .presets import resolve_preset
-from .state import init_from_checkpoint, load_training_checkpoint, rng_state, save_training_checkpoint, set_rng_state
+from .run_folder import RunLock, check_new_run, check_resume_target
+from .state import (
+    check_epochs_left,
+    init_from_checkpoint,
+    load_training_checkpoint,
+    rng_state,
+    save_training_checkpoint,
+    set_rng_state,
+)
 
 CSV_FIELDS = ("epoch", "step", "train_loss", "lr", "images_per_s", "time_s",
               "pixel_acc", "mean_acc", "mean_iu", "fw_iu", "skipped")
@@ -105,6 +113,8 @@ class Trainer:
             self.log(f"resuming {path} at epoch {self.ckpt['epoch'] + 1}, step {self.ckpt['step']}")
         config = config.resolved()  # the preset's values in the unset settings; a stored config is already resolved
         config.check()
+        if self.ckpt is not None:
+            check_epochs_left(config.epochs, self.ckpt, self.ckpt_path)
         self.cfg = config
         self.out = Path(config.out_dir)
         self.written: set[Path] = set()
@@ -213,12 +223,29 @@ class Trainer:
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        """The run, holding its folder's lock throughout (rank 0: the one that writes)."""
+        try:
+            if not self.rt.is_main:
+                return self._run()
+            with RunLock(self.out, notice=self.log):
+                if self.ckpt is None:
+                    check_new_run(self.out)
+                else:
+                    check_resume_target(self.out, self.ckpt_path, self.ckpt.get("config"))
+                return self._run()
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as the CLI raises it: say how to go on
+            exc.segzoo_message = self.resume_hint()  # type: ignore[attr-defined]
+            raise
+
+    def _run(self) -> TrainResult:
         self.build()
         self.restore()
         cfg = self.cfg
         if self.rt.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             self._write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=1) + "\n")
+            if self.ckpt is not None:  # logs written after the checkpoint (a crash between the two) go
+                self.write_logs()
         self.log(f"training {self.model.recipe.name} ({sum(p.numel() for p in self.model.parameters()):,} "
                  f"parameters) on {len(self.train_set)} images of {cfg.data or 'the demo dataset'}, "
                  f"{self.steps_per_epoch} steps/epoch x {cfg.epochs} epochs, device {self.rt.device}"
@@ -235,6 +262,19 @@ class Trainer:
             if not stopped:
                 self.end_epoch()
         return self.result(stopped)
+
+    def resume_hint(self) -> str:
+        """Where an interrupted run stands and the command that continues it."""
+        where = (f"stopped in epoch {self.epoch + 1} at step {self.step}" if hasattr(self, "step")
+                 else "stopped before training began")
+        good = getattr(self, "good_checkpoint", None) or (self.ckpt_path if self.ckpt is not None else None)
+        if good is None or not Path(good).is_file():
+            return f"{where}; no checkpoint was written yet, so there is nothing to resume: start again"
+        if Path(good).resolve() == (self.out / "last.pt").resolve():
+            how = f"segzoo train --resume --out {self.out}"
+        else:
+            how = f"segzoo train --resume {good} --out {self.out}"
+        return f"{where}; the last good checkpoint is {good}: continue with '{how}'"
 
     def settings_line(self) -> str:
         """The run's batch, loss, optimiser and model settings as resolved (what a preset set, overrides included)."""
@@ -399,9 +439,7 @@ class Trainer:
         self._write_text(self.out / "metrics.csv", "\n".join(rows) + "\n")
 
     def _write_text(self, path: Path, text: str) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(text, path)  # a unique temporary name: two writers never share one
         self.written.add(path)
 
     def result(self, stopped: bool) -> TrainResult:
