@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=list(MODES), default="infer",
                    help="infer: a forward in inference mode; train: forward, backward and an SGD step")
     p.add_argument("--num-classes", type=NUM_CLASSES, default=None)
-    p.add_argument("--warmup", type=int_in(0, 100_000), default=3, help="untimed iterations first (default: 3)")
+    p.add_argument("--warmup", type=int_in(1, 100_000), default=3, help="untimed iterations first (default: 3)")
     p.add_argument("--iters", type=int_in(1, 100_000), default=10, help="timed iterations (default: 10)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory format for the model and input (default: on, except with --winograd)")
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     given_size = input_size(args.input) if args.input else None
     if args.threads:
         torch.set_num_threads(args.threads)
-    if Path(args.model).is_file():
+    if Path(args.model).exists() or args.model.endswith((".pt", ".pth")):  # a file, or meant as one
         model = load_model(args.model)
     else:
         model = create_model(args.model, num_classes=args.num_classes)

@@ -45,7 +45,8 @@ def safe_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc) or "Unsupported class" in str(exc):  # torch names what it would run
+        text = str(exc).lower()  # torch's refusal of what it would have to run (a global, a class, a reduce)
+        if "weights only load failed" in text and "unsupported operand" not in text:
             raise CheckpointError(
                 f"cannot read {path}: it holds pickled Python code (objects beyond tensors and plain data), which "
                 "segzoo never runs; "

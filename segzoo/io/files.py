@@ -9,6 +9,7 @@ then a rename). Reads accept regular files only, so a FIFO or a device named by 
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -33,7 +34,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any],
     an existing ``path`` is a :class:`FileExistsError` and is left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -49,6 +50,16 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any],
     finally:
         Path(tmp).unlink(missing_ok=True)  # a no-op once renamed; after any failure or signal, the cleanup
     return path
+
+
+def _make_parent(path: Path) -> None:
+    """Create the folders above ``path``; a file where a folder should be is ENOTDIR naming it (mkdir's own error
+    would be "File exists", which reads as if the target were there)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        blocker = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), path.parent)
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(blocker)) from None
 
 
 def _link_new(tmp: str, path: Path) -> None:
