@@ -57,7 +57,7 @@ def _make_parent(path: Path) -> None:
     would be "File exists", which reads as if the target were there)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
+    except (FileExistsError, NotADirectoryError):
         blocker = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), path.parent)
         raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(blocker)) from None
 
