@@ -1,8 +1,16 @@
-"""The segzoo command as a user runs it: exit codes, messages, and files."""
+"""The segzoo command as a user runs it: exit codes, messages, and files; hostile input as one line, exit 2."""
 
+import hashlib
+import os
+import pickle
+import shutil
+import signal
+
+import pytest
 import torch
 
 import segzoo
+from segzoo.cli import main
 from tests.conftest import run_cli
 
 
@@ -39,14 +47,6 @@ def test_list_names_every_part_and_its_distribution():
 
 
 # -- hostile input: every bad value is one line and exit 2, never a traceback, never a lost file ---------------
-import hashlib  # noqa: E402
-import os  # noqa: E402
-import pickle  # noqa: E402
-import signal  # noqa: E402
-
-import pytest  # noqa: E402
-
-from segzoo.cli import main  # noqa: E402
 
 TINY = ["--model", "alexnet-fcn32s", "--fc-channels", "32", "--batch-size", "4", "--input-size", "64", "--scale",
         "1,1", "--device", "cpu", "--no-progress", "--epochs", "1"]
@@ -351,3 +351,21 @@ def test_sigterm_is_handled_like_ctrl_c(monkeypatch, capsys):
     assert main(["list"]) == 143
     assert capsys.readouterr().err.strip() == "segzoo: terminated (SIGTERM)"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back as it was
+
+
+def test_messages_suggest_only_flags_the_command_has(trained_run, demo_data, tmp_path, capsys):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    line = refused(capsys, ["predict", "--checkpoint", str(trained_run / "best.pt"), str(bad), "--out",
+                            str(tmp_path / "p")], "cannot read image", str(bad))
+    assert "--skip-bad" not in line  # predict has no such flag
+    empty = tmp_path / "voc"
+    shutil.copytree(demo_data, empty)
+    (empty / "ImageSets" / "Segmentation" / "train.txt").unlink()
+    line = refused(capsys, ["bench", "alexnet-fcn32s", "--input", "3x64x64", "--iters", "1", "--warmup", "1",
+                            "--no-peak", "--data", str(empty)], "train.txt does not exist", "splits here: ['val']")
+    assert "--split" not in line  # nor has bench
+    corrupt = shutil.copytree(demo_data, tmp_path / "corrupt")
+    (corrupt / "JPEGImages" / "val_00001.jpg").write_bytes(b"")
+    refused(capsys, ["eval", "--checkpoint", str(trained_run / "best.pt"), "--data", str(corrupt), "--json",
+                     str(tmp_path / "e.json")], "val_00001.jpg", "--skip-bad")  # eval has it
