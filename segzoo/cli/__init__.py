@@ -67,7 +67,10 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser, handlers = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad option (2, said in one line): an exit code like any other
+        return exc.code if isinstance(exc.code, int) else 2
     debug = args.debug or os.environ.get("SEGZOO_DEBUG", "").strip() not in ("", "0")
     previous = _install(signal.SIGTERM, _on_sigterm)
     try:

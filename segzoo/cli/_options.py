@@ -35,7 +35,7 @@ MAX_CLASSES = 255
 def int_in(low: int, high: int | None = None, meaning: str = "") -> Callable[[str], int]:
     """An argparse ``type``: an integer from ``low`` to ``high``; the error names the range (argparse names the
     option), e.g. ``argument --batch-size: must be an integer >= 1, got '0'``."""
-    span = f"from {low} to {high}" if high is not None else f">= {low}"
+    span = f"at least {low}" + (f" and at most {high}" if high is not None else "")
 
     def parse(text: str) -> int:
         try:

@@ -150,7 +150,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         if _is_rank_0():
             print(f"no --data: training on the embedded demo dataset (160 + 40 images of 64x64, 6 classes); demo "
                   f"defaults {shown} (give any of them to change it)")
-    if args.out is not None:
+    if args.out is not None and _is_rank_0():  # rank 0 writes (the other ranks might see its first files)
         check_new_run(args.out)  # before the demo data or a model is made; the trainer checks again, locked
     backbone_kwargs = parse_options(args.backbone_opt, '--backbone-opt')
     if given.get("fc_channels") is not None:

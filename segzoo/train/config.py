@@ -80,8 +80,8 @@ class TrainConfig:
         for name, (least, meaning) in self.LEAST.items():
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < least):
-                raise SegzooError(f"--{name.replace('_', '-')} must be an integer >= {least}, got {value!r} "
-                                  f"({meaning})")
+                raise SegzooError(f"--{name.replace('_', '-')} must be >= {least}, got {_shown(value)} ({meaning}; "
+                                  "a whole number)")
         for name, (low, high, meaning) in self.INT_RANGES.items():
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or not low <= value <= high):
