@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import segzoo
+from segzoo.core.table import format_table
 from segzoo.studies import bench
 from segzoo.studies.summary import parse_input_size, summarize
-from segzoo.core.table import format_table
 
 GEOMETRIES = ("modern", "caffe")
 VGG_BLOCKS = [(3, 64, 2), (64, 128, 2), (128, 256, 3), (256, 512, 3), (512, 512, 3)]
@@ -279,7 +279,7 @@ def summarise(contenders: list[Contender], probes: dict[str, list[float]], gflop
 
 def machine_info() -> dict[str, Any]:
     return {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": bench._cpu_name(),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": bench.cpu_name(),
         "nproc": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
         "python": platform.python_version(), "loadavg": [round(v, 2) for v in os.getloadavg()],
     }

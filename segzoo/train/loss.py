@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..data.io import IGNORE_INDEX
+from ..core.model import IGNORE_INDEX
 
 
 def cross_entropy(scores: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,

@@ -1,0 +1,256 @@
+"""Timing a model honestly: warm-up, timed iterations, medians and spread, GFLOP/s against the peak.
+
+Every figure that is compared is a median with its spread; the training step is the trainer's (its
+loss, 255 ignored; the fused optimiser step).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ...core.accel import accelerate, fused_kwargs, winograd_pays
+from ...core.errors import SegzooError
+from ...data import SegmentationDataset, ShardedSampler, find_pairs, make_loader, train_transform
+from ...train.loss import cross_entropy
+from ...train.runtime import autocast, resolve_device
+from ..summary import summarize
+from .machine import (
+    cpu_has_native_bf16,
+    cpu_name,
+    cuda_bf16_peak_tflops,
+    measure_matmul_peak,
+    peak_memory,
+    synchronize,
+)
+from .report import BenchResult
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+MODES = ("infer", "train")
+
+
+
+def make_step(model: torch.nn.Module, x: torch.Tensor, mode: str, dtype: torch.dtype = torch.float32,
+              lr: float = 1e-4, momentum: float = 0.9) -> Callable[[], Any]:
+    """One iteration as a closure: ``infer`` is a forward in inference mode; ``train`` is forward,
+    per-pixel cross-entropy against fixed random labels, backward and an SGD-with-momentum step
+    (fused where PyTorch has the kernel, as the trainer does)."""
+    device = x.device
+    if mode == "infer":
+        model.eval()
+
+        def infer() -> torch.Tensor:
+            with torch.inference_mode(), autocast(device, dtype):
+                return model(x)
+
+        return infer
+    if mode != "train":
+        raise SegzooError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    model.train()
+    num_classes = getattr(model, "num_classes", None) or _output_channels(model, x)
+    target = torch.randint(0, num_classes, (x.shape[0], *x.shape[-2:]), device=device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, **fused_kwargs(torch.optim.SGD, device))
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16 and device.type == "cuda")
+
+    def train() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, dtype):
+            loss = cross_entropy(model(x).float(), target)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return loss.detach()
+
+    return train
+
+
+def _output_channels(model: torch.nn.Module, x: torch.Tensor) -> int:
+    with torch.no_grad():
+        return int(model(x[:1]).shape[1])
+
+
+def time_iterations(step: Callable[[], Any], device: torch.device, warmup: int, iters: int,
+                    between: Callable[[], Any] | None = None) -> tuple[float, list[float]]:
+    """Seconds of the first call and of each timed call; ``between`` runs untimed after each timed one."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    step()
+    synchronize(device)
+    first = time.perf_counter() - t0
+    for _ in range(max(warmup - 1, 0)):
+        step()
+    times = []
+    for _ in range(iters):
+        synchronize(device)
+        t0 = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+        if between is not None:
+            between()
+    return first, times
+
+
+def quantiles(values: list[float]) -> tuple[float, float, float]:
+    """25th, 50th and 75th percentiles (inclusive method; a single value is all three)."""
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], q[1], q[2]
+
+
+def prepare(model: torch.nn.Module, x: torch.Tensor, channels_last: bool, compile: bool = False,
+            winograd: bool = False, gemm: bool = False) -> tuple[torch.nn.Module, torch.Tensor]:
+    """Apply the speed options that keep the weights and the maths: NHWC memory format, Winograd 3x3
+    convs through NNPACK and fc6/fc7 as GEMMs (CPU fp32; rounding-level differences only; see
+    :mod:`segzoo.core.accel`), ``torch.compile``."""
+    if winograd or gemm:
+        accelerate(model, winograd=winograd, gemm=gemm)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    if compile:
+        model = torch.compile(model)
+    return model, x
+
+
+def default_options(device: torch.device, dtype: str, compile: bool = False) -> dict[str, bool]:
+    """What ``segzoo bench`` applies unless told otherwise: the fastest measured (bench/RESULTS.md).
+
+    CPU fp32: fc6/fc7 as GEMMs and, where it pays (AVX2 CPUs), Winograd 3x3 convs via NNPACK, in NCHW
+    (channels-last lost there, most in training); otherwise channels-last, which cuDNN's tensor-core
+    kernels prefer.
+    """
+    cpu32 = device.type == "cpu" and dtype == "fp32" and not compile
+    winograd = cpu32 and winograd_pays()
+    return {"winograd": winograd, "gemm": cpu32, "channels_last": not cpu32}
+
+
+def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch_size: int = 1,
+              device: str | torch.device = "cpu", dtype: str = "fp32", mode: str = "infer",
+              warmup: int = 3, iters: int = 10, channels_last: bool | None = None, winograd: bool | None = None,
+              gemm: bool | None = None, compile: bool = False,
+              measure_peak: bool = True, check_agreement: bool = True, device_peak_tflops: float | None = None,
+              name: str | None = None, seed: int = 0) -> BenchResult:
+    """Time ``iters`` iterations of ``model`` after ``warmup``, on a random batch; see :class:`BenchResult`.
+
+    With ``measure_peak`` a matmul probe of the same dtype runs after each timed iteration (untimed),
+    and the fraction of the peak is the median over iterations of achieved / probe.
+    """
+    if dtype not in DTYPES:
+        raise SegzooError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    if mode not in MODES:
+        raise SegzooError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    if warmup < 1 or iters < 1 or batch_size < 1:
+        raise SegzooError("--warmup, --iters and --batch-size must be at least 1")
+    dev = resolve_device(str(device))
+    torch_dtype = DTYPES[dtype]
+    if dtype == "fp16" and dev.type == "cpu" and mode == "train":
+        raise SegzooError("fp16 training on CPU is not supported (no loss scaling there); use --dtype bf16")
+    defaults = default_options(dev, dtype, compile)
+    channels_last = defaults["channels_last"] if channels_last is None else channels_last
+    winograd = defaults["winograd"] if winograd is None else winograd
+    gemm = defaults["gemm"] if gemm is None else gemm
+    notes = []
+    if dev.type == "cpu" and dtype == "bf16" and not cpu_has_native_bf16():
+        notes.append("this CPU has no native bf16 (AVX-512 BF16 or AMX): oneDNN emulates it, far slower than fp32")
+    shape = (batch_size, *input_size)
+    fwd_gflops = summarize(model, shape).gflops
+    gflops_per_iter = fwd_gflops * (3 if mode == "train" else 1)
+    gen = torch.Generator().manual_seed(seed)
+    model = model.to(dev)
+    x = torch.randn(shape, generator=gen).to(dev)
+    agreement = None
+    if check_agreement and mode == "infer" and torch_dtype != torch.float32:
+        agreement = pixel_agreement(model, x, torch_dtype)
+    model, x = prepare(model, x, channels_last, compile, winograd, gemm)
+    step = make_step(model, x, mode, torch_dtype)
+
+    probes: list[float] = []
+    probe = None
+    if measure_peak:
+        def probe() -> None:
+            probes.append(measure_matmul_peak(torch_dtype, dev, reps=2))
+    first, times = time_iterations(step, dev, warmup, iters, between=probe)
+    with peak_memory(dev) as mem:
+        step()
+    fp32_peak = None
+    if probes and dev.type == "cpu" and torch_dtype != torch.float32:
+        fp32_peak = measure_matmul_peak(torch.float32, dev, reps=2)
+        ratio = statistics.median(probes) / fp32_peak
+        emulated = dtype == "bf16" and not cpu_has_native_bf16()  # already said above
+        if ratio < 1.2 and not emulated:
+            notes.append(f"this CPU's {dtype} matmul peak is {ratio:.2f}x its fp32 one (measured in this run): "
+                         f"{dtype} cannot beat fp32 here; use fp32")
+    p25, med, p75 = quantiles(times)
+    achieved = gflops_per_iter / med
+    frac = None
+    if probes:
+        frac = statistics.median(gflops_per_iter / t / p for t, p in zip(times, probes))
+    device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
+    peak_tflops = device_peak_tflops
+    if peak_tflops is None and dev.type == "cuda":
+        peak_tflops = cuda_bf16_peak_tflops(device_name)
+    return BenchResult(
+        model=name or type(model).__name__, mode=mode, device=dev.type, device_name=device_name, dtype=dtype,
+        input=list(input_size), batch_size=batch_size, channels_last=channels_last, winograd=winograd, gemm=gemm,
+        compiled=compile,
+        warmup=warmup, iters=iters, ms_median=med * 1e3, ms_p25=p25 * 1e3, ms_p75=p75 * 1e3,
+        ms_min=min(times) * 1e3, ms_max=max(times) * 1e3, images_per_s=batch_size / med, first_iter_s=first,
+        compile_s=max(first - med, 0.0) if compile else None, gflops_per_image=gflops_per_iter / batch_size,
+        achieved_gflops=achieved, peak_memory_mib=mem["peak_mib"],
+        matmul_peak_gflops=statistics.median(probes) if probes else None, fraction_of_matmul_peak=frac,
+        fp32_matmul_peak_gflops=fp32_peak,
+        device_peak_tflops=peak_tflops,
+        fraction_of_device_peak=achieved / (peak_tflops * 1e3) if peak_tflops else None,
+        agreement_vs_fp32=agreement, notes=notes,
+    )
+
+
+def loader_throughput(data: str | os.PathLike[str], crop: int, batch_size: int, workers: int = 0,
+                      split: str = "train", batches: int = 20, pin_memory: bool = False, seed: int = 0,
+                      num_classes: int | None = None) -> float:
+    """Images/s of the training input pipeline alone: read, decode, check, augment (train transform,
+    ``crop`` x ``crop``), collate, through the loader the trainer uses (``workers`` persistent processes).
+
+    Compare it with the model's images/s: a loader slower than the model leaves the device waiting.
+    The first batch (worker start-up) is not timed; epochs repeat until ``batches`` batches are timed.
+    Labels are checked against the dataset's ``class_names.txt``, or else ``num_classes``.
+    """
+    pairs = find_pairs(data, split)
+    dataset = SegmentationDataset(pairs, None if pairs.class_names else num_classes, train_transform(crop), seed=seed)
+    if len(dataset) == 0:
+        raise SegzooError(f"split '{split}' of {data} has no samples to time the loader on")
+    sampler = ShardedSampler(len(dataset), True, seed, tag_epoch=True)
+    loader = make_loader(dataset, sampler, batch_size, workers, pin_memory, seed)
+    images, timed, t0, epoch = 0, -1, 0.0, 0
+    while timed < batches:
+        sampler.set_epoch(epoch)
+        for batch in loader:
+            if timed < 0:
+                t0 = time.perf_counter()  # from the end of the first batch: workers are up
+            else:
+                images += len(batch["image"])
+            timed += 1
+            if timed >= batches:
+                break
+        epoch += 1
+    return images / (time.perf_counter() - t0)
+
+
+def pixel_agreement(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> float:
+    """Fraction of pixels whose argmax class under ``dtype`` autocast equals the fp32 prediction."""
+    model.eval()
+    with torch.inference_mode():
+        ref = model(x).argmax(1)
+        with autocast(x.device, dtype):
+            low = model(x).argmax(1)
+    return float((ref == low).float().mean())
