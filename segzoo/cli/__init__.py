@@ -69,7 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser, handlers = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a bad option (2, said in one line): an exit code like any other
+    except SystemExit as exc:  # a bad option (said in one line) is an exit code like any other; --help exits as usual
+        if exc.code in (0, None):
+            raise
         return exc.code if isinstance(exc.code, int) else 2
     debug = args.debug or os.environ.get("SEGZOO_DEBUG", "").strip() not in ("", "0")
     previous = _install(signal.SIGTERM, _on_sigterm)
@@ -131,7 +133,7 @@ _ERRNO_HINTS = {
     errno.ENOTDIR: "a part of the path is a file, not a folder",
     errno.EISDIR: "it is a folder: name a file",
     errno.ENOENT: "it does not exist: check the path",
-    errno.EEXIST: "it exists already: choose another name",
+    errno.EEXIST: "something of that name is in the way (a file where a folder is needed?): choose another path",
     errno.ENAMETOOLONG: "the name is too long",
 }
 
