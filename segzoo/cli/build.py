@@ -6,6 +6,7 @@ import argparse
 
 from ..api import create_model, save_model
 from ..core.model import GEOMETRIES
+from ..core.recipe import DEFAULT_INPUT_SIZE
 from ..core.table import format_table
 from ..studies.summary import summarize
 from ._options import NUM_CLASSES, check_new_file, input_size, parse_options
@@ -28,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--geometry", default=None, choices=list(GEOMETRIES),
                    help="modern (default) or caffe: the paper's reference nets (pad 100, crops), for its weights")
     p.add_argument("--weights", default=None, metavar="FILE",
-                   help="whole-model weights: a segzoo checkpoint or state dict, or torchfcn's (with --geometry caffe)")
+                   help="whole-model weights: a segzoo checkpoint or state dict, or a file in a registered weight "
+                        "layout (segzoo list)")
     p.add_argument("--out", default=None, metavar="FILE", help="write a checkpoint (weights + recipe) here")
     p.add_argument("--force", action="store_true", help="replace the --out file if it exists (default: refuse)")
 
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
                          head_kwargs=parse_options(args.head_opt, "--head-opt"), geometry=args.geometry,
                          weights=args.weights)
     r = model.recipe
-    size = size or tuple(r.input_size or (3, 500, 500))
+    size = size or tuple(r.input_size or DEFAULT_INPUT_SIZE)
     s = summarize(model, (1, *size))
     strides = " + ".join(str(x) for x in model.head.strides)
     rows = [
