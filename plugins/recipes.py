@@ -9,7 +9,7 @@ import yaml
 
 from segzoo import hookimpl
 from segzoo.core.errors import PluginError
-from segzoo.io.files import read_text_file
+from segzoo.core.files import read_text_file
 
 DEFAULT = Path(__file__).with_name("registry.yaml")
 

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..core.errors import DataError
-from ..io.files import atomic_write_text, read_text_file
+from ..core.files import atomic_write_text, read_text_file
 from .io import IGNORE_INDEX, write_mask
 
 GENERATOR_VERSION = 1

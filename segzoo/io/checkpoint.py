@@ -10,8 +10,8 @@ from typing import Any
 import torch
 
 from ..core.errors import CheckpointError, SegzooError
+from ..core.files import atomic_write, atomic_write_text
 from ..core.recipe import Recipe
-from .files import atomic_write, atomic_write_text
 
 __all__ = ["FORMAT", "VERSION", "atomic_save", "atomic_write_text", "read_checkpoint", "read_state_dict",
            "safe_load", "save_model", "state_dict_of"]

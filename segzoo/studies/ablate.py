@@ -52,7 +52,7 @@ class Study:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> Study:
-        from ..io.files import read_text_file
+        from ..core.files import read_text_file
 
         try:
             data = yaml.safe_load(read_text_file(path, "study file")) or {}  # a regular file only: a pipe blocks

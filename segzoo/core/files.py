@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..core.errors import SegzooError
+from .errors import SegzooError
 
 
 def current_umask() -> int:
