@@ -11,7 +11,7 @@ import torch
 
 import segzoo
 from segzoo.cli import main
-from tests.conftest import run_cli
+from tests.conftest import TINY_TRAIN, run_cli
 
 
 def test_build_prints_the_summary_and_writes_a_loadable_checkpoint(tmp_path):
@@ -60,8 +60,7 @@ def test_build_takes_backbone_and_head_options(capsys):
 
 # -- hostile input: every bad value is one line and exit 2, never a traceback, never a lost file ---------------
 
-TINY = ["--model", "alexnet-fcn32s", "--fc-channels", "32", "--batch-size", "4", "--input-size", "64", "--scale",
-        "1,1", "--device", "cpu", "--no-progress", "--epochs", "1"]
+TINY = TINY_TRAIN
 
 
 def digest(folder) -> dict[str, str]:
@@ -260,11 +259,9 @@ def test_tampered_training_checkpoints_are_refused_before_resuming(trained_run, 
         assert not (tmp_path / "new").exists()
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, demo_data):
-    run = tmp_path_factory.mktemp("run") / "run"
-    assert main(["train", *TINY, "--data", str(demo_data), "--out", str(run)]) == 0
-    return run
+@pytest.fixture
+def trained_run(tiny_run):
+    return tiny_run
 
 
 # -- files: never replace what segzoo did not write ------------------------------------------------------------

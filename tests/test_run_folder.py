@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -21,12 +22,10 @@ from segzoo.train.run_folder import LOCK_NAME, RunLock, check_new_run
 from tests.test_cli import TINY, digest, refused
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, demo_data):
-    """One finished 1-epoch run; tests work on copies of it."""
-    path = tmp_path_factory.mktemp("runs") / "run"
-    assert main(["train", *TINY, "--data", str(demo_data), "--out", str(path)]) == 0
-    return path
+@pytest.fixture
+def run(tiny_run):
+    """One finished 1-epoch run, shared: tests work on copies of it."""
+    return tiny_run
 
 
 def copy(run, tmp_path, name="copy"):
@@ -122,23 +121,40 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_notice(tmp_path):
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM") or sys.platform == "win32", reason="POSIX signals")
 def test_sigterm_stops_a_run_cleanly_keeps_its_checkpoint_and_says_how_to_resume(demo_data, tmp_path, capsys):
     """What Docker, Slurm and Kubernetes send: exit 143, one line with the resume command, no temporary file,
-    the lock released; meanwhile a second process is refused the folder."""
+    the lock released; while the run holds the folder, another taker is refused. (In-process: a thread watches
+    for the first checkpoint, tries the lock, then signals this process, which runs the command.)"""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "segzoo", "train", *TINY, "--epochs", "1000", "--save-every-steps", "1",
-           "--val-split", "none", "--data", str(demo_data), "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
+    seen: dict[str, object] = {}
+    after = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: after.append("late"))  # main puts this one back
+    finished = threading.Event()  # the command returned: never signal after that
+
+    def watch() -> None:
         deadline = time.time() + 120
-        while not (out / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-        assert (out / "last.pt").exists(), proc.stderr.read() if proc.poll() is not None else "no checkpoint"
-        refused(capsys, ["train", "--resume", "--out", str(out)], "in use by another segzoo run", f"pid {proc.pid}")
-        proc.send_signal(signal.SIGTERM)
-        err = proc.communicate(timeout=60)[1]
+        while not (out / "last.pt").exists() and time.time() < deadline and not finished.is_set():
+            time.sleep(0.02)
+        if finished.is_set():
+            return
+        try:
+            with RunLock(out):
+                seen["lock"] = "taken"
+        except TrainingError as exc:
+            seen["lock"] = str(exc)
+        if not finished.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        rc = main(["train", *TINY, "--epochs", "1000", "--save-every-steps", "1", "--val-split", "none", "--data",
+                   str(demo_data), "--out", str(out)])
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143, err
+        finished.set()
+        watcher.join(10)  # a signal sent meanwhile lands in `after`, never in pytest's default handler
+        signal.signal(signal.SIGTERM, previous)
+    err = capsys.readouterr().err
+    assert rc == 143 and not after, err
+    assert f"in use by another segzoo run (pid {os.getpid()}" in str(seen["lock"])
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in err
     assert lines[0].startswith("segzoo: terminated (SIGTERM); stopped in epoch")
