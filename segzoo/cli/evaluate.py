@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint on a dataset split: the paper's four metrics, per-class IU, and a JSON file."""
+"""Evaluate a checkpoint on a dataset split: the paper's four metrics, boundary IoU, per-class IU, and a JSON file."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 from ..api import load_model
+from ..core.errors import SegzooError
 from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, make_loader
 from ..io.checkpoint import atomic_write_text
 from ..train import evaluate
-from ..train.metrics import report
+from ..train.metrics import BOUNDARY_PX, report
 from ..train.runtime import setup
 from ._options import int_in
 
@@ -27,11 +28,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--workers", type=int_in(0, 256), default=0, help="data-loading processes (default 0)")
     p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad pairs instead of stopping")
+    p.add_argument("--boundary-px", type=int, default=BOUNDARY_PX, metavar="PX",
+                   help=f"width of the band around each contour that boundary IoU scores (default {BOUNDARY_PX}; "
+                        "docs/metrics.md)")
     p.add_argument("--json", default=None, metavar="FILE",
                    help="where to write the metrics (default: eval-<split>.json beside the checkpoint)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.boundary_px < 1:
+        raise SegzooError(f"--boundary-px must be >= 1, got {args.boundary_px} (the band's width in pixels)")
     rt = setup(args.device)
     model = load_model(args.checkpoint).to(rt.device)
     pairs = find_pairs(args.data, args.split, args.skip_bad)
@@ -39,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     names = list(model.recipe.class_names or dataset.class_names)
     loader = make_loader(dataset, ShardedSampler(len(dataset), shuffle=False), args.batch_size, args.workers,
                          pin_memory=rt.device.type == "cuda")
-    m = evaluate(model, loader, rt, model.num_classes, names)
+    m = evaluate(model, loader, rt, model.num_classes, names, boundary_px=args.boundary_px)
     print(f"{model.recipe.name} on {args.data} split '{args.split}' ({len(dataset)} images, "
           f"{m['pixels']:,} labelled pixels" + (f", {m['skipped'] + len(pairs.dropped)} skipped" if
                                                  m["skipped"] or pairs.dropped else "") + ")")

@@ -8,10 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-from ..api import get_registry
+from .. import train as training  # looked up at each call, so a test's stand-in for train() never sticks
 from ..core.errors import SegzooError
 from ..core.model import GEOMETRIES
-from ..train import OPTIMIZERS, TrainConfig, load_training_checkpoint, train
+from ..train import OPTIMIZERS, TrainConfig, load_training_checkpoint
+from ..train.demo import backbone_of, demo_defaults, describe
 from ..train.metrics import report
 from ..train.presets import preset_help
 from ..train.run_folder import check_new_run
@@ -19,11 +20,6 @@ from ..train.setup import default_run_folder
 from ._options import int_in, parse_options
 
 COMMAND = "train"
-
-# With no --data the run trains on the demo dataset with these settings, chosen (and measured) so the
-# main job finishes in a few minutes on 2 CPU cores; any of them given on the command line wins.
-DEMO_DEFAULTS = {"epochs": 8, "batch_size": 4, "input_size": 64, "scale": "0.75,1.25", "fc_channels": 512,
-                 "lr": 3e-4}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                    "to runs/demo-data beside the run)")
     a("--train-split", default=None, help="split name or list file (default train)")
     a("--val-split", default=None, help="split name or list file, or 'none' (default val)")
-    a("--num-classes", type=int, default=None, help="classes (default: from the dataset's class_names.txt)")
+    a("--num-classes", type=int, default=None,
+      help="classes (default: the dataset's class_names.txt, else counted in the masks)")
     a("--preset", default=None, metavar="NAME",
       help="train with a registered training preset: " + preset_help()
       + ". A preset sets --batch-size, --loss, --optimizer with its --momentum, --weight-decay and the --lr it gives "
@@ -122,14 +119,14 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         return resume_config(args)
     given = {k: v for k, v in vars(args).items() if v is not None}
     demo = args.data is None
-    if demo:
-        applied = {k: v for k, v in DEMO_DEFAULTS.items() if given.get(k) is None}
-        if args.preset:  # the preset's batch and learning rate, not the demo's
-            applied = {k: v for k, v in applied.items() if k not in ("batch_size", "lr")}
-        if not get_registry().backbone_takes(get_registry().resolve(args.model).backbone, "fc_channels"):
-            applied.pop("fc_channels", None)
-        given.update(applied)
-        shown = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in applied.items())
+    if demo:  # segzoo.train.demo decides what the demo gets; any setting given wins
+        applied = demo_defaults({**given, "backbone_kwargs": {"fc_channels": given.get("fc_channels")}
+                                 if given.get("fc_channels") is not None else {}}, [backbone_of(args.model)],
+                                args.preset)
+        shown = describe(applied)
+        given.update({k: v for k, v in applied.items() if k != "backbone_kwargs"}, **applied.get("backbone_kwargs", {}))
+        if isinstance(given.get("scale"), tuple):
+            given["scale"] = ",".join(map(str, given["scale"]))
         if _is_rank_0():
             print(f"no --data: training on the embedded demo dataset (160 + 40 images of 64x64, 6 classes); demo "
                   f"defaults {shown} (give any of them to change it)")
@@ -166,7 +163,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     start = time.perf_counter()
-    result = train(config)
+    result = training.train(config)
     if result.stopped_early or result.rank != 0:  # under torchrun every rank runs this; rank 0 reports
         return 0
     minutes = (time.perf_counter() - start) / 60

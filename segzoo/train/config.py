@@ -77,11 +77,8 @@ class TrainConfig:
     }
 
     def check(self) -> None:
-        """A :class:`SegzooError` for a missing model or a setting out of range, named as the CLI option that sets
-        it, before anything is built or written (a NaN learning rate or a crop of 0 would otherwise run, or crash
-        later)."""
-        if not self.model:
-            raise SegzooError("no model to train: give one, e.g. --model <backbone>-<head> (segzoo list shows them)")
+        """A :class:`SegzooError` for a setting out of range, named as the CLI option that sets it, before
+        anything is built or written (a NaN learning rate or a crop of 0 would otherwise run, or crash later)."""
         for name, (least, meaning) in self.LEAST.items():
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < least):

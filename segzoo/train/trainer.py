@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..api import create_model
-from ..core.errors import GeometryError, TrainingError
+from ..core.errors import GeometryError, SegzooError, TrainingError
 from ..io.checkpoint import atomic_write_text, save_model
 from . import runtime as rtm
 from .config import TrainConfig
@@ -67,6 +67,8 @@ class Trainer:
             self.ckpt, self.ckpt_path = load_training_checkpoint(path), path
             config = config.resumed_from(self.ckpt["config"])
             self.log(f"resuming {path} at epoch {self.ckpt['epoch'] + 1}, step {self.ckpt['step']}")
+        if not config.model:
+            raise SegzooError("no model to train: give one, e.g. --model <backbone>-<head> (segzoo list shows them)")
         config = config.resolved()  # the preset's values in the unset settings; a stored config is already resolved
         config.check()
         if not config.out_dir:
