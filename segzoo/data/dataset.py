@@ -85,7 +85,10 @@ class SegmentationDataset(Dataset):
         if key in _DECODED:
             image, mask = _DECODED[key]
         else:
-            image, mask = read_image(image_path), read_mask(mask_path)
+            try:
+                image, mask = read_image(image_path), read_mask(mask_path)
+            except DataError as exc:  # the commands that read a dataset can skip a bad pair: say so there only
+                raise DataError(f"{exc} (or pass --skip-bad to skip it)") from exc.__cause__
         self._check(image, mask, image_path, mask_path)
         if _BUDGET[0] and key not in _DECODED and image.nbytes + mask.nbytes <= _BUDGET[0]:
             _DECODED[key] = image, mask
