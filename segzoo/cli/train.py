@@ -13,6 +13,7 @@ from ..api import get_registry
 from ..core.errors import SegzooError
 from ..core.model import GEOMETRIES
 from ..train import OPTIMIZERS, TrainConfig, load_training_checkpoint, train
+from ..train.config import config_yaml, load_config
 from ..train.metrics import report
 from ..train.presets import preset_help
 from ._options import parse_options
@@ -27,7 +28,12 @@ DEMO_DEFAULTS = {"epochs": 8, "batch_size": 4, "input_size": 64, "scale": "0.75,
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     a = p.add_argument
-    a("--model", default="vgg16-fcn8s", help="<backbone>-<head> or a recipe of registry.yaml (default vgg16-fcn8s)")
+    a("--config", default=None, metavar="FILE.yaml",
+      help="training settings from a YAML file, keyed by TrainConfig's field names (a study file's train: schema, "
+           "e.g. 'epochs: 20'); flags given as well win")
+    a("--print-config", action="store_true",
+      help="print the resolved settings as YAML (a file --config reads) and exit without training")
+    a("--model", default=None, help="<backbone>-<head> or a recipe of registry.yaml (default vgg16-fcn8s)")
     a("--data", default=None, metavar="DIR", help="a VOC folder or folder pair (default: the demo dataset, written "
                                                    "to runs/demo-data beside the run)")
     a("--train-split", default=None, help="split name or list file (default train)")
@@ -90,7 +96,7 @@ def _floats(text: str, what: str) -> list[float]:
 
 def _takes_fc_channels(model: str) -> bool:
     registry = get_registry()
-    factory, _ = registry.backbone_factory(registry.resolve(model)["backbone"])
+    factory, _ = registry.backbone_factory(registry.resolve(model).backbone)
     try:
         return "fc_channels" in inspect.signature(factory).parameters
     except (TypeError, ValueError):
@@ -124,7 +130,8 @@ def resume_config(args: argparse.Namespace) -> TrainConfig:
     given = {field: getattr(args, opt) for opt, field in RESUMABLE.items() if getattr(args, opt) is not None}
     ignored = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
                if k not in RESUMABLE and k not in ("resume", "out", "command", "plugin_flags", "no_external_plugins",
-                                                   "model", "backbone_opt", "head_opt", "skip_bad", "no_flip")
+                                                   "model", "backbone_opt", "head_opt", "skip_bad", "no_flip",
+                                                   "print_config")
                and v is not None]
     if ignored and _is_rank_0():
         print(f"resuming: {', '.join(ignored)} ignored (a resumed run keeps its own settings; only "
@@ -132,54 +139,69 @@ def resume_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict({**stored, **given, "out_dir": args.out or str(path.parent), "resume": str(path)})
 
 
+# CLI option -> TrainConfig field, where the names differ
+FIELDS = {"out": "out_dir", "loss": "loss_reduction"}
+# Options that are no training setting, or that build_config reads itself
+NOT_SETTINGS = {"command", "plugin_flags", "no_external_plugins", "config", "print_config", "resume", "backbone_opt",
+                "head_opt", "fc_channels", "scale", "class_weights", "val_split", "skip_bad", "no_flip"}
+
+
+def _note(args: argparse.Namespace, text: str) -> None:
+    """A note for people: on stderr under --print-config, whose stdout is the YAML."""
+    if _is_rank_0():
+        print(text, file=sys.stderr if getattr(args, "print_config", False) else sys.stdout)
+
+
 def build_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's settings: the defaults, then the --config file's, then the flags given (which win)."""
     if args.resume is not False:
         return resume_config(args)
-    given = {k: v for k, v in vars(args).items() if v is not None}
-    demo = args.data is None
-    if demo:
-        applied = {k: v for k, v in DEMO_DEFAULTS.items() if given.get(k) is None}
-        if args.preset:  # the preset's batch and learning rate, not the demo's
-            applied = {k: v for k, v in applied.items() if k not in ("batch_size", "lr")}
-        if not _takes_fc_channels(args.model):
-            applied.pop("fc_channels", None)
-        given.update(applied)
-        shown = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in applied.items())
-        if _is_rank_0():
-            print(f"no --data: training on the embedded demo dataset (160 + 40 images of 64x64, 6 classes); demo "
-                  f"defaults {shown} (give any of them to change it)")
-    if args.out is not None and (Path(args.out) / "last.pt").exists():
-        raise SegzooError(f"{args.out} already holds a run (last.pt); pass --resume to continue it, or another --out")
-    backbone_kwargs = parse_options(args.backbone_opt, '--backbone-opt')
-    if given.get("fc_channels") is not None:
-        backbone_kwargs["fc_channels"] = given["fc_channels"]
-    cfg = {
-        "model": args.model, "data": args.data, "out_dir": args.out or _default_out(args.model),
-        "train_split": given.get("train_split"), "num_classes": args.num_classes, "epochs": given.get("epochs"),
-        "batch_size": given.get("batch_size"), "input_size": given.get("input_size"),
-        "optimizer": given.get("optimizer"), "lr": given.get("lr"), "weight_decay": given.get("weight_decay"),
-        "momentum": given.get("momentum"), "preset": args.preset, "geometry": args.geometry,
-        "loss_reduction": given.get("loss"), "backbone_weights": args.backbone_weights, "init_from": args.init_from,
-        "device": given.get("device"), "amp": args.amp, "workers": given.get("workers"), "seed": given.get("seed"),
-        "save_every_steps": given.get("save_every_steps"), "save_every_epochs": given.get("save_every_epochs"),
-        "eval_every": given.get("eval_every"),
-        "progress": args.progress,
-        "backbone_kwargs": backbone_kwargs, "head_kwargs": parse_options(args.head_opt, '--head-opt'),
-        "skip_bad": args.skip_bad, "flip": not args.no_flip,
-    }
-    if given.get("scale") is not None:
-        cfg["scale"] = tuple(_floats(given["scale"], "--scale"))
+    from_file = load_config(args.config) if getattr(args, "config", None) else {}
+    given = {FIELDS.get(k, k): v for k, v in vars(args).items() if v is not None and k not in NOT_SETTINGS}
+    if args.skip_bad:
+        given["skip_bad"] = True
+    if args.no_flip:
+        given["flip"] = False
+    if args.scale is not None:
+        given["scale"] = tuple(_floats(args.scale, "--scale"))
     if args.class_weights:
-        cfg["class_weights"] = _floats(args.class_weights, "--class-weights")
-    defaults = TrainConfig()
-    cfg = {k: v for k, v in cfg.items() if v is not None or getattr(defaults, k) is None}
-    if args.val_split is not None:  # after the filter above: 'none' is a value given, not one left out
-        cfg["val_split"] = None if args.val_split.lower() == "none" else args.val_split
-    return TrainConfig(**cfg)
+        given["class_weights"] = ("auto" if args.class_weights.strip().lower() == "auto"
+                                  else _floats(args.class_weights, "--class-weights"))
+    if args.val_split is not None:
+        given["val_split"] = None if args.val_split.lower() == "none" else args.val_split
+    merged = {**from_file, **given}
+    for key, flag in (("backbone_kwargs", args.backbone_opt), ("head_kwargs", args.head_opt)):
+        merged[key] = {**(from_file.get(key) or {}), **parse_options(flag, f"--{key[:-7]}-opt")}
+    if args.fc_channels is not None:
+        merged["backbone_kwargs"]["fc_channels"] = args.fc_channels
+    model = merged.setdefault("model", TrainConfig.model)
+    if merged.get("data") is None:
+        have = {**merged, **{k: v for k, v in merged["backbone_kwargs"].items() if k == "fc_channels"}}
+        applied = {k: v for k, v in DEMO_DEFAULTS.items() if have.get(k) is None}
+        if merged.get("preset"):  # the preset's batch and learning rate, not the demo's
+            applied = {k: v for k, v in applied.items() if k not in ("batch_size", "lr")}
+        if not _takes_fc_channels(model):
+            applied.pop("fc_channels", None)
+        shown = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in applied.items())
+        _note(args, f"no --data: training on the embedded demo dataset (160 + 40 images of 64x64, 6 classes); demo "
+                    f"defaults {shown} (give any of them to change it)")
+        if "fc_channels" in applied:
+            merged["backbone_kwargs"]["fc_channels"] = applied.pop("fc_channels")
+        if "scale" in applied:
+            applied["scale"] = tuple(_floats(applied["scale"], "--scale"))
+        merged.update(applied)
+    out = merged.get("out_dir")
+    if out is not None and (Path(out) / "last.pt").exists() and not getattr(args, "print_config", False):
+        raise SegzooError(f"{out} already holds a run (last.pt); pass --resume to continue it, or another --out")
+    merged["out_dir"] = out or _default_out(model)
+    return TrainConfig.from_dict(merged)
 
 
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)
+    if args.print_config:
+        print(config_yaml(config.resolved()), end="")
+        return 0
     start = time.perf_counter()
     result = train(config)
     if result.stopped_early or result.rank != 0:  # under torchrun every rank runs this; rank 0 reports
