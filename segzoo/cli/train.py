@@ -83,6 +83,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--save-every-epochs", type=int, default=None,
       help="checkpoint (last.pt) every N epochs and after the last (default 1; 0: after the last only)")
     a("--eval-every", type=int, default=None, help="validate every N epochs (default 1)")
+    a("--early-stop", type=int, default=None, metavar="N",
+      help="stop after N validations without a better mean IU (best.pt keeps the best; a resumed run keeps its "
+           "count; default 0: never)")
+    a("--min-delta", type=float, default=None, metavar="D",
+      help="how much mean IU must rise to count as better for --early-stop (default 0, e.g. 0.001)")
     a("--skip-bad", action="store_true", help="skip (and count) bad image/mask pairs instead of stopping")
     a("--progress", default=None, action=argparse.BooleanOptionalAction, help="progress bars (default: on a terminal)")
 
@@ -118,7 +123,8 @@ def _default_out(model: str) -> str:
 
 # Options a resumed run may change (CLI name -> config field); the rest of the run's settings come from its checkpoint.
 RESUMABLE = {"epochs": "epochs", "device": "device", "amp": "amp", "workers": "workers", "progress": "progress",
-             "save_every_steps": "save_every_steps", "save_every_epochs": "save_every_epochs"}
+             "save_every_steps": "save_every_steps", "save_every_epochs": "save_every_epochs",
+             "early_stop": "early_stop", "min_delta": "min_delta", "tensorboard": "tensorboard"}
 
 
 def resume_config(args: argparse.Namespace) -> TrainConfig:

@@ -91,6 +91,9 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < least:
                 raise SegzooError(f"--{name.replace('_', '-')} must be >= {least}, got {value} ({meaning})")
+        if self.early_stop and self.val_split is None:
+            raise SegzooError(f"--early-stop {self.early_stop} watches validation mean IU, but validation is off "
+                              "(--val-split none); give a --val-split, or leave --early-stop out")
         if not self.min_delta >= 0:
             raise SegzooError(f"--min-delta must be >= 0, got {self.min_delta} (a rise of mean IU, e.g. 0.001)")
         if isinstance(self.class_weights, str) and self.class_weights != "auto":

@@ -31,6 +31,7 @@ from ..data.demo import write_demo_dataset
 from ..io.checkpoint import save_model
 from . import runtime as rtm
 from .config import TrainConfig
+from .early_stop import EarlyStopping
 from .evaluate import evaluate, to_device
 from .loss import cross_entropy
 from .metrics import summary_line
@@ -54,7 +55,8 @@ class TrainResult:
     last_checkpoint: Path
     best_checkpoint: Path | None
     initial_metrics: dict[str, Any] | None = None
-    stopped_early: bool = False
+    stopped_early: bool = False  # stopped by stop_at_step, to be resumed
+    stop_reason: str | None = None  # why a run ended before its last epoch (early stopping), as logged
     files_written: list[Path] = field(default_factory=list)
     model: torch.nn.Module | None = None
     rank: int = 0  # this process's rank under torchrun; only rank 0 writes (and the CLI prints)
@@ -196,6 +198,8 @@ class Trainer:
         self.partial = self._new_partial()
         self.initial_metrics = None
         self.good_checkpoint: Path | None = None  # the newest checkpoint of this run, to resume from
+        self.stopper = EarlyStopping(self.cfg.early_stop, self.cfg.min_delta)
+        self.stop_reason: str | None = None
         if self.ckpt is None:
             return
         self.good_checkpoint = self.ckpt_path
@@ -209,6 +213,7 @@ class Trainer:
         self.history, self.best = list(c["history"]), c.get("best")
         self.partial = {**self._new_partial(), **c["partial"]}
         self.initial_metrics = c.get("initial_metrics")
+        self.stopper.load(c.get("early_stop"))
         set_rng_state(c["rng"])
 
     # -- the run --------------------------------------------------------------------------------
@@ -231,6 +236,10 @@ class Trainer:
             self.log(f"before training: {summary_line(self.initial_metrics)}")
         stopped = False
         while self.epoch < cfg.epochs and not stopped:
+            if self.stopper.should_stop:  # also a resumed run whose patience had run out
+                self.stop_reason = self.stopper.reason(self.epoch)
+                self.log(self.stop_reason)
+                break
             stopped = self.train_epoch()
             if not stopped:
                 self.end_epoch()
@@ -350,13 +359,15 @@ class Trainer:
         is_best = "val" in record and (self.best is None or record["val"]["mean_iu"] > self.best["mean_iu"])
         if is_best:
             self.best = {**record["val"], "epoch": record["epoch"]}
+        if "val" in record:
+            self.stopper.update(record["val"]["mean_iu"], record["epoch"])
         self.log(f"epoch {record['epoch']}/{cfg.epochs}  loss {record['train_loss']:.4f}  "
                  f"{record['images_per_s']:.1f} img/s  {record['time_s']:.0f}s"
                  + (f"  {record['skipped']} skipped (bad samples)" if record["skipped"] else "")
                  + (f"  val: {summary_line(record['val'])}" + ("  (best)" if is_best else "") if "val" in record
                     else ""))
         self.write_logs()
-        if self.epoch == cfg.epochs or self.step_save_due() or (
+        if self.epoch == cfg.epochs or self.step_save_due() or self.stopper.should_stop or (
                 cfg.save_every_epochs and self.epoch % cfg.save_every_epochs == 0):
             self.save("last.pt")
         if is_best:
@@ -384,7 +395,8 @@ class Trainer:
             self.out / name, self.model, config=self.cfg.to_dict(), optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict() if self.scaler.is_enabled() else {},
             epoch=self.epoch, step=self.step, batches_done=self.batches_done, partial=dict(self.partial),
-            history=self.history, best=self.best, initial_metrics=self.initial_metrics, rng=rng_state())
+            history=self.history, best=self.best, initial_metrics=self.initial_metrics, rng=rng_state(),
+            early_stop=self.stopper.state())
         self.written.add(path)
 
     def write_logs(self) -> None:
@@ -411,4 +423,5 @@ class Trainer:
             out_dir=self.out, history=self.history, final_metrics=last_val, best_metrics=self.best,
             best_epoch=self.best["epoch"] if self.best else None, last_checkpoint=self.out / "last.pt",
             best_checkpoint=best_path if self.best else None, initial_metrics=self.initial_metrics,
-            stopped_early=stopped, files_written=sorted(self.written), model=self.model, rank=self.rt.rank)
+            stopped_early=stopped, files_written=sorted(self.written), model=self.model, rank=self.rt.rank,
+            stop_reason=self.stop_reason)
