@@ -235,14 +235,14 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, de
     cfg = tiny(tmp_path, demo_data, epochs=1, val_split=None)
     train(cfg, log=lambda _: None)
     before = (tmp_path / "run" / "last.pt").read_bytes()
-    monkeypatch.setattr(trainer_module, "cross_entropy", lambda *a, **k: torch.tensor(float("nan")))
+    monkeypatch.setattr(trainer_module, "make_loss", lambda *a, **k: lambda s, t: torch.tensor(float("nan")))
     with pytest.raises(TrainingError, match=r"loss became nan at epoch 2.*last\.pt.*lower --lr"):
         train(tiny(tmp_path, demo_data, epochs=2, val_split=None, resume=True), log=lambda _: None)
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
 
 
 def test_a_non_finite_loss_before_any_checkpoint_says_there_is_none(tmp_path, demo_data, monkeypatch):
-    monkeypatch.setattr(trainer_module, "cross_entropy", lambda *a, **k: torch.tensor(float("inf")))
+    monkeypatch.setattr(trainer_module, "make_loss", lambda *a, **k: lambda s, t: torch.tensor(float("inf")))
     with pytest.raises(TrainingError) as info:
         train(tiny(tmp_path, demo_data, epochs=1, val_split=None), log=lambda _: None)
     message = str(info.value)

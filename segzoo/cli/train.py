@@ -62,7 +62,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--momentum", type=float, default=None, help="SGD momentum (default: the preset's, else 0.9)")
     a("--loss", default=None, choices=["mean", "sum"],
       help="mean over valid pixels or the paper's unnormalised sum (default: the preset's, else mean)")
-    a("--class-weights", default=None, metavar="W0,W1,...", help="per-class loss weights")
+    a("--class-weights", default=None, metavar="W0,W1,...|auto",
+      help="per-class loss weights, or auto: median-frequency balancing from the training split's pixel counts "
+           "(counted once, cached as class_weights.json in the run folder, printed)")
+    a("--loss-fn", dest="loss_fn", default=None, metavar="NAME",
+      help="the training loss: cross-entropy (default, built in) or one a plugin registered (Dice, focal...)")
+    a("--loss-opt", action="append", default=[], metavar="KEY=VALUE", help="an option of --loss-fn's loss (repeatable)")
     a("--backbone-weights", default=None, metavar="FILE", help="a local ImageNet classifier state dict")
     a("--fc-channels", type=int, default=None, help="fc6/fc7 width for VGG16/AlexNet (default 4096; demo 512)")
     a("--backbone-opt", action="append", default=[], metavar="KEY=VALUE", help="a backbone option (repeatable)")
@@ -137,7 +142,7 @@ def resume_config(args: argparse.Namespace) -> TrainConfig:
     ignored = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
                if k not in RESUMABLE and k not in ("resume", "out", "command", "plugin_flags", "no_external_plugins",
                                                    "model", "backbone_opt", "head_opt", "skip_bad", "no_flip",
-                                                   "print_config")
+                                                   "print_config", "loss_opt")
                and v is not None]
     if ignored and _is_rank_0():
         print(f"resuming: {', '.join(ignored)} ignored (a resumed run keeps its own settings; only "
@@ -146,10 +151,10 @@ def resume_config(args: argparse.Namespace) -> TrainConfig:
 
 
 # CLI option -> TrainConfig field, where the names differ
-FIELDS = {"out": "out_dir", "loss": "loss_reduction"}
+FIELDS = {"out": "out_dir", "loss": "loss_reduction", "loss_fn": "loss"}
 # Options that are no training setting, or that build_config reads itself
 NOT_SETTINGS = {"command", "plugin_flags", "no_external_plugins", "config", "print_config", "resume", "backbone_opt",
-                "head_opt", "fc_channels", "scale", "class_weights", "val_split", "skip_bad", "no_flip"}
+                "head_opt", "loss_opt", "fc_channels", "scale", "class_weights", "val_split", "skip_bad", "no_flip"}
 
 
 def _note(args: argparse.Namespace, text: str) -> None:
@@ -176,7 +181,8 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     if args.val_split is not None:
         given["val_split"] = None if args.val_split.lower() == "none" else args.val_split
     merged = {**from_file, **given}
-    for key, flag in (("backbone_kwargs", args.backbone_opt), ("head_kwargs", args.head_opt)):
+    for key, flag in (("backbone_kwargs", args.backbone_opt), ("head_kwargs", args.head_opt),
+                      ("loss_kwargs", args.loss_opt)):
         merged[key] = {**(from_file.get(key) or {}), **parse_options(flag, f"--{key[:-7]}-opt")}
     if args.fc_channels is not None:
         merged["backbone_kwargs"]["fc_channels"] = args.fc_channels

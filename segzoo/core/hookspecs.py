@@ -64,6 +64,19 @@ def segzoo_register_presets(registrar):
 
 
 @hookspec
+def segzoo_register_losses(registrar):
+    """Register training losses with ``registrar.loss(name, factory, description="")``.
+
+    ``factory(weight=None, reduction="mean", ignore_index=255, **options)`` returns a callable
+    ``loss(scores, target)``: N x C x H x W float scores and N x H x W int64 labels (``ignore_index`` is
+    void) in, a scalar tensor out. ``weight`` is a per-class tensor (``--class-weights``) and
+    ``reduction`` "mean" or "sum" (``--loss``); a factory that does not take one of them refuses a run
+    that sets it. ``segzoo train --loss-fn NAME`` (``TrainConfig(loss=NAME, loss_kwargs=...)``) trains
+    with it; cross-entropy is segzoo's built-in default.
+    """
+
+
+@hookspec
 def segzoo_register_weight_layouts(registrar):
     """Register whole-model weight layouts with ``registrar.weight_layout(name, segzoo.WeightLayout(...))``.
 

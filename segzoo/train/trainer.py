@@ -30,10 +30,11 @@ from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pai
 from ..data.demo import write_demo_dataset
 from ..io.checkpoint import save_model
 from . import runtime as rtm
+from .class_weights import auto_class_weights
 from .config import TrainConfig
 from .early_stop import EarlyStopping
 from .evaluate import evaluate, to_device
-from .loss import cross_entropy
+from .loss import make_loss
 from .metrics import summary_line
 from .optim import make_optimizer, make_scheduler, optimizer_defaults
 from .presets import resolve_preset
@@ -80,9 +81,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def check_class_weights(weights: list[float] | None, class_names: list[str]) -> None:
+def check_class_weights(weights: list[float] | str | None, class_names: list[str]) -> None:
     """One finite, non-negative loss weight per class, or a :class:`SegzooError` that says what to give."""
-    if weights is None:
+    if weights is None or weights == "auto":
         return
     n = len(class_names)
     names = ", ".join(class_names[:8]) + (", ..." if n > 8 else "")
@@ -159,9 +160,25 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
         self.scheduler = make_scheduler(self.optimizer, cfg.optimizer, cfg.epochs * self.steps_per_epoch)
         self.scaler = rt.grad_scaler()
-        self.weight = torch.tensor(cfg.class_weights, device=rt.device) if cfg.class_weights else None
+        weights = self.class_weights()
+        self.weight = torch.tensor(weights, dtype=torch.float32, device=rt.device) if weights else None
+        self.criterion = make_loss(cfg.loss, self.weight, cfg.loss_reduction, cfg.loss_kwargs)
         self.net = (DistributedDataParallel(self.model, device_ids=[rt.device.index] if rt.device.type == "cuda"
                                             else None) if rt.distributed else self.model)
+
+    def class_weights(self) -> list[float] | None:
+        """The configured weights, or with ``"auto"`` median-frequency ones counted once (rank 0) and cached."""
+        cfg, rt = self.cfg, self.rt
+        if cfg.class_weights != "auto":
+            return cfg.class_weights
+        source = {"data": str(Path(cfg.data).resolve()) if cfg.data else "demo", "split": cfg.train_split,
+                  "label_map": getattr(cfg, "label_map", None)}
+        if rt.is_main:
+            weights = auto_class_weights(self.train_set, self.out, source, log=self.log)
+        rtm.barrier(rt)
+        if not rt.is_main:
+            weights = auto_class_weights(self.train_set, self.out, source, write=False, log=lambda _: None)
+        return weights
 
     def build_model(self, num_classes: int) -> torch.nn.Module:
         """The model, in the geometry the config (or its preset) asks for."""
@@ -305,7 +322,7 @@ class Trainer:
         x, target = to_device(batch, rt)
         with rt.autocast():
             scores = self.net(x)
-        loss = cross_entropy(scores, target, self.weight, self.cfg.loss_reduction)
+        loss = self.criterion(scores, target)
         n = int((batch["index"] >= 0).sum())
         stats = torch.stack([loss.detach().float() * n, torch.tensor(float(n), device=loss.device),
                              (~torch.isfinite(loss.detach())).float(),
