@@ -68,6 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--loss-fn", dest="loss_fn", default=None, metavar="NAME",
       help="the training loss: cross-entropy (default, built in) or one a plugin registered (Dice, focal...)")
     a("--loss-opt", action="append", default=[], metavar="KEY=VALUE", help="an option of --loss-fn's loss (repeatable)")
+    a("--label-map", default=None, metavar="FILE.yaml",
+      help="remap the dataset's label ids to training ids: a YAML mapping dataset_id: training_id (ids not listed "
+           "become 255, void) with an optional names: list; docs/label-maps/ has Cityscapes and ADE20K")
     a("--backbone-weights", default=None, metavar="FILE", help="a local ImageNet classifier state dict")
     a("--fc-channels", type=int, default=None, help="fc6/fc7 width for VGG16/AlexNet (default 4096; demo 512)")
     a("--backbone-opt", action="append", default=[], metavar="KEY=VALUE", help="a backbone option (repeatable)")

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from ..core.errors import DataError
 from .formats import PairList, find_pairs
 from .io import IGNORE_INDEX, read_image, read_mask
+from .label_map import LabelMap
 from .transforms import Compose, eval_transform, to_tensors
 
 
@@ -31,17 +32,22 @@ class SegmentationDataset(Dataset):
     """
 
     def __init__(self, pairs: PairList, num_classes: int | None = None, transform: Compose | None = None,
-                 skip_bad: bool = False, seed: int = 0):
-        self.pairs = pairs
+                 skip_bad: bool = False, seed: int = 0, label_map: LabelMap | None = None):
+        self.pairs, self.label_map = pairs, label_map
         names = pairs.class_names
+        if label_map is not None:  # the dataset's class_names.txt names its own ids, not the training ids
+            names = list(label_map.names) if label_map.names else None
+            num_classes = label_map.num_classes if num_classes is None else num_classes
         if num_classes is None:
             if names is None:
                 raise DataError(f"{pairs.root} has no class_names.txt; write one (a class name per line) "
                                 "or pass --num-classes N")
             num_classes = len(names)
         if names is not None and len(names) != num_classes:
-            raise DataError(f"{pairs.root} lists {len(names)} classes but {num_classes} were asked for; "
-                            "make class_names.txt and --num-classes (or the checkpoint's classes) agree")
+            where = f"label map {label_map.source} names" if label_map is not None else f"{pairs.root} lists"
+            raise DataError(f"{where} {len(names)} classes but {num_classes} were asked for; make "
+                            f"{'its names' if label_map is not None else 'class_names.txt'} and --num-classes (or the "
+                            "checkpoint's classes) agree")
         self.num_classes = int(num_classes)
         self.class_names = list(names) if names else [f"class_{i}" for i in range(self.num_classes)]
         self.transform = transform or eval_transform()
@@ -57,6 +63,8 @@ class SegmentationDataset(Dataset):
         """The checked raw arrays of one pair (H x W x 3 uint8 image, H x W uint8 mask)."""
         image_path, mask_path = self.pairs.pairs[index]
         image, mask = read_image(image_path), read_mask(mask_path)
+        if self.label_map is not None:
+            mask = self.label_map(mask)
         if image.shape[:2] != mask.shape:
             raise DataError(
                 f"image {image_path} is {image.shape[1]}x{image.shape[0]} but its mask {mask_path} is "

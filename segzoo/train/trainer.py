@@ -28,6 +28,7 @@ from ..api import create_model
 from ..core.errors import GeometryError, SegzooError, TrainingError
 from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, make_loader, train_transform
 from ..data.demo import write_demo_dataset
+from ..data.label_map import load_label_map
 from ..io.checkpoint import save_model
 from . import runtime as rtm
 from .class_weights import auto_class_weights
@@ -121,8 +122,11 @@ class Trainer:
         pairs = {"train": find_pairs(data, cfg.train_split, cfg.skip_bad)}
         if cfg.val_split:
             pairs["val"] = find_pairs(data, cfg.val_split, cfg.skip_bad)
-        num_classes = cfg.num_classes or (len(pairs["train"].class_names) if pairs["train"].class_names else None)
-        probe = SegmentationDataset(pairs["train"], num_classes)  # checks classes before any model is built
+        label_map = load_label_map(cfg.label_map) if cfg.label_map else None
+        num_classes = cfg.num_classes or (label_map.num_classes if label_map else None) or (
+            len(pairs["train"].class_names) if pairs["train"].class_names else None)
+        # checks classes before any model is built
+        probe = SegmentationDataset(pairs["train"], num_classes, label_map=label_map)
         self.class_names = probe.class_names
         check_class_weights(cfg.class_weights, self.class_names)
         self.model = self.build_model(probe.num_classes)
@@ -140,9 +144,9 @@ class Trainer:
         norm = self.model.normalization
         self.train_set = SegmentationDataset(pairs["train"], probe.num_classes,
                                              train_transform(cfg.input_size, norm, tuple(cfg.scale), cfg.flip),
-                                             cfg.skip_bad, cfg.seed)
-        self.val_set = (SegmentationDataset(pairs["val"], probe.num_classes, eval_transform(norm), cfg.skip_bad)
-                        if "val" in pairs else None)
+                                             cfg.skip_bad, cfg.seed, label_map=label_map)
+        self.val_set = (SegmentationDataset(pairs["val"], probe.num_classes, eval_transform(norm), cfg.skip_bad,
+                                            label_map=label_map) if "val" in pairs else None)
         for p in pairs.values():
             if p.dropped:
                 self.log(f"skipped {len(p.dropped)} bad entries of split '{p.split}', e.g.: {p.dropped[0]}")
@@ -172,7 +176,7 @@ class Trainer:
         if cfg.class_weights != "auto":
             return cfg.class_weights
         source = {"data": str(Path(cfg.data).resolve()) if cfg.data else "demo", "split": cfg.train_split,
-                  "label_map": getattr(cfg, "label_map", None)}
+                  "label_map": str(Path(cfg.label_map).resolve()) if cfg.label_map else None}
         if rt.is_main:
             weights = auto_class_weights(self.train_set, self.out, source, log=self.log)
         rtm.barrier(rt)
