@@ -91,6 +91,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--save-every-epochs", type=int, default=None,
       help="checkpoint (last.pt) every N epochs and after the last (default 1; 0: after the last only)")
     a("--eval-every", type=int, default=None, help="validate every N epochs (default 1)")
+    a("--accumulate", type=int, default=None, metavar="N",
+      help="gradient accumulation: one optimiser step per N batches, the loss divided by N so a step sees their "
+           "mean (e.g. the paper's batch of 20 on one card: --batch-size 4 --accumulate 5; default 1)")
+    a("--sync-bn", action="store_true", default=None,
+      help="under torchrun on CUDA GPUs: BatchNorm statistics over all processes (torch.nn.SyncBatchNorm); "
+           "PyTorch's SyncBatchNorm does not run on CPU/gloo, and one process has nothing to sync")
     a("--early-stop", type=int, default=None, metavar="N",
       help="stop after N validations without a better mean IU (best.pt keeps the best; a resumed run keeps its "
            "count; default 0: never)")

@@ -9,6 +9,7 @@ backbone or head it trains. ``train(config)`` runs (or resumes) a run in ``confi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -157,18 +158,34 @@ class Trainer:
         self.val_loader = (self._loader(self.val_set, ShardedSampler(len(self.val_set), False, 0, rt.rank,
                                                                      rt.world_size, pad=False))
                            if self.val_set else None)
-        self.steps_per_epoch = math.ceil(len(self.sampler) / cfg.batch_size)
+        self.batches_per_epoch = math.ceil(len(self.sampler) / cfg.batch_size)
+        # with --accumulate N an optimiser step takes N batches (fewer at the end of an epoch)
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.accumulate)
         self.model.to(rt.device)
         if rt.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
         self.scheduler = make_scheduler(self.optimizer, cfg.optimizer, cfg.epochs * self.steps_per_epoch)
         self.scaler = rt.grad_scaler()
+        self.stepped = False
+        if cfg.sync_bn:
+            self.convert_sync_bn()
         weights = self.class_weights()
         self.weight = torch.tensor(weights, dtype=torch.float32, device=rt.device) if weights else None
         self.criterion = make_loss(cfg.loss, self.weight, cfg.loss_reduction, cfg.loss_kwargs)
         self.net = (DistributedDataParallel(self.model, device_ids=[rt.device.index] if rt.device.type == "cuda"
                                             else None) if rt.distributed else self.model)
+
+    def convert_sync_bn(self) -> None:
+        """``--sync-bn``: BatchNorm statistics over every process (SyncBatchNorm), which only DDP on GPUs runs."""
+        if not self.rt.distributed:
+            self.log("note: --sync-bn changes nothing in one process (it syncs BatchNorm across torchrun's processes)")
+            return
+        if self.rt.device.type == "cpu":
+            raise SegzooError("--sync-bn needs CUDA GPUs: PyTorch's SyncBatchNorm does not run on CPU (gloo); leave "
+                              "--sync-bn out, or train on GPUs")
+        count = rtm.sync_batchnorm(self.model)
+        self.log(f"--sync-bn: {count} BatchNorm layers synchronised across {self.rt.world_size} processes")
 
     def class_weights(self) -> list[float] | None:
         """The configured weights, or with ``"auto"`` median-frequency ones counted once (rank 0) and cached."""
@@ -248,6 +265,8 @@ class Trainer:
         self.log(f"training {self.model.recipe.name} ({sum(p.numel() for p in self.model.parameters()):,} "
                  f"parameters) on {len(self.train_set)} images of {cfg.data or 'the demo dataset'}, "
                  f"{self.steps_per_epoch} steps/epoch x {cfg.epochs} epochs, device {self.rt.device}"
+                 + (f", gradients of {cfg.accumulate} batches of {cfg.batch_size} per step" if cfg.accumulate > 1
+                    else "")
                  + (f" x {self.rt.world_size} processes" if self.rt.distributed else "")
                  + (f", amp {str(self.rt.amp_dtype).removeprefix('torch.')}" if self.rt.amp_dtype else ""))
         if cfg.preset:
@@ -291,7 +310,7 @@ class Trainer:
             from tqdm import tqdm
 
             bar = batches = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
-                                 dynamic_ncols=True, initial=self.batches_done, total=self.steps_per_epoch)
+                                 dynamic_ncols=True, initial=self.batches_done, total=self.batches_per_epoch)
         start = time.perf_counter() - self.partial["time_s"]
         for batch in batches:
             loss, n, skipped = self.train_step(batch)
@@ -299,12 +318,14 @@ class Trainer:
             self.partial["images"] += n
             self.partial["skipped"] += skipped
             self.batches_done += 1
-            self.step += 1
             self.partial["time_s"] = time.perf_counter() - start
             if bar is not None:
                 bar.set_postfix({"loss": f"{loss:.4f}",
                                  "img/s": f"{self.partial['images'] / max(self.partial['time_s'], 1e-9):.1f}"})
-            if self.step_save_due() and self.batches_done < self.steps_per_epoch:  # else end_epoch saves
+            if not self.stepped:  # gradients accumulating: no step, so nothing to save or stop at
+                continue
+            self.step += 1
+            if self.step_save_due() and self.batches_done < self.batches_per_epoch:  # else end_epoch saves
                 self.save("last.pt")
             if cfg.stop_at_step and self.step >= cfg.stop_at_step:
                 self.save("last.pt")
@@ -318,12 +339,27 @@ class Trainer:
         Returns (mean loss, images trained on, samples skipped as bad), the counts summed over ranks.
         """
         rt = self.rt
+        group, last = self.accumulation_group()
         if batch["image"].numel() == 0:  # every sample of this batch was skipped as bad
             if not rt.distributed:
+                self.finish_group(last)
                 return 0.0, 0, int(batch["skipped"])
             # a zero-gradient stand-in keeps the ranks' all-reduces in step
             batch = {**self._void_batch(), "skipped": batch["skipped"]}
         x, target = to_device(batch, rt)
+        # DDP all-reduces gradients at every backward; while they accumulate, only the group's last one need
+        no_sync = rt.distributed and not last and hasattr(self.net, "no_sync")
+        sync = self.net.no_sync() if no_sync else contextlib.nullcontext()
+        with sync:
+            loss, stats = self.forward_backward(x, target, batch, group)
+        self.finish_group(last)
+        total = float(stats[1])
+        return (float(stats[0]) / total if total else 0.0), int(total), int(stats[3])
+
+    def forward_backward(self, x: torch.Tensor, target: torch.Tensor, batch: dict[str, Any],
+                         group: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss, checked for divergence on every rank together, and its gradient (divided by the group size)."""
+        rt = self.rt
         with rt.autocast():
             scores = self.net(x)
         loss = self.criterion(scores, target)
@@ -341,13 +377,30 @@ class Trainer:
             raise TrainingError(
                 f"{where} and stopped. The last good checkpoint is {self.good_checkpoint}; resume from it with a "
                 "lower --lr (or another --optimizer), or check the data")
+        self.scaler.scale(loss / group if group > 1 else loss).backward()
+        return loss, stats
+
+    def accumulation_group(self) -> tuple[int, bool]:
+        """The number of batches in the current batch's accumulation group, and whether it is the group's last.
+
+        Groups of ``accumulate`` batches from the start of each epoch; the epoch's last group may be smaller,
+        and its loss is divided by its own size, so every optimiser step sees a mean over its batches.
+        """
+        n, b = self.cfg.accumulate, self.batches_done
+        start = b - b % n
+        size = min(n, self.batches_per_epoch - start)
+        return max(size, 1), b + 1 >= start + size
+
+    def finish_group(self, last: bool) -> None:
+        """At a group's last batch: step (if any gradient arrived: a group of skipped batches has none), then clear."""
+        self.stepped = last
+        if not last:
+            return
+        if any(p.grad is not None for g in self.optimizer.param_groups for p in g["params"]):
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        total = float(stats[1])
-        return (float(stats[0]) / total if total else 0.0), int(total), int(stats[3])
 
     def step_save_due(self) -> bool:
         return bool(self.cfg.save_every_steps) and self.step % self.cfg.save_every_steps == 0
