@@ -18,6 +18,7 @@ from torch import nn
 from segzoo import CAFFE_NORM, Backbone, FeatureInfo, hookimpl, load_classifier_weights
 from segzoo.core.layers import grid_offset
 from segzoo.core.model import check_geometry
+from segzoo.io.hub import torch_hub_file
 
 # Where each ImageNet classifier layout keeps AlexNet's fc6 and fc7: torchvision's, and segzoo's own keys.
 CLASSIFIER_LAYOUTS = {"segzoo": ("fc6", "fc7"), "torchvision-alexnet": ("classifier.1", "classifier.4")}
@@ -81,10 +82,22 @@ class AlexNet(Backbone):
         return self.drop7(self.relu7(self.fc7(x)))
 
 
+def imagenet_file() -> str:
+    """torchvision's ImageNet AlexNet (``AlexNet_Weights.IMAGENET1K_V1``) from torch hub's cache (fetched if online)."""
+    from torchvision.models import AlexNet_Weights
+
+    return str(torch_hub_file(AlexNet_Weights.IMAGENET1K_V1.url, "backbone 'alexnet' ImageNet weights (torchvision)"))
+
+
 def alexnet(weights: str | None = None, fc_channels: int = 4096, dropout: float = 0.5,
             geometry: str = "modern") -> AlexNet:
-    """AlexNet (Krizhevsky et al.), torchvision's layout, with fc6/fc7 as 6x6 and 1x1 convs; strides 4-32."""
+    """AlexNet (Krizhevsky et al.), torchvision's layout, with fc6/fc7 as 6x6 and 1x1 convs; strides 4-32.
+
+    ``weights``: a local ImageNet classifier file, or ``"imagenet"`` for torchvision's, convolutionalized.
+    """
     model = AlexNet(fc_channels, dropout, geometry)
+    if weights == "imagenet":
+        weights = imagenet_file()
     if weights:
         load_classifier_weights(model, weights, CLASSIFIER_LAYOUTS, fc6_in_channels=256, fc6_kernel=6)
     return model

@@ -1,7 +1,9 @@
 """Any timm model with ``features_only`` as a backbone: ``timm-<model name>``, levels taken by reduction.
 
 ``weights`` is a local file holding the state dict of the same timm model as an ImageNet classifier
-(timm's layout; torchvision's ResNets share it). It is checked strictly against that classifier, only
+(timm's layout; torchvision's ResNets share it; ``.safetensors`` or a torch file), or ``"imagenet"``:
+timm's own pretrained weights for the model, from the Hugging Face cache (``$HF_HOME``) where timm
+keeps them, fetched once if online (see :mod:`segzoo.io.hub`). It is checked strictly against that classifier, only
 its classification head (``pretrained_cfg['classifier']``: ``fc``, ``head.fc``, ``classifier``...) may
 differ or be absent, and is then loaded by timm itself, which drops what the feature extractor lacks.
 """
@@ -15,8 +17,10 @@ from typing import Any
 
 import torch
 
-from segzoo import Backbone, FeatureInfo, UnknownNameError, check_fits, hookimpl, read_state_dict
+from segzoo import Backbone, FeatureInfo, UnknownNameError, check_fits, hookimpl
+from segzoo.core.errors import CheckpointError
 from segzoo.core.model import check_geometry
+from segzoo.io.hub import hf_hub_file, read_weights_file, torch_hub_file
 
 # Listed by name (and so in every contract test); any other timm model is reachable as timm-<name>.
 EXAMPLES = ("resnet18", "mobilenetv3_large_100")
@@ -61,8 +65,27 @@ def timm_backbone(variant: str, weights: str | None = None, geometry: str = "mod
 
     if not timm.is_model(variant):
         raise UnknownNameError("timm model", variant, timm.list_models(), hint="see timm.list_models()")
+    if weights == "imagenet":
+        weights = pretrained_file(variant)
     state = checked_state_dict(variant, weights, timm_kwargs) if weights else None
     return TimmBackbone(variant, state, **timm_kwargs)
+
+
+def pretrained_file(variant: str) -> str:
+    """timm's default pretrained weights file for ``variant``: its Hugging Face repo's (timm's own source), else its
+    URL's, from the cache they live in; fetched once if online."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(variant)
+    what = f"backbone 'timm-{variant}' ImageNet weights (timm)"
+    if cfg is not None and cfg.hf_hub_id:
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+        return str(hf_hub_file(repo, names, what, revision or None))
+    if cfg is not None and cfg.url and not cfg.url.endswith(".npz"):
+        return str(torch_hub_file(cfg.url, what))
+    raise CheckpointError(f"{what}: timm has no pretrained weights file for '{variant}' that segzoo can read; pass "
+                          "a local state dict as backbone_weights, or leave it out")
 
 
 def classifier(variant: str, timm_kwargs: dict[str, Any] | None = None) -> torch.nn.Module:
@@ -93,7 +116,7 @@ def checked_state_dict(variant: str, path: str, timm_kwargs: dict[str, Any] | No
     Only the classification head may be missing, extra or of another shape (another number of classes,
     or none); anything else raises segzoo's :class:`~segzoo.core.errors.CheckpointError` listing the keys.
     """
-    state = read_state_dict(path)
+    state = read_weights_file(path)
     reference = classifier(variant, timm_kwargs)
     head = classifier_prefixes(reference)
 

@@ -16,6 +16,7 @@ from torch import nn
 from segzoo import CAFFE_NORM, Backbone, FeatureInfo, hookimpl, load_classifier_weights
 from segzoo.core.layers import grid_offset
 from segzoo.core.model import check_geometry
+from segzoo.io.hub import torch_hub_file
 
 # Where each ImageNet classifier layout keeps VGG16's fc6 and fc7 (as timm's vgg.py owns its _filter_fn):
 # torchvision's and timm's VGG16, and segzoo's own convolutionalized keys.
@@ -83,10 +84,22 @@ class VGG16(Backbone):
         return out
 
 
+def imagenet_file() -> str:
+    """torchvision's ImageNet VGG16 (``VGG16_Weights.IMAGENET1K_V1``) from torch hub's cache (fetched if online)."""
+    from torchvision.models import VGG16_Weights
+
+    return str(torch_hub_file(VGG16_Weights.IMAGENET1K_V1.url, "backbone 'vgg16' ImageNet weights (torchvision)"))
+
+
 def vgg16(weights: str | None = None, fc_channels: int = 4096, dropout: float = 0.5,
           geometry: str = "modern") -> VGG16:
-    """VGG16 (Simonyan & Zisserman) with fc6/fc7 as 7x7 and 1x1 convs; strides 2-32."""
+    """VGG16 (Simonyan & Zisserman) with fc6/fc7 as 7x7 and 1x1 convs; strides 2-32.
+
+    ``weights``: a local ImageNet classifier file, or ``"imagenet"`` for torchvision's, convolutionalized.
+    """
     model = VGG16(fc_channels, dropout, geometry)
+    if weights == "imagenet":
+        weights = imagenet_file()
     if weights:
         load_classifier_weights(model, weights, CLASSIFIER_LAYOUTS, fc6_in_channels=512, fc6_kernel=7)
     return model

@@ -71,7 +71,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--label-map", default=None, metavar="FILE.yaml",
       help="remap the dataset's label ids to training ids: a YAML mapping dataset_id: training_id (ids not listed "
            "become 255, void) with an optional names: list; docs/label-maps/ has Cityscapes and ADE20K")
-    a("--backbone-weights", default=None, metavar="FILE", help="a local ImageNet classifier state dict")
+    a("--backbone-weights", default=None, metavar="FILE|imagenet",
+      help="a local ImageNet classifier state dict, or imagenet: torchvision's (vgg16, alexnet) or timm's "
+           "pretrained weights from their caches (TORCH_HOME, HF_HOME), fetched once if online; SEGZOO_OFFLINE=1 "
+           "never downloads, and an empty cache then says which file to place where")
     a("--fc-channels", type=int, default=None, help="fc6/fc7 width for VGG16/AlexNet (default 4096; demo 512)")
     a("--backbone-opt", action="append", default=[], metavar="KEY=VALUE", help="a backbone option (repeatable)")
     a("--head-opt", action="append", default=[], metavar="KEY=VALUE",
