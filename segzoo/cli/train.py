@@ -105,6 +105,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
            "count; default 0: never)")
     a("--min-delta", type=float, default=None, metavar="D",
       help="how much mean IU must rise to count as better for --early-stop (default 0, e.g. 0.001)")
+    a("--tensorboard", action="store_true", default=None,
+      help="also log to TensorBoard in RUN_DIR/tensorboard: scalars per epoch and a few validation predictions as "
+           "images (needs pip install 'segzoo[tb]')")
     a("--skip-bad", action="store_true", help="skip (and count) bad image/mask pairs instead of stopping")
     a("--progress", default=None, action=argparse.BooleanOptionalAction, help="progress bars (default: on a terminal)")
 

@@ -36,6 +36,7 @@ from .class_weights import auto_class_weights
 from .config import TrainConfig
 from .early_stop import EarlyStopping
 from .evaluate import evaluate, to_device
+from .logs import TensorBoardLog
 from .loss import make_loss
 from .metrics import summary_line
 from .optim import make_optimizer, make_scheduler, optimizer_defaults
@@ -262,6 +263,15 @@ class Trainer:
         if self.rt.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             self._write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=1) + "\n")
+        self.tb = TensorBoardLog(self.out / "tensorboard") if cfg.tensorboard and self.rt.is_main else None
+        try:
+            return self._run()
+        finally:
+            if self.tb is not None:
+                self.tb.close()
+
+    def _run(self) -> TrainResult:
+        cfg = self.cfg
         self.log(f"training {self.model.recipe.name} ({sum(p.numel() for p in self.model.parameters()):,} "
                  f"parameters) on {len(self.train_set)} images of {cfg.data or 'the demo dataset'}, "
                  f"{self.steps_per_epoch} steps/epoch x {cfg.epochs} epochs, device {self.rt.device}"
@@ -441,6 +451,10 @@ class Trainer:
                  + (f"  val: {summary_line(record['val'])}" + ("  (best)" if is_best else "") if "val" in record
                     else ""))
         self.write_logs()
+        if self.tb is not None:
+            self.tb.epoch(record)
+            if "val" in record:
+                self.tb.predictions(record["epoch"], self.sample_predictions())
         if self.epoch == cfg.epochs or self.step_save_due() or self.stopper.should_stop or (
                 cfg.save_every_epochs and self.epoch % cfg.save_every_epochs == 0):
             self.save("last.pt")
@@ -448,6 +462,24 @@ class Trainer:
             self.save("best.pt")
         if self.on_epoch is not None:
             self.on_epoch(record)
+
+    @torch.no_grad()
+    def sample_predictions(self, count: int = 3) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(image, label, prediction) of the first few validation images, for the TensorBoard log."""
+        was_training = self.model.training
+        self.model.eval()
+        out = []
+        for i in range(min(count, len(self.val_set))):
+            sample = self.val_set[i]
+            if sample is None:  # a bad pair skipped with --skip-bad
+                continue
+            image, label = self.val_set.load(i)
+            with self.rt.autocast():
+                scores = self.model(sample["image"][None].to(self.rt.device))
+            pred = scores.argmax(1)[0].cpu().numpy().astype(np.uint8)
+            out.append((image, label, pred[: label.shape[0], : label.shape[1]]))
+        self.model.train(was_training)
+        return out
 
     def validate(self) -> dict[str, Any]:
         return evaluate(self.model, self.val_loader, self.rt, self.model.num_classes, self.class_names,
