@@ -11,6 +11,8 @@ differ or be absent, and is then loaded by timm itself, which drops what the fea
 from __future__ import annotations
 
 import contextlib
+import importlib
+import inspect
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -65,10 +67,30 @@ def timm_backbone(variant: str, weights: str | None = None, geometry: str = "mod
 
     if not timm.is_model(variant):
         raise UnknownNameError("timm model", variant, timm.list_models(), hint="see timm.list_models()")
+    timm_kwargs = {**dynamic_size_options(variant, timm_kwargs), **timm_kwargs}
     if weights == "imagenet":
         weights = pretrained_file(variant)
     state = checked_state_dict(variant, weights, timm_kwargs) if weights else None
     return TimmBackbone(variant, state, **timm_kwargs)
+
+
+def dynamic_size_options(variant: str, timm_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """For a ViT-like model: ``dynamic_img_size`` and ``dynamic_img_pad``, without which it takes only its
+    pretraining size (224); segmentation feeds crops and whole images of any size. Given options win."""
+    if "dynamic_img_size" in timm_kwargs:
+        return {}
+    try:
+        from timm.models import _registry
+
+        module = importlib.import_module(f"timm.models.{_registry._model_to_module[_registry.get_arch_name(variant)]}")
+    except (ImportError, KeyError, AttributeError):  # another timm layout: leave the model as timm builds it
+        return {}
+    for obj in vars(module).values():
+        if isinstance(obj, type) and issubclass(obj, torch.nn.Module) and obj.__module__ == module.__name__:
+            params = inspect.signature(obj.__init__).parameters
+            if "dynamic_img_size" in params and "dynamic_img_pad" in params:
+                return {"dynamic_img_size": True, "dynamic_img_pad": True}
+    return {}
 
 
 def pretrained_file(variant: str) -> str:

@@ -22,7 +22,7 @@ def test_wildcards():
     assert {"vgg16-fcn8s", "alexnet-fcn8s", "timm-resnet18-fcn8s"} <= set(fcn8s)
     assert all(n.endswith("fcn8s") for n in fcn8s)
     assert segzoo.list_models("vgg16-fcn?s") == ["vgg16-fcn4s", "vgg16-fcn8s"]
-    assert segzoo.list_heads() == ["fcn16s", "fcn32s", "fcn4s", "fcn8s", "fcn8s-atonce"]
+    assert segzoo.list_heads() == ["fcn16s", "fcn16s-single", "fcn32s", "fcn4s", "fcn8s", "fcn8s-atonce", "fcn8s-single"]
 
 
 def test_names_with_dashes_split_at_a_registered_head(registry):

@@ -201,6 +201,15 @@ class Registry:
             return False
         return True
 
+    def fitting_heads(self, info: list[FeatureInfo], exclude: str | None = None) -> list[str]:
+        """Heads that read only strides the backbone has, best first: those reading its coarsest level (whose
+        layers then all train), most strides first; ``exclude`` (the head that just failed) is never among them."""
+        have = {f.stride for f in info}
+        coarsest = max(have, default=0)
+        fits = [e for e in self.entries["head"].values() if set(e.strides) <= have and e.name != exclude]
+        fits.sort(key=lambda e: (max(e.strides) != coarsest, -len(e.strides), e.name))
+        return [e.name for e in fits]
+
     def resolve(self, name: str) -> Recipe:
         """A model name → its recipe: a registered one, or ``<backbone>-<head>`` with the defaults."""
         if name in self.entries["recipe"]:
@@ -232,8 +241,7 @@ class Registry:
         backbone = _call_plugin(b_entry, recipe.backbone, make_backbone, weights=recipe.backbone_weights, **extra,
                                 **recipe.backbone_kwargs)
         info = _checked_backbone(backbone, recipe.backbone, b_entry)
-        have = {f.stride for f in info}
-        fitting = [e.name for e in self.entries["head"].values() if set(e.strides) <= have]
+        fitting = self.fitting_heads(info, exclude=recipe.head)
         check_head_fits(recipe.head, h_entry.strides, info, recipe.backbone, fitting)
         head = _call_plugin(h_entry, recipe.head, h_entry.obj, list(info), recipe.num_classes, **extra,
                             **recipe.head_kwargs)
