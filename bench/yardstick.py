@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import segzoo
+from segzoo.core.table import format_table
 from segzoo.studies import bench
 from segzoo.studies.summary import parse_input_size, summarize
-from segzoo.core.table import format_table
 
 GEOMETRIES = ("modern", "caffe")
 VGG_BLOCKS = [(3, 64, 2), (64, 128, 2), (128, 256, 3), (256, 512, 3), (512, 512, 3)]

@@ -51,6 +51,9 @@ class TimmBackbone(Backbone):
                     cfg.pop("state_dict", None)  # the loaded weights live in the body, not twice (and unpickled)
         self.feature_info = [FeatureInfo(int(r), int(c)) for r, c in
                              zip(self.body.feature_info.reduction(), self.body.feature_info.channels())]
+        if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.body.modules()):
+            # BatchNorm cannot train on one value per channel: at batch 1 every level needs 2x2 cells or more
+            self.min_input_size = 2 * max(f.stride for f in self.feature_info)
         cfg = getattr(self.body, "pretrained_cfg", None) or {}
         if "mean" in cfg and "std" in cfg:
             self.normalization = {"mean": list(cfg["mean"]), "std": list(cfg["std"]), "scale": 1.0, "bgr": False}

@@ -10,8 +10,8 @@ from torch import nn
 
 import segzoo
 from segzoo.core import accel
-from segzoo.studies import bench
 from segzoo.core.accel import GemmConv2d, WinogradConv2d, accelerate, decelerate, fused_kwargs, nnpack_available
+from segzoo.studies import bench
 
 nnpack_conv = accel._nnpack
 needs_nnpack = pytest.mark.skipif(not nnpack_available(), reason="NNPACK does not run here")

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import segzoo
-from segzoo.studies import bench
 from segzoo.cli import main
+from segzoo.studies import bench
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"model", "mode", "device", "dtype", "input", "batch_size", "images_per_s", "ms_median", "ms_p25", "ms_p75",

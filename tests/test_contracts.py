@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import segzoo
-from segzoo.zoo import contract
 from segzoo.core.errors import PluginError, SegzooError
 from segzoo.core.model import GEOMETRIES, SegmentationModel
 from segzoo.core.recipe import Recipe
 from segzoo.studies.summary import meta_forward
+from segzoo.zoo import contract
 
 REGISTRY = segzoo.get_registry()
 BACKBONES = [b for b in REGISTRY.names("backbone") if not b.endswith("*")]
@@ -67,7 +67,7 @@ def test_the_models_feature_check_accepts_what_each_backbone_returns(name, geome
             pytest.skip(f"{name} has no geometry {geometry}")
         bb.eval()
         model = SegmentationModel(bb, REGISTRY.head("fcn32s").obj(list(bb.feature_info), NUM_CLASSES),
-                                  {"backbone": name})
+                                  Recipe(backbone=name, head="fcn32s", num_classes=NUM_CLASSES))
     low = bb.min_input_size
     for size in [(low, low), (low + 1, low + 3), *contract.ODD_SIZES, (97, 161), (224, 224), (500, 375)]:
         model.check_features(meta_forward(bb, torch.empty(1, 3, *size)), size)
@@ -82,7 +82,8 @@ def test_the_model_stops_maps_coarser_than_declared():
             return {**out, 16: torch.nn.functional.avg_pool2d(out[16], 2, ceil_mode=True)}
 
     model = SegmentationModel(Coarse((4, 8, 16, 32)), REGISTRY.head("fcn8s").obj(
-        list(Coarse((4, 8, 16, 32)).feature_info), NUM_CLASSES), {"backbone": "coarse"})
+        list(Coarse((4, 8, 16, 32)).feature_info), NUM_CLASSES),
+        Recipe(backbone="coarse", head="fcn8s", num_classes=NUM_CLASSES))
     with pytest.raises(PluginError, match=r"declares strides \[4, 8, 16, 32\] but for a 64x64 input returned maps "
                                           r"of 16x16, 8x8, 2x2, 2x2, i\.e\. strides about \[4, 8, 32, 32\] "
                                           r"\(stride 16 gives about 4x4\)"):
@@ -111,6 +112,26 @@ def test_gradients_reach_every_trainable_parameter(name, head):
 
 
 @pytest.mark.parametrize("name", BACKBONES)
+def test_trains_at_batch_1_on_the_smallest_input(name):
+    """BatchNorm on a 1x1 map cannot train: a backbone's min_input_size must leave every level 2x2 or more."""
+    contract.check_train_step(compose(name, "fcn32s"))
+
+
+def test_the_train_step_check_catches_batchnorm_on_a_single_cell():
+    class OneCell(contract.SyntheticBackbone):
+        def __init__(self):
+            super().__init__((32,))
+            self.bn = torch.nn.BatchNorm2d(self.feature_info[0].channels)
+
+        def forward(self, x):
+            return {32: self.bn(super().forward(x)[32])}
+
+    model = SegmentationModel(OneCell(), REGISTRY.head("fcn32s").obj(list(OneCell().feature_info), NUM_CLASSES))
+    with pytest.raises(AssertionError, match="training step at batch 1 on a 32x32 input.*raise min_input_size"):
+        contract.check_train_step(model)
+
+
+@pytest.mark.parametrize("name", BACKBONES)
 def test_too_small_input_names_the_minimum(name):
     contract.check_min_input(compose(name, "fcn32s"))
 
@@ -122,7 +143,7 @@ def test_head_round_trips_through_recipe_and_pickle(head):
     make_head = REGISTRY.head(head).obj
 
     def build():
-        return SegmentationModel(contract.SyntheticBackbone(), make_head(list(bb.feature_info), NUM_CLASSES), {})
+        return SegmentationModel(contract.SyntheticBackbone(), make_head(list(bb.feature_info), NUM_CLASSES))
 
     model = build()
     contract.check_state_dict_roundtrip(model, build)
@@ -140,7 +161,7 @@ def test_run_contract_reports_every_check_for_a_good_model():
     model = segzoo.create_model("alexnet-fcn8s", num_classes=3, backbone_kwargs={"fc_channels": 64})
     results = contract.run_contract(model, rebuild=lambda: REGISTRY.build(model.recipe))
     assert [r.name for r in results if not r.passed] == []
-    assert len(results) == 6
+    assert len(results) == 7
 
 
 def test_run_contract_catches_a_backbone_that_lies_about_its_channels():

@@ -9,6 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
+from segzoo.core.errors import DataError
+from segzoo.core.model import IMAGENET_NORM
 from segzoo.data import (
     IGNORE_INDEX,
     VOC_CLASSES,
@@ -27,8 +29,6 @@ from segzoo.data import (
 )
 from segzoo.data.demo import CLASSES
 from segzoo.data.transforms import Compose, RandomCrop, RandomHorizontalFlip, RandomScale, to_tensors
-from segzoo.core.errors import DataError
-from segzoo.core.model import IMAGENET_NORM
 
 CAFFE_NORM = {"mean": [104.00699, 116.66877, 122.67892], "std": [1, 1, 1], "scale": 255.0, "bgr": True}
 

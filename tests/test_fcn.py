@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 import segzoo
-from segzoo.zoo.contract import SyntheticBackbone
 from segzoo.core.model import SegmentationModel
+from segzoo.zoo.contract import SyntheticBackbone
 
 
 def narrow(name, num_classes=4, **head_kwargs):
@@ -94,7 +94,7 @@ def test_learnable_upsampling_learns():
 
 
 def test_segmentation_model_rejects_a_single_image_without_batch_dim():
-    model = SegmentationModel(SyntheticBackbone(), narrow("alexnet-fcn8s").head, {})
+    model = SegmentationModel(SyntheticBackbone(), narrow("alexnet-fcn8s").head)
     with pytest.raises(segzoo.InputError, match=r"x\[None\]"):
         model(torch.randn(3, 64, 64))
 

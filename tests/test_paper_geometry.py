@@ -11,13 +11,13 @@ import torch.nn.functional as F
 from segzoo_plugins.fcn import CaffeAlignment, make_factory
 
 import segzoo
-from segzoo.api import create_model
 from segzoo import FeatureInfo
+from segzoo.api import create_model
 from segzoo.core.errors import SegzooError, UnknownNameError
 from segzoo.core.layers import bilinear_kernel
 from segzoo.core.model import CAFFE_NORM
-from segzoo.zoo.registry import Registrar, Registry
 from segzoo.studies.summary import meta_forward
+from segzoo.zoo.registry import Registrar, Registry
 
 PAPER_MODELS = ["vgg16-fcn32s", "vgg16-fcn16s", "vgg16-fcn8s", "vgg16-fcn8s-atonce", "alexnet-fcn32s"]
 

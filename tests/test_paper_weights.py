@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from segzoo_plugins.fcn import from_torchfcn, to_torchfcn, torchfcn_names
 
 import segzoo
-from segzoo.io.checkpoint import safe_load
 from segzoo.cli import main
 from segzoo.core.errors import CheckpointError
 from segzoo.core.model import CAFFE_NORM
+from segzoo.io.checkpoint import safe_load
 from segzoo.io.weights import detect_format
-from segzoo_plugins.fcn import from_torchfcn, to_torchfcn, torchfcn_names
 from tests.torchfcn_reference import HEADS, torchfcn_head, torchfcn_shapes, torchfcn_state, torchfcn_trunk
 
 C, FC = 3, 16  # classes and fc6/fc7 width of the small test files

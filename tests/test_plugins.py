@@ -19,12 +19,12 @@ import torch
 
 import segzoo.api
 from segzoo.api import create_model
-from segzoo.core import hookspecs
 from segzoo.cli import main
+from segzoo.core import hookspecs
 from segzoo.core.errors import PluginError
+from segzoo.studies.summary import summarize
 from segzoo.zoo.check import assert_plugin_passes
 from segzoo.zoo.loader import load_plugins
-from segzoo.studies.summary import summarize
 from tests.conftest import write_dist
 
 ROOT = Path(__file__).resolve().parents[1]

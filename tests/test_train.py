@@ -63,7 +63,7 @@ def test_paper_preset_sgd_with_bias_lr_twice_and_no_bias_decay():
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-4)
 
 
-def test_modern_presets_decay_polynomially():
+def test_modern_optimizers_decay_polynomially():
     model = nn.Conv2d(3, 2, 1)
     for name, cls in (("adamw", torch.optim.AdamW), ("sgd-poly", torch.optim.SGD)):
         opt = make_optimizer(model, name, lr=0.1)
@@ -73,7 +73,7 @@ def test_modern_presets_decay_polynomially():
             opt.step()
             sched.step()
         assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 ** 0.9)
-    with pytest.raises(segzoo.UnknownNameError, match="optimizer preset"):
+    with pytest.raises(segzoo.UnknownNameError, match="unknown optimizer"):
         make_optimizer(model, "adam")
 
 
@@ -178,7 +178,7 @@ def test_checkpoints_logs_and_the_demo_default(tmp_path):
     assert set(lines[0]["val"]) >= {"pixel_acc", "mean_acc", "mean_iu", "fw_iu", "per_class_iu"}
     assert (result.out_dir / "metrics.csv").read_text().startswith("epoch,step,train_loss")
     model = segzoo.load_model(result.best_checkpoint)  # a training checkpoint is a model checkpoint too
-    assert model.recipe.class_names[:2] == ["background", "disc"] and model.num_classes == 6
+    assert model.recipe.class_names[:2] == ("background", "disc") and model.num_classes == 6
     ckpt = torch.load(result.last_checkpoint, weights_only=True)
     assert {"optimizer", "scheduler", "rng", "config", "history", "epoch"} <= set(ckpt)
 

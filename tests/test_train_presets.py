@@ -9,15 +9,15 @@ import pytest
 import torch
 import yaml
 
-from segzoo.studies.ablate import Study, run_study
 from segzoo.api import load_model
 from segzoo.cli import main
 from segzoo.core.errors import GeometryError, SegzooError, UnknownNameError
-from segzoo.train.presets import resolve_preset
+from segzoo.studies.ablate import Study, run_study
 from segzoo.train import TrainConfig
 from segzoo.train import runtime as rtm
 from segzoo.train import trainer as trainer_module
 from segzoo.train.optim import optimizer_defaults
+from segzoo.train.presets import resolve_preset
 from segzoo.train.trainer import Trainer
 
 
@@ -75,8 +75,9 @@ def check_optimizer(t: Trainer, preset: dict) -> None:
     assert isinstance(t.optimizer, torch.optim.SGD)
     assert (weights["lr"], weights["momentum"], weights["weight_decay"]) == (
         preset["lr"], preset["momentum"], preset["weight_decay"])
-    assert biases["lr"] == pytest.approx(preset["lr"] * preset["bias_lr_mult"])
-    assert (biases["momentum"], biases["weight_decay"]) == (preset["momentum"], preset["bias_weight_decay"])
+    # the "paper" optimizer: Caffe's lr_mult 2 and decay_mult 0 for biases
+    assert biases["lr"] == pytest.approx(preset["lr"] * 2.0)
+    assert (biases["momentum"], biases["weight_decay"]) == (preset["momentum"], 0.0)
     assert all(p.ndim == 1 for p in biases["params"]) and all(p.ndim > 1 for p in weights["params"])
     trainable = {id(p) for p in t.model.parameters() if p.requires_grad}
     assert {id(p) for g in t.optimizer.param_groups for p in g["params"]} == trainable
@@ -85,7 +86,7 @@ def check_optimizer(t: Trainer, preset: dict) -> None:
 @pytest.mark.parametrize("name, model, fixed", [("paper-heavy", "alexnet-fcn16s", "all"),
                                                 ("paper-cvpr", "alexnet-fcn16s", "final"),
                                                 ("paper-cvpr", "alexnet-fcn32s", "final")])
-def test_a_recipe_sets_the_optimizer_loss_geometry_and_head(tmp_path, demo_data, monkeypatch, name, model, fixed):
+def test_a_preset_sets_the_optimizer_loss_geometry_and_head(tmp_path, demo_data, monkeypatch, name, model, fixed):
     preset = resolve_preset(name, model)
     fresh, logs = trainer(tiny(tmp_path, demo_data, model=model, preset=name))
     assert fresh.cfg.batch_size == preset["batch_size"] and fresh.loader.batch_size == preset["batch_size"]
@@ -121,7 +122,7 @@ def test_a_recipe_sets_the_optimizer_loss_geometry_and_head(tmp_path, demo_data,
     assert not torch.equal(after["head.score_fr.weight"], fresh.model.head.score_fr.weight)  # it did train
 
 
-def test_explicit_options_win_over_the_recipe(tmp_path, demo_data):
+def test_explicit_options_win_over_the_preset(tmp_path, demo_data):
     config = tiny(tmp_path, demo_data, model="alexnet-fcn8s", preset="paper-heavy", batch_size=2, lr=1e-3,
                   momentum=0.5, loss_reduction="mean", head_kwargs={"learnable_upsampling": True})
     t, _ = trainer(config)
@@ -142,23 +143,23 @@ def test_explicit_options_win_over_the_recipe(tmp_path, demo_data):
         TrainConfig(model="alexnet-fcn4s", preset="paper-cvpr").resolved()
 
 
-def test_a_recipe_geometry_the_backbone_lacks_names_the_problem_and_the_fix(tmp_path, demo_data):
+def test_a_preset_geometry_the_backbone_lacks_names_the_problem_and_the_fix(tmp_path, demo_data):
     with pytest.raises(GeometryError, match=r"preset 'paper-cvpr' trains in geometry 'caffe', which "
-                                            r"timm-resnet18-fcn32s cannot have .*vgg16-\* and alexnet-\*.*"
+                                            r"timm-resnet18-fcn32s cannot have .*only defined for vgg16 and alexnet.*"
                                             r"--geometry modern"):
         trainer(tiny(tmp_path, demo_data, model="timm-resnet18-fcn32s", preset="paper-cvpr", backbone_kwargs={}))
-    with pytest.raises(UnknownNameError, match="training preset 'paper-hevy'.*Did you mean: paper-heavy"):
+    with pytest.raises(UnknownNameError, match="unknown preset 'paper-hevy'.*Did you mean: paper-heavy"):
         trainer(tiny(tmp_path, demo_data, model="alexnet-fcn32s", preset="paper-hevy"))
 
 
-def test_the_cli_applies_a_recipe_records_it_and_resume_keeps_it(tmp_path, demo_data, capsys):
+def test_the_cli_applies_a_preset_records_it_and_resume_keeps_it(tmp_path, demo_data, capsys):
     run = tmp_path / "run"
     args = ["train", "--model", "alexnet-fcn16s", "--preset", "paper-heavy", "--fc-channels", "16", "--input-size",
             "64", "--scale", "1,1", "--device", "cpu", "--no-progress", "--data", str(demo_data), "--val-split",
             "none", "--epochs", "1", "--batch-size", "4", "--out", str(run)]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "note: the paper fine-tunes alexnet-fcn16s" in out
+    assert "note: preset paper-heavy fine-tunes alexnet-fcn16s" in out
     stored = json.loads((run / "config.json").read_text())
     want = {"preset": "paper-heavy", "batch_size": 4, "loss_reduction": "sum", "optimizer": "paper", "lr": 1e-12,
             "momentum": 0.99, "weight_decay": 5e-4, "geometry": "caffe",
@@ -179,7 +180,7 @@ def test_the_cli_applies_a_recipe_records_it_and_resume_keeps_it(tmp_path, demo_
                    for p in m.parameters())
 
 
-def test_a_resumed_recipe_run_keeps_the_recipe_without_being_told(tmp_path, demo_data):
+def test_a_resumed_preset_run_keeps_the_preset_without_being_told(tmp_path, demo_data):
     config = tiny(tmp_path, demo_data, model="alexnet-fcn32s", preset="paper-cvpr", batch_size=2, stop_at_step=1)
     trainer(config, run=True)
     resumed, logs = trainer(TrainConfig(out_dir=config.out_dir, resume=True, device="cpu", progress=False,
@@ -190,7 +191,7 @@ def test_a_resumed_recipe_run_keeps_the_recipe_without_being_told(tmp_path, demo
     assert resumed.step == 2 and not any(p.requires_grad for p in upsamplings(resumed.model)[0])
 
 
-def test_a_study_file_applies_a_recipe_to_every_variant(tmp_path, demo_data):
+def test_a_study_file_applies_a_preset_to_every_variant(tmp_path, demo_data):
     spec = tmp_path / "study.yaml"
     spec.write_text(yaml.safe_dump({
         "backbones": ["alexnet"], "heads": ["fcn32s", "fcn16s"], "out": str(tmp_path / "s"), "staged": True,
@@ -206,7 +207,7 @@ def test_a_study_file_applies_a_recipe_to_every_variant(tmp_path, demo_data):
     assert config["init_from"].endswith("alexnet-fcn32s-staged/last.pt")  # staged: 16s from the 32s
 
 
-def test_a_study_whose_recipe_lacks_a_heads_lr_stops_before_training(tmp_path, monkeypatch, capsys):
+def test_a_study_whose_preset_lacks_a_heads_lr_stops_before_training(tmp_path, monkeypatch, capsys):
     import segzoo.train
 
     monkeypatch.setattr(segzoo.train, "train", lambda *a, **k: pytest.fail("nothing may train"))

@@ -7,11 +7,11 @@ import pytest
 import timm
 import torch
 import torchvision
+from segzoo_plugins.vgg import CLASSIFIER_LAYOUTS
 
 import segzoo
 from segzoo.cli import main
 from segzoo.core.layers import convolutionalize_state_dict
-from segzoo_plugins.vgg import CLASSIFIER_LAYOUTS
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,8 @@ def test_timm_weights_of_the_wrong_shape_blame_the_file_not_the_plugin(tmp_path,
 def test_wrong_architecture_lists_what_differs(tmp_path):
     path = tmp_path / "alexnet.pth"
     torch.save(torchvision.models.alexnet().state_dict(), path)
-    with pytest.raises(segzoo.CheckpointError, match=r"does not fit this backbone.*9216 inputs.*right architecture"):
+    with pytest.raises(segzoo.CheckpointError, match=r"does not fit this backbone.*no fc6/fc7 found.*torchvision-vgg"
+                                                 r".*right architecture"):
         segzoo.create_model("vgg16-fcn32s", backbone_weights=str(path), backbone_kwargs={"fc_channels": 4096})
 
 

@@ -1,4 +1,4 @@
-"""List backbones, heads and recipes, with the plugin and distribution that provides each."""
+"""List backbones, heads, recipes, presets and weight layouts, with the plugin and distribution of each."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
         for name in registry.list_models(args.pattern):
             print(name)
         return 0
-    for kind in ("backbone", "head", "recipe"):
+    for kind in ("backbone", "head", "recipe", "preset", "weight layout"):
         rows = []
         for name in registry.names(kind):
             e = registry.entries[kind][name]
@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
 def _describe(e) -> str:
     if e.kind == "recipe":
         r = e.obj
-        return f"{r['backbone']} + {r['head']}, {r.get('num_classes', 21)} classes" + (
-            f": {r['description']}" if r.get("description") else "")
+        return f"{r.backbone} + {r.head}, {r.num_classes} classes" + (f": {r.description}" if r.description else "")
+    if e.kind == "head":
+        parent = f"; staged from {e.parent}" if e.parent else ""
+        return f"strides {', '.join(map(str, e.strides))}{parent}: {e.description}"
     return e.description

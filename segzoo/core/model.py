@@ -17,6 +17,9 @@ from torch import nn
 from .errors import GeometryError, InputError, PluginError
 from .recipe import Recipe
 
+# A label map holds one class index per pixel; this value means "not labelled": no loss, no metric.
+IGNORE_INDEX = 255
+
 # How an RGB image with values in [0, 1] becomes the network's input:
 #   x = image * scale; if bgr: reverse the channels; x = (x - mean) / std   (mean/std in x's channel order)
 # ImageNet weights (torchvision, timm) use the default; the Caffe-era FCN weights use

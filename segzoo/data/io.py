@@ -13,8 +13,7 @@ import numpy as np
 from PIL import Image
 
 from ..core.errors import DataError
-
-IGNORE_INDEX = 255
+from ..core.model import IGNORE_INDEX
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

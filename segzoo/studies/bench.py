@@ -27,9 +27,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from ..core.accel import accelerate, fused_kwargs, winograd_pays
 from ..core.errors import SegzooError
+from ..data import SegmentationDataset, ShardedSampler, find_pairs, make_loader, train_transform
+from ..train.loss import cross_entropy
+from ..train.runtime import autocast, resolve_device
+from .summary import summarize
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("infer", "train")
@@ -52,16 +56,6 @@ def cuda_bf16_peak_tflops(device_name: str) -> float | None:
 
 
 # -- the machine -----------------------------------------------------------------------------------
-
-def resolve_device(name: str) -> torch.device:
-    """``cpu``/``cuda``/``cuda:N``; a CUDA request on a machine without one is the user's to fix."""
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SegzooError("--device cuda asked for, but torch sees no CUDA device here; use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise SegzooError(f"unsupported device {name!r}; use cpu or cuda")
-    return device
-
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
@@ -161,13 +155,6 @@ def peak_memory(device: torch.device) -> Iterator[dict[str, float | None]]:
 
 # -- one iteration ---------------------------------------------------------------------------------
 
-def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    """Mixed precision for bf16/fp16 (weights stay fp32, as in training); nothing for fp32."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def make_step(model: torch.nn.Module, x: torch.Tensor, mode: str, dtype: torch.dtype = torch.float32,
               lr: float = 1e-4, momentum: float = 0.9) -> Callable[[], Any]:
     """One iteration as a closure: ``infer`` is a forward in inference mode; ``train`` is forward,
@@ -187,8 +174,6 @@ def make_step(model: torch.nn.Module, x: torch.Tensor, mode: str, dtype: torch.d
     model.train()
     num_classes = getattr(model, "num_classes", None) or _output_channels(model, x)
     target = torch.randint(0, num_classes, (x.shape[0], *x.shape[-2:]), device=device)
-    from ..core.accel import fused_kwargs
-
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, **fused_kwargs(torch.optim.SGD, device))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16 and device.type == "cuda")
@@ -196,7 +181,7 @@ def make_step(model: torch.nn.Module, x: torch.Tensor, mode: str, dtype: torch.d
     def train() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, dtype):
-            loss = F.cross_entropy(model(x).float(), target)
+            loss = cross_entropy(model(x).float(), target)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
@@ -330,8 +315,6 @@ def prepare(model: torch.nn.Module, x: torch.Tensor, channels_last: bool, compil
     convs through NNPACK and fc6/fc7 as GEMMs (CPU fp32; rounding-level differences only; see
     :mod:`segzoo.core.accel`), ``torch.compile``."""
     if winograd or gemm:
-        from ..core.accel import accelerate
-
         accelerate(model, winograd=winograd, gemm=gemm)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -348,8 +331,6 @@ def default_options(device: torch.device, dtype: str, compile: bool = False) -> 
     (channels-last lost there, most in training); otherwise channels-last, which cuDNN's tensor-core
     kernels prefer.
     """
-    from ..core.accel import winograd_pays
-
     cpu32 = device.type == "cpu" and dtype == "fp32" and not compile
     winograd = cpu32 and winograd_pays()
     return {"winograd": winograd, "gemm": cpu32, "channels_last": not cpu32}
@@ -383,8 +364,6 @@ def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch
     notes = []
     if dev.type == "cpu" and dtype == "bf16" and not cpu_has_native_bf16():
         notes.append("this CPU has no native bf16 (AVX-512 BF16 or AMX): oneDNN emulates it, far slower than fp32")
-    from .summary import summarize
-
     shape = (batch_size, *input_size)
     fwd_gflops = summarize(model, shape).gflops
     gflops_per_iter = fwd_gflops * (3 if mode == "train" else 1)
@@ -448,8 +427,6 @@ def loader_throughput(data: str | os.PathLike[str], crop: int, batch_size: int, 
     The first batch (worker start-up) is not timed; epochs repeat until ``batches`` batches are timed.
     Labels are checked against the dataset's ``class_names.txt``, or else ``num_classes``.
     """
-    from ..data import SegmentationDataset, ShardedSampler, find_pairs, make_loader, train_transform
-
     pairs = find_pairs(data, split)
     dataset = SegmentationDataset(pairs, None if pairs.class_names else num_classes, train_transform(crop), seed=seed)
     if len(dataset) == 0:

@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..core.errors import SegzooError, UnknownNameError
+from .optim import optimizer_defaults
+from .presets import resolve_preset
+
 
 @dataclass
 class TrainConfig:
@@ -85,8 +89,6 @@ class TrainConfig:
 
     def check(self) -> None:
         """A :class:`SegzooError` for a count out of range, named as the CLI option that sets it."""
-        from ..core.errors import SegzooError
-
         for name, (least, meaning) in self.LEAST.items():
             value = getattr(self, name)
             if value is not None and value < least:
@@ -108,9 +110,6 @@ class TrainConfig:
         head options under the given ``head_kwargs``. Resolving a resolved config changes nothing.
         ``per_model=False`` leaves ``lr`` as it is, for settings shared by several models (a study's).
         """
-        from .optim import optimizer_defaults
-        from .presets import resolve_preset
-
         preset: dict[str, Any] = {}
         head_kwargs = dict(self.head_kwargs)
         if self.preset:
@@ -141,8 +140,6 @@ class TrainConfig:
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = [k for k in d if k not in known]
         if unknown:
-            from ..core.errors import UnknownNameError
-
             also = f"; also unknown: {', '.join(map(repr, unknown[1:]))}" if len(unknown) > 1 else ""
             raise UnknownNameError("train setting", str(unknown[0]), known,
                                    hint=f"the settings are the fields of segzoo.train.TrainConfig{also}")

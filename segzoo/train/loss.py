@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import PluginError, SegzooError
-from ..data.io import IGNORE_INDEX
+from ..core.model import IGNORE_INDEX
 from ..zoo.registry import BUILTIN_LOSS
 
 

@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-IGNORE_INDEX = 255
+from ..core.model import IGNORE_INDEX
+from ..core.table import format_table
 
 
 class ConfusionMatrix:
@@ -90,8 +91,6 @@ def summary_line(metrics: dict[str, Any]) -> str:
 
 def report(metrics: dict[str, Any]) -> str:
     """The four metrics and the per-class table, as printed by ``segzoo train`` and ``segzoo eval``."""
-    from ..core.table import format_table
-
     names = {"pixel_acc": "pixel accuracy", "mean_acc": "mean accuracy", "mean_iu": "mean IU", "fw_iu": "f.w. IU"}
     four = [[label, f"{100 * metrics[key]:.1f}"] for key, label in names.items()]
     return (format_table(["metric", "%"], four) + "\n\n"

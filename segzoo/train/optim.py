@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..core.accel import fused_kwargs
-from ..core.errors import UnknownNameError
+from ..core.errors import SegzooError, UnknownNameError
 
 OPTIMIZERS: dict[str, dict[str, Any]] = {
     "paper": {"lr": 1e-4, "weight_decay": 5e-4, "momentum": 0.9, "schedule": "constant"},
@@ -58,8 +58,6 @@ def make_optimizer(model: nn.Module, name: str = "adamw", lr: float | None = Non
     device = next(model.parameters()).device
     if "momentum" not in cfg:
         if momentum is not None:
-            from ..core.errors import SegzooError
-
             sgd = sorted(k for k, v in OPTIMIZERS.items() if "momentum" in v)
             raise SegzooError(f"optimizer '{name}' has no momentum; leave --momentum out, or pick an SGD "
                               f"optimizer ({', '.join(sgd)})")

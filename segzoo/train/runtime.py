@@ -29,13 +29,18 @@ class Runtime:
         return self.world_size > 1
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp_dtype)
 
     def grad_scaler(self) -> torch.amp.GradScaler:
         """Enabled only for float16, whose small range needs loss scaling; bfloat16 and float32 do not."""
         return torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Mixed precision for bf16/fp16 (weights stay fp32); nothing for fp32 or None."""
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:

@@ -67,6 +67,7 @@ def check_feature_info(backbone: Backbone, sizes: Sequence[tuple[int, int]] = OD
     assert info, "feature_info is empty: declare FeatureInfo(stride, channels) for every level forward() returns"
     strides = [f.stride for f in info]
     assert len(set(strides)) == len(strides), f"feature_info repeats strides: {strides}"
+    sizes = fit_sizes(sizes, backbone.min_input_size)
     step = 2 * max(strides)
     backbone.eval()
     with torch.no_grad():
@@ -84,8 +85,14 @@ def check_feature_info(backbone: Backbone, sizes: Sequence[tuple[int, int]] = OD
     return f"strides {strides}, channels {[f.channels for f in info]}"
 
 
+def fit_sizes(sizes: Sequence[tuple[int, int]], low: int) -> list[tuple[int, int]]:
+    """The check sizes, each side raised to the backbone's ``min_input_size`` (odd sizes stay odd above it)."""
+    return [(max(h, low + (h % 2 != low % 2)), max(w, low + (w % 2 != low % 2))) for h, w in sizes]
+
+
 def check_output_shape(model: SegmentationModel, sizes: Sequence[tuple[int, int]] = ODD_SIZES) -> str:
-    """N x C x H x W out for N x 3 x H x W in, at odd sizes too."""
+    """N x C x H x W out for N x 3 x H x W in, at odd sizes too (no smaller than the backbone takes)."""
+    sizes = fit_sizes(sizes, model.backbone.min_input_size)
     model.eval()
     with torch.no_grad():
         for h, w in sizes:
@@ -104,6 +111,7 @@ def check_gradients(model: SegmentationModel, size: tuple[int, int] = (48, 48)) 
     design, so their zero entries are briefly made non-zero: the check asks whether a gradient path
     exists, which is what a detached or unused parameter lacks. The model is left as it was.
     """
+    size = (max(size[0], model.backbone.min_input_size), max(size[1], model.backbone.min_input_size))
     was_training = model.training
     model.eval()  # no dropout: the check is about the graph, not the noise
     gen = torch.Generator().manual_seed(1)
@@ -125,6 +133,25 @@ def check_gradients(model: SegmentationModel, size: tuple[int, int] = (48, 48)) 
         model.train(was_training)
     assert not dead, f"no gradient reaches {len(dead)} trainable parameter(s): {dead[:5]}"
     return f"{sum(p.requires_grad for p in model.parameters())} trainable tensors"
+
+
+def check_train_step(model: SegmentationModel) -> str:
+    """A training step at batch 1 on the smallest input the backbone takes runs (BatchNorm on a 1x1 map does
+    not: raise ``min_input_size`` until every level has more than one cell)."""
+    low = model.backbone.min_input_size
+    was_training = model.training
+    model.train()
+    try:
+        out = model(_input((low, low)))
+        out.float().logsumexp(1).mean().backward()
+    except (ValueError, RuntimeError) as exc:
+        raise AssertionError(f"a training step at batch 1 on a {low}x{low} input (min_input_size) fails: {exc}; "
+                             "raise min_input_size so every level has more than one cell, or avoid BatchNorm "
+                             "statistics over a single value") from None
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return f"batch 1 at {low}x{low}"
 
 
 def check_min_input(model: SegmentationModel) -> str:
@@ -162,7 +189,8 @@ def check_pickle(model: SegmentationModel) -> str:
 def _same_output(a: nn.Module, b: nn.Module, what: str) -> str:
     a.eval()
     b.eval()
-    x = _input((40, 56))
+    low = getattr(getattr(a, "backbone", None), "min_input_size", 1)
+    x = _input(fit_sizes([(40, 56)], low)[0])
     with torch.no_grad():
         ya, yb = a(x), b(x)
     diff = (ya - yb).abs().max().item()
@@ -185,6 +213,7 @@ def run_contract(
         _check("output is N x C x H x W", lambda: check_output_shape(model, sizes)),
         _check("gradient reaches every parameter", lambda: check_gradients(model)),
         _check("minimum input size", lambda: check_min_input(model)),
+        _check("trains at batch 1", lambda: check_train_step(model)),
         _check("pickle round trip", lambda: check_pickle(model)),
     ]
     if rebuild is not None:
