@@ -357,7 +357,7 @@ class Trainer:
             # a zero-gradient stand-in keeps the ranks' all-reduces in step
             batch = {**self._void_batch(), "skipped": batch["skipped"]}
         x, target = to_device(batch, rt)
-        # DDP all-reduces gradients at every backward; while they accumulate, only the group's last one need
+        # DDP all-reduces gradients at every backward; while they accumulate, only the group's last one must
         no_sync = rt.distributed and not last and hasattr(self.net, "no_sync")
         sync = self.net.no_sync() if no_sync else contextlib.nullcontext()
         with sync:
