@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from segzoo.cli import main
 from segzoo.core.errors import DataError
 from segzoo.data import SegmentationDataset, find_pairs, load_label_map
 from segzoo.train import TrainConfig, train
@@ -48,7 +49,7 @@ def test_class_count_without_names_and_bad_files_are_one_line_errors(tmp_path):
         load_label_map(tmp_path / "missing.yaml")
 
 
-def test_training_through_a_label_map(tmp_path, demo_data):
+def test_training_and_evaluating_through_a_label_map(tmp_path, demo_data, capsys):
     """The demo's 6 classes folded into 3 named ones (ring and cross become void): the model has 3 classes."""
     path = write(tmp_path, "names: [background, round, angular]\n0: 0\n1: 1\n2: 2\n3: 2\n")
     ds = SegmentationDataset(find_pairs(demo_data, "train"), label_map=load_label_map(path))
@@ -60,3 +61,8 @@ def test_training_through_a_label_map(tmp_path, demo_data):
                    log=lambda _: None)
     assert result.model.num_classes == 3
     assert result.model.recipe.class_names == ("background", "round", "angular")
+    # evaluation reads the dataset's own ids through the same map
+    args = ["eval", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--data", str(demo_data), "--device", "cpu",
+            "--json", str(tmp_path / "eval.json")]
+    assert main(args) == 2 and "pass the --label-map a model was trained with" in capsys.readouterr().err
+    assert main([*args, "--label-map", str(path)]) == 0 and "angular" in capsys.readouterr().out

@@ -47,7 +47,8 @@ class SegmentationDataset(Dataset):
             where = f"label map {label_map.source} names" if label_map is not None else f"{pairs.root} lists"
             raise DataError(f"{where} {len(names)} classes but {num_classes} were asked for; make "
                             f"{'its names' if label_map is not None else 'class_names.txt'} and --num-classes (or the "
-                            "checkpoint's classes) agree")
+                            "checkpoint's classes) agree" + ("" if label_map is not None else
+                                                             ", or pass the --label-map a model was trained with"))
         self.num_classes = int(num_classes)
         self.class_names = list(names) if names else [f"class_{i}" for i in range(self.num_classes)]
         self.transform = transform or eval_transform()
