@@ -60,6 +60,14 @@ def test_a_plugin_loss_trains_a_step(tmp_path, demo_data, toy_registry):
     assert result.history[0]["train_loss"] > 0
 
 
+def test_segzoo_list_shows_the_losses(toy_registry, capsys):
+    from segzoo.cli import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "losses (3)" in out and "cross-entropy" in out and "A focal loss" in out
+
+
 def test_the_builtin_is_cross_entropy_and_plugin_losses_are_checked(toy_registry):
     scores, target = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
     assert torch.equal(make_loss()(scores, target), cross_entropy(scores, target))
