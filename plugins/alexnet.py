@@ -15,10 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segzoo import CAFFE_NORM, Backbone, FeatureInfo, hookimpl, load_classifier_weights
+from segzoo import CAFFE_NORM, Backbone, FeatureInfo, hookimpl, load_classifier_weights, torch_hub_file
 from segzoo.core.layers import grid_offset
 from segzoo.core.model import check_geometry
-from segzoo.io.hub import torch_hub_file
 
 # Where each ImageNet classifier layout keeps AlexNet's fc6 and fc7: torchvision's, and segzoo's own keys.
 CLASSIFIER_LAYOUTS = {"segzoo": ("fc6", "fc7"), "torchvision-alexnet": ("classifier.1", "classifier.4")}

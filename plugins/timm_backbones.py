@@ -19,10 +19,21 @@ from typing import Any
 
 import torch
 
-from segzoo import Backbone, FeatureInfo, UnknownNameError, check_fits, hookimpl
-from segzoo.core.errors import CheckpointError
+from segzoo import (
+    Backbone,
+    CheckpointError,
+    FeatureInfo,
+    UnknownNameError,
+    check_fits,
+    hf_hub_file,
+    hookimpl,
+    read_weights_file,
+    torch_hub_file,
+)
 from segzoo.core.model import check_geometry
-from segzoo.io.hub import hf_hub_file, read_weights_file, torch_hub_file
+
+# timm (with torchvision) takes about 1.3 s to import on these machines (python -X importtime, after torch):
+# it is imported inside the functions that need it, so listing models or building VGG16/AlexNet never pays it.
 
 # Listed by name (and so in every contract test); any other timm model is reachable as timm-<name>.
 EXAMPLES = ("resnet18", "mobilenetv3_large_100")

@@ -13,10 +13,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segzoo import CAFFE_NORM, Backbone, FeatureInfo, hookimpl, load_classifier_weights
+from segzoo import CAFFE_NORM, Backbone, FeatureInfo, hookimpl, load_classifier_weights, torch_hub_file
 from segzoo.core.layers import grid_offset
 from segzoo.core.model import check_geometry
-from segzoo.io.hub import torch_hub_file
 
 # Where each ImageNet classifier layout keeps VGG16's fc6 and fc7 (as timm's vgg.py owns its _filter_fn):
 # torchvision's and timm's VGG16, and segzoo's own convolutionalized keys.

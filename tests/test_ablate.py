@@ -54,7 +54,7 @@ def spy_on_training(monkeypatch, stop=None):
         calls.append(cfg)
 
         def record(r):
-            epochs.append((cfg.model, r["epoch"]))
+            epochs.append((cfg.model, r.epoch))
             if on_epoch:
                 on_epoch(r)
             if stop:
@@ -76,7 +76,7 @@ def test_an_interrupted_variant_resumes_from_its_checkpoint_under_its_own_settin
         pass
 
     def interrupt_after_epoch_1_of_fcn8s(cfg, record):
-        if cfg.model == "alexnet-fcn8s" and record["epoch"] == 1:
+        if cfg.model == "alexnet-fcn8s" and record.epoch == 1:
             raise Interrupted
 
     spy_on_training(monkeypatch, stop=interrupt_after_epoch_1_of_fcn8s)

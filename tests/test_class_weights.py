@@ -53,6 +53,6 @@ def test_training_with_auto_weights_uses_and_prints_them(tmp_path, demo_data, ca
     stored = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["config"]
     assert stored["class_weights"] == "auto"  # a resumed run reads the cache again
     with pytest.raises(SegzooError, match="give 'auto'"):
-        TrainConfig(class_weights="balanced").check()
+        TrainConfig(model="alexnet-fcn32s", class_weights="balanced").check()
     assert main(["train", "--data", str(demo_data), "--class-weights", "auto", "--print-config"]) == 0
     assert "class_weights: auto" in capsys.readouterr().out

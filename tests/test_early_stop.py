@@ -31,9 +31,9 @@ def test_counts_validations_without_a_rise_of_more_than_min_delta():
 
 def test_early_stop_needs_validation():
     with pytest.raises(SegzooError, match="--early-stop 2 watches validation"):
-        TrainConfig(early_stop=2, val_split=None).check()
+        TrainConfig(model="alexnet-fcn32s", early_stop=2, val_split=None).check()
     with pytest.raises(SegzooError, match="--min-delta must be >= 0"):
-        TrainConfig(min_delta=-1).check()
+        TrainConfig(model="alexnet-fcn32s", min_delta=-1).check()
 
 
 def test_run_stops_keeps_best_and_a_resumed_run_keeps_its_patience(tmp_path, demo_data):
@@ -48,7 +48,7 @@ def test_run_stops_keeps_best_and_a_resumed_run_keeps_its_patience(tmp_path, dem
     resumed = train(TrainConfig(**{**cfg.to_dict(), "scale": (1.0, 1.0), "epochs": 6, "resume": True}),
                     log=lines.append)
     # the count went on from 1: one more bad validation ends the run (without it, two more would)
-    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert [r.epoch for r in resumed.history] == [1, 2, 3]
     assert resumed.stop_reason and resumed.stop_reason in lines
     assert "stopped early after epoch 3" in resumed.stop_reason and "best.pt" in resumed.stop_reason
     assert resumed.best_checkpoint.is_file() and resumed.best_epoch == 1

@@ -146,7 +146,7 @@ def test_a_vit_trains_with_the_single_stride_head(tmp_path, demo_data):
     result = train(TrainConfig(model=f"{VIT}-fcn16s-single", input_size=64, batch_size=8, scale=(1.0, 1.0),
                                progress=False, device="cpu", val_split=None, epochs=1, data=str(demo_data),
                                out_dir=str(tmp_path / "run")), log=lambda _: None)
-    assert result.history[0]["step"] == 1 and result.history[0]["train_loss"] > 0
+    assert result.history[0].step == 1 and result.history[0].train_loss > 0
 
 
 def test_a_head_that_does_not_fit_suggests_one_that_does_never_itself():

@@ -57,7 +57,7 @@ def test_a_plugin_loss_trains_a_step(tmp_path, demo_data, toy_registry):
                       class_weights=[1, 2, 2, 2, 2, 2])
     result = train(cfg, log=lambda _: None)
     assert CALLS and CALLS[0]["gamma"] == 1.0 and CALLS[0]["weight"].tolist() == [1.0, 2.0, 2.0, 2.0, 2.0, 2.0]
-    assert result.history[0]["train_loss"] > 0
+    assert result.history[0].train_loss > 0
 
 
 def test_segzoo_list_shows_the_losses(toy_registry, capsys):

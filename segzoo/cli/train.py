@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import sys
 import time
@@ -16,6 +15,7 @@ from ..train import OPTIMIZERS, TrainConfig, load_training_checkpoint, train
 from ..train.config import config_yaml, load_config
 from ..train.metrics import report
 from ..train.presets import preset_help
+from ..train.setup import default_run_folder
 from ._options import parse_options
 
 COMMAND = "train"
@@ -53,9 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--scale", default=None, metavar="LOW,HIGH", help="random scale range (default 0.5,2; demo 0.75,1.25; 1,1: off)")
     a("--no-flip", action="store_true", help="no random horizontal flips")
     a("--optimizer", default=None, choices=sorted(OPTIMIZERS),
-      help="optimizer preset (default: the preset's, else adamw). paper: the FCN solver's optimizer alone (SGD, "
+      help="optimizer (default: the preset's, else adamw). paper: the FCN solver's optimizer alone (SGD, "
            "momentum 0.9, lr 1e-4, weight decay 5e-4, biases at 2x lr without decay, constant lr), what --preset "
-           "paper-cvpr uses for VGG16-FCN-32s; --preset also sets the batch, loss, geometry and head")
+           "paper-cvpr uses for its first, coarsest net; --preset also sets the batch, loss, geometry and head")
     a("--lr", type=float, default=None, help="learning rate (default: the preset's for this net, else the "
                                               "optimizer's; demo 3e-4 without --preset)")
     a("--weight-decay", type=float, default=None, help="weight decay (default: the preset's, else the optimizer's)")
@@ -75,14 +75,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
       help="a local ImageNet classifier state dict, or imagenet: torchvision's (vgg16, alexnet) or timm's "
            "pretrained weights from their caches (TORCH_HOME, HF_HOME), fetched once if online; SEGZOO_OFFLINE=1 "
            "never downloads, and an empty cache then says which file to place where")
-    a("--fc-channels", type=int, default=None, help="fc6/fc7 width for VGG16/AlexNet (default 4096; demo 512)")
+    a("--fc-channels", type=int, default=None,
+      help="fc6/fc7 width, for backbones that take fc_channels (default 4096; demo 512)")
     a("--backbone-opt", action="append", default=[], metavar="KEY=VALUE", help="a backbone option (repeatable)")
     a("--head-opt", action="append", default=[], metavar="KEY=VALUE",
       help="a head option, e.g. learnable_upsampling=false (repeatable)")
     a("--geometry", default=None, choices=list(GEOMETRIES),
-      help="modern, or caffe: the paper's nets, vgg16 and alexnet only (default: the preset's, else modern)")
-    a("--init-from", default=None, metavar="CKPT", help="staged training: start from a coarser net's checkpoint "
-                                                         "(fcn32s -> fcn16s -> fcn8s), as the paper's presets do")
+      help="modern, or caffe: the paper's nets, for backbones that support it (default: the preset's, else modern)")
+    a("--init-from", default=None, metavar="CKPT", help="staged training: start from the checkpoint of the net with "
+                                                         "this head's registered parent, as the paper's presets do")
     a("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     a("--amp", default=None, action=argparse.BooleanOptionalAction, help="mixed precision (default: on for CUDA)")
     a("--workers", type=int, default=None, help="data-loading processes (default 0)")
@@ -119,26 +120,9 @@ def _floats(text: str, what: str) -> list[float]:
         raise SegzooError(f"{what} must be comma-separated numbers, got {text!r}") from None
 
 
-def _takes_fc_channels(model: str) -> bool:
-    registry = get_registry()
-    factory, _ = registry.backbone_factory(registry.resolve(model).backbone)
-    try:
-        return "fc_channels" in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _is_rank_0() -> bool:
     """Before the run has set up its processes: torchrun's RANK (each process parses the command line)."""
     return os.environ.get("RANK", "0") == "0"
-
-
-def _default_out(model: str) -> str:
-    base = Path("runs") / model
-    path, n = base, 2
-    while (path / "last.pt").exists():
-        path, n = Path(f"{base}-{n}"), n + 1
-    return str(path)
 
 
 # Options a resumed run may change (CLI name -> config field); the rest of the run's settings come from its checkpoint.
@@ -201,13 +185,13 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         merged[key] = {**(from_file.get(key) or {}), **parse_options(flag, f"--{key[:-7]}-opt")}
     if args.fc_channels is not None:
         merged["backbone_kwargs"]["fc_channels"] = args.fc_channels
-    model = merged.setdefault("model", TrainConfig.model)
+    model = merged.setdefault("model", "vgg16-fcn8s")
     if merged.get("data") is None:
         have = {**merged, **{k: v for k, v in merged["backbone_kwargs"].items() if k == "fc_channels"}}
         applied = {k: v for k, v in DEMO_DEFAULTS.items() if have.get(k) is None}
         if merged.get("preset"):  # the preset's batch and learning rate, not the demo's
             applied = {k: v for k, v in applied.items() if k not in ("batch_size", "lr")}
-        if not _takes_fc_channels(model):
+        if not get_registry().backbone_takes(get_registry().resolve(model).backbone, "fc_channels"):
             applied.pop("fc_channels", None)
         shown = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in applied.items())
         _note(args, f"no --data: training on the embedded demo dataset (160 + 40 images of 64x64, 6 classes); demo "
@@ -220,7 +204,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     out = merged.get("out_dir")
     if out is not None and (Path(out) / "last.pt").exists() and not getattr(args, "print_config", False):
         raise SegzooError(f"{out} already holds a run (last.pt); pass --resume to continue it, or another --out")
-    merged["out_dir"] = out or _default_out(model)
+    merged["out_dir"] = out or str(default_run_folder(model))
     return TrainConfig.from_dict(merged)
 
 
@@ -242,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"mean IU {100 * result.initial_metrics['mean_iu']:.1f} before training -> "
                   f"{100 * final['mean_iu']:.1f} after (best {100 * result.best_metrics['mean_iu']:.1f} at epoch "
                   f"{result.best_epoch})")
-        print(f"\nfinal validation metrics (epoch {result.history[-1]['epoch']}):")
+        print(f"\nfinal validation metrics (epoch {result.history[-1].epoch}):")
         print(report(final))
     sys.stdout.flush()
     return 0

@@ -27,6 +27,7 @@ import yaml
 
 from ..core.errors import SegzooError, UnknownNameError
 from ..core.table import format_table
+from ..train.records import EpochRecord
 
 # latency and peak memory are of inference at batch 1; the peak is what one forward adds to the memory
 # resident before it (the weights), as segzoo.studies.bench measures it
@@ -220,12 +221,12 @@ def run_variant(study: Study, v: Variant, out: Path, progress: bool = False) -> 
     atomic_write_text(json.dumps(shared_settings(study), indent=1), vdir / "settings.json")
     result = _train(study, v, vdir, out, progress)
     final = result.final_metrics or {}
-    history = [{"epoch": h["epoch"], "train_loss": h["train_loss"], "mean_iu": h["val"]["mean_iu"]}
-               for h in result.history if "val" in h]
+    history = [{"epoch": h.epoch, "train_loss": h.train_loss, "mean_iu": h.val["mean_iu"]}
+               for h in result.history if h.val is not None]
     row = {"variant": v.name, "backbone": v.backbone, "head": v.head,
            **{k: float(final[k]) for k in ("mean_iu", "pixel_acc", "mean_acc", "fw_iu") if k in final},
            # summed per epoch, so a resumed variant counts the time of both of its runs
-           "train_s": sum(h.get("time_s", 0.0) for h in result.history), "history": history}
+           "train_s": sum(h.time_s for h in result.history), "history": history}
     row.update(_measure(result.last_checkpoint, study))
     atomic_write_text(json.dumps(row, indent=1), done)  # written last: its presence means "finished"
     return row
@@ -246,10 +247,10 @@ def _train(study: Study, v: Variant, vdir: Path, out: Path, progress: bool = Fal
     with tqdm(total=config.epochs, initial=_epochs_done(vdir) if resume else 0, desc=v.name, unit="epoch",
               disable=not progress, position=1, leave=False, dynamic_ncols=True) as bar:
 
-        def on_epoch(record: dict[str, Any]) -> None:
-            bar.update(record["epoch"] - bar.n)
-            if "val" in record:
-                bar.set_postfix(mean_iu=f"{record['val']['mean_iu']:.4f}")
+        def on_epoch(record: EpochRecord) -> None:
+            bar.update(record.epoch - bar.n)
+            if record.val is not None:
+                bar.set_postfix(mean_iu=f"{record.val['mean_iu']:.4f}")
 
         # the trainer's lines go above the bars rather than through them
         return train(config, on_epoch=on_epoch, log=tqdm.write if progress else print)

@@ -1,60 +1,22 @@
-"""TensorBoard logs (``--tensorboard``), beside metrics.jsonl and metrics.csv: scalars per epoch, predictions as images.
-
-Optional: ``pip install 'segzoo[tb]'`` (the ``tensorboard`` package); nothing of it is imported until a run asks
-for it, and a run that asks without it stops at once with the line that installs it. Event files are
-TensorBoard's own append-only logs, in ``<run>/tensorboard`` (``tensorboard --logdir runs`` shows every run).
-"""
+"""A run's logs: metrics.jsonl (every record, in full) and metrics.csv (the numbers people plot), rewritten
+whole and atomically after every epoch, so they never run ahead of what a reader can trust."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from ..core.errors import SegzooError
-from ..data.io import colorize
-
-SCALARS = {"train/loss": "train_loss", "train/lr": "lr", "train/images_per_s": "images_per_s"}
-VAL_SCALARS = ("mean_iu", "pixel_acc", "mean_acc", "fw_iu")
+from ..io.checkpoint import atomic_write_text
+from .records import CSV_FIELDS, EpochRecord
 
 
-def make_writer(folder: Path) -> Any:
-    """torch's TensorBoard ``SummaryWriter`` on ``folder``, or a SegzooError saying what to install."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise SegzooError("--tensorboard needs the tensorboard package: pip install 'segzoo[tb]' (or pip install "
-                          "tensorboard), or leave --tensorboard out; metrics.jsonl and metrics.csv are written "
-                          "either way") from None
-    return SummaryWriter(str(folder))
-
-
-class TensorBoardLog:
-    """One run's TensorBoard writer: :meth:`epoch` after every epoch, :meth:`predictions` after a validation."""
-
-    def __init__(self, folder: str | Path, writer: Any = None):
-        self.folder = Path(folder)
-        self.writer = writer if writer is not None else make_writer(self.folder)
-
-    def epoch(self, record: dict[str, Any]) -> None:
-        """An epoch's record (a line of metrics.jsonl) as scalars at step = the epoch number."""
-        step = int(record["epoch"])
-        for tag, key in SCALARS.items():
-            if record.get(key) is not None:
-                self.writer.add_scalar(tag, float(record[key]), step)
-        for key in VAL_SCALARS:
-            if key in record.get("val", {}):
-                self.writer.add_scalar(f"val/{key}", float(record["val"][key]), step)
-        self.writer.flush()
-
-    def predictions(self, epoch: int, samples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
-        """Each (image, label, prediction) as one picture: the image, the label and the prediction side by side."""
-        for i, (image, label, pred) in enumerate(samples):
-            panel = np.concatenate([image, colorize(label), colorize(pred)], axis=1)
-            self.writer.add_image(f"val/prediction_{i}", panel, int(epoch), dataformats="HWC")
-        self.writer.flush()
-
-    def close(self) -> None:
-        self.writer.close()
+def write_logs(out: Path, history: Sequence[EpochRecord]) -> list[Path]:
+    """Write both logs for ``history``; returns the files written."""
+    jsonl = "".join(json.dumps(r.to_dict()) + "\n" for r in history)
+    rows = [",".join(CSV_FIELDS)]
+    for r in history:
+        flat = {**r.to_dict(), **{k: v for k, v in (r.val or {}).items() if k in CSV_FIELDS}}
+        rows.append(",".join("" if flat.get(k) is None else f"{flat[k]:.6g}" for k in CSV_FIELDS))
+    return [atomic_write_text(jsonl, out / "metrics.jsonl"),
+            atomic_write_text("\n".join(rows) + "\n", out / "metrics.csv")]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from segzoo.core.errors import SegzooError
-from segzoo.train import TrainConfig, logs, train
+from segzoo.train import TrainConfig, train
+from segzoo.train import tensorboard_log as logs
 
 
 class FakeWriter:
