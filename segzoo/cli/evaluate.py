@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint on a dataset split: the paper's four metrics, per-class IU, and a JSON file."""
+"""Evaluate a checkpoint on a dataset split: the paper's four metrics, boundary IoU, per-class IU, and a JSON file."""
 
 from __future__ import annotations
 
@@ -7,9 +7,13 @@ import json
 from pathlib import Path
 
 from ..api import load_model
+from ..core.errors import SegzooError
 from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, load_label_map, make_loader
+from ..infer.tile import TiledModel
+from ..infer.tta import parse_tta
+from ..io.checkpoint import atomic_write_text
 from ..train import evaluate
-from ..train.metrics import report
+from ..train.metrics import BOUNDARY_PX, report
 from ..train.runtime import setup
 
 COMMAND = "eval"
@@ -28,11 +32,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the label map the model was trained with (segzoo train --label-map), for data in the "
                         "dataset's own ids")
     p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad pairs instead of stopping")
+    p.add_argument("--boundary-px", type=int, default=BOUNDARY_PX, metavar="PX",
+                   help=f"width of the band around each contour that boundary IoU scores (default {BOUNDARY_PX}; "
+                        "docs/metrics.md)")
+    p.add_argument("--tile", type=int, default=None, metavar="S",
+                   help="score each image in S x S tiles blended where they overlap (as predict --tile)")
+    p.add_argument("--overlap", type=float, default=0.25, metavar="F", help="tile overlap, a fraction (default 0.25)")
+    p.add_argument("--tta", action="append", default=[], metavar="AUG",
+                   help="test-time augmentation: flip, and/or scales=0.75,1,1.25 (repeat the flag to combine)")
     p.add_argument("--json", default=None, metavar="FILE",
                    help="where to write the metrics (default: eval-<split>.json beside the checkpoint)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.boundary_px < 1:
+        raise SegzooError(f"--boundary-px must be >= 1, got {args.boundary_px} (the band's width in pixels)")
     rt = setup(args.device)
     model = load_model(args.checkpoint).to(rt.device)
     pairs = find_pairs(args.data, args.split, args.skip_bad)
@@ -42,13 +56,14 @@ def run(args: argparse.Namespace) -> int:
     names = list(model.recipe.class_names or dataset.class_names)
     loader = make_loader(dataset, ShardedSampler(len(dataset), shuffle=False), args.batch_size, args.workers,
                          pin_memory=rt.device.type == "cuda")
-    m = evaluate(model, loader, rt, model.num_classes, names)
+    scorer = TiledModel(model, args.tile, args.overlap, parse_tta(args.tta)) if args.tile or args.tta else model
+    m = evaluate(scorer, loader, rt, model.num_classes, names, boundary_px=args.boundary_px)
     print(f"{model.recipe.name} on {args.data} split '{args.split}' ({len(dataset)} images, "
           f"{m['pixels']:,} labelled pixels" + (f", {m['skipped'] + len(pairs.dropped)} skipped" if
                                                  m["skipped"] or pairs.dropped else "") + ")")
     print(report(m))
     out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval-{Path(args.split).stem}.json")
-    out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
-                               "model": model.recipe.name, **m}, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
+                                  "model": model.recipe.name, **m}, indent=1) + "\n", out)
     print(f"\nwrote {out}")
     return 0

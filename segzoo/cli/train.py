@@ -8,22 +8,18 @@ import sys
 import time
 from pathlib import Path
 
-from ..api import get_registry
+from .. import train as training  # looked up at each call, so a test's stand-in for train() never sticks
 from ..core.errors import SegzooError
 from ..core.model import GEOMETRIES
-from ..train import OPTIMIZERS, TrainConfig, load_training_checkpoint, train
+from ..train import OPTIMIZERS, TrainConfig, load_training_checkpoint
 from ..train.config import config_yaml, load_config
+from ..train.demo import backbone_of, demo_defaults, describe
 from ..train.metrics import report
 from ..train.presets import preset_help
 from ..train.setup import default_run_folder
 from ._options import parse_options
 
 COMMAND = "train"
-
-# With no --data the run trains on the demo dataset with these settings, chosen (and measured) so the
-# main job finishes in a few minutes on 2 CPU cores; any of them given on the command line wins.
-DEMO_DEFAULTS = {"epochs": 8, "batch_size": 4, "input_size": 64, "scale": "0.75,1.25", "fc_channels": 512,
-                 "lr": 3e-4}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                    "to runs/demo-data beside the run)")
     a("--train-split", default=None, help="split name or list file (default train)")
     a("--val-split", default=None, help="split name or list file, or 'none' (default val)")
-    a("--num-classes", type=int, default=None, help="classes (default: from the dataset's class_names.txt)")
+    a("--num-classes", type=int, default=None,
+      help="classes (default: the dataset's class_names.txt, else counted in the masks)")
     a("--preset", default=None, metavar="NAME",
       help="train with a registered training preset: " + preset_help()
       + ". A preset sets --batch-size, --loss, --optimizer with its --momentum, --weight-decay and the --lr it gives "
@@ -80,6 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--backbone-opt", action="append", default=[], metavar="KEY=VALUE", help="a backbone option (repeatable)")
     a("--head-opt", action="append", default=[], metavar="KEY=VALUE",
       help="a head option, e.g. learnable_upsampling=false (repeatable)")
+    a("--normalization", default=None, metavar="stats|FILE",
+      help="stats: standardise by the data's per-channel mean/std (DATA/segzoo_stats.json, measured if absent; "
+           "segzoo data stats writes it), or a stats file; default: the backbone's (ImageNet or Caffe)")
     a("--geometry", default=None, choices=list(GEOMETRIES),
       help="modern, or caffe: the paper's nets, for backbones that support it (default: the preset's, else modern)")
     a("--init-from", default=None, metavar="CKPT", help="staged training: start from the checkpoint of the net with "
@@ -154,6 +154,7 @@ FIELDS = {"out": "out_dir", "loss": "loss_reduction", "loss_fn": "loss"}
 # Options that are no training setting, or that build_config reads itself
 NOT_SETTINGS = {"command", "plugin_flags", "no_external_plugins", "config", "print_config", "resume", "backbone_opt",
                 "head_opt", "loss_opt", "fc_channels", "scale", "class_weights", "val_split", "skip_bad", "no_flip"}
+DEFAULT_MODEL = "vgg16-fcn8s"
 
 
 def _note(args: argparse.Namespace, text: str) -> None:
@@ -185,24 +186,16 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         merged[key] = {**(from_file.get(key) or {}), **parse_options(flag, f"--{key[:-7]}-opt")}
     if args.fc_channels is not None:
         merged["backbone_kwargs"]["fc_channels"] = args.fc_channels
-    model = merged.setdefault("model", "vgg16-fcn8s")
-    if merged.get("data") is None:
-        have = {**merged, **{k: v for k, v in merged["backbone_kwargs"].items() if k == "fc_channels"}}
-        applied = {k: v for k, v in DEMO_DEFAULTS.items() if have.get(k) is None}
-        if merged.get("preset"):  # the preset's batch and learning rate, not the demo's
-            applied = {k: v for k, v in applied.items() if k not in ("batch_size", "lr")}
-        if not get_registry().backbone_takes(get_registry().resolve(model).backbone, "fc_channels"):
-            applied.pop("fc_channels", None)
-        shown = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in applied.items())
+    model = merged.get("model") or DEFAULT_MODEL
+    merged["model"] = model
+    if merged.get("data") is None:  # segzoo.train.demo decides what the demo gets; any setting given wins
+        applied = demo_defaults(merged, [backbone_of(model)], merged.get("preset"))
         _note(args, f"no --data: training on the embedded demo dataset (160 + 40 images of 64x64, 6 classes); demo "
-                    f"defaults {shown} (give any of them to change it)")
-        if "fc_channels" in applied:
-            merged["backbone_kwargs"]["fc_channels"] = applied.pop("fc_channels")
-        if "scale" in applied:
-            applied["scale"] = tuple(_floats(applied["scale"], "--scale"))
+                    f"defaults {describe(applied)} (give any of them to change it)")
+        merged["backbone_kwargs"].update(applied.pop("backbone_kwargs", {}))
         merged.update(applied)
     out = merged.get("out_dir")
-    if out is not None and (Path(out) / "last.pt").exists() and not getattr(args, "print_config", False):
+    if out and (Path(out) / "last.pt").exists() and not getattr(args, "print_config", False):
         raise SegzooError(f"{out} already holds a run (last.pt); pass --resume to continue it, or another --out")
     merged["out_dir"] = out or str(default_run_folder(model))
     return TrainConfig.from_dict(merged)
@@ -214,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         print(config_yaml(config.resolved()), end="")
         return 0
     start = time.perf_counter()
-    result = train(config)
+    result = training.train(config)
     if result.stopped_early or result.rank != 0:  # under torchrun every rank runs this; rank 0 reports
         return 0
     minutes = (time.perf_counter() - start) / 60

@@ -7,7 +7,10 @@ image's, or an unreadable file is a :class:`DataError` naming the file and the f
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -15,11 +18,28 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..core.errors import DataError
+from ..core.errors import DataError, InputError
 from .formats import PairList, find_pairs
-from .io import IGNORE_INDEX, read_image, read_mask
+from .io import IGNORE_INDEX, VOC_CLASSES, describe_kind, image_kind, read_image, read_mask
 from .label_map import LabelMap
 from .transforms import Compose, eval_transform, to_tensors
+
+# Decoded (image, mask) arrays by file pair while shared_decoding() is active, and the bytes they may take.
+_DECODED: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+_BUDGET = [0]
+
+
+@contextlib.contextmanager
+def shared_decoding(max_bytes: int) -> Iterator[None]:
+    """Within the block every dataset keeps the checked arrays it decodes, up to ``max_bytes`` in all, and
+    any dataset over the same files reuses them: the runs of a study decode each image once, not once per
+    run and epoch. Loader worker processes keep their own copies (nothing is shared back)."""
+    _BUDGET[0] = int(max_bytes)
+    try:
+        yield
+    finally:
+        _DECODED.clear()
+        _BUDGET[0] = 0
 
 
 class SegmentationDataset(Dataset):
@@ -38,10 +58,14 @@ class SegmentationDataset(Dataset):
         if label_map is not None:  # the dataset's class_names.txt names its own ids, not the training ids
             names = list(label_map.names) if label_map.names else None
             num_classes = label_map.num_classes if num_classes is None else num_classes
+        if num_classes is None and names is None:
+            num_classes = classes_in_masks(pairs)
+            print(f"note: {pairs.root} has no class_names.txt: {num_classes} classes (0-{num_classes - 1}) from the "
+                  f"mask values of split '{pairs.split}'; write class_names.txt or pass --num-classes N to set them",
+                  file=sys.stderr)
+        if names is None and pairs.layout == "voc" and num_classes == len(VOC_CLASSES):
+            names = list(VOC_CLASSES)  # a VOC folder of VOC's class count: PASCAL VOC's names
         if num_classes is None:
-            if names is None:
-                raise DataError(f"{pairs.root} has no class_names.txt; write one (a class name per line) "
-                                "or pass --num-classes N")
             num_classes = len(names)
         if names is not None and len(names) != num_classes:
             where = f"label map {label_map.source} names" if label_map is not None else f"{pairs.root} lists"
@@ -61,11 +85,24 @@ class SegmentationDataset(Dataset):
         self.epoch = int(epoch)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The checked raw arrays of one pair (H x W x 3 uint8 image, H x W uint8 mask)."""
+        """The checked raw arrays of one pair (H x W x 3 uint8 image, H x W uint8 mask), decoded once within
+        :func:`shared_decoding`. The arrays are shared: copy before changing them in place."""
         image_path, mask_path = self.pairs.pairs[index]
-        image, mask = read_image(image_path), read_mask(mask_path)
-        if self.label_map is not None:
-            mask = self.label_map(mask)
+        key = (str(image_path), str(mask_path))
+        if key in _DECODED:
+            image, raw = _DECODED[key]
+        else:
+            image, raw = read_image(image_path), read_mask(mask_path)
+        # the cache keeps the file's own ids: datasets with other label maps (or none) share it
+        mask = self.label_map(raw) if self.label_map is not None else raw
+        self._check(image, mask, image_path, mask_path)
+        if _BUDGET[0] and key not in _DECODED and image.nbytes + raw.nbytes <= _BUDGET[0]:
+            _DECODED[key] = image, raw
+            _BUDGET[0] -= image.nbytes + raw.nbytes
+        return image, mask
+
+    def _check(self, image: np.ndarray, mask: np.ndarray, image_path: Any, mask_path: Any) -> None:
+        self._check_kind(image, image_path)
         if image.shape[:2] != mask.shape:
             raise DataError(
                 f"image {image_path} is {image.shape[1]}x{image.shape[0]} but its mask {mask_path} is "
@@ -77,7 +114,16 @@ class SegmentationDataset(Dataset):
                 f"mask {mask_path} has label values {bad[:8].tolist()} but the dataset has {self.num_classes} "
                 f"classes (0-{self.num_classes - 1}) and 255 for void; fix the mask, list every class in "
                 "class_names.txt (or --num-classes), or pass --skip-bad to skip it")
-        return image, mask
+
+    def _check_kind(self, image: np.ndarray, path: Any) -> None:
+        """Every image of a dataset has the first one's channels and bit depth (a mix would be scaled unevenly)."""
+        kind = image_kind(image)
+        first = getattr(self, "_first_kind", None)
+        if first is None:
+            self._first_kind = (kind, path)
+        elif first[0] != kind:
+            raise DataError(f"the dataset's images disagree: {first[1]} is {describe_kind(first[0])}, {path} is "
+                            f"{describe_kind(kind)}; convert them to one kind (segzoo data check lists them all)")
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any] | None:
         epoch = self.epoch
@@ -90,8 +136,25 @@ class SegmentationDataset(Dataset):
                 return None
             raise
         rng = np.random.default_rng([self.seed, int(epoch), int(index)])
-        img, target = self.transform(*to_tensors(image, mask), rng)
+        try:
+            img, target = self.transform(*to_tensors(image, mask), rng)
+        except InputError as exc:
+            raise DataError(f"image {self.pairs.pairs[index][0]}: {exc}") from None
         return {"image": img, "mask": target, "index": int(index)}
+
+
+def classes_in_masks(pairs: PairList) -> int:
+    """The class count the masks of ``pairs`` show: their largest label other than 255 (void), plus one."""
+    top = -1
+    for _, mask_path in pairs.pairs:
+        values = np.unique(read_mask(mask_path))
+        values = values[values != IGNORE_INDEX]
+        if values.size:
+            top = max(top, int(values.max()))
+    if top < 0:
+        raise DataError(f"the masks of split '{pairs.split}' of {pairs.root} are all void (255): no class to learn; "
+                        "check the masks, or write class_names.txt and pass --num-classes N")
+    return top + 1
 
 
 def open_dataset(root: str | os.PathLike[str], split: str = "train", num_classes: int | None = None,

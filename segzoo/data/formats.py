@@ -7,8 +7,8 @@
 * A split given as a file: one stem per line, or ``image_path mask_path`` per line (relative to the
   dataset root), as many segmentation repositories ship them.
 
-Class names come from ``class_names.txt`` (one per line, index = line number) in the root; a VOC
-folder without one gets the 21 PASCAL VOC classes.
+Class names come from ``class_names.txt`` (one per line, index = line number) in the root; without
+one the dataset counts the classes in the masks (``SegmentationDataset``), unless told how many.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import DataError
-from .io import VOC_CLASSES
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 CLASS_FILES = ("class_names.txt", "labels.txt")
@@ -44,7 +43,6 @@ def find_pairs(root: str | os.PathLike[str], split: str = "train", skip_bad: boo
     names = read_class_names(root)
     if (root / "JPEGImages").is_dir() and (root / "SegmentationClass").is_dir():
         layout, listing = "voc", _voc(root, split)
-        names = names or list(VOC_CLASSES)
     elif (root / "images").is_dir() or (root / split / "images").is_dir() or Path(split).is_file():
         layout, listing = "folders", _folders(root, split)
     else:

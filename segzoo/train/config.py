@@ -47,6 +47,7 @@ class TrainConfig:
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     head_kwargs: dict[str, Any] = field(default_factory=dict)
     geometry: str | None = None  # "modern" or "caffe" (the paper's nets); None: the preset's, else the model's
+    normalization: str | None = None  # "stats": the data's per-channel mean/std (segzoo data stats), or a stats file
     preset: str | None = None  # a training preset a plugin registered: paper-heavy, paper-cvpr
     init_from: str | None = None  # staged training: a coarser net's checkpoint (fcn32s -> fcn16s -> fcn8s)
     device: str = "auto"
@@ -88,9 +89,7 @@ class TrainConfig:
     }
 
     def check(self) -> None:
-        """A :class:`SegzooError` for a missing model or a count out of range, named as the CLI option that sets it."""
-        if not self.model:
-            raise SegzooError("no model to train: give one, e.g. --model <backbone>-<head> (segzoo list shows them)")
+        """A :class:`SegzooError` for a count out of range, named as the CLI option that sets it."""
         for name, (least, meaning) in self.LEAST.items():
             value = getattr(self, name)
             if value is not None and value < least:

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from ..api import create_model
 from ..core.errors import GeometryError, SegzooError, TrainingError
+from ..data.stats import normalization_for
 from ..io.checkpoint import atomic_write_text, save_model
 from . import runtime as rtm
 from .class_weights import auto_class_weights
@@ -64,6 +65,8 @@ class Trainer:
             self.ckpt, self.ckpt_path = load_training_checkpoint(path), path
             config = config.resumed_from(self.ckpt["config"])
             self.log(f"resuming {path} at epoch {self.ckpt['epoch'] + 1}, step {self.ckpt['step']}")
+        if not config.model:
+            raise SegzooError("no model to train: give one, e.g. --model <backbone>-<head> (segzoo list shows them)")
         config = config.resolved()  # the preset's values in the unset settings; a stored config is already resolved
         config.check()
         if not config.out_dir:
@@ -77,10 +80,14 @@ class Trainer:
     def build(self) -> None:
         cfg, rt = self.cfg, self.rt
         seed_everything(cfg.seed)
-        splits = find_splits(cfg, data_folder(cfg, rt, self.out))
+        data = data_folder(cfg, rt, self.out)
+        splits = find_splits(cfg, data)
         self.class_names = splits.class_names
         self.model = self.build_model(splits.num_classes)
         self.model.recipe = self.model.recipe.replace(class_names=tuple(self.class_names))
+        if cfg.normalization:  # the data's own statistics, kept in the recipe so predict and export use them too
+            self.model.recipe = self.model.recipe.replace(
+                normalization=normalization_for(cfg.normalization, data, cfg.train_split))
         if cfg.preset and not cfg.init_from and self.ckpt is None:
             coarse = resolve_preset(cfg.preset, cfg.model, need_lr=False)["init_from"]
             if coarse:
