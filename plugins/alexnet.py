@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segzoo import CAFFE_NORM, Backbone, FeatureInfo, InputError, hookimpl, load_classifier_weights
+from segzoo import CAFFE_NORM, Backbone, FeatureInfo, InputError, hookimpl, load_classifier_weights, torch_hub_file
 from segzoo.core.layers import CeilMaxPool2d, check_fc_options, grid_offset, widen_input_conv, widen_normalization
 from segzoo.core.model import check_geometry
 
@@ -83,16 +83,27 @@ class AlexNet(Backbone):
         return self.drop7(self.relu7(self.fc7(x)))
 
 
+def imagenet_file() -> str:
+    """torchvision's ImageNet AlexNet (``AlexNet_Weights.IMAGENET1K_V1``) from torch hub's cache (fetched if online)."""
+    from torchvision.models import AlexNet_Weights
+
+    return str(torch_hub_file(AlexNet_Weights.IMAGENET1K_V1.url, "backbone 'alexnet' ImageNet weights (torchvision)"))
+
+
 def alexnet(weights: str | None = None, fc_channels: int = 4096, dropout: float = 0.5,
             geometry: str = "modern", in_chans: int = 3) -> AlexNet:
     """AlexNet (Krizhevsky et al.), torchvision's layout, with fc6/fc7 as 6x6 and 1x1 convs; strides 4-32.
 
     ``in_chans`` other than 3 widens conv1 from the RGB ``weights`` as timm's ``adapt_input_conv`` does.
+
+    ``weights``: a local ImageNet classifier file, or ``"imagenet"`` for torchvision's, convolutionalized.
     """
     if not isinstance(in_chans, int) or in_chans < 1:
         raise InputError(f"backbone 'alexnet': in_chans must be a positive integer, got {in_chans!r}")
     check_fc_options(fc_channels, dropout)
     model = AlexNet(fc_channels, dropout, geometry, in_chans=3 if weights else in_chans)
+    if weights == "imagenet":
+        weights = imagenet_file()
     if weights:
         load_classifier_weights(model, weights, CLASSIFIER_LAYOUTS, fc6_in_channels=256, fc6_kernel=6)
         model.features[0] = widen_input_conv(model.features[0], in_chans)

@@ -32,6 +32,9 @@ from segzoo.core.layers import BilinearUpsample, bilinear_kernel, crop, fit_to, 
 from segzoo.core.model import check_geometry
 
 FUSIONS = {"fcn32s": (32,), "fcn16s": (32, 16), "fcn8s": (32, 16, 8), "fcn4s": (32, 16, 8, 4)}
+# Backbones that stop at one coarsest stride finer than 32 (a ViT: stride 16 only; a dilated net: 8) get an FCN
+# on that stride alone: one score layer and one upsampling, which is FCN-32s's design at their stride.
+SINGLES = {"fcn16s-single": (16,), "fcn8s-single": (8,)}
 # Staged training fine-tunes each net from the next coarser one (the paper: 32s -> 16s -> 8s).
 PARENTS = {"fcn16s": "fcn32s", "fcn8s": "fcn16s", "fcn4s": "fcn8s"}
 # FCN-8s trained "at once" (all skips from the start): pool4 and pool3 are scaled before their score
@@ -142,8 +145,13 @@ class FCNHead(Head):
         channels = {f.stride: f.channels for f in feature_info}
         missing = [s for s in strides if s not in channels]
         if missing:
+            heads = {**FUSIONS, **SINGLES}
+            fits = sorted((n for n, s in heads.items() if set(s) <= set(channels) and s != strides),
+                          key=lambda n: (max(heads[n]) != max(channels), -len(heads[n])))
+            fix = f"use a head that reads only those strides, e.g. {', '.join(fits[:3])}" if fits else (
+                "no FCN head reads only those strides")
             raise InputError(f"this head fuses strides {list(strides)} but the backbone provides only "
-                             f"{sorted(channels)} (missing {missing}); use a head with fewer skips, e.g. fcn32s")
+                             f"{sorted(channels)} (missing {missing}); {fix}")
         self.strides, self.num_classes = tuple(strides), num_classes
         self.alignment = ALIGNMENTS[geometry](feature_info, self.strides)
         self.skip_scales = {s: float((skip_scales or {}).get(s, 1.0)) for s in strides[1:]}
@@ -178,6 +186,9 @@ def make_factory(name: str, strides: tuple[int, ...], skip_scales: dict[int, flo
 
     fused = ", ".join(map(str, strides))
     factory.__doc__ = f"FCN-{strides[-1]}s: fuses strides {fused}; upsamples {strides[-1]}x at the end"
+    if name in SINGLES:
+        factory.__doc__ = (f"FCN on stride {strides[0]} alone (one score layer, {strides[0]}x upsampling): for "
+                           f"backbones whose coarsest stride is {strides[0]}, e.g. timm ViTs")
     if skip_scales:
         scaled = ", ".join(f"stride {s} x{k:g}" for s, k in skip_scales.items())
         factory.__doc__ = f"FCN-{strides[-1]}s at once: fuses strides {fused}, skips scaled ({scaled})"
@@ -279,6 +290,8 @@ def segzoo_register_heads(registrar):
         registrar.head(name, make_factory(name, strides), strides=strides, parent=PARENTS.get(name))
     registrar.head("fcn8s-atonce", make_factory("fcn8s-atonce", FUSIONS["fcn8s"], AT_ONCE_SCALES),
                    strides=FUSIONS["fcn8s"])
+    for name, strides in SINGLES.items():
+        registrar.head(name, make_factory(name, strides), strides=strides)
 
 
 @hookimpl

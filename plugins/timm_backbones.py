@@ -1,7 +1,9 @@
 """Any timm model with ``features_only`` as a backbone: ``timm-<model name>``, levels taken by reduction.
 
 ``weights`` is a local file holding the state dict of the same timm model as an ImageNet classifier
-(timm's layout; torchvision's ResNets share it). It is checked strictly against that classifier, only
+(timm's layout; torchvision's ResNets share it; ``.safetensors`` or a torch file), or ``"imagenet"``:
+timm's own pretrained weights for the model, from the Hugging Face cache (``$HF_HOME``) where timm
+keeps them, fetched once if online (see :mod:`segzoo.io.hub`). It is checked strictly against that classifier, only
 its classification head (``pretrained_cfg['classifier']``: ``fc``, ``head.fc``, ``classifier``...) may
 differ or be absent, and is then loaded by timm itself, which drops what the feature extractor lacks.
 """
@@ -9,13 +11,25 @@ differ or be absent, and is then loaded by timm itself, which drops what the fea
 from __future__ import annotations
 
 import contextlib
+import importlib
+import inspect
 import logging
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-from segzoo import Backbone, FeatureInfo, UnknownNameError, check_fits, hookimpl, read_state_dict
+from segzoo import (
+    Backbone,
+    CheckpointError,
+    FeatureInfo,
+    UnknownNameError,
+    check_fits,
+    hf_hub_file,
+    hookimpl,
+    read_weights_file,
+    torch_hub_file,
+)
 from segzoo.core.model import check_geometry
 
 # timm (with torchvision) takes about 1.3 s to import on these machines (python -X importtime, after torch):
@@ -67,8 +81,47 @@ def timm_backbone(variant: str, weights: str | None = None, geometry: str = "mod
 
     if not timm.is_model(variant):
         raise UnknownNameError("timm model", variant, timm.list_models(), hint="see timm.list_models()")
+    timm_kwargs = {**dynamic_size_options(variant, timm_kwargs), **timm_kwargs}
+    if weights == "imagenet":
+        weights = pretrained_file(variant)
     state = checked_state_dict(variant, weights, timm_kwargs) if weights else None
     return TimmBackbone(variant, state, **timm_kwargs)
+
+
+def dynamic_size_options(variant: str, timm_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """For a ViT-like model: ``dynamic_img_size`` and ``dynamic_img_pad``, without which it takes only its
+    pretraining size (224); segmentation feeds crops and whole images of any size. Given options win."""
+    if "dynamic_img_size" in timm_kwargs:
+        return {}
+    try:
+        from timm.models import _registry
+
+        module = importlib.import_module(f"timm.models.{_registry._model_to_module[_registry.get_arch_name(variant)]}")
+    except (ImportError, KeyError, AttributeError):  # another timm layout: leave the model as timm builds it
+        return {}
+    for obj in vars(module).values():
+        if isinstance(obj, type) and issubclass(obj, torch.nn.Module) and obj.__module__ == module.__name__:
+            params = inspect.signature(obj.__init__).parameters
+            if "dynamic_img_size" in params and "dynamic_img_pad" in params:
+                return {"dynamic_img_size": True, "dynamic_img_pad": True}
+    return {}
+
+
+def pretrained_file(variant: str) -> str:
+    """timm's default pretrained weights file for ``variant``: its Hugging Face repo's (timm's own source), else its
+    URL's, from the cache they live in; fetched once if online."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(variant)
+    what = f"backbone 'timm-{variant}' ImageNet weights (timm)"
+    if cfg is not None and cfg.hf_hub_id:
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+        return str(hf_hub_file(repo, names, what, revision or None))
+    if cfg is not None and cfg.url and not cfg.url.endswith(".npz"):
+        return str(torch_hub_file(cfg.url, what))
+    raise CheckpointError(f"{what}: timm has no pretrained weights file for '{variant}' that segzoo can read; pass "
+                          "a local state dict as backbone_weights, or leave it out")
 
 
 def classifier(variant: str, timm_kwargs: dict[str, Any] | None = None) -> torch.nn.Module:
@@ -99,7 +152,7 @@ def checked_state_dict(variant: str, path: str, timm_kwargs: dict[str, Any] | No
     Only the classification head may be missing, extra or of another shape (another number of classes,
     or none); anything else raises segzoo's :class:`~segzoo.core.errors.CheckpointError` listing the keys.
     """
-    state = read_state_dict(path)
+    state = read_weights_file(path)
     reference = classifier(variant, timm_kwargs)
     head = classifier_prefixes(reference)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segzoo import CAFFE_NORM, Backbone, FeatureInfo, InputError, hookimpl, load_classifier_weights
+from segzoo import CAFFE_NORM, Backbone, FeatureInfo, InputError, hookimpl, load_classifier_weights, torch_hub_file
 from segzoo.core.layers import CeilMaxPool2d, check_fc_options, grid_offset, widen_input_conv, widen_normalization
 from segzoo.core.model import check_geometry
 
@@ -84,6 +84,13 @@ class VGG16(Backbone):
         return out
 
 
+def imagenet_file() -> str:
+    """torchvision's ImageNet VGG16 (``VGG16_Weights.IMAGENET1K_V1``) from torch hub's cache (fetched if online)."""
+    from torchvision.models import VGG16_Weights
+
+    return str(torch_hub_file(VGG16_Weights.IMAGENET1K_V1.url, "backbone 'vgg16' ImageNet weights (torchvision)"))
+
+
 def vgg16(weights: str | None = None, fc_channels: int = 4096, dropout: float = 0.5,
           geometry: str = "modern", in_chans: int = 3) -> VGG16:
     """VGG16 (Simonyan & Zisserman) with fc6/fc7 as 7x7 and 1x1 convs; strides 2-32.
@@ -91,11 +98,15 @@ def vgg16(weights: str | None = None, fc_channels: int = 4096, dropout: float = 
     ``in_chans`` other than 3 (grey, RGBA, N-band images) widens conv1_1; RGB ``weights`` are loaded first and
     conv1_1 is then adapted from them as timm's ``adapt_input_conv`` does (summed for 1 channel; for more, R, G,
     B repeated and scaled by 3 / in_chans).
+
+    ``weights``: a local ImageNet classifier file, or ``"imagenet"`` for torchvision's, convolutionalized.
     """
     if not isinstance(in_chans, int) or in_chans < 1:
         raise InputError(f"backbone 'vgg16': in_chans must be a positive integer, got {in_chans!r}")
     check_fc_options(fc_channels, dropout)
     model = VGG16(fc_channels, dropout, geometry, in_chans=3 if weights else in_chans)
+    if weights == "imagenet":
+        weights = imagenet_file()
     if weights:
         load_classifier_weights(model, weights, CLASSIFIER_LAYOUTS, fc6_in_channels=512, fc6_kernel=7)
         model.features[0] = widen_input_conv(model.features[0], in_chans)

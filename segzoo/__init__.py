@@ -31,6 +31,7 @@ from .core.hookspecs import hookimpl
 from .core.model import CAFFE_NORM, GEOMETRIES, IMAGENET_NORM, Backbone, FeatureInfo, Head, SegmentationModel
 from .core.recipe import Preset, Recipe, WeightLayout
 from .io.checkpoint import read_state_dict
+from .io.hub import hf_hub_file, read_weights_file, torch_hub_file
 from .io.weights import check_fits, load_classifier_weights, load_fitting
 from .zoo.check import assert_plugin_passes
 from .zoo.contract import assert_contract, run_contract
@@ -41,7 +42,7 @@ __all__ = [
     "CAFFE_NORM", "GEOMETRIES", "IMAGENET_NORM", "Backbone", "CheckpointError", "DataError", "FeatureInfo",
     "GeometryError", "Head", "InputError", "PluginError", "Preset", "Recipe", "SegmentationModel", "SegzooError",
     "TrainingError", "UnknownNameError", "WeightLayout", "assert_contract", "assert_plugin_passes", "build",
-    "check_fits", "convert", "create_model", "get_registry", "hookimpl", "list_backbones", "list_heads",
-    "list_models", "list_presets", "load_classifier_weights", "load_fitting", "load_model", "read_state_dict",
-    "run_contract", "save_model",
+    "check_fits", "convert", "create_model", "get_registry", "hf_hub_file", "hookimpl", "list_backbones",
+    "list_heads", "list_models", "list_presets", "load_classifier_weights", "load_fitting", "load_model",
+    "read_state_dict", "read_weights_file", "run_contract", "save_model", "torch_hub_file",
 ]

@@ -48,8 +48,10 @@ def create_model(
 ) -> SegmentationModel:
     """Build ``<backbone>-<head>`` (or a named recipe), e.g. ``create_model("vgg16-fcn8s", num_classes=21)``.
 
-    ``backbone_weights`` is a local ImageNet classification state dict (torchvision or timm layout);
-    nothing is ever downloaded. ``geometry`` is "modern" (the default, or the recipe's) or "caffe", the
+    ``backbone_weights`` is a local ImageNet classification state dict (torchvision or timm layout), or
+    ``"imagenet"``: the backbone plugin's named ImageNet weights (torchvision's for vgg16/alexnet, timm's
+    for ``timm-*``) from the libraries' caches, downloaded once if absent unless ``SEGZOO_OFFLINE=1``
+    (see :mod:`segzoo.io.hub`). ``geometry`` is "modern" (the default, or the recipe's) or "caffe", the
     paper's reference nets. ``weights`` is a whole model's weights: a segzoo checkpoint or state dict,
     or a layout a plugin registered (the published FCN weights in torchfcn's layout, with ``geometry="caffe"``),
     e.g. ``create_model("vgg16-fcn8s", geometry="caffe", weights="fcn8s_from_caffe.pth")``. ``registry``

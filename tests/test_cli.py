@@ -42,8 +42,8 @@ def test_list_names_every_part_and_its_distribution():
     for text in ("vgg16", "alexnet", "timm-resnet18", "fcn4s", "vgg16-fcn8s", "segzoo 0.1.0", "recipes"):
         assert text in r.stdout
     r = run_cli("list", "alexnet-*")
-    assert r.stdout.split() == ["alexnet-fcn16s", "alexnet-fcn32s", "alexnet-fcn4s", "alexnet-fcn8s",
-                                "alexnet-fcn8s-atonce"]
+    assert r.stdout.split() == ["alexnet-fcn16s", "alexnet-fcn16s-single", "alexnet-fcn32s", "alexnet-fcn4s",
+                                "alexnet-fcn8s", "alexnet-fcn8s-atonce", "alexnet-fcn8s-single"]
 
 
 def test_build_takes_backbone_and_head_options(capsys):

@@ -39,6 +39,8 @@ def compose(backbone_name: str, head_name: str) -> SegmentationModel:
     """A model on the cached backbone, with the recipe the registry would have made."""
     make_head = REGISTRY.head(head_name).obj
     bb = backbone(backbone_name, narrow=True)
+    if max(REGISTRY.head(head_name).strides) != max(bb.strides()):  # fcn16s-single on a stride-32 backbone
+        pytest.skip(f"{head_name} does not read {backbone_name}'s coarsest level, whose layers would never train")
     recipe = Recipe(backbone=backbone_name, head=head_name, num_classes=NUM_CLASSES,
                     backbone_kwargs=NARROW.get(backbone_name, {}))
     return SegmentationModel(bb, make_head(list(bb.feature_info), NUM_CLASSES), recipe)

@@ -130,3 +130,40 @@ def test_fixed_final_upsampling_freezes_only_upscore_and_zero_init_scores_starts
                                                                  "fixed_final_upsampling": True})
     assert not any(p.requires_grad for m in (frozen.head.upscore, *frozen.head.upscore_skip.values())
                    for p in m.parameters())
+
+
+# -- single-stride backbones (a ViT gives stride 16 only) ----------------------------------------------------
+VIT = "timm-vit_tiny_patch16_224"
+
+
+def test_a_vit_trains_with_the_single_stride_head(tmp_path, demo_data):
+    from segzoo.train import TrainConfig, train
+    from segzoo.zoo import contract
+
+    model = segzoo.create_model(f"{VIT}-fcn16s-single", num_classes=3)
+    assert model.backbone.strides() == [16] and model.head.strides == (16,)
+    contract.check_output_shape(model, sizes=((33, 47),))  # odd sizes too: the ViT pads to whole patches
+    result = train(TrainConfig(model=f"{VIT}-fcn16s-single", input_size=64, batch_size=8, scale=(1.0, 1.0),
+                               progress=False, device="cpu", val_split=None, epochs=1, data=str(demo_data),
+                               out_dir=str(tmp_path / "run")), log=lambda _: None)
+    assert result.history[0].step == 1 and result.history[0].train_loss > 0
+
+
+def test_a_head_that_does_not_fit_suggests_one_that_does_never_itself():
+    with pytest.raises(segzoo.InputError) as err:
+        segzoo.create_model(f"{VIT}-fcn32s", num_classes=3)
+    assert str(err.value).endswith("provides only [16] (missing [32]); pick a head that reads only those strides: "
+                                   "fcn16s-single")
+    for head in ("fcn32s", "fcn8s"):  # the head's own check says the same
+        make = segzoo.get_registry().head(head).obj
+        with pytest.raises(segzoo.InputError, match="e.g. fcn16s-single$"):
+            make(SyntheticBackbone(strides=(16,)).feature_info, 3)
+
+
+def test_fitting_heads_put_those_reading_the_coarsest_level_first():
+    registry = segzoo.get_registry()
+    assert registry.fitting_heads(SyntheticBackbone(strides=(4, 8, 16)).feature_info) == ["fcn16s-single",
+                                                                                         "fcn8s-single"]
+    assert registry.fitting_heads(SyntheticBackbone(strides=(2, 4, 8)).feature_info, exclude="x") == ["fcn8s-single"]
+    vgg_like = registry.fitting_heads(SyntheticBackbone().feature_info, exclude="fcn4s")
+    assert vgg_like[:2] == ["fcn8s", "fcn8s-atonce"] and "fcn4s" not in vgg_like and vgg_like[-1] == "fcn8s-single"

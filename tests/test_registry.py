@@ -27,7 +27,8 @@ def test_wildcards():
     assert all(n.endswith("fcn8s") for n in fcn8s)
     assert {"vgg16-fcn4s", "vgg16-fcn8s"} <= set(segzoo.list_models("vgg16-fcn?s"))
     assert "vgg16-fcn16s" not in segzoo.list_models("vgg16-fcn?s")
-    assert {"fcn16s", "fcn32s", "fcn4s", "fcn8s", "fcn8s-atonce"} <= set(segzoo.list_heads())
+    assert {"fcn16s", "fcn16s-single", "fcn32s", "fcn4s", "fcn8s", "fcn8s-atonce", "fcn8s-single"} <= set(
+        segzoo.list_heads())
 
 
 def test_names_with_dashes_split_at_a_registered_head(registry):

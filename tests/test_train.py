@@ -235,14 +235,14 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, de
     cfg = tiny(tmp_path, demo_data, epochs=1, val_split=None)
     train(cfg, log=lambda _: None)
     before = (tmp_path / "run" / "last.pt").read_bytes()
-    monkeypatch.setattr(trainer_module, "cross_entropy", lambda *a, **k: torch.tensor(float("nan")))
+    monkeypatch.setattr(trainer_module, "make_loss", lambda *a, **k: lambda s, t: torch.tensor(float("nan")))
     with pytest.raises(TrainingError, match=r"loss became nan at epoch 2.*last\.pt.*lower --lr"):
         train(tiny(tmp_path, demo_data, epochs=2, val_split=None, resume=True), log=lambda _: None)
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
 
 
 def test_a_non_finite_loss_before_any_checkpoint_says_there_is_none(tmp_path, demo_data, monkeypatch):
-    monkeypatch.setattr(trainer_module, "cross_entropy", lambda *a, **k: torch.tensor(float("inf")))
+    monkeypatch.setattr(trainer_module, "make_loss", lambda *a, **k: lambda s, t: torch.tensor(float("inf")))
     with pytest.raises(TrainingError) as info:
         train(tiny(tmp_path, demo_data, epochs=1, val_split=None), log=lambda _: None)
     message = str(info.value)
@@ -265,3 +265,54 @@ def test_staged_init_16s_from_32s_predicts_what_32s_did(tmp_path):
     other = segzoo.create_model("alexnet-fcn16s", num_classes=4, backbone_kwargs={"fc_channels": 8})
     with pytest.raises(CheckpointError, match="does not hold this model's backbone"):
         init_from_checkpoint(other, tmp_path / "32s.pt")
+
+
+# -- gradient accumulation and SyncBatchNorm ---------------------------------------------------------
+def test_accumulation_groups_and_the_short_last_group():
+    from types import SimpleNamespace
+
+    from segzoo.train.trainer import Trainer
+
+    groups = []
+    for b in range(5):
+        fake = SimpleNamespace(cfg=SimpleNamespace(accumulate=2), batches_done=b, batches_per_epoch=5)
+        groups.append(Trainer.accumulation_group(fake))
+    assert groups == [(2, False), (2, True), (2, False), (2, True), (1, True)]
+
+
+def test_accumulating_two_batches_of_4_is_one_step_of_a_batch_of_8(tmp_path, demo_data):
+    """Summed loss, plain SGD without decay or dropout: the accumulated gradient is the batch of 8's divided by 2,
+    so twice the learning rate gives the same weights (and the mean loss, divided by 2, matches a batch's mean)."""
+    common = {**TINY, "model": "alexnet-fcn32s", "backbone_kwargs": {"fc_channels": 32, "dropout": 0.0},
+              "flip": False, "val_split": None, "epochs": 1, "loss_reduction": "sum", "optimizer": "sgd-poly",
+              "weight_decay": 0.0, "momentum": 0.0, "data": str(demo_data)}
+    whole = train(TrainConfig(**{**common, "batch_size": 8, "lr": 1e-7, "out_dir": str(tmp_path / "a")}),
+                  log=lambda _: None)
+    lines: list[str] = []
+    accumulated = train(TrainConfig(**{**common, "batch_size": 4, "accumulate": 2, "lr": 2e-7,
+                                       "out_dir": str(tmp_path / "b")}), log=lines.append)
+    assert whole.history[0].step == accumulated.history[0].step == 1
+    assert "gradients of 2 batches of 4 per step" in lines[0]
+    a, b = whole.model.state_dict(), accumulated.model.state_dict()
+    changed = [k for k in a if not torch.equal(a[k], segzoo.load_model(tmp_path / "a" / "last.pt").state_dict()[k])]
+    assert not changed  # the checkpoint holds the stepped weights
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), k
+
+
+def test_sync_bn_converts_batchnorm_and_keeps_the_model():
+    from types import SimpleNamespace
+
+    from segzoo.train import runtime as rtm
+    from segzoo.train.trainer import Trainer
+
+    model = segzoo.create_model("timm-resnet18-fcn32s", num_classes=3)
+    keys = list(model.state_dict())
+    assert rtm.sync_batchnorm(model) == 20
+    assert isinstance(model, segzoo.SegmentationModel) and model.recipe.backbone == "timm-resnet18"
+    assert sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules()) == 20
+    assert list(model.state_dict()) == keys  # checkpoints keep their keys
+    fake = SimpleNamespace(rt=SimpleNamespace(distributed=True, device=torch.device("cpu"), world_size=2),
+                           model=model, log=print)
+    with pytest.raises(SegzooError, match="--sync-bn needs CUDA GPUs"):
+        Trainer.convert_sync_bn(fake)

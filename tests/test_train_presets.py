@@ -109,9 +109,13 @@ def test_a_preset_sets_the_optimizer_loss_geometry_and_head(tmp_path, demo_data,
         assert staged == []
 
     reductions = []
-    real_loss = trainer_module.cross_entropy
-    monkeypatch.setattr(trainer_module, "cross_entropy",
-                        lambda *a, **k: reductions.append(a[3]) or real_loss(*a, **k))
+    real_make_loss = trainer_module.make_loss
+
+    def spy(name, weight, reduction, options):  # the loss the trainer makes, recording its reduction per step
+        loss = real_make_loss(name, weight, reduction, options)
+        return lambda scores, target: reductions.append(reduction) or loss(scores, target)
+
+    monkeypatch.setattr(trainer_module, "make_loss", spy)
     t, logs = trainer(tiny(tmp_path, demo_data, model=model, preset=name, batch_size=2, stop_at_step=2), run=True)
     assert reductions == [preset["loss_reduction"]] * 2
     assert any(line.startswith(f"preset {name}: batch 2, loss {preset['loss_reduction']}, SGD lr {preset['lr']:g} "

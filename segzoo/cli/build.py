@@ -20,8 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="number of classes (default: the recipe's, or 21)")
     p.add_argument("--input", default=None,
                    help="input size CxHxW for the summary (default: the recipe's, or 3x500x500)")
-    p.add_argument("--backbone-weights", default=None, metavar="FILE",
-                   help="a local ImageNet classifier state dict (torchvision or timm layout)")
+    p.add_argument("--backbone-weights", default=None, metavar="FILE|imagenet",
+                   help="a local ImageNet classifier state dict (torchvision or timm layout), or imagenet: "
+                        "torchvision's (vgg16, alexnet) or timm's pretrained weights from their caches "
+                        "(TORCH_HOME, HF_HOME), fetched once if online; SEGZOO_OFFLINE=1 never downloads")
     p.add_argument("--backbone-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="a backbone option, e.g. fc_channels=512 (repeatable)")
     p.add_argument("--head-opt", action="append", default=[], metavar="KEY=VALUE",

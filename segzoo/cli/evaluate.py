@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..api import load_model
 from ..core.errors import SegzooError
-from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, make_loader
+from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, load_label_map, make_loader
 from ..infer.tile import TiledModel
 from ..infer.tta import parse_tta
 from ..io.checkpoint import atomic_write_text
@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "smaller images, which can change predictions near their borders)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--workers", type=int_in(0, 256), default=0, help="data-loading processes (default 0)")
+    p.add_argument("--label-map", default=None, metavar="FILE.yaml",
+                   help="the label map the model was trained with (segzoo train --label-map), for data in the "
+                        "dataset's own ids")
     p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad pairs instead of stopping")
     p.add_argument("--boundary-px", type=int, default=BOUNDARY_PX, metavar="PX",
                    help=f"width of the band around each contour that boundary IoU scores (default {BOUNDARY_PX}; "
@@ -48,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
     rt = setup(args.device)
     model = load_model(args.checkpoint).to(rt.device)
     pairs = find_pairs(args.data, args.split, args.skip_bad)
-    dataset = SegmentationDataset(pairs, model.num_classes, eval_transform(model.normalization), args.skip_bad)
+    label_map = load_label_map(args.label_map) if args.label_map else None
+    dataset = SegmentationDataset(pairs, model.num_classes, eval_transform(model.normalization), args.skip_bad,
+                                  label_map=label_map)
     names = list(model.recipe.class_names or dataset.class_names)
     loader = make_loader(dataset, ShardedSampler(len(dataset), shuffle=False), args.batch_size, args.workers,
                          pin_memory=rt.device.type == "cuda")

@@ -6,6 +6,7 @@ import argparse
 
 from ..api import get_registry
 from ..core.table import format_table
+from ..zoo.registry import BUILTIN_LOSS
 
 COMMAND = "list"
 
@@ -21,12 +22,14 @@ def run(args: argparse.Namespace) -> int:
         for name in registry.list_models(args.pattern):
             print(name)
         return 0
-    for kind in ("backbone", "head", "recipe", "preset", "weight layout"):
+    for kind in ("backbone", "head", "recipe", "preset", "weight layout", "loss"):
         rows = []
+        if kind == "loss":  # the default, built into the trainer rather than registered
+            rows.append([BUILTIN_LOSS, "-", "segzoo (built in)", "pixel-wise cross-entropy, the default"])
         for name in registry.names(kind):
             e = registry.entries[kind][name]
             rows.append([name, e.plugin, e.dist, _describe(e)])
-        print(f"{kind}s ({len(rows)})")
+        print(f"{'losses' if kind == 'loss' else kind + 's'} ({len(rows)})")
         print(format_table(["name", "plugin", "distribution", "description"], rows))
         print()
     failed = [p for p in registry.plugins if p.status == "failed"]

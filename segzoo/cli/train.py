@@ -12,6 +12,7 @@ from .. import train as training  # looked up at each call, so a test's stand-in
 from ..core.errors import SegzooError
 from ..core.model import GEOMETRIES
 from ..train import OPTIMIZERS, TrainConfig, load_training_checkpoint
+from ..train.config import config_yaml, load_config
 from ..train.demo import backbone_of, demo_defaults, describe
 from ..train.metrics import report
 from ..train.presets import preset_help
@@ -24,7 +25,12 @@ COMMAND = "train"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     a = p.add_argument
-    a("--model", default="vgg16-fcn8s", help="<backbone>-<head> or a recipe of registry.yaml (default vgg16-fcn8s)")
+    a("--config", default=None, metavar="FILE.yaml",
+      help="training settings from a YAML file, keyed by TrainConfig's field names (a study file's train: schema, "
+           "e.g. 'epochs: 20'); flags given as well win")
+    a("--print-config", action="store_true",
+      help="print the resolved settings as YAML (a file --config reads) and exit without training")
+    a("--model", default=None, help="<backbone>-<head> or a recipe of registry.yaml (default vgg16-fcn8s)")
     a("--data", default=None, metavar="DIR", help="a VOC folder or folder pair (default: the demo dataset, written "
                                                    "to runs/demo-data beside the run)")
     a("--train-split", default=None, help="split name or list file (default train)")
@@ -54,8 +60,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--momentum", type=float, default=None, help="SGD momentum (default: the preset's, else 0.9)")
     a("--loss", default=None, choices=["mean", "sum"],
       help="mean over valid pixels or the paper's unnormalised sum (default: the preset's, else mean)")
-    a("--class-weights", default=None, metavar="W0,W1,...", help="per-class loss weights")
-    a("--backbone-weights", default=None, metavar="FILE", help="a local ImageNet classifier state dict")
+    a("--class-weights", default=None, metavar="W0,W1,...|auto",
+      help="per-class loss weights, or auto: median-frequency balancing from the training split's pixel counts "
+           "(counted once, cached as class_weights.json in the run folder, printed)")
+    a("--loss-fn", dest="loss_fn", default=None, metavar="NAME",
+      help="the training loss: cross-entropy (default, built in) or one a plugin registered (Dice, focal...)")
+    a("--loss-opt", action="append", default=[], metavar="KEY=VALUE", help="an option of --loss-fn's loss (repeatable)")
+    a("--label-map", default=None, metavar="FILE.yaml",
+      help="remap the dataset's label ids to training ids: a YAML mapping dataset_id: training_id (ids not listed "
+           "become 255, void) with an optional names: list; docs/label-maps/ has Cityscapes and ADE20K")
+    a("--backbone-weights", default=None, metavar="FILE|imagenet",
+      help="a local ImageNet classifier state dict, or imagenet: torchvision's (vgg16, alexnet) or timm's "
+           "pretrained weights from their caches (TORCH_HOME, HF_HOME), fetched once if online; SEGZOO_OFFLINE=1 "
+           "never downloads, and an empty cache then says which file to place where")
     a("--fc-channels", type=int_in(1, 65536), default=None,
       help="fc6/fc7 width, for backbones that take fc_channels (default 4096; demo 512)")
     a("--backbone-opt", action="append", default=[], metavar="KEY=VALUE", help="a backbone option (repeatable)")
@@ -79,6 +96,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--save-every-epochs", type=int, default=None,
       help="checkpoint (last.pt) every N epochs and after the last (default 1; 0: after the last only)")
     a("--eval-every", type=int, default=None, help="validate every N epochs (default 1)")
+    a("--accumulate", type=int, default=None, metavar="N",
+      help="gradient accumulation: one optimiser step per N batches, the loss divided by N so a step sees their "
+           "mean (e.g. the paper's batch of 20 on one card: --batch-size 4 --accumulate 5; default 1)")
+    a("--sync-bn", action="store_true", default=None,
+      help="under torchrun on CUDA GPUs: BatchNorm statistics over all processes (torch.nn.SyncBatchNorm); "
+           "PyTorch's SyncBatchNorm does not run on CPU/gloo, and one process has nothing to sync")
+    a("--early-stop", type=int, default=None, metavar="N",
+      help="stop after N validations without a better mean IU (best.pt keeps the best; a resumed run keeps its "
+           "count; default 0: never)")
+    a("--min-delta", type=float, default=None, metavar="D",
+      help="how much mean IU must rise to count as better for --early-stop (default 0, e.g. 0.001)")
+    a("--tensorboard", action="store_true", default=None,
+      help="also log to TensorBoard in RUN_DIR/tensorboard: scalars per epoch and a few validation predictions as "
+           "images (needs pip install 'segzoo[tb]')")
     a("--skip-bad", action="store_true", help="skip (and count) bad image/mask pairs instead of stopping")
     a("--progress", default=None, action=argparse.BooleanOptionalAction, help="progress bars (default: on a terminal)")
 
@@ -97,7 +128,8 @@ def _is_rank_0() -> bool:
 
 # Options a resumed run may change (CLI name -> config field); the rest of the run's settings come from its checkpoint.
 RESUMABLE = {"epochs": "epochs", "device": "device", "amp": "amp", "workers": "workers", "progress": "progress",
-             "save_every_steps": "save_every_steps", "save_every_epochs": "save_every_epochs"}
+             "save_every_steps": "save_every_steps", "save_every_epochs": "save_every_epochs",
+             "early_stop": "early_stop", "min_delta": "min_delta", "tensorboard": "tensorboard"}
 
 
 def resume_config(args: argparse.Namespace) -> TrainConfig:
@@ -109,7 +141,8 @@ def resume_config(args: argparse.Namespace) -> TrainConfig:
     given = {field: getattr(args, opt) for opt, field in RESUMABLE.items() if getattr(args, opt) is not None}
     ignored = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
                if k not in RESUMABLE and k not in ("resume", "out", "command", "plugin_flags", "no_external_plugins",
-                                                   "model", "backbone_opt", "head_opt", "skip_bad", "no_flip", "debug")
+                                                   "model", "backbone_opt", "head_opt", "skip_bad", "no_flip",
+                                                   "print_config", "loss_opt", "debug")
                and v is not None]
     if ignored and _is_rank_0():
         print(f"resuming: {', '.join(ignored)} ignored (a resumed run keeps its own settings; only "
@@ -117,54 +150,64 @@ def resume_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict({**stored, **given, "out_dir": args.out or str(path.parent), "resume": str(path)})
 
 
+# CLI option -> TrainConfig field, where the names differ
+FIELDS = {"out": "out_dir", "loss": "loss_reduction", "loss_fn": "loss"}
+# Options that are no training setting, or that build_config reads itself
+NOT_SETTINGS = {"command", "plugin_flags", "no_external_plugins", "config", "print_config", "resume", "backbone_opt",
+                "head_opt", "loss_opt", "fc_channels", "scale", "class_weights", "val_split", "skip_bad", "no_flip",
+                "debug"}
+DEFAULT_MODEL = "vgg16-fcn8s"
+
+
+def _note(args: argparse.Namespace, text: str) -> None:
+    """A note for people: on stderr under --print-config, whose stdout is the YAML."""
+    if _is_rank_0():
+        print(text, file=sys.stderr if getattr(args, "print_config", False) else sys.stdout)
+
+
 def build_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's settings: the defaults, then the --config file's, then the flags given (which win)."""
     if args.resume is not False:
         return resume_config(args)
-    given = {k: v for k, v in vars(args).items() if v is not None}
-    demo = args.data is None
-    if demo:  # segzoo.train.demo decides what the demo gets; any setting given wins
-        applied = demo_defaults({**given, "backbone_kwargs": {"fc_channels": given.get("fc_channels")}
-                                 if given.get("fc_channels") is not None else {}}, [backbone_of(args.model)],
-                                args.preset)
-        shown = describe(applied)
-        given.update({k: v for k, v in applied.items() if k != "backbone_kwargs"}, **applied.get("backbone_kwargs", {}))
-        if isinstance(given.get("scale"), tuple):
-            given["scale"] = ",".join(map(str, given["scale"]))
-        if _is_rank_0():
-            print(f"no --data: training on the embedded demo dataset (160 + 40 images of 64x64, 6 classes); demo "
-                  f"defaults {shown} (give any of them to change it)")
-    if args.out is not None and _is_rank_0():  # rank 0 writes (the other ranks might see its first files)
-        check_new_run(args.out)  # before the demo data or a model is made; the trainer checks again, locked
-    backbone_kwargs = parse_options(args.backbone_opt, '--backbone-opt')
-    if given.get("fc_channels") is not None:
-        backbone_kwargs["fc_channels"] = given["fc_channels"]
-    cfg = {
-        "model": args.model, "data": args.data, "out_dir": args.out or str(default_run_folder(args.model)),
-        "train_split": given.get("train_split"), "num_classes": args.num_classes, "epochs": given.get("epochs"),
-        "batch_size": given.get("batch_size"), "input_size": given.get("input_size"),
-        "optimizer": given.get("optimizer"), "lr": given.get("lr"), "weight_decay": given.get("weight_decay"),
-        "momentum": given.get("momentum"), "preset": args.preset, "geometry": args.geometry,
-        "loss_reduction": given.get("loss"), "backbone_weights": args.backbone_weights, "init_from": args.init_from,
-        "device": given.get("device"), "amp": args.amp, "workers": given.get("workers"), "seed": given.get("seed"),
-        "save_every_steps": given.get("save_every_steps"), "save_every_epochs": given.get("save_every_epochs"),
-        "eval_every": given.get("eval_every"),
-        "progress": args.progress,
-        "backbone_kwargs": backbone_kwargs, "head_kwargs": parse_options(args.head_opt, '--head-opt'),
-        "skip_bad": args.skip_bad, "flip": not args.no_flip, "normalization": args.normalization,
-    }
-    if given.get("scale") is not None:
-        cfg["scale"] = tuple(_floats(given["scale"], "--scale"))
+    from_file = load_config(args.config) if getattr(args, "config", None) else {}
+    given = {FIELDS.get(k, k): v for k, v in vars(args).items() if v is not None and k not in NOT_SETTINGS}
+    if args.skip_bad:
+        given["skip_bad"] = True
+    if args.no_flip:
+        given["flip"] = False
+    if args.scale is not None:
+        given["scale"] = tuple(_floats(args.scale, "--scale"))
     if args.class_weights:
-        cfg["class_weights"] = _floats(args.class_weights, "--class-weights")
-    defaults = TrainConfig()
-    cfg = {k: v for k, v in cfg.items() if v is not None or getattr(defaults, k) is None}
-    if args.val_split is not None:  # after the filter above: 'none' is a value given, not one left out
-        cfg["val_split"] = None if args.val_split.lower() == "none" else args.val_split
-    return TrainConfig(**cfg)
+        given["class_weights"] = ("auto" if args.class_weights.strip().lower() == "auto"
+                                  else _floats(args.class_weights, "--class-weights"))
+    if args.val_split is not None:
+        given["val_split"] = None if args.val_split.lower() == "none" else args.val_split
+    merged = {**from_file, **given}
+    for key, flag in (("backbone_kwargs", args.backbone_opt), ("head_kwargs", args.head_opt),
+                      ("loss_kwargs", args.loss_opt)):
+        merged[key] = {**(from_file.get(key) or {}), **parse_options(flag, f"--{key[:-7]}-opt")}
+    if args.fc_channels is not None:
+        merged["backbone_kwargs"]["fc_channels"] = args.fc_channels
+    model = merged.get("model") or DEFAULT_MODEL
+    merged["model"] = model
+    if merged.get("data") is None:  # segzoo.train.demo decides what the demo gets; any setting given wins
+        applied = demo_defaults(merged, [backbone_of(model)], merged.get("preset"))
+        _note(args, f"no --data: training on the embedded demo dataset (160 + 40 images of 64x64, 6 classes); demo "
+                    f"defaults {describe(applied)} (give any of them to change it)")
+        merged["backbone_kwargs"].update(applied.pop("backbone_kwargs", {}))
+        merged.update(applied)
+    out = merged.get("out_dir")
+    if out and _is_rank_0() and not getattr(args, "print_config", False):  # rank 0 writes
+        check_new_run(out)  # before a model is made; the trainer checks again, holding the run folder's lock
+    merged["out_dir"] = out or str(default_run_folder(model))
+    return TrainConfig.from_dict(merged)
 
 
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)
+    if args.print_config:
+        print(config_yaml(config.resolved()), end="")
+        return 0
     start = time.perf_counter()
     result = training.train(config)
     if result.stopped_early or result.rank != 0:  # under torchrun every rank runs this; rank 0 reports

@@ -20,7 +20,8 @@ def segzoo_register_backbones(registrar):
     """Register backbones with ``registrar.backbone(name, factory, description="")``.
 
     ``factory(weights=None, **options)`` returns a :class:`segzoo.Backbone`; ``weights`` is a local
-    file of ImageNet classification weights or ``None`` for random initialisation: the factory owns
+    file of ImageNet classification weights, a name the factory knows (segzoo's take ``"imagenet"``,
+    fetched through :mod:`segzoo.io.hub`), or ``None`` for random initialisation: the factory owns
     its conversion from the classifier's key layout (read the file with :func:`segzoo.read_state_dict`,
     check it with :func:`segzoo.check_fits`, which raises a :class:`segzoo.CheckpointError`). A name
     ending in ``*`` (``"timm-*"``) registers a family: ``factory(variant, weights=None, **options)``
@@ -60,6 +61,19 @@ def segzoo_register_presets(registrar):
     A preset fills the training settings a run leaves unset (``segzoo train --preset NAME``,
     ``preset:`` in a study file): batch size, loss, optimiser, learning rate by head or model, head
     options, and whether each head is fine-tuned from its registered parent.
+    """
+
+
+@hookspec
+def segzoo_register_losses(registrar):
+    """Register training losses with ``registrar.loss(name, factory, description="")``.
+
+    ``factory(weight=None, reduction="mean", ignore_index=255, **options)`` returns a callable
+    ``loss(scores, target)``: N x C x H x W float scores and N x H x W int64 labels (``ignore_index`` is
+    void) in, a scalar tensor out. ``weight`` is a per-class tensor (``--class-weights``) and
+    ``reduction`` "mean" or "sum" (``--loss``); a factory that does not take one of them refuses a run
+    that sets it. ``segzoo train --loss-fn NAME`` (``TrainConfig(loss=NAME, loss_kwargs=...)``) trains
+    with it; cross-entropy is segzoo's built-in default.
     """
 
 

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from ..core.errors import DataError, InputError
 from .formats import PairList, find_pairs
 from .io import IGNORE_INDEX, VOC_CLASSES, describe_kind, image_kind, read_image, read_mask
+from .label_map import LabelMap
 from .transforms import Compose, eval_transform, to_tensors
 
 # Decoded (image, mask) arrays by file pair while shared_decoding() is active, and the bytes they may take.
@@ -51,9 +52,12 @@ class SegmentationDataset(Dataset):
     """
 
     def __init__(self, pairs: PairList, num_classes: int | None = None, transform: Compose | None = None,
-                 skip_bad: bool = False, seed: int = 0):
-        self.pairs = pairs
+                 skip_bad: bool = False, seed: int = 0, label_map: LabelMap | None = None):
+        self.pairs, self.label_map = pairs, label_map
         names = pairs.class_names
+        if label_map is not None:  # the dataset's class_names.txt names its own ids, not the training ids
+            names = list(label_map.names) if label_map.names else None
+            num_classes = label_map.num_classes if num_classes is None else num_classes
         if num_classes is None and names is None:
             num_classes = classes_in_masks(pairs)
             print(f"note: {pairs.root} has no class_names.txt: {num_classes} classes (0-{num_classes - 1}) from the "
@@ -64,8 +68,11 @@ class SegmentationDataset(Dataset):
         if num_classes is None:
             num_classes = len(names)
         if names is not None and len(names) != num_classes:
-            raise DataError(f"{pairs.root} lists {len(names)} classes but {num_classes} were asked for; "
-                            "make class_names.txt and --num-classes (or the checkpoint's classes) agree")
+            where = f"label map {label_map.source} names" if label_map is not None else f"{pairs.root} lists"
+            raise DataError(f"{where} {len(names)} classes but {num_classes} were asked for; make "
+                            f"{'its names' if label_map is not None else 'class_names.txt'} and --num-classes (or the "
+                            "checkpoint's classes) agree" + ("" if label_map is not None else
+                                                             ", or pass the --label-map a model was trained with"))
         self.num_classes = int(num_classes)
         self.class_names = list(names) if names else [f"class_{i}" for i in range(self.num_classes)]
         self.transform = transform or eval_transform()
@@ -83,16 +90,18 @@ class SegmentationDataset(Dataset):
         image_path, mask_path = self.pairs.pairs[index]
         key = (str(image_path), str(mask_path))
         if key in _DECODED:
-            image, mask = _DECODED[key]
+            image, raw = _DECODED[key]
         else:
             try:
-                image, mask = read_image(image_path), read_mask(mask_path)
+                image, raw = read_image(image_path), read_mask(mask_path)
             except DataError as exc:  # the commands that read a dataset can skip a bad pair: say so there only
                 raise DataError(f"{exc} (or pass --skip-bad to skip it)") from exc.__cause__
+        # the cache keeps the file's own ids: datasets with other label maps (or none) share it
+        mask = self.label_map(raw) if self.label_map is not None else raw
         self._check(image, mask, image_path, mask_path)
-        if _BUDGET[0] and key not in _DECODED and image.nbytes + mask.nbytes <= _BUDGET[0]:
-            _DECODED[key] = image, mask
-            _BUDGET[0] -= image.nbytes + mask.nbytes
+        if _BUDGET[0] and key not in _DECODED and image.nbytes + raw.nbytes <= _BUDGET[0]:
+            _DECODED[key] = image, raw
+            _BUDGET[0] -= image.nbytes + raw.nbytes
         return image, mask
 
     def _check(self, image: np.ndarray, mask: np.ndarray, image_path: Any, mask_path: Any) -> None:

@@ -2,7 +2,7 @@
 
 from .config import TrainConfig
 from .evaluate import evaluate
-from .loss import cross_entropy
+from .loss import cross_entropy, make_loss
 from .optim import OPTIMIZERS, make_optimizer, make_scheduler
 from .records import EpochRecord, TrainResult
 from .state import init_from_checkpoint, load_training_checkpoint
@@ -10,5 +10,5 @@ from .trainer import train
 
 __all__ = [
     "OPTIMIZERS", "EpochRecord", "TrainConfig", "TrainResult", "cross_entropy", "evaluate", "init_from_checkpoint",
-    "load_training_checkpoint", "make_optimizer", "make_scheduler", "train",
+    "load_training_checkpoint", "make_loss", "make_optimizer", "make_scheduler", "train",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from ..core.errors import SegzooError, UnknownNameError
@@ -39,7 +40,10 @@ class TrainConfig:
     weight_decay: float | None = None  # None: the preset's, else the optimizer preset's
     momentum: float | None = None  # SGD only; None: the preset's, else the optimizer preset's (0.9)
     loss_reduction: str | None = None  # "mean" or "sum" (the paper's unnormalised loss); None: the preset's, else mean
-    class_weights: list[float] | None = None
+    class_weights: list[float] | str | None = None  # one weight per class, or "auto": median-frequency balancing
+    loss: str = "cross-entropy"  # the built-in default, or a loss a plugin registered (segzoo_register_losses)
+    loss_kwargs: dict[str, Any] = field(default_factory=dict)  # options of a plugin's loss factory
+    label_map: str | None = None  # a YAML file mapping dataset ids to training ids (segzoo.data.label_map)
     backbone_weights: str | None = None
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     head_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -59,10 +63,16 @@ class TrainConfig:
     demo: dict[str, int] = field(default_factory=lambda: {"train": 160, "val": 40, "size": 64, "seed": 0})
     resume: bool | str = False  # True: out_dir/last.pt; or a checkpoint path
     stop_at_step: int | None = None  # stop (with a checkpoint) after this many steps; the schedule is unchanged
+    early_stop: int = 0  # stop after N validations without a better mean IU (by more than min_delta); 0: never
+    min_delta: float = 0.0  # how much the validation mean IU must rise to count as better, for early_stop
+    accumulate: int = 1  # batches whose gradients make one optimiser step (the loss is divided by it)
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over all processes (SyncBatchNorm)
+    tensorboard: bool = False  # also write TensorBoard logs (out_dir/tensorboard; needs segzoo[tb])
 
     # Settings a resumed run may change; everything else comes from the checkpoint, so the run goes on as itself.
     RUNTIME: ClassVar[tuple[str, ...]] = ("out_dir", "epochs", "device", "amp", "workers", "progress", "resume",
-                                          "stop_at_step", "save_every_steps", "save_every_epochs")
+                                          "stop_at_step", "save_every_steps", "save_every_epochs", "early_stop",
+                                          "min_delta", "tensorboard")
 
     # What a setting left at None becomes when no preset sets it (the others stay None: "the model's" or
     # "the optimizer preset's", resolved where they are used).
@@ -75,6 +85,8 @@ class TrainConfig:
         "save_every_steps": (0, "0 checkpoints at epoch ends only"),
         "save_every_epochs": (0, "0 checkpoints at the end of the run only"),
         "workers": (0, "0 loads data in the main process"),
+        "early_stop": (0, "0 never stops early"),
+        "accumulate": (1, "1 steps the optimiser after every batch"),
     }
 
     def check(self) -> None:
@@ -100,6 +112,14 @@ class TrainConfig:
                 span = f"{'>' if low_open else '>='} {low:g}" + (
                     f" and {'<' if high_open else '<='} {high:g}" if high is not None else "")
                 raise SegzooError(f"--{name.replace('_', '-')} must be a finite number {span}, got {_shown(value)}")
+        if self.early_stop and self.val_split is None:
+            raise SegzooError(f"--early-stop {self.early_stop} watches validation mean IU, but validation is off "
+                              "(--val-split none); give a --val-split, or leave --early-stop out")
+        if not self.min_delta >= 0:
+            raise SegzooError(f"--min-delta must be >= 0, got {self.min_delta} (a rise of mean IU, e.g. 0.001)")
+        if isinstance(self.class_weights, str) and self.class_weights != "auto":
+            raise SegzooError(f"--class-weights {self.class_weights!r}: give 'auto' (median-frequency balancing) or "
+                              "one number per class, e.g. --class-weights 1,2,2")
         scale = self.scale
         if (not isinstance(scale, (tuple, list)) or len(scale) != 2 or not all(_is_number(v) and math.isfinite(v)
                                                                                 for v in scale)
@@ -182,3 +202,43 @@ def _is_number(value: Any) -> bool:
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:60] + "..."
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """The settings a YAML file gives (``segzoo train --config``): a mapping keyed by TrainConfig field names.
+
+    The same schema as a study file's ``train:``. Only the keys in the file are returned, so settings
+    given elsewhere (command-line flags) can win over them; every key is checked, a misspelt one is an
+    error naming the closest.
+    """
+    import yaml
+
+    from ..core.errors import SegzooError, UnknownNameError
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SegzooError(f"cannot read config file {path}: {exc.strerror or exc}; check the path") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise SegzooError(f"config file {path} is not valid YAML{at}; write one 'setting: value' per line, "
+                          "e.g. 'epochs: 20'") from None
+    data = {} if data is None else data
+    if isinstance(data, dict) and set(data) == {"train"} and isinstance(data["train"], dict):
+        data = data["train"]  # a file holding only a study's train: section
+    if not isinstance(data, dict):
+        raise SegzooError(f"config file {path} must be a mapping of training settings (TrainConfig field names), "
+                          f"e.g. 'epochs: 20', not a {type(data).__name__}")
+    try:
+        TrainConfig.from_dict(data)
+    except (UnknownNameError, TypeError) as exc:
+        raise SegzooError(f"config file {path}: {exc}") from None
+    return data
+
+
+def config_yaml(config: TrainConfig) -> str:
+    """A config as the YAML ``load_config`` reads back (what ``segzoo train --print-config`` writes)."""
+    import yaml
+
+    return yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)

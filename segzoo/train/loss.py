@@ -1,11 +1,19 @@
-"""Pixel-wise cross-entropy, the FCN loss: every labelled pixel is a classification, 255 is ignored."""
+"""Pixel-wise cross-entropy, the FCN loss (every labelled pixel is a classification, 255 is ignored), and the
+losses plugins register (Dice, focal, Lovász...) through ``segzoo_register_losses``."""
 
 from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from ..core.errors import PluginError, SegzooError
 from ..core.model import IGNORE_INDEX
+from ..zoo.registry import BUILTIN_LOSS
 
 
 def cross_entropy(scores: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
@@ -29,3 +37,64 @@ def cross_entropy(scores: torch.Tensor, target: torch.Tensor, weight: torch.Tens
     else:
         denom = weight.to(scores.device)[target[valid]].sum()
     return total / denom.clamp_min(1e-12) if bool(valid.any()) else total * 0.0
+
+
+def make_loss(name: str = BUILTIN_LOSS, weight: torch.Tensor | None = None, reduction: str = "mean",
+              options: dict[str, Any] | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss ``loss(scores, target)``: the built-in cross-entropy, or one a plugin registered.
+
+    A plugin's factory is given ``weight``, ``reduction`` and ``ignore_index`` when it takes them; one
+    that does not take class weights (or a summed loss) refuses a run that asks for them, in one line,
+    rather than silently training without them.
+    """
+    options = dict(options or {})
+    if name == BUILTIN_LOSS:
+        if options:
+            raise SegzooError(f"the built-in cross-entropy takes no options (got {sorted(options)}); leave "
+                              "--loss-opt out, or name a plugin's loss with --loss-fn")
+        return functools.partial(cross_entropy, weight=weight, reduction=reduction)
+    from ..api import get_registry
+
+    entry = get_registry().loss(name)
+    try:
+        params = inspect.signature(entry.obj).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    asked = (("weight", weight, weight is not None, "--class-weights"),
+             ("reduction", reduction, reduction != "mean", f"--loss {reduction}"),
+             ("ignore_index", IGNORE_INDEX, False, ""))
+    for key, value, needed, flag in asked:
+        if key in params or takes_any:
+            options[key] = value
+        elif needed:
+            raise SegzooError(f"loss '{name}' from {entry.source} takes no {key}, so it cannot honour {flag}; "
+                              f"leave {flag.split()[0]} out, or use a loss that takes it")
+    try:
+        fn = entry.obj(**options)
+    except SegzooError:
+        raise
+    except TypeError as exc:
+        raise SegzooError(f"loss '{name}' from {entry.source} does not take the options given "
+                          f"({', '.join(sorted(options))}): {exc}; see its factory's parameters") from None
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug: say whose, in one line
+        raise PluginError(f"loss '{name}' from {entry.source} failed to build: {type(exc).__name__}: {exc}") from exc
+    if not callable(fn):
+        raise PluginError(f"loss '{name}' from {entry.source} returned a {type(fn).__name__}, not a callable "
+                          "loss(scores, target)")
+    return _PluginLoss(fn, name, entry.source)
+
+
+class _PluginLoss:
+    """A plugin's loss, fed float32 scores (softmax outside autocast) and checked to give one number."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor], name: str, source: str):
+        self.fn, self.name, self.source = fn, name, source
+
+    def __call__(self, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = self.fn(scores.float(), target)
+        if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise PluginError(f"loss '{self.name}' from {self.source} returned {shape}, not a scalar tensor; "
+                              "reduce it to one number")
+        return loss

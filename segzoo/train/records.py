@@ -57,7 +57,8 @@ class TrainResult:
     last_checkpoint: Path
     best_checkpoint: Path | None
     initial_metrics: dict[str, Any] | None = None
-    stopped_early: bool = False
+    stopped_early: bool = False  # stopped by stop_at_step, to be resumed
     files_written: list[Path] = field(default_factory=list)
     model: torch.nn.Module | None = None
     rank: int = 0  # this process's rank under torchrun; only rank 0 writes (and the CLI prints)
+    stop_reason: str | None = None  # why a run ended before its last epoch (early stopping), as logged

@@ -94,3 +94,14 @@ def barrier(rt: Runtime) -> None:
 def teardown(rt: Runtime) -> None:
     if rt.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def sync_batchnorm(model: torch.nn.Module) -> int:
+    """Turn every BatchNorm of ``model`` into a SyncBatchNorm in place (same parameters); returns how many.
+
+    The root module is kept (a SegmentationModel stays one, with its recipe); only its children are replaced.
+    """
+    count = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    for name, child in list(model.named_children()):
+        setattr(model, name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    return count

@@ -20,6 +20,7 @@ from ..core.errors import SegzooError
 from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, make_loader, train_transform
 from ..data.demo import write_demo_dataset
 from ..data.formats import PairList
+from ..data.label_map import LabelMap, load_label_map
 from . import runtime as rtm
 from .config import TrainConfig
 from .run_folder import LOCK_NAME, run_files
@@ -31,9 +32,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def check_class_weights(weights: list[float] | None, class_names: list[str]) -> None:
+def check_class_weights(weights: list[float] | str | None, class_names: list[str]) -> None:
     """One finite, non-negative loss weight per class, or a :class:`SegzooError` that says what to give."""
-    if weights is None:
+    if weights is None or weights == "auto":
         return
     n = len(class_names)
     names = ", ".join(class_names[:8]) + (", ..." if n > 8 else "")
@@ -73,6 +74,7 @@ class RunSplits:
     pairs: dict[str, PairList]
     class_names: list[str]
     num_classes: int
+    label_map: LabelMap | None = None  # dataset ids -> training ids (--label-map)
 
 
 def find_splits(cfg: TrainConfig, data: Path) -> RunSplits:
@@ -80,10 +82,13 @@ def find_splits(cfg: TrainConfig, data: Path) -> RunSplits:
     pairs = {"train": find_pairs(data, cfg.train_split, cfg.skip_bad)}
     if cfg.val_split:
         pairs["val"] = find_pairs(data, cfg.val_split, cfg.skip_bad)
-    num_classes = cfg.num_classes or (len(pairs["train"].class_names) if pairs["train"].class_names else None)
-    probe = SegmentationDataset(pairs["train"], num_classes)  # checks classes before any model is built
+    label_map = load_label_map(cfg.label_map) if cfg.label_map else None
+    num_classes = cfg.num_classes or (label_map.num_classes if label_map else None) or (
+        len(pairs["train"].class_names) if pairs["train"].class_names else None)
+    # checks classes before any model is built
+    probe = SegmentationDataset(pairs["train"], num_classes, label_map=label_map)
     check_class_weights(cfg.class_weights, probe.class_names)
-    return RunSplits(pairs, list(probe.class_names), probe.num_classes)
+    return RunSplits(pairs, list(probe.class_names), probe.num_classes, label_map)
 
 
 @dataclass
@@ -104,9 +109,9 @@ def make_data(cfg: TrainConfig, rt: rtm.Runtime, splits: RunSplits, normalizatio
     pairs = splits.pairs
     train_set = SegmentationDataset(pairs["train"], splits.num_classes,
                                     train_transform(cfg.input_size, normalization, tuple(cfg.scale), cfg.flip),
-                                    cfg.skip_bad, cfg.seed)
-    val_set = (SegmentationDataset(pairs["val"], splits.num_classes, eval_transform(normalization), cfg.skip_bad)
-               if "val" in pairs else None)
+                                    cfg.skip_bad, cfg.seed, label_map=splits.label_map)
+    val_set = (SegmentationDataset(pairs["val"], splits.num_classes, eval_transform(normalization), cfg.skip_bad,
+                                   label_map=splits.label_map) if "val" in pairs else None)
     sampler = ShardedSampler(len(train_set), True, cfg.seed, rt.rank, rt.world_size, pad=True, tag_epoch=True)
 
     def loader(dataset: SegmentationDataset, s: ShardedSampler) -> DataLoader:

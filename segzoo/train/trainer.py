@@ -9,6 +9,7 @@ backbone or head it trains. ``train(config)`` runs (or resumes) a run in ``confi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -26,10 +28,12 @@ from ..core.errors import GeometryError, SegzooError, TrainingError
 from ..data.stats import normalization_for
 from ..io.checkpoint import atomic_write_text, save_model
 from . import runtime as rtm
+from .class_weights import auto_class_weights
 from .config import TrainConfig
+from .early_stop import EarlyStopping
 from .evaluate import evaluate, to_device
 from .logs import write_logs
-from .loss import cross_entropy
+from .loss import make_loss
 from .metrics import summary_line
 from .optim import make_optimizer, make_scheduler, optimizer_defaults
 from .presets import resolve_preset
@@ -44,6 +48,7 @@ from .state import (
     save_training_checkpoint,
     set_rng_state,
 )
+from .tensorboard_log import TensorBoardLog
 
 
 def train(config: TrainConfig, on_epoch: Callable[[EpochRecord], None] | None = None,
@@ -109,16 +114,48 @@ class Trainer:
         self.data = make_data(cfg, rt, splits, self.model.normalization)
         self.train_set, self.val_set = self.data.train_set, self.data.val_set
         self.sampler, self.loader, self.val_loader = self.data.sampler, self.data.loader, self.data.val_loader
-        self.steps_per_epoch = self.data.steps_per_epoch
+        self.batches_per_epoch = self.data.steps_per_epoch
+        # with --accumulate N an optimiser step takes N batches (fewer at the end of an epoch)
+        self.steps_per_epoch = -(-self.batches_per_epoch // cfg.accumulate)
         self.model.to(rt.device)
         if rt.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
         self.scheduler = make_scheduler(self.optimizer, cfg.optimizer, cfg.epochs * self.steps_per_epoch)
         self.scaler = rt.grad_scaler()
-        self.weight = torch.tensor(cfg.class_weights, device=rt.device) if cfg.class_weights else None
+        self.stepped = False
+        if cfg.sync_bn:
+            self.convert_sync_bn()
+        weights = self.class_weights()
+        self.weight = torch.tensor(weights, dtype=torch.float32, device=rt.device) if weights else None
+        self.criterion = make_loss(cfg.loss, self.weight, cfg.loss_reduction, cfg.loss_kwargs)
         self.net = (DistributedDataParallel(self.model, device_ids=[rt.device.index] if rt.device.type == "cuda"
                                             else None) if rt.distributed else self.model)
+
+    def convert_sync_bn(self) -> None:
+        """``--sync-bn``: BatchNorm statistics over every process (SyncBatchNorm), which only DDP on GPUs runs."""
+        if not self.rt.distributed:
+            self.log("note: --sync-bn changes nothing in one process (it syncs BatchNorm across torchrun's processes)")
+            return
+        if self.rt.device.type == "cpu":
+            raise SegzooError("--sync-bn needs CUDA GPUs: PyTorch's SyncBatchNorm does not run on CPU (gloo); leave "
+                              "--sync-bn out, or train on GPUs")
+        count = rtm.sync_batchnorm(self.model)
+        self.log(f"--sync-bn: {count} BatchNorm layers synchronised across {self.rt.world_size} processes")
+
+    def class_weights(self) -> list[float] | None:
+        """The configured weights, or with ``"auto"`` median-frequency ones counted once (rank 0) and cached."""
+        cfg, rt = self.cfg, self.rt
+        if cfg.class_weights != "auto":
+            return cfg.class_weights
+        source = {"data": str(Path(cfg.data).resolve()) if cfg.data else "demo", "split": cfg.train_split,
+                  "label_map": str(Path(cfg.label_map).resolve()) if cfg.label_map else None}
+        if rt.is_main:
+            weights = auto_class_weights(self.train_set, self.out, source, log=self.log)
+        rtm.barrier(rt)
+        if not rt.is_main:
+            weights = auto_class_weights(self.train_set, self.out, source, write=False, log=lambda _: None)
+        return weights
 
     def build_model(self, num_classes: int) -> torch.nn.Module:
         """The model, in the geometry the config (or its preset) asks for."""
@@ -142,6 +179,8 @@ class Trainer:
         self.partial = self._new_partial()
         self.initial_metrics = None
         self.good_checkpoint: Path | None = None  # the newest checkpoint of this run, to resume from
+        self.stopper = EarlyStopping(self.cfg.early_stop, self.cfg.min_delta)
+        self.stop_reason: str | None = None
         if self.ckpt is None:
             return
         self.good_checkpoint = self.ckpt_path
@@ -155,6 +194,7 @@ class Trainer:
         self.history, self.best = [EpochRecord.from_dict(r) for r in c["history"]], c.get("best")
         self.partial = {**self._new_partial(), **c["partial"]}
         self.initial_metrics = c.get("initial_metrics")
+        self.stopper.load(c.get("early_stop"))
         set_rng_state(c["rng"])
 
     # -- the run --------------------------------------------------------------------------------
@@ -182,9 +222,20 @@ class Trainer:
             self.written.add(atomic_write_text(json.dumps(cfg.to_dict(), indent=1) + "\n", self.out / "config.json"))
             if self.ckpt is not None:  # logs written after the checkpoint (a crash between the two) go
                 self.written.update(write_logs(self.out, self.history))
+        self.tb = TensorBoardLog(self.out / "tensorboard") if cfg.tensorboard and self.rt.is_main else None
+        try:
+            return self._loop()
+        finally:
+            if self.tb is not None:
+                self.tb.close()
+
+    def _loop(self) -> TrainResult:
+        cfg = self.cfg
         self.log(f"training {self.model.recipe.name} ({sum(p.numel() for p in self.model.parameters()):,} "
                  f"parameters) on {len(self.train_set)} images of {cfg.data or 'the demo dataset'}, "
                  f"{self.steps_per_epoch} steps/epoch x {cfg.epochs} epochs, device {self.rt.device}"
+                 + (f", gradients of {cfg.accumulate} batches of {cfg.batch_size} per step" if cfg.accumulate > 1
+                    else "")
                  + (f" x {self.rt.world_size} processes" if self.rt.distributed else "")
                  + (f", amp {str(self.rt.amp_dtype).removeprefix('torch.')}" if self.rt.amp_dtype else ""))
         if cfg.preset:
@@ -194,6 +245,10 @@ class Trainer:
             self.log(f"before training: {summary_line(self.initial_metrics)}")
         stopped = False
         while self.epoch < cfg.epochs and not stopped:
+            if self.stopper.should_stop:  # also a resumed run whose patience had run out
+                self.stop_reason = self.stopper.reason(self.epoch)
+                self.log(self.stop_reason)
+                break
             stopped = self.train_epoch()
             if not stopped:
                 self.end_epoch()
@@ -235,7 +290,7 @@ class Trainer:
         bar = None
         if self.progress and rt.is_main:
             bar = batches = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
-                                 dynamic_ncols=True, initial=self.batches_done, total=self.steps_per_epoch)
+                                 dynamic_ncols=True, initial=self.batches_done, total=self.batches_per_epoch)
         start = time.perf_counter() - self.partial["time_s"]
         for batch in batches:
             loss, n, skipped = self.train_step(batch)
@@ -243,12 +298,14 @@ class Trainer:
             self.partial["images"] += n
             self.partial["skipped"] += skipped
             self.batches_done += 1
-            self.step += 1
             self.partial["time_s"] = time.perf_counter() - start
             if bar is not None:
                 bar.set_postfix({"loss": f"{loss:.4f}",
                                  "img/s": f"{self.partial['images'] / max(self.partial['time_s'], 1e-9):.1f}"})
-            if self.step_save_due() and self.batches_done < self.steps_per_epoch:  # else end_epoch saves
+            if not self.stepped:  # gradients accumulating: no step, so nothing to save or stop at
+                continue
+            self.step += 1
+            if self.step_save_due() and self.batches_done < self.batches_per_epoch:  # else end_epoch saves
                 self.save("last.pt")
             if cfg.stop_at_step and self.step >= cfg.stop_at_step:
                 self.save("last.pt")
@@ -262,15 +319,30 @@ class Trainer:
         Returns (mean loss, images trained on, samples skipped as bad), the counts summed over ranks.
         """
         rt = self.rt
+        group, last = self.accumulation_group()
         if batch["image"].numel() == 0:  # every sample of this batch was skipped as bad
             if not rt.distributed:
+                self.finish_group(last)
                 return 0.0, 0, int(batch["skipped"])
             # a zero-gradient stand-in keeps the ranks' all-reduces in step
             batch = {**self._void_batch(), "skipped": batch["skipped"]}
         x, target = to_device(batch, rt)
+        # DDP all-reduces gradients at every backward; while they accumulate, only the group's last one must
+        no_sync = rt.distributed and not last and hasattr(self.net, "no_sync")
+        sync = self.net.no_sync() if no_sync else contextlib.nullcontext()
+        with sync:
+            loss, stats = self.forward_backward(x, target, batch, group)
+        self.finish_group(last)
+        total = float(stats[1])
+        return (float(stats[0]) / total if total else 0.0), int(total), int(stats[3])
+
+    def forward_backward(self, x: torch.Tensor, target: torch.Tensor, batch: dict[str, Any],
+                         group: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss, checked for divergence on every rank together, and its gradient (divided by the group size)."""
+        rt = self.rt
         with rt.autocast():
             scores = self.net(x)
-        loss = cross_entropy(scores, target, self.weight, self.cfg.loss_reduction)
+        loss = self.criterion(scores, target)
         n = int((batch["index"] >= 0).sum())
         stats = torch.stack([loss.detach().float() * n, torch.tensor(float(n), device=loss.device),
                              (~torch.isfinite(loss.detach())).float(),
@@ -285,13 +357,30 @@ class Trainer:
             raise TrainingError(
                 f"{where} and stopped. The last good checkpoint is {self.good_checkpoint}; resume from it with a "
                 "lower --lr (or another --optimizer), or check the data")
+        self.scaler.scale(loss / group if group > 1 else loss).backward()
+        return loss, stats
+
+    def accumulation_group(self) -> tuple[int, bool]:
+        """The number of batches in the current batch's accumulation group, and whether it is the group's last.
+
+        Groups of ``accumulate`` batches from the start of each epoch; the epoch's last group may be smaller,
+        and its loss is divided by its own size, so every optimiser step sees a mean over its batches.
+        """
+        n, b = self.cfg.accumulate, self.batches_done
+        start = b - b % n
+        size = min(n, self.batches_per_epoch - start)
+        return max(size, 1), b + 1 >= start + size
+
+    def finish_group(self, last: bool) -> None:
+        """At a group's last batch: step (if any gradient arrived: a group of skipped batches has none), then clear."""
+        self.stepped = last
+        if not last:
+            return
+        if any(p.grad is not None for g in self.optimizer.param_groups for p in g["params"]):
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        total = float(stats[1])
-        return (float(stats[0]) / total if total else 0.0), int(total), int(stats[3])
 
     def step_save_due(self) -> bool:
         return bool(self.cfg.save_every_steps) and self.step % self.cfg.save_every_steps == 0
@@ -323,6 +412,8 @@ class Trainer:
         is_best = record.val is not None and (self.best is None or record.val["mean_iu"] > self.best["mean_iu"])
         if is_best:
             self.best = {**record.val, "epoch": record.epoch}
+        if record.val is not None:
+            self.stopper.update(record.val["mean_iu"], record.epoch)
         self.log(f"epoch {record.epoch}/{cfg.epochs}  loss {record.train_loss:.4f}  "
                  f"{record.images_per_s:.1f} img/s  {record.time_s:.0f}s"
                  + (f"  {record.skipped} skipped (bad samples)" if record.skipped else "")
@@ -330,13 +421,35 @@ class Trainer:
                     else ""))
         if self.rt.is_main:
             self.written.update(write_logs(self.out, self.history))
-        if self.epoch == cfg.epochs or self.step_save_due() or (
+        if self.tb is not None:
+            self.tb.epoch(record)
+            if record.val is not None:
+                self.tb.predictions(record.epoch, self.sample_predictions())
+        if self.epoch == cfg.epochs or self.step_save_due() or self.stopper.should_stop or (
                 cfg.save_every_epochs and self.epoch % cfg.save_every_epochs == 0):
             self.save("last.pt")
         if is_best:
             self.save("best.pt")
         if self.on_epoch is not None:
             self.on_epoch(record)
+
+    @torch.no_grad()
+    def sample_predictions(self, count: int = 3) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(image, label, prediction) of the first few validation images, for the TensorBoard log."""
+        was_training = self.model.training
+        self.model.eval()
+        out = []
+        for i in range(min(count, len(self.val_set))):
+            sample = self.val_set[i]
+            if sample is None:  # a bad pair skipped with --skip-bad
+                continue
+            image, label = self.val_set.load(i)
+            with self.rt.autocast():
+                scores = self.model(sample["image"][None].to(self.rt.device))
+            pred = scores.argmax(1)[0].cpu().numpy().astype(np.uint8)
+            out.append((image, label, pred[: label.shape[0], : label.shape[1]]))
+        self.model.train(was_training)
+        return out
 
     def validate(self) -> dict[str, Any]:
         return evaluate(self.model, self.val_loader, self.rt, self.model.num_classes, self.class_names,
@@ -359,7 +472,7 @@ class Trainer:
             scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict() if self.scaler.is_enabled() else {},
             epoch=self.epoch, step=self.step, batches_done=self.batches_done, partial=dict(self.partial),
             history=[r.to_dict() for r in self.history], best=self.best, initial_metrics=self.initial_metrics,
-            rng=rng_state())
+            rng=rng_state(), early_stop=self.stopper.state())
         self.written.add(path)
 
     def result(self, stopped: bool) -> TrainResult:
@@ -369,4 +482,5 @@ class Trainer:
             out_dir=self.out, history=self.history, final_metrics=last_val, best_metrics=self.best,
             best_epoch=self.best["epoch"] if self.best else None, last_checkpoint=self.out / "last.pt",
             best_checkpoint=best_path if self.best else None, initial_metrics=self.initial_metrics,
-            stopped_early=stopped, files_written=sorted(self.written), model=self.model, rank=self.rt.rank)
+            stopped_early=stopped, files_written=sorted(self.written), model=self.model, rank=self.rt.rank,
+            stop_reason=self.stop_reason)

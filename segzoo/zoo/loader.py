@@ -29,7 +29,7 @@ from .registry import Registrar, Registry
 GROUP = "segzoo"
 BUILTIN_DIST = "segzoo"
 HOOKS = ("segzoo_register_backbones", "segzoo_register_heads", "segzoo_register_recipes", "segzoo_register_presets",
-         "segzoo_register_weight_layouts")
+         "segzoo_register_weight_layouts", "segzoo_register_losses")
 
 
 @dataclass

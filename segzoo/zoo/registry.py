@@ -19,7 +19,9 @@ from ..core.errors import GeometryError, PluginError, SegzooError, UnknownNameEr
 from ..core.model import GEOMETRIES, Backbone, FeatureInfo, Head, SegmentationModel, check_head_fits
 from ..core.recipe import Preset, Recipe, WeightLayout
 
-KINDS = ("backbone", "head", "recipe", "preset", "weight layout")
+KINDS = ("backbone", "head", "recipe", "preset", "weight layout", "loss")
+# The loss segzoo trains with by default; it is built in (segzoo.train.loss), the others come from plugins.
+BUILTIN_LOSS = "cross-entropy"
 
 
 @dataclass
@@ -85,10 +87,17 @@ class Registrar:
             raise PluginError(f"weight layout '{name}' must be a segzoo.WeightLayout, got {type(layout).__name__}")
         self._add("weight layout", name, layout, layout.description)
 
+    def loss(self, name: str, factory: Callable[..., Any], description: str = "") -> None:
+        """``factory(weight=None, reduction="mean", ignore_index=255, **options)`` -> ``loss(scores, target)``."""
+        if name == BUILTIN_LOSS:
+            raise PluginError(f"loss name '{name}' is segzoo's built-in cross-entropy; register yours under "
+                              "another name")
+        self._add("loss", name, factory, description)
+
     def _add(self, kind: str, name: str, obj: Any, description: str) -> None:
         if not isinstance(name, str) or not name or name != name.strip().lower() or " " in name:
             raise PluginError(f"{kind} name {name!r} must be a non-empty lower-case string without spaces")
-        if kind in ("backbone", "head") and not callable(obj):
+        if kind in ("backbone", "head", "loss") and not callable(obj):
             raise PluginError(f"{kind} '{name}' must be registered with a callable factory, got {type(obj).__name__}")
         self.staged.append(Entry(kind, name, obj, self.plugin, self.dist, description or _first_line(obj)))
 
@@ -176,6 +185,15 @@ class Registry:
                                    hint=f"the presets are {self.names('preset')}; 'segzoo list' shows them")
         return entry.obj
 
+    def loss(self, name: str) -> Entry:
+        """A loss a plugin registered (the built-in cross-entropy is not an entry: segzoo.train.loss has it)."""
+        entry = self.entries["loss"].get(name)
+        if entry is None:
+            known = [BUILTIN_LOSS, *self.names("loss")]
+            raise UnknownNameError("loss", name, known, hint=f"the losses are {known}; a plugin adds one with "
+                                                             "registrar.loss(name, factory)")
+        return entry
+
     def weight_layouts(self) -> dict[str, WeightLayout]:
         return {name: e.obj for name, e in sorted(self.entries["weight layout"].items())}
 
@@ -192,6 +210,15 @@ class Registry:
         except UnknownNameError:
             return False
         return True
+
+    def fitting_heads(self, info: list[FeatureInfo], exclude: str | None = None) -> list[str]:
+        """Heads that read only strides the backbone has, best first: those reading its coarsest level (whose
+        layers then all train), most strides first; ``exclude`` (the head that just failed) is never among them."""
+        have = {f.stride for f in info}
+        coarsest = max(have, default=0)
+        fits = [e for e in self.entries["head"].values() if set(e.strides) <= have and e.name != exclude]
+        fits.sort(key=lambda e: (max(e.strides) != coarsest, -len(e.strides), e.name))
+        return [e.name for e in fits]
 
     def resolve(self, name: str) -> Recipe:
         """A model name → its recipe: a registered one, or ``<backbone>-<head>`` with the defaults."""
@@ -224,8 +251,7 @@ class Registry:
         backbone = _call_plugin(b_entry, recipe.backbone, make_backbone, weights=recipe.backbone_weights, **extra,
                                 **recipe.backbone_kwargs)
         info = _checked_backbone(backbone, recipe.backbone, b_entry)
-        have = {f.stride for f in info}
-        fitting = [e.name for e in self.entries["head"].values() if set(e.strides) <= have]
+        fitting = self.fitting_heads(info, exclude=recipe.head)
         check_head_fits(recipe.head, h_entry.strides, info, recipe.backbone, fitting)
         head = _call_plugin(h_entry, recipe.head, h_entry.obj, list(info), recipe.num_classes, **extra,
                             **recipe.head_kwargs)

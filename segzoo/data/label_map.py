@@ -1,0 +1,82 @@
+"""Label maps: a YAML file that turns a dataset's own label ids into training ids (``--label-map FILE.yaml``).
+
+The file is a mapping ``dataset_id: training_id``; ids it does not list become 255 (void), as does
+any id mapped to 255. An optional ``names:`` list gives the training classes' names (and so their
+number); without it the classes are ``0 .. largest training id``. Cityscapes' 34 ids to its 19
+training classes and ADE20K's 0-is-void shift are in ``docs/label-maps/``::
+
+    names: [road, sidewalk]
+    7: 0      # road
+    8: 1      # sidewalk
+    0: 255    # unlabeled (unlisted ids are void anyway)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..core.errors import DataError
+from .io import IGNORE_INDEX
+
+MAX_ID = 255  # masks are read as 8-bit class indices
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """A dataset-id -> training-id table; calling it on a mask remaps every pixel."""
+
+    mapping: dict[int, int]
+    num_classes: int
+    names: tuple[str, ...] | None = None
+    source: str = ""
+
+    @property
+    def table(self) -> np.ndarray:
+        """A 256-entry lookup table: dataset id -> training id, 255 for every id not listed."""
+        lut = np.full(MAX_ID + 1, IGNORE_INDEX, dtype=np.uint8)
+        for src, dst in self.mapping.items():
+            lut[src] = dst
+        return lut
+
+    def __call__(self, mask: np.ndarray) -> np.ndarray:
+        return self.table[np.asarray(mask, dtype=np.uint8)]
+
+
+def load_label_map(path: str | os.PathLike[str]) -> LabelMap:
+    """Read and check a label-map YAML file; every mistake is a :class:`DataError` naming the key and the fix."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DataError(f"cannot read label map {path}: {exc.strerror or exc}; check the path") from None
+    except yaml.YAMLError:
+        raise DataError(f"label map {path} is not valid YAML; write one 'dataset_id: training_id' per line") from None
+    if not isinstance(data, dict):
+        raise DataError(f"label map {path} must be a mapping 'dataset_id: training_id' (plus an optional names: "
+                        "list), e.g. '7: 0'")
+    names = data.pop("names", None)
+    if names is not None and (not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names)):
+        raise DataError(f"label map {path}: names must be a non-empty list of class names, in training-id order")
+    mapping: dict[int, int] = {}
+    for src, dst in data.items():
+        for what, value, top in (("dataset id", src, MAX_ID), ("training id", dst, IGNORE_INDEX)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+                raise DataError(f"label map {path}: {what} {value!r} (in '{src}: {dst}') must be a whole number "
+                                f"0-{top}" + (" (255 = void)" if what == "training id" else
+                                              " (masks hold 8-bit ids)"))
+        mapping[src] = dst
+    used = sorted({d for d in mapping.values() if d != IGNORE_INDEX})
+    if not used:
+        raise DataError(f"label map {path} maps no id to a training class (all void); map at least one, e.g. '1: 0'")
+    if names is None:
+        num_classes = used[-1] + 1
+    else:
+        num_classes = len(names)
+        if used[-1] >= num_classes:
+            raise DataError(f"label map {path} maps to training id {used[-1]} but names lists {num_classes} "
+                            f"classes (0-{num_classes - 1}); add the missing names or fix the id")
+    return LabelMap(mapping, num_classes, tuple(names) if names else None, str(path))
