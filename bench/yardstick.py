@@ -279,7 +279,7 @@ def summarise(contenders: list[Contender], probes: dict[str, list[float]], gflop
 
 def machine_info() -> dict[str, Any]:
     return {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": bench._cpu_name(),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": bench.cpu_name(),
         "nproc": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
         "python": platform.python_version(), "loadavg": [round(v, 2) for v in os.getloadavg()],
     }

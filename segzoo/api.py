@@ -99,11 +99,11 @@ def load_model(path: str | os.PathLike[str], map_location: Any = "cpu") -> Segme
     return model
 
 
-def convert(src: str | os.PathLike[str], model_name: str, out: str | os.PathLike[str], source: str = "torchfcn",
+def convert(src: str | os.PathLike[str], model_name: str, out: str | os.PathLike[str], source: str,
             num_classes: int | None = None) -> SegmentationModel:
     """Convert a foreign weights file into a segzoo checkpoint (weights + recipe) that loads with no flags.
 
-    ``source`` names a weight layout a plugin registered (``torchfcn``); the layout says which classes,
+    ``source`` names a weight layout a plugin registered (the FCN plugin's ``torchfcn``); the layout says which classes,
     geometry and backbone options the file needs, and ``num_classes`` overrides its classes.
     """
     registry = get_registry()

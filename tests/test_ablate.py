@@ -16,6 +16,7 @@ import segzoo.train
 from segzoo.cli import main
 from segzoo.studies.ablate import run_study
 from segzoo.studies.study import Study
+from segzoo.train import EpochRecord
 
 REAL_TRAIN = segzoo.train.train  # before any test wraps it
 
@@ -43,7 +44,7 @@ def fake(monkeypatch):
                  "boundary_px": 2, "per_class_iu": {"background": 0.9, "disc": miou}}
         history = []
         for epoch in range(1, cfg.epochs + 1):
-            history.append({"epoch": epoch, "train_loss": 1.0, "time_s": 0.5, "val": final})
+            history.append(EpochRecord(epoch, 40 * epoch, 1.0, 1e-3, 10.0, 0.5, 160, val=final))
             if on_epoch:
                 on_epoch(history[-1])
         Path(cfg.out_dir, "last.pt").write_text("fake")
@@ -251,9 +252,9 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, demo_data, mon
 
     def spy(cfg, on_epoch=None, **kw):
         def record(r):
-            epochs.append((cfg.resume, r["epoch"]))
+            epochs.append((cfg.resume, r.epoch))
             on_epoch(r)
-            if r["epoch"] == 1 and not cfg.resume:
+            if r.epoch == 1 and not cfg.resume:
                 raise Interrupted
 
         return REAL_TRAIN(cfg, on_epoch=record, **kw)

@@ -168,7 +168,7 @@ def test_cli_bench_times_the_loader_beside_the_model(capsys, tmp_path, demo_data
 
 def test_loader_throughput_counts_the_timed_batches_across_epochs(demo_data, monkeypatch):
     clock = iter([10.0, 12.0])  # the first batch ends at 10 s, the last timed one at 12 s
-    monkeypatch.setattr(bench, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    monkeypatch.setattr(bench.timing, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
     # 8 training images in batches of 3 (3, 3, 2 an epoch); the first batch is not timed, so ten timed
     # batches are 3+2, 3+3+2, 3+3+2 and 3+3 images, over four epochs
     rate = bench.loader_throughput(demo_data, crop=16, batch_size=3, batches=10)

@@ -3,6 +3,7 @@
 import torch
 
 import segzoo
+from segzoo.cli import main
 from tests.conftest import run_cli
 
 
@@ -36,3 +37,15 @@ def test_list_names_every_part_and_its_distribution():
     r = run_cli("list", "alexnet-*")
     assert r.stdout.split() == ["alexnet-fcn16s", "alexnet-fcn32s", "alexnet-fcn4s", "alexnet-fcn8s",
                                 "alexnet-fcn8s-atonce"]
+
+
+def test_build_takes_backbone_and_head_options(capsys):
+    assert main(["build", "alexnet-fcn32s", "--input", "3x64x64", "--backbone-opt", "fc_channels=24",
+                 "--head-opt", "learnable_upsampling=false"]) == 0
+    out = capsys.readouterr().out
+    alexnet = segzoo.create_model("alexnet-fcn32s", backbone_kwargs={"fc_channels": 24},
+                                  head_kwargs={"learnable_upsampling": False})
+    trainable = sum(p.numel() for p in alexnet.parameters() if p.requires_grad)
+    assert f"{trainable:,} trainable" in out
+    assert main(["build", "alexnet-fcn32s", "--backbone-opt", "fc_channels"]) == 2
+    assert "--backbone-opt 'fc_channels' must be KEY=VALUE" in capsys.readouterr().err

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from ..api import create_model, load_model
+from ..core.recipe import DEFAULT_INPUT_SIZE
 from ..core.table import format_table
 from ..studies.bench import DTYPES, MODES, benchmark, loader_throughput
 from ..studies.summary import parse_input_size
@@ -44,8 +47,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     if args.threads:
         torch.set_num_threads(args.threads)
     if Path(args.model).is_file():
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         model = create_model(args.model, num_classes=args.num_classes)
     recipe = model.recipe
-    size = parse_input_size(args.input) if args.input else tuple(recipe.input_size or (3, 500, 500))
+    size = parse_input_size(args.input) if args.input else tuple(recipe.input_size or DEFAULT_INPUT_SIZE)
     result = benchmark(
         model, size, batch_size=args.batch_size, device=args.device, dtype=args.dtype, mode=args.mode,
         warmup=args.warmup, iters=args.iters, channels_last=args.channels_last, winograd=args.winograd, gemm=args.gemm,

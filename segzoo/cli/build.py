@@ -6,6 +6,7 @@ import argparse
 
 from ..api import create_model, save_model
 from ..core.model import GEOMETRIES
+from ..core.recipe import DEFAULT_INPUT_SIZE
 from ..core.table import format_table
 from ..studies.summary import parse_input_size, summarize
 from ._options import parse_options
@@ -27,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--geometry", default=None, choices=list(GEOMETRIES),
                    help="modern (default) or caffe: the paper's reference nets (pad 100, crops), for its weights")
     p.add_argument("--weights", default=None, metavar="FILE",
-                   help="whole-model weights: a segzoo checkpoint or state dict, or torchfcn's (with --geometry caffe)")
+                   help="whole-model weights: a segzoo checkpoint or state dict, or a file in a registered weight "
+                        "layout (segzoo list)")
     p.add_argument("--out", default=None, metavar="FILE", help="write a checkpoint (weights + recipe) here")
 
 
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
                          head_kwargs=parse_options(args.head_opt, "--head-opt"), geometry=args.geometry,
                          weights=args.weights)
     r = model.recipe
-    size = parse_input_size(args.input) if args.input else tuple(r.input_size or (3, 500, 500))
+    size = parse_input_size(args.input) if args.input else tuple(r.input_size or DEFAULT_INPUT_SIZE)
     s = summarize(model, (1, *size))
     strides = " + ".join(str(x) for x in model.head.strides)
     rows = [

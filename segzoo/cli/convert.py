@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the layout of IN, one a plugin registered: " + "; ".join(
                        f"{name} ({layout.description})" for name, layout in get_registry().weight_layouts().items()))
     p.add_argument("--model", required=True,
-                   help="the model IN holds: vgg16-fcn32s, vgg16-fcn16s, vgg16-fcn8s or vgg16-fcn8s-atonce")
+                   help="the model IN holds, as <backbone>-<head> (the layout's error names the ones that fit)")
     p.add_argument("--num-classes", type=int, default=None, help="default: the number of classes IN scores")
 
 

@@ -16,6 +16,10 @@ from typing import Any
 
 from .errors import SegzooError
 
+# The input a model is summarised and benchmarked at when neither the user nor its recipe says: the
+# paper's PASCAL VOC images are at most 500x500.
+DEFAULT_INPUT_SIZE = (3, 500, 500)
+
 
 @dataclass(frozen=True)
 class Recipe:

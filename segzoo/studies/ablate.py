@@ -33,6 +33,7 @@ from ..io.checkpoint import atomic_write_text
 from ..train import TrainConfig, evaluate
 from ..train.demo import DEMO_STUDY_SETTINGS, demo_defaults, describe, options_for
 from ..train.metrics import BOUNDARY_PX
+from ..train.records import EpochRecord
 from ..train.runtime import setup
 from .bench import benchmark
 from .report import write_report
@@ -183,12 +184,12 @@ class _Clock:
     def run_started(self) -> None:
         self.run_start = time.perf_counter()
 
-    def epoch_done(self, record: dict[str, Any], log: Callable[[str], None]) -> None:
+    def epoch_done(self, record: EpochRecord, log: Callable[[str], None]) -> None:
         if self.said:
             return
         self.said = True
         first = time.perf_counter() - self.run_start  # set-up, the first validation and the epoch
-        epochs = self.epochs - record["epoch"] + 1
+        epochs = self.epochs - record.epoch + 1
         total = first * epochs * len(self.left)
         log(f"first epoch took {first:.0f} s: expect about {_duration(total)} for the {len(self.left)} runs "
                  f"still to train ({epochs} epochs each; other backbones go at their own pace)")
@@ -218,8 +219,8 @@ def run_one(study: Study, r: Run, settings: dict[str, Any], recorded: dict[str, 
     final = result.final_metrics or {}
     if final and study.boundary_px != BOUNDARY_PX:
         final = _evaluate(result.model, config, study.boundary_px)
-    history = [{"epoch": h["epoch"], "train_loss": h["train_loss"], "mean_iu": h["val"]["mean_iu"]}
-               for h in result.history if "val" in h]
+    history = [{"epoch": h.epoch, "train_loss": h.train_loss, "mean_iu": h.val["mean_iu"]}
+               for h in result.history if h.val is not None]
     v = r.variant
     row = {"variant": v.name, "backbone": v.backbone, "head": v.head, "staged": v.staged, "seed": r.seed,
            **{k: float(final[k]) for k in ("mean_iu", "pixel_acc", "mean_acc", "fw_iu") if k in final},
@@ -227,7 +228,7 @@ def run_one(study: Study, r: Run, settings: dict[str, Any], recorded: dict[str, 
               if final.get("boundary_iou") is not None else {}),
            "per_class_iu": final.get("per_class_iu", {}),
            # summed per epoch, so a resumed run counts the time of both of its parts
-           "train_s": sum(h.get("time_s", 0.0) for h in result.history), "history": history}
+           "train_s": sum(h.time_s for h in result.history), "history": history}
     row.update(_measure(result.last_checkpoint, int(settings.get("input_size") or 320)))
     atomic_write_text(json.dumps(row, indent=1) + "\n", done)  # written last: its presence means "finished"
     return row
@@ -240,10 +241,10 @@ def _train(config: dict[str, Any], r: Run, progress: bool, clock: _Clock | None,
               disable=not progress, position=1, leave=False, dynamic_ncols=True) as bar:
         write = tqdm.write if progress and log is print else log  # lines above the bars rather than through them
 
-        def on_epoch(record: dict[str, Any]) -> None:
-            bar.update(record["epoch"] - bar.n)
-            if "val" in record:
-                bar.set_postfix(mean_iu=f"{record['val']['mean_iu']:.4f}")
+        def on_epoch(record: EpochRecord) -> None:
+            bar.update(record.epoch - bar.n)
+            if record.val is not None:
+                bar.set_postfix(mean_iu=f"{record.val['mean_iu']:.4f}")
             if clock is not None:
                 clock.epoch_done(record, write)
 

@@ -22,8 +22,8 @@ class TrainConfig:
     and its checkpoints, the resolved config, so a resumed run goes on with the same values.
     """
 
-    model: str = "vgg16-fcn8s"
-    out_dir: str = "runs/vgg16-fcn8s"
+    model: str = ""  # a model name (<backbone>-<head> or a recipe); required, except when resuming
+    out_dir: str = ""  # "": runs/<model>, numbered past runs already there
     data: str | None = None
     train_split: str = "train"
     val_split: str | None = "val"  # None: no validation
@@ -76,7 +76,9 @@ class TrainConfig:
     }
 
     def check(self) -> None:
-        """A :class:`SegzooError` for a count out of range, named as the CLI option that sets it."""
+        """A :class:`SegzooError` for a missing model or a count out of range, named as the CLI option that sets it."""
+        if not self.model:
+            raise SegzooError("no model to train: give one, e.g. --model <backbone>-<head> (segzoo list shows them)")
         for name, (least, meaning) in self.LEAST.items():
             value = getattr(self, name)
             if value is not None and value < least:

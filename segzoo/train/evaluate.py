@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from .metrics import BOUNDARY_PX, BoundaryIoU, ConfusionMatrix, boundary_from_counts
 from .runtime import Runtime, all_reduce_sum
@@ -32,8 +33,6 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, rt: Runtime, num_classe
     skipped = torch.zeros((), dtype=torch.int64, device=rt.device)
     batches = loader
     if progress:
-        from tqdm import tqdm
-
         batches = tqdm(loader, desc="eval", leave=False, dynamic_ncols=True)
     for batch in batches:
         skipped += batch["skipped"]

@@ -70,7 +70,7 @@ def init_from_checkpoint(model: torch.nn.Module, path: str | os.PathLike[str]) -
         raise CheckpointError(
             f"{path} does not hold this model's backbone ({len(backbone_missing)} backbone tensors missing or of "
             f"another shape, e.g. {backbone_missing[:3]}); staged initialisation needs a checkpoint of the same "
-            "backbone and options (e.g. vgg16-fcn32s for vgg16-fcn16s)")
+            "backbone and options (the coarser head's run on the same backbone)")
     own.update({k: source[k] for k in copied})
     model.load_state_dict(own)
     return {"copied": copied, "kept": [k for k in own if k not in copied]}

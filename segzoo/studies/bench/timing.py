@@ -1,159 +1,41 @@
-"""Measuring speed honestly: warm-up, timed iterations, medians and spread, peak memory, GFLOP/s vs the peak.
+"""Timing a model honestly: warm-up, timed iterations, medians and spread, GFLOP/s against the peak.
 
-These machines are shared and noisy, so every figure that is compared is a median, and the hardware's
-peak is measured in the same run (a matmul probe interleaved with the timed iterations) rather than
-quoted from a spec sheet: the fraction "achieved / peak" then cancels most of the load from other
-processes. On CUDA the fraction is also given against the card's dense bf16 peak (a table of known
-cards, overridable), which is what MFU usually means.
-
-Peak memory is the peak *during one iteration* over what was resident just before it (weights,
-optimiser state, the input): on CUDA ``max_memory_allocated`` after a reset; on CPU the process's
-peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``) after ``malloc_trim`` has
-handed freed heap pages back, so pages the step touches count again. Both include activations,
-gradients and temporaries, which is what grows with the input.
+Every figure that is compared is a median with its spread; the training step is the trainer's (its
+loss, 255 ignored; the fused optimiser step).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import gc
-import json
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from ..core.accel import accelerate, fused_kwargs, winograd_pays
-from ..core.errors import SegzooError
-from ..data import SegmentationDataset, ShardedSampler, find_pairs, make_loader, train_transform
-from ..train.loss import cross_entropy
-from ..train.runtime import autocast, resolve_device
-from .summary import summarize
+from ...core.accel import accelerate, fused_kwargs, winograd_pays
+from ...core.errors import SegzooError
+from ...data import SegmentationDataset, ShardedSampler, find_pairs, make_loader, train_transform
+from ...train.loss import cross_entropy
+from ...train.runtime import autocast, resolve_device
+from ..summary import summarize
+from .machine import (
+    cpu_has_native_bf16,
+    cpu_name,
+    cuda_bf16_peak_tflops,
+    measure_matmul_peak,
+    peak_memory,
+    synchronize,
+)
+from .report import BenchResult
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 MODES = ("infer", "train")
 
-# Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, from the vendors' data sheets. The first
-# substring found in torch.cuda.get_device_name() wins, so the more specific names come first.
-CUDA_BF16_PEAK_TFLOPS = [
-    ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("GH200", 989.0), ("H200", 989.0), ("H100", 989.0),
-    ("B200", 2250.0), ("A100", 312.0), ("L40S", 362.0), ("L40", 181.0), ("L4", 121.0), ("A10G", 70.0),
-    ("A10", 125.0), ("RTX 4090", 165.0), ("RTX 3090", 71.0),
-]
 
-
-def cuda_bf16_peak_tflops(device_name: str) -> float | None:
-    """The card's dense bf16 peak from :data:`CUDA_BF16_PEAK_TFLOPS`, or ``None`` for an unknown card."""
-    for key, tflops in CUDA_BF16_PEAK_TFLOPS:
-        if key.lower() in device_name.lower():
-            return tflops
-    return None
-
-
-# -- the machine -----------------------------------------------------------------------------------
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measure_matmul_peak(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-                        n: int | None = None, reps: int = 3) -> float:
-    """GFLOP/s of an n x n x n matmul (2n^3 FLOPs), the median of ``reps`` after one warm-up.
-
-    This is the practical peak a conv net can hope for on this machine, now, under its current load.
-    Without ``n``: 2048 on CPU (smaller products suffer most from threads descheduled by other
-    processes), except that for a reduced precision the size grows from 256 until one product takes
-    ~50 ms, so a dtype the CPU only emulates (bf16 without AVX-512 BF16/AMX) does not take minutes;
-    8192 on CUDA.
-    """
-    device = torch.device(device)
-    if n is None and device.type == "cpu" and dtype != torch.float32:
-        n = 256
-        while n < 2048 and _time_mm(n, dtype, device) < 0.05:
-            n *= 2
-    n = n or (8192 if device.type == "cuda" else 2048)
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    times = [_time_mm_once(a, b, device) for _ in range(reps + 1)][1:]
-    return 2 * n**3 / statistics.median(times) / 1e9
-
-
-def _time_mm(n: int, dtype: torch.dtype, device: torch.device) -> float:
-    a = torch.randn(n, n, device=device).to(dtype)
-    _time_mm_once(a, a, device)
-    return _time_mm_once(a, a, device)
-
-
-def _time_mm_once(a: torch.Tensor, b: torch.Tensor, device: torch.device) -> float:
-    synchronize(device)
-    t0 = time.perf_counter()
-    torch.mm(a, b)
-    synchronize(device)
-    return time.perf_counter() - t0
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively here (AVX-512 BF16 or AMX); otherwise it is emulated, and slow."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-# -- memory --------------------------------------------------------------------------------------
-
-def _proc_status_kib(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _trim_heap() -> None:
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-@contextlib.contextmanager
-def peak_memory(device: torch.device) -> Iterator[dict[str, float | None]]:
-    """Yield a dict that holds, on exit, ``peak_mib``: the peak over what was in use on entry.
-
-    ``None`` where the platform cannot tell (a CPU without ``/proc/self/clear_refs``).
-    """
-    result: dict[str, float | None] = {"peak_mib": None}
-    if device.type == "cuda":
-        synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        yield result
-        synchronize(device)
-        result["peak_mib"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-        return
-    _trim_heap()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
-        base = _proc_status_kib("VmRSS")
-    except OSError:
-        base = None
-    yield result
-    hwm = _proc_status_kib("VmHWM")
-    if base is not None and hwm is not None:
-        result["peak_mib"] = (hwm - base) / 1024
-
-
-# -- one iteration ---------------------------------------------------------------------------------
 
 def make_step(model: torch.nn.Module, x: torch.Tensor, mode: str, dtype: torch.dtype = torch.float32,
               lr: float = 1e-4, momentum: float = 0.9) -> Callable[[], Any]:
@@ -193,90 +75,6 @@ def make_step(model: torch.nn.Module, x: torch.Tensor, mode: str, dtype: torch.d
 def _output_channels(model: torch.nn.Module, x: torch.Tensor) -> int:
     with torch.no_grad():
         return int(model(x[:1]).shape[1])
-
-
-# -- the benchmark ---------------------------------------------------------------------------------
-
-@dataclass
-class BenchResult:
-    """Everything one benchmark run measured; ``to_json`` keeps these names (they are documented)."""
-
-    model: str
-    mode: str
-    device: str
-    device_name: str
-    dtype: str
-    input: list[int]
-    batch_size: int
-    channels_last: bool
-    winograd: bool
-    gemm: bool
-    compiled: bool
-    warmup: int
-    iters: int
-    ms_median: float
-    ms_p25: float
-    ms_p75: float
-    ms_min: float
-    ms_max: float
-    images_per_s: float
-    first_iter_s: float
-    compile_s: float | None
-    gflops_per_image: float
-    achieved_gflops: float
-    peak_memory_mib: float | None
-    matmul_peak_gflops: float | None
-    fraction_of_matmul_peak: float | None
-    fp32_matmul_peak_gflops: float | None
-    device_peak_tflops: float | None
-    fraction_of_device_peak: float | None
-    agreement_vs_fp32: float | None
-    notes: list[str] = field(default_factory=list)
-    loader_images_per_s: float | None = None  # the input pipeline alone (loader_throughput), when asked for
-    loader_workers: int | None = None
-    torch_version: str = torch.__version__
-    threads: int = field(default_factory=torch.get_num_threads)
-    loadavg: list[float] = field(default_factory=lambda: [round(v, 2) for v in os.getloadavg()])
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
-
-    def rows(self) -> list[list[Any]]:
-        counted = "forward + backward (3x)" if self.mode == "train" else "forward"
-        mib = self.peak_memory_mib
-        memory = "n/a" if mib is None else f"{mib:.0f} MiB (one iteration, over what was resident)"
-        spread = f"{self.ms_p25:.1f} .. {self.ms_p75:.1f} (min {self.ms_min:.1f}, max {self.ms_max:.1f})"
-        rows = [
-            ["model", self.model],
-            ["mode", f"{self.mode}, {self.dtype}, batch {self.batch_size}, input {'x'.join(map(str, self.input))}"],
-            ["device", f"{self.device_name} ({self.threads} threads)" if self.device == "cpu" else self.device_name],
-            ["options", f"channels_last={self.channels_last}, winograd={self.winograd}, gemm={self.gemm}, "
-                        f"compile={self.compiled}"],
-            ["iterations", f"{self.warmup} warm-up + {self.iters} timed"],
-            ["images/s", f"{self.images_per_s:.3g}"],
-            ["ms/iteration", f"{self.ms_median:.1f} median; IQR {spread}"],
-            ["first iteration", f"{self.first_iter_s:.2f} s"
-             + (f" (compile ~{self.compile_s:.1f} s)" if self.compile_s is not None else "")],
-            ["GFLOPs/image", f"{self.gflops_per_image:.1f} ({counted})"],
-            ["achieved GFLOP/s", f"{self.achieved_gflops:.1f}"],
-            ["peak memory", memory],
-        ]
-        if self.matmul_peak_gflops:
-            rows.append(["matmul peak", f"{self.matmul_peak_gflops:.1f} GFLOP/s ({self.dtype}, measured in this run); "
-                                        f"fraction {self.fraction_of_matmul_peak:.1%}"])
-        if self.fp32_matmul_peak_gflops:
-            rows.append(["fp32 matmul peak", f"{self.fp32_matmul_peak_gflops:.1f} GFLOP/s (measured in this run)"])
-        if self.device_peak_tflops:
-            rows.append(["device bf16 peak", f"{self.device_peak_tflops:.0f} TFLOP/s; fraction (MFU) "
-                                             f"{self.fraction_of_device_peak:.1%}"])
-        if self.agreement_vs_fp32 is not None:
-            rows.append(["argmax agreement vs fp32", f"{self.agreement_vs_fp32:.2%} of pixels"])
-        if self.loader_images_per_s is not None:
-            rows.append(["loader images/s", f"{self.loader_images_per_s:.3g} ({self.loader_workers} workers), "
-                                            f"{self.loader_images_per_s / self.images_per_s:.1f}x the model's"])
-        rows += [["note", n] for n in self.notes]
-        rows.append(["load average", ", ".join(f"{v:.2f}" for v in self.loadavg)])
-        return rows
 
 
 def time_iterations(step: Callable[[], Any], device: torch.device, warmup: int, iters: int,
@@ -397,7 +195,7 @@ def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch
     frac = None
     if probes:
         frac = statistics.median(gflops_per_iter / t / p for t, p in zip(times, probes))
-    device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name()
+    device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
     peak_tflops = device_peak_tflops
     if peak_tflops is None and dev.type == "cuda":
         peak_tflops = cuda_bf16_peak_tflops(device_name)
@@ -456,16 +254,3 @@ def pixel_agreement(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype)
         with autocast(x.device, dtype):
             low = model(x).argmax(1)
     return float((ref == low).float().mean())
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "cpu"

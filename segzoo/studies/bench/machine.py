@@ -1,0 +1,146 @@
+"""The machine a benchmark runs on: its matmul peak measured in the same run, its memory peak, its name.
+
+These machines are shared and noisy, so the hardware's peak is measured in the same run (a matmul probe
+interleaved with the timed iterations) rather than quoted from a spec sheet: the fraction "achieved / peak"
+then cancels most of the load from other processes. On CUDA the fraction is also given against the card's
+dense bf16 peak (a table of known cards, overridable), which is what MFU usually means.
+
+Peak memory is the peak *during one iteration* over what was resident just before it (weights,
+optimiser state, the input): on CUDA ``max_memory_allocated`` after a reset; on CPU the process's
+peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``) after ``malloc_trim`` has
+handed freed heap pages back, so pages the step touches count again. Both include activations,
+gradients and temporaries, which is what grows with the input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import platform
+import statistics
+import time
+from collections.abc import Iterator
+
+import torch
+
+# Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, from the vendors' data sheets. The first
+# substring found in torch.cuda.get_device_name() wins, so the more specific names come first.
+CUDA_BF16_PEAK_TFLOPS = [
+    ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("GH200", 989.0), ("H200", 989.0), ("H100", 989.0),
+    ("B200", 2250.0), ("A100", 312.0), ("L40S", 362.0), ("L40", 181.0), ("L4", 121.0), ("A10G", 70.0),
+    ("A10", 125.0), ("RTX 4090", 165.0), ("RTX 3090", 71.0),
+]
+
+
+def cuda_bf16_peak_tflops(device_name: str) -> float | None:
+    """The card's dense bf16 peak from :data:`CUDA_BF16_PEAK_TFLOPS`, or ``None`` for an unknown card."""
+    for key, tflops in CUDA_BF16_PEAK_TFLOPS:
+        if key.lower() in device_name.lower():
+            return tflops
+    return None
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_matmul_peak(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                        n: int | None = None, reps: int = 3) -> float:
+    """GFLOP/s of an n x n x n matmul (2n^3 FLOPs), the median of ``reps`` after one warm-up.
+
+    This is the practical peak a conv net can hope for on this machine, now, under its current load.
+    Without ``n``: 2048 on CPU (smaller products suffer most from threads descheduled by other
+    processes), except that for a reduced precision the size grows from 256 until one product takes
+    ~50 ms, so a dtype the CPU only emulates (bf16 without AVX-512 BF16/AMX) does not take minutes;
+    8192 on CUDA.
+    """
+    device = torch.device(device)
+    if n is None and device.type == "cpu" and dtype != torch.float32:
+        n = 256
+        while n < 2048 and _time_mm(n, dtype, device) < 0.05:
+            n *= 2
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    times = [_time_mm_once(a, b, device) for _ in range(reps + 1)][1:]
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def _time_mm(n: int, dtype: torch.dtype, device: torch.device) -> float:
+    a = torch.randn(n, n, device=device).to(dtype)
+    _time_mm_once(a, a, device)
+    return _time_mm_once(a, a, device)
+
+
+def _time_mm_once(a: torch.Tensor, b: torch.Tensor, device: torch.device) -> float:
+    synchronize(device)
+    t0 = time.perf_counter()
+    torch.mm(a, b)
+    synchronize(device)
+    return time.perf_counter() - t0
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively here (AVX-512 BF16 or AMX); otherwise it is emulated, and slow."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _proc_status_kib(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _trim_heap() -> None:
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device) -> Iterator[dict[str, float | None]]:
+    """Yield a dict that holds, on exit, ``peak_mib``: the peak over what was in use on entry.
+
+    ``None`` where the platform cannot tell (a CPU without ``/proc/self/clear_refs``).
+    """
+    result: dict[str, float | None] = {"peak_mib": None}
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        yield result
+        synchronize(device)
+        result["peak_mib"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+        return
+    _trim_heap()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+        base = _proc_status_kib("VmRSS")
+    except OSError:
+        base = None
+    yield result
+    hwm = _proc_status_kib("VmHWM")
+    if base is not None and hwm is not None:
+        result["peak_mib"] = (hwm - base) / 1024
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
