@@ -15,20 +15,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segzoo import CAFFE_NORM, Backbone, FeatureInfo, hookimpl, load_classifier_weights
-from segzoo.core.layers import grid_offset
+from segzoo import CAFFE_NORM, Backbone, FeatureInfo, InputError, hookimpl, load_classifier_weights
+from segzoo.core.layers import CeilMaxPool2d, check_fc_options, grid_offset, widen_input_conv, widen_normalization
 from segzoo.core.model import check_geometry
 
 # Where each ImageNet classifier layout keeps AlexNet's fc6 and fc7: torchvision's, and segzoo's own keys.
 CLASSIFIER_LAYOUTS = {"segzoo": ("fc6", "fc7"), "torchvision-alexnet": ("classifier.1", "classifier.4")}
 
 
-def make_features(caffe: bool = False) -> nn.Sequential:
+def make_features(caffe: bool = False, in_chans: int = 3) -> nn.Sequential:
     def pool() -> nn.MaxPool2d:
-        return nn.MaxPool2d(3, 2, ceil_mode=True) if caffe else nn.MaxPool2d(3, 2, padding=1)
+        return CeilMaxPool2d(3, 2) if caffe else nn.MaxPool2d(3, 2, padding=1)
 
     return nn.Sequential(
-        nn.Conv2d(3, 64, 11, stride=4, padding=100 if caffe else 5), nn.ReLU(inplace=True),  # 0, 1: conv1 (stride 4)
+        # 0, 1: conv1 (stride 4)
+        nn.Conv2d(in_chans, 64, 11, stride=4, padding=100 if caffe else 5), nn.ReLU(inplace=True),
         pool(),  # 2: pool1 (stride 8)
         nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True),  # 3, 4: conv2
         pool(),  # 5: pool2 (stride 16)
@@ -44,10 +45,10 @@ class AlexNet(Backbone):
 
     TAPS = {1: 4, 2: 8, 5: 16}  # index in `features` -> stride
 
-    def __init__(self, fc_channels: int = 4096, dropout: float = 0.5, geometry: str = "modern"):
+    def __init__(self, fc_channels: int = 4096, dropout: float = 0.5, geometry: str = "modern", in_chans: int = 3):
         super().__init__()
         caffe = check_geometry("backbone 'alexnet'", geometry) == "caffe"
-        self.features = make_features(caffe)
+        self.features = make_features(caffe, in_chans)
         self.pad6 = nn.Identity() if caffe else nn.ZeroPad2d((2, 3, 2, 3))
         self.fc6 = nn.Conv2d(256, fc_channels, 6)
         self.fc7 = nn.Conv2d(fc_channels, fc_channels, 1)
@@ -59,6 +60,7 @@ class AlexNet(Backbone):
             self.feature_info = [FeatureInfo(f.stride, f.channels, self.grid_offset(f.stride))
                                  for f in self.feature_info]
             self.min_input_size, self.normalization = 1, dict(CAFFE_NORM)
+        self.normalization = widen_normalization(self.normalization, in_chans)
 
     def grid_offset(self, stride: int) -> float:
         """Where the map at ``stride`` lies on the input (see FeatureInfo), derived from the layers."""
@@ -82,11 +84,19 @@ class AlexNet(Backbone):
 
 
 def alexnet(weights: str | None = None, fc_channels: int = 4096, dropout: float = 0.5,
-            geometry: str = "modern") -> AlexNet:
-    """AlexNet (Krizhevsky et al.), torchvision's layout, with fc6/fc7 as 6x6 and 1x1 convs; strides 4-32."""
-    model = AlexNet(fc_channels, dropout, geometry)
+            geometry: str = "modern", in_chans: int = 3) -> AlexNet:
+    """AlexNet (Krizhevsky et al.), torchvision's layout, with fc6/fc7 as 6x6 and 1x1 convs; strides 4-32.
+
+    ``in_chans`` other than 3 widens conv1 from the RGB ``weights`` as timm's ``adapt_input_conv`` does.
+    """
+    if not isinstance(in_chans, int) or in_chans < 1:
+        raise InputError(f"backbone 'alexnet': in_chans must be a positive integer, got {in_chans!r}")
+    check_fc_options(fc_channels, dropout)
+    model = AlexNet(fc_channels, dropout, geometry, in_chans=3 if weights else in_chans)
     if weights:
         load_classifier_weights(model, weights, CLASSIFIER_LAYOUTS, fc6_in_channels=256, fc6_kernel=6)
+        model.features[0] = widen_input_conv(model.features[0], in_chans)
+        model.normalization = widen_normalization(model.normalization, in_chans)
     return model
 
 

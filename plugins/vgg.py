@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segzoo import CAFFE_NORM, Backbone, FeatureInfo, hookimpl, load_classifier_weights
-from segzoo.core.layers import grid_offset
+from segzoo import CAFFE_NORM, Backbone, FeatureInfo, InputError, hookimpl, load_classifier_weights
+from segzoo.core.layers import CeilMaxPool2d, check_fc_options, grid_offset, widen_input_conv, widen_normalization
 from segzoo.core.model import check_geometry
 
 # Where each ImageNet classifier layout keeps VGG16's fc6 and fc7 (as timm's vgg.py owns its _filter_fn):
@@ -28,14 +28,14 @@ CLASSIFIER_LAYOUTS = {
 CONFIG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
 
-def make_features(first_padding: int = 1) -> nn.Sequential:
+def make_features(first_padding: int = 1, in_chans: int = 3) -> nn.Sequential:
     layers: list[nn.Module] = []
-    channels = 3
+    channels = in_chans
     for v in CONFIG:
         if v == "M":
-            layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
+            layers.append(CeilMaxPool2d(2, 2))
         else:
-            padding = first_padding if channels == 3 else 1
+            padding = first_padding if not layers else 1
             layers += [nn.Conv2d(channels, v, 3, padding=padding), nn.ReLU(inplace=True)]
             channels = v
     return nn.Sequential(*layers)
@@ -46,10 +46,10 @@ class VGG16(Backbone):
 
     POOLS = {4: 2, 9: 4, 16: 8, 23: 16}  # index in `features` of pool1..pool4 -> stride
 
-    def __init__(self, fc_channels: int = 4096, dropout: float = 0.5, geometry: str = "modern"):
+    def __init__(self, fc_channels: int = 4096, dropout: float = 0.5, geometry: str = "modern", in_chans: int = 3):
         super().__init__()
         caffe = check_geometry("backbone 'vgg16'", geometry) == "caffe"
-        self.features = make_features(first_padding=100 if caffe else 1)
+        self.features = make_features(first_padding=100 if caffe else 1, in_chans=in_chans)
         self.fc6 = nn.Conv2d(512, fc_channels, 7, padding=0 if caffe else 3)
         self.fc7 = nn.Conv2d(fc_channels, fc_channels, 1)
         self.relu6, self.relu7 = nn.ReLU(inplace=True), nn.ReLU(inplace=True)
@@ -60,6 +60,7 @@ class VGG16(Backbone):
             self.feature_info = [FeatureInfo(f.stride, f.channels, self.grid_offset(f.stride))
                                  for f in self.feature_info]
             self.min_input_size, self.normalization = 1, dict(CAFFE_NORM)
+        self.normalization = widen_normalization(self.normalization, in_chans)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -84,12 +85,23 @@ class VGG16(Backbone):
 
 
 def vgg16(weights: str | None = None, fc_channels: int = 4096, dropout: float = 0.5,
-          geometry: str = "modern") -> VGG16:
-    """VGG16 (Simonyan & Zisserman) with fc6/fc7 as 7x7 and 1x1 convs; strides 2-32."""
-    model = VGG16(fc_channels, dropout, geometry)
+          geometry: str = "modern", in_chans: int = 3) -> VGG16:
+    """VGG16 (Simonyan & Zisserman) with fc6/fc7 as 7x7 and 1x1 convs; strides 2-32.
+
+    ``in_chans`` other than 3 (grey, RGBA, N-band images) widens conv1_1; RGB ``weights`` are loaded first and
+    conv1_1 is then adapted from them as timm's ``adapt_input_conv`` does (summed for 1 channel; for more, R, G,
+    B repeated and scaled by 3 / in_chans).
+    """
+    if not isinstance(in_chans, int) or in_chans < 1:
+        raise InputError(f"backbone 'vgg16': in_chans must be a positive integer, got {in_chans!r}")
+    check_fc_options(fc_channels, dropout)
+    model = VGG16(fc_channels, dropout, geometry, in_chans=3 if weights else in_chans)
     if weights:
         load_classifier_weights(model, weights, CLASSIFIER_LAYOUTS, fc6_in_channels=512, fc6_kernel=7)
+        model.features[0] = widen_input_conv(model.features[0], in_chans)
+        model.normalization = widen_normalization(model.normalization, in_chans)
     return model
+
 
 
 @hookimpl

@@ -16,7 +16,7 @@ import segzoo.train
 from segzoo.cli import build_parser, main
 from segzoo.studies.ablate import run_study
 from segzoo.studies.study import Study
-from segzoo.train import EpochRecord
+from segzoo.train.records import EpochRecord
 
 REAL_TRAIN = segzoo.train.train  # before any test wraps it
 
@@ -45,7 +45,8 @@ def fake(monkeypatch):
                  "boundary_px": 2, "per_class_iu": {"background": 0.9, "disc": miou}}
         history = []
         for epoch in range(1, cfg.epochs + 1):
-            history.append(EpochRecord(epoch, 40 * epoch, 1.0, 1e-3, 10.0, 0.5, 160, val=final))
+            history.append(EpochRecord(epoch=epoch, step=epoch, train_loss=1.0, lr=0.1, images_per_s=1.0, time_s=0.5,
+                                       images=1, val=final))
             if on_epoch:
                 on_epoch(history[-1])
         Path(cfg.out_dir, "last.pt").write_text("fake")

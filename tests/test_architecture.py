@@ -127,3 +127,11 @@ def code_names(path: Path) -> list[tuple[int, str]]:
 def test_no_room_below_the_cli_names_a_concrete_backbone_or_head(name):
     found = [f"line {line}: {text[:60]!r}" for line, text in code_names(modules()[name]) if CONCRETE.search(text)]
     assert not found, f"{name} names concrete parts (they belong to plugins): {found}"
+
+
+def test_every_package_is_installed_by_pyproject():
+    """A non-editable install takes only the packages pyproject.toml lists: a new folder must be listed."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages in pyproject.toml"

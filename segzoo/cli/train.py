@@ -8,14 +8,16 @@ import sys
 import time
 from pathlib import Path
 
+from .. import train as training  # looked up at each call, so a test's stand-in for train() never sticks
 from ..core.errors import SegzooError
 from ..core.model import GEOMETRIES
-from ..train import OPTIMIZERS, TrainConfig, load_training_checkpoint, train
+from ..train import OPTIMIZERS, TrainConfig, load_training_checkpoint
 from ..train.demo import backbone_of, demo_defaults, describe
 from ..train.metrics import report
 from ..train.presets import preset_help
+from ..train.run_folder import check_new_run
 from ..train.setup import default_run_folder
-from ._options import parse_options
+from ._options import int_in, parse_options
 
 COMMAND = "train"
 
@@ -54,11 +56,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
       help="mean over valid pixels or the paper's unnormalised sum (default: the preset's, else mean)")
     a("--class-weights", default=None, metavar="W0,W1,...", help="per-class loss weights")
     a("--backbone-weights", default=None, metavar="FILE", help="a local ImageNet classifier state dict")
-    a("--fc-channels", type=int, default=None,
+    a("--fc-channels", type=int_in(1, 65536), default=None,
       help="fc6/fc7 width, for backbones that take fc_channels (default 4096; demo 512)")
     a("--backbone-opt", action="append", default=[], metavar="KEY=VALUE", help="a backbone option (repeatable)")
     a("--head-opt", action="append", default=[], metavar="KEY=VALUE",
       help="a head option, e.g. learnable_upsampling=false (repeatable)")
+    a("--normalization", default=None, metavar="stats|FILE",
+      help="stats: standardise by the data's per-channel mean/std (DATA/segzoo_stats.json, measured if absent; "
+           "segzoo data stats writes it), or a stats file; default: the backbone's (ImageNet or Caffe)")
     a("--geometry", default=None, choices=list(GEOMETRIES),
       help="modern, or caffe: the paper's nets, for backbones that support it (default: the preset's, else modern)")
     a("--init-from", default=None, metavar="CKPT", help="staged training: start from the checkpoint of the net with "
@@ -104,7 +109,7 @@ def resume_config(args: argparse.Namespace) -> TrainConfig:
     given = {field: getattr(args, opt) for opt, field in RESUMABLE.items() if getattr(args, opt) is not None}
     ignored = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
                if k not in RESUMABLE and k not in ("resume", "out", "command", "plugin_flags", "no_external_plugins",
-                                                   "model", "backbone_opt", "head_opt", "skip_bad", "no_flip")
+                                                   "model", "backbone_opt", "head_opt", "skip_bad", "no_flip", "debug")
                and v is not None]
     if ignored and _is_rank_0():
         print(f"resuming: {', '.join(ignored)} ignored (a resumed run keeps its own settings; only "
@@ -128,8 +133,8 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         if _is_rank_0():
             print(f"no --data: training on the embedded demo dataset (160 + 40 images of 64x64, 6 classes); demo "
                   f"defaults {shown} (give any of them to change it)")
-    if args.out is not None and (Path(args.out) / "last.pt").exists():
-        raise SegzooError(f"{args.out} already holds a run (last.pt); pass --resume to continue it, or another --out")
+    if args.out is not None and _is_rank_0():  # rank 0 writes (the other ranks might see its first files)
+        check_new_run(args.out)  # before the demo data or a model is made; the trainer checks again, locked
     backbone_kwargs = parse_options(args.backbone_opt, '--backbone-opt')
     if given.get("fc_channels") is not None:
         backbone_kwargs["fc_channels"] = given["fc_channels"]
@@ -145,7 +150,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         "eval_every": given.get("eval_every"),
         "progress": args.progress,
         "backbone_kwargs": backbone_kwargs, "head_kwargs": parse_options(args.head_opt, '--head-opt'),
-        "skip_bad": args.skip_bad, "flip": not args.no_flip,
+        "skip_bad": args.skip_bad, "flip": not args.no_flip, "normalization": args.normalization,
     }
     if given.get("scale") is not None:
         cfg["scale"] = tuple(_floats(given["scale"], "--scale"))
@@ -161,7 +166,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     start = time.perf_counter()
-    result = train(config)
+    result = training.train(config)
     if result.stopped_early or result.rank != 0:  # under torchrun every rank runs this; rank 0 reports
         return 0
     minutes = (time.perf_counter() - start) / 60

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import SegzooError
+
 
 def bilinear_kernel(channels: int, factor: int, size: int | None = None) -> torch.Tensor:
     """A (channels, channels, size, size) transposed-conv weight doing per-channel bilinear upsampling.
@@ -55,6 +57,8 @@ class BilinearUpsample(nn.Module):
         w = self.deconv.weight
         if w.requires_grad:
             return False
+        if _tracing():  # export/compile: fake tensors have no storage; keep the answer found eagerly
+            return self._bilinear_at is not None
         key = (w.data_ptr(), w._version)
         if self._bilinear_at != key:
             exact = w.device.type != "meta" and torch.equal(w, bilinear_kernel(w.shape[0], self.factor).to(w))
@@ -67,18 +71,60 @@ class BilinearUpsample(nn.Module):
         return self.deconv(F.pad(x, (1, 1, 1, 1), mode="replicate"))
 
 
+class CeilMaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d(..., ceil_mode=True)`` that a tracer sees as a floor-mode pool of an input padded with -inf.
+
+    Ceil mode's size rule (drop a last window that starts in the padding) makes ``torch.export`` guard on
+    every height and width; padding the far edges by ``stride - 1`` and pooling in floor mode gives the
+    same windows and values without a guard. Eager calls run the ordinary ceil-mode pool. The module has no
+    weights, so swapping it in changes no state dict; it is still a ``MaxPool2d`` for :func:`grid_through`.
+    """
+
+    def __init__(self, kernel_size: int, stride: int | None = None, padding: int = 0):
+        super().__init__(kernel_size, stride, padding, ceil_mode=True)
+        k, t = _first(self.kernel_size), _first(self.stride)
+        if _first(self.padding) or k < t:
+            raise ValueError("CeilMaxPool2d takes unpadded pools whose kernel is at least their stride")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _tracing():
+            return super().forward(x)
+        extra = _first(self.stride) - 1
+        x = F.pad(x, (0, extra, 0, extra), value=float("-inf"))
+        return F.max_pool2d(x, self.kernel_size, self.stride)
+
+
 def fit_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Crop (or, for a backbone that rounds sizes down, replicate-pad) the bottom/right edges to ``size``.
 
     Features of stride s are aligned at the top-left corner (cell j covers pixels s*j .. s*j+s-1),
-    so alignment never shifts the map, it only trims or extends its far edges.
+    so alignment never shifts the map, it only trims or extends its far edges. Under a tracer the same
+    values come from gathers (:func:`_take`), so ``torch.export`` and ONNX keep height and width dynamic.
     """
+    if _tracing():
+        return _take(x, 0, size)
     h, w = int(size[0]), int(size[1])
     x = x[..., :h, :w]
     dh, dw = h - x.shape[-2], w - x.shape[-1]
     if dh > 0 or dw > 0:
         x = F.pad(x, (0, max(dw, 0), 0, max(dh, 0)), mode="replicate")
     return x
+
+
+def _take(x: torch.Tensor, offset: int, size: tuple[int, int]) -> torch.Tensor:
+    """Rows and columns ``offset .. offset + size - 1`` of ``x``, the last one repeated past its edge, by gathers.
+
+    What a tracer sees instead of slices, comparisons and pads: no branch and no guard on the sizes,
+    so the graph stays valid for every height and width (the eager path computes the same values).
+    """
+    rows = torch.arange(size[0], device=x.device).add(offset).clamp(max=x.shape[-2] - 1)
+    cols = torch.arange(size[1], device=x.device).add(offset).clamp(max=x.shape[-1] - 1)
+    return x.index_select(-2, rows).index_select(-1, cols)
+
+
+def _tracing() -> bool:
+    """Whether a tracer (torch.export, torch.compile, torch.jit.trace, ONNX) is running this forward."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 def grid_through(layers: Iterable[nn.Module], stride: int = 1, centre: float = 0.0) -> tuple[int, float]:
@@ -121,6 +167,8 @@ def grid_upsampled(stride: float, centre: float, kernel: int, factor: int, paddi
 
 def crop(x: torch.Tensor, offset: int, size: tuple[int, int]) -> torch.Tensor:
     """Caffe's crop layer: ``size`` rows and columns of ``x`` starting at ``offset`` in both axes."""
+    if _tracing():  # no guard on the sizes: the exported graph stays dynamic (the eager call checked them)
+        return _take(x, offset, size)
     h, w = int(size[0]), int(size[1])
     if x.shape[-2] < offset + h or x.shape[-1] < offset + w:
         raise ValueError(f"cannot crop {h}x{w} at offset {offset} from a {x.shape[-2]}x{x.shape[-1]} map")
@@ -165,3 +213,56 @@ def convolutionalize_state_dict(
     out["fc7.weight"] = conv_from_linear(w7, w7.shape[1], 1) if w7.dim() == 2 else w7
     out["fc6.bias"], out["fc7.bias"] = state[f"{fc6}.bias"], state[f"{fc7}.bias"]
     return out, layout
+
+
+def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """An RGB first-conv weight (out x 3 x k x k) for ``in_chans`` input channels, as timm's ``adapt_input_conv``:
+    one channel gets the sum over RGB (a grey image then gives what the RGB net gave its grey version); more
+    channels repeat R, G, B, R, ... scaled by 3 / in_chans, which keeps the weights' overall scale (exactly, for a
+    multiple of 3: six channels holding the RGB image twice give what the RGB net gave).
+    """
+    if weight.shape[1] != 3:
+        raise ValueError(f"adapt_input_conv widens an RGB (3-channel) conv, got {weight.shape[1]} channels")
+    if in_chans == 3:
+        return weight
+    if in_chans == 1:
+        return weight.sum(1, keepdim=True)
+    repeat = -(-in_chans // 3)
+    return weight.repeat(1, repeat, 1, 1)[:, :in_chans] * (3 / in_chans)
+
+
+def widen_input_conv(conv: nn.Conv2d, in_chans: int) -> nn.Conv2d:
+    """A copy of an RGB ``conv`` reading ``in_chans`` channels, its weight from :func:`adapt_input_conv`."""
+    if in_chans == conv.in_channels:
+        return conv
+    new = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    conv.groups, conv.bias is not None, conv.padding_mode)
+    with torch.no_grad():
+        new.weight.copy_(adapt_input_conv(conv.weight, in_chans))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new
+
+
+def widen_normalization(norm: Mapping[str, object], in_chans: int) -> dict[str, object]:
+    """A 3-channel normalization for ``in_chans`` channels: extra channels get the mean of the means and stds, and
+    the channel order is kept (a BGR flip only means something for 3 channels). Measured statistics
+    (``segzoo data stats``, ``train --normalization stats``) fit extra bands better."""
+    norm = dict(norm)
+    if in_chans == 3:
+        return norm
+    mean, std = list(norm["mean"]), list(norm["std"])
+    if in_chans == 1:
+        return {**norm, "mean": [sum(mean) / 3], "std": [sum(std) / 3], "bgr": False}
+    return {**norm, "mean": (mean + [sum(mean) / 3] * in_chans)[:in_chans],
+            "std": (std + [sum(std) / 3] * in_chans)[:in_chans], "bgr": False}
+
+
+def check_fc_options(fc_channels: object, dropout: object) -> None:
+    """fc6/fc7's width and dropout, checked before any layer is made: a bad value is the user's, in one line."""
+    if not isinstance(fc_channels, int) or isinstance(fc_channels, bool) or not 1 <= fc_channels <= 65536:
+        raise SegzooError(f"fc_channels (--fc-channels, --backbone-opt fc_channels=N) must be an integer from 1 "
+                          f"to 65536, got {str(fc_channels)[:40]!r}")
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+        raise SegzooError(f"dropout (--backbone-opt dropout=P) must be a number from 0 to below 1, got "
+                          f"{str(dropout)[:40]!r}")

@@ -136,7 +136,9 @@ class SegmentationModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         features = self.backbone(x)
-        if not self._checked:  # until an input large enough to tell a wrong stride (then never again)
+        # until an input large enough to tell a wrong stride (then never again); a tracer skips the checks,
+        # whose size comparisons would fix the traced graph to the example's size
+        if not self._checked and not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
             self._checked = self.check_features(features, (x.shape[-2], x.shape[-1]))
             out = self.head(features, x.shape[-2:])
             self.check_output(out, x)

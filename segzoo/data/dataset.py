@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..core.errors import DataError
+from ..core.errors import DataError, InputError
 from .formats import PairList, find_pairs
-from .io import IGNORE_INDEX, VOC_CLASSES, read_image, read_mask
+from .io import IGNORE_INDEX, VOC_CLASSES, describe_kind, image_kind, read_image, read_mask
 from .transforms import Compose, eval_transform, to_tensors
 
 # Decoded (image, mask) arrays by file pair while shared_decoding() is active, and the bytes they may take.
@@ -85,7 +85,10 @@ class SegmentationDataset(Dataset):
         if key in _DECODED:
             image, mask = _DECODED[key]
         else:
-            image, mask = read_image(image_path), read_mask(mask_path)
+            try:
+                image, mask = read_image(image_path), read_mask(mask_path)
+            except DataError as exc:  # the commands that read a dataset can skip a bad pair: say so there only
+                raise DataError(f"{exc} (or pass --skip-bad to skip it)") from exc.__cause__
         self._check(image, mask, image_path, mask_path)
         if _BUDGET[0] and key not in _DECODED and image.nbytes + mask.nbytes <= _BUDGET[0]:
             _DECODED[key] = image, mask
@@ -93,6 +96,7 @@ class SegmentationDataset(Dataset):
         return image, mask
 
     def _check(self, image: np.ndarray, mask: np.ndarray, image_path: Any, mask_path: Any) -> None:
+        self._check_kind(image, image_path)
         if image.shape[:2] != mask.shape:
             raise DataError(
                 f"image {image_path} is {image.shape[1]}x{image.shape[0]} but its mask {mask_path} is "
@@ -105,6 +109,16 @@ class SegmentationDataset(Dataset):
                 f"classes (0-{self.num_classes - 1}) and 255 for void; fix the mask, list every class in "
                 "class_names.txt (or --num-classes), or pass --skip-bad to skip it")
 
+    def _check_kind(self, image: np.ndarray, path: Any) -> None:
+        """Every image of a dataset has the first one's channels and bit depth (a mix would be scaled unevenly)."""
+        kind = image_kind(image)
+        first = getattr(self, "_first_kind", None)
+        if first is None:
+            self._first_kind = (kind, path)
+        elif first[0] != kind:
+            raise DataError(f"the dataset's images disagree: {first[1]} is {describe_kind(first[0])}, {path} is "
+                            f"{describe_kind(kind)}; convert them to one kind (segzoo data check lists them all)")
+
     def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any] | None:
         epoch = self.epoch
         if isinstance(index, tuple):
@@ -116,7 +130,10 @@ class SegmentationDataset(Dataset):
                 return None
             raise
         rng = np.random.default_rng([self.seed, int(epoch), int(index)])
-        img, target = self.transform(*to_tensors(image, mask), rng)
+        try:
+            img, target = self.transform(*to_tensors(image, mask), rng)
+        except InputError as exc:
+            raise DataError(f"image {self.pairs.pairs[index][0]}: {exc}") from None
         return {"image": img, "mask": target, "index": int(index)}
 
 

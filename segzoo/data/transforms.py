@@ -15,21 +15,51 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.errors import InputError
 from ..core.model import IMAGENET_NORM
-from .io import IGNORE_INDEX
+from .io import IGNORE_INDEX, image_scale
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 
 
+def image_tensor(image: np.ndarray) -> torch.Tensor:
+    """An H x W x C image of any bit depth (:func:`~segzoo.data.io.read_image`) → C x H x W float32 in [0, 1],
+    divided by its type's full scale (255 for 8 bits, 65535 for 16), so no value is clipped."""
+    image = image[..., None] if image.ndim == 2 else image
+    img = torch.from_numpy(np.ascontiguousarray(image))
+    if img.dtype == torch.uint16:
+        img = img.to(torch.int32)
+    return img.permute(2, 0, 1).float().div_(image_scale(image.dtype))
+
+
 def to_tensors(image: np.ndarray, mask: np.ndarray) -> Pair:
-    """H x W x 3 uint8 and H x W uint8 arrays → 3 x H x W float in [0, 1] and H x W int64."""
-    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-    return img, torch.from_numpy(np.ascontiguousarray(mask)).long()
+    """H x W x C image (uint8, uint16 or float) and H x W uint8 mask → C x H x W float in [0, 1] and H x W int64."""
+    return image_tensor(image), torch.from_numpy(np.ascontiguousarray(mask)).long()
+
+
+def match_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
+    """The image with the model's channel count where that loses nothing: grey is repeated into RGB (what an RGB
+    conversion did), an opaque alpha channel is dropped; anything else is an :class:`InputError` with the fix."""
+    c = image.shape[-3]
+    if c == channels:
+        return image
+    if c == 1:
+        return image.expand(*image.shape[:-3], channels, *image.shape[-2:])
+    if c == channels + 1 and channels in (1, 3) and bool((image[..., -1:, :, :] == 1).all()):
+        return image[..., :channels, :, :]
+    kind = {2: "grey + alpha", 4: "RGBA"}.get(c, f"{c}-band")
+    alpha = " with a transparent alpha channel" if c == channels + 1 and channels in (1, 3) else ""
+    raise InputError(f"a {kind} image{alpha} has {c} channels but the model takes {channels}; build the model "
+                     f"with --backbone-opt in_chans={c} (and --normalization stats), or convert the images")
 
 
 def normalize(image: torch.Tensor, norm: dict[str, Any] | None = None) -> torch.Tensor:
-    """Apply the model's normalization contract (segzoo/model.py): scale, optional BGR, then (x - mean) / std."""
+    """Apply the model's normalization contract (segzoo/model.py): scale, optional BGR, then (x - mean) / std.
+
+    The image first gets the model's channels (as many as ``norm['mean']`` lists) by :func:`match_channels`.
+    """
     norm = norm or IMAGENET_NORM
+    image = match_channels(image, len(norm["mean"]))
     x = image * float(norm.get("scale", 1.0))
     if norm.get("bgr", False):
         x = x.flip(-3)

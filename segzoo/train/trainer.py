@@ -22,7 +22,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..api import create_model
-from ..core.errors import GeometryError, TrainingError
+from ..core.errors import GeometryError, SegzooError, TrainingError
+from ..data.stats import normalization_for
 from ..io.checkpoint import atomic_write_text, save_model
 from . import runtime as rtm
 from .config import TrainConfig
@@ -33,8 +34,16 @@ from .metrics import summary_line
 from .optim import make_optimizer, make_scheduler, optimizer_defaults
 from .presets import resolve_preset
 from .records import EpochRecord, TrainResult
+from .run_folder import RunLock, check_new_run, check_resume_target
 from .setup import data_folder, default_run_folder, find_splits, make_data, seed_everything
-from .state import init_from_checkpoint, load_training_checkpoint, rng_state, save_training_checkpoint, set_rng_state
+from .state import (
+    check_epochs_left,
+    init_from_checkpoint,
+    load_training_checkpoint,
+    rng_state,
+    save_training_checkpoint,
+    set_rng_state,
+)
 
 
 def train(config: TrainConfig, on_epoch: Callable[[EpochRecord], None] | None = None,
@@ -59,10 +68,14 @@ class Trainer:
             self.ckpt, self.ckpt_path = load_training_checkpoint(path), path
             config = config.resumed_from(self.ckpt["config"])
             self.log(f"resuming {path} at epoch {self.ckpt['epoch'] + 1}, step {self.ckpt['step']}")
+        if not config.model:
+            raise SegzooError("no model to train: give one, e.g. --model <backbone>-<head> (segzoo list shows them)")
         config = config.resolved()  # the preset's values in the unset settings; a stored config is already resolved
         config.check()
         if not config.out_dir:
             config = dataclasses.replace(config, out_dir=str(default_run_folder(config.model)))
+        if self.ckpt is not None:
+            check_epochs_left(config.epochs, self.ckpt, self.ckpt_path)
         self.cfg = config
         self.out = Path(config.out_dir)
         self.written: set[Path] = set()
@@ -72,10 +85,14 @@ class Trainer:
     def build(self) -> None:
         cfg, rt = self.cfg, self.rt
         seed_everything(cfg.seed)
-        splits = find_splits(cfg, data_folder(cfg, rt, self.out))
+        data = data_folder(cfg, rt, self.out)
+        splits = find_splits(cfg, data)
         self.class_names = splits.class_names
         self.model = self.build_model(splits.num_classes)
         self.model.recipe = self.model.recipe.replace(class_names=tuple(self.class_names))
+        if cfg.normalization:  # the data's own statistics, kept in the recipe so predict and export use them too
+            self.model.recipe = self.model.recipe.replace(
+                normalization=normalization_for(cfg.normalization, data, cfg.train_split))
         if cfg.preset and not cfg.init_from and self.ckpt is None:
             coarse = resolve_preset(cfg.preset, cfg.model, need_lr=False)["init_from"]
             if coarse:
@@ -142,12 +159,29 @@ class Trainer:
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        """The run, holding its folder's lock throughout (rank 0: the one that writes)."""
+        try:
+            if not self.rt.is_main:
+                return self._run()
+            with RunLock(self.out, notice=self.log):
+                if self.ckpt is None:
+                    check_new_run(self.out)
+                else:
+                    check_resume_target(self.out, self.ckpt_path, self.ckpt.get("config"))
+                return self._run()
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as the CLI raises it: say how to go on
+            exc.segzoo_message = self.resume_hint()  # type: ignore[attr-defined]
+            raise
+
+    def _run(self) -> TrainResult:
         self.build()
         self.restore()
         cfg = self.cfg
         if self.rt.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             self.written.add(atomic_write_text(json.dumps(cfg.to_dict(), indent=1) + "\n", self.out / "config.json"))
+            if self.ckpt is not None:  # logs written after the checkpoint (a crash between the two) go
+                self.written.update(write_logs(self.out, self.history))
         self.log(f"training {self.model.recipe.name} ({sum(p.numel() for p in self.model.parameters()):,} "
                  f"parameters) on {len(self.train_set)} images of {cfg.data or 'the demo dataset'}, "
                  f"{self.steps_per_epoch} steps/epoch x {cfg.epochs} epochs, device {self.rt.device}"
@@ -164,6 +198,19 @@ class Trainer:
             if not stopped:
                 self.end_epoch()
         return self.result(stopped)
+
+    def resume_hint(self) -> str:
+        """Where an interrupted run stands and the command that continues it."""
+        where = (f"stopped in epoch {self.epoch + 1} at step {self.step}" if hasattr(self, "step")
+                 else "stopped before training began")
+        good = getattr(self, "good_checkpoint", None) or (self.ckpt_path if self.ckpt is not None else None)
+        if good is None or not Path(good).is_file():
+            return f"{where}; no checkpoint was written yet, so there is nothing to resume: start again"
+        if Path(good).resolve() == (self.out / "last.pt").resolve():
+            how = f"segzoo train --resume --out {self.out}"
+        else:
+            how = f"segzoo train --resume {good} --out {self.out}"
+        return f"{where}; the last good checkpoint is {good}: continue with '{how}'"
 
     def settings_line(self) -> str:
         """The run's batch, loss, optimiser and model settings as resolved (what a preset set, overrides included)."""

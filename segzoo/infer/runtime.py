@@ -1,0 +1,77 @@
+"""What predicts: a torch model from a checkpoint, or an exported ``.onnx`` file run by onnxruntime.
+
+Both look the same to :mod:`segzoo.infer.predict`: called on an N x C x H x W float tensor they return the
+logits, and they say their ``normalization``, ``num_classes``, ``class_names``, ``in_chans``, ``min_input_size``
+and ``align`` (the coarsest stride, where tiles start so a tile sees what the whole image would).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.errors import CheckpointError, SegzooError
+
+
+class OnnxModel:
+    """An exported segzoo model run by onnxruntime on the CPU; all it needs is the file (its metadata says the rest)."""
+
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None):
+        try:
+            import onnx
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise SegzooError(f"running an .onnx model needs onnx and onnxruntime ({exc.name} is missing); install "
+                              "them with: pip install 'segzoo[export]'") from None
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CheckpointError(f"{path} does not exist; pass an .onnx file written by segzoo export")
+        try:
+            proto = onnx.load(str(self.path), load_external_data=False)
+        except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and friends
+            raise CheckpointError(f"{path} is not a readable ONNX file ({type(exc).__name__}); export it again"
+                                  ) from None
+        meta = {p.key.removeprefix("segzoo."): json.loads(p.value) for p in proto.metadata_props
+                if p.key.startswith("segzoo.")}
+        if "normalization" not in meta:
+            raise CheckpointError(f"{path} has no segzoo metadata (normalization, classes); export it with "
+                                  "segzoo export, which embeds them")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.normalization: dict[str, Any] = dict(meta["normalization"])
+        self.num_classes = int(meta["num_classes"])
+        self.class_names = list(meta.get("class_names") or [f"class_{i}" for i in range(self.num_classes)])
+        self.in_chans = int(meta.get("in_chans", 3))
+        self.min_input_size = int(meta.get("min_size", 1))
+        self.align = int(meta.get("align", 32))
+        self.recipe = meta.get("recipe", {})
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self.input_name: x.detach().float().cpu().contiguous().numpy()})[0]
+        return torch.from_numpy(out)
+
+    def eval(self) -> OnnxModel:
+        return self
+
+    def to(self, *args: Any, **kwargs: Any) -> OnnxModel:
+        return self
+
+
+def describe(model: Any) -> dict[str, Any]:
+    """The facts prediction needs from a torch ``SegmentationModel`` or an :class:`OnnxModel`."""
+    if isinstance(model, OnnxModel):
+        return {"normalization": model.normalization, "num_classes": model.num_classes, "in_chans": model.in_chans,
+                "min_size": model.min_input_size, "align": model.align}
+    backbone = getattr(model, "backbone", None)
+    strides = [f.stride for f in getattr(backbone, "feature_info", [])] or [1]
+    conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    return {"normalization": dict(model.normalization), "num_classes": int(model.num_classes),
+            "in_chans": int(conv.in_channels) if conv is not None else 3,
+            "min_size": int(getattr(backbone, "min_input_size", 1)), "align": int(max(strides))}

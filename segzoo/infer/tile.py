@@ -1,0 +1,143 @@
+"""Sliding-window inference for images of any size, in bounded memory.
+
+Tiles of ``tile`` pixels overlap by a fraction of their side; each tile's softmax is weighted by a window
+that falls off linearly over the overlap (never to zero) and the weighted sum is divided by the summed
+weights. Tiles start at multiples of the model's coarsest stride (``align``), so a tile sees the pixels at
+the same phase of every pooling grid as the whole image does: wherever a pixel's receptive field lies inside
+every tile that covers it, the blend equals whole-image inference there (tests/test_tile.py).
+
+Memory is bounded by one band of tiles: rows are processed top to bottom and every row that no later tile
+touches is handed to ``emit`` and forgotten, so the probabilities of the whole image never exist at once
+(an ``emit`` may write them to a memory-mapped file).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ..core.errors import SegzooError
+
+
+def tile_spans(n: int, tile: int, overlap: float, align: int = 1) -> list[tuple[int, int]]:
+    """The (start, end) of the tiles along a side of ``n`` pixels: starts are multiples of ``align``, consecutive
+    tiles overlap by about ``overlap`` of a tile, the last one ends at ``n`` (and may be up to ``align`` shorter)."""
+    if n <= tile:
+        return [(0, n)]
+    step = max(align, int(tile * (1 - overlap)) // align * align)
+    spans, start = [], 0
+    while start + tile < n:
+        spans.append((start, start + tile))
+        start += step
+    last = -(-(n - tile) // align) * align
+    if not spans or last > spans[-1][0]:
+        spans.append((last, n))
+    return spans
+
+
+def window(length: int, ramp: int, at_start: bool, at_end: bool) -> torch.Tensor:
+    """1-D weights: 1 inside, falling linearly over ``ramp`` pixels at an edge that another tile overlaps
+    (never to 0, so every pixel keeps a weight); flat at the image's own edges."""
+    i = torch.arange(length, dtype=torch.float32)
+    w = torch.ones(length)
+    if ramp > 0:
+        if not at_start:
+            w = torch.minimum(w, (i + 1) / (ramp + 1))
+        if not at_end:
+            w = torch.minimum(w, (length - i) / (ramp + 1))
+    return w
+
+
+def check_tile(tile: int, overlap: float, align: int, min_size: int) -> None:
+    if not 0 <= overlap < 1:
+        raise SegzooError(f"--overlap {overlap} must be a fraction of the tile in [0, 1), e.g. 0.25")
+    low = max(2 * align, min_size)
+    if tile < low:
+        raise SegzooError(f"--tile {tile} is too small for this model: use at least {low} (twice its coarsest "
+                          f"stride {align}); 512 is a good size")
+
+
+def predict_tiled(probs_of: Callable[[torch.Tensor], torch.Tensor],
+                  load: Callable[[int, int, int, int], torch.Tensor], size: tuple[int, int], num_classes: int,
+                  tile: int, overlap: float, emit: Callable[[int, torch.Tensor], None], align: int = 1,
+                  batch: int = 1) -> None:
+    """Blend the softmax of overlapping tiles over an image of ``size`` (H, W).
+
+    ``load(top, bottom, left, right)`` gives that region as a normalized 1 x C x h x w tensor, ``probs_of``
+    maps an N x C x h x w batch to its N x classes x h x w softmax (TTA included), and ``emit(top, probs)``
+    receives finished rows (classes x rows x W) from top to bottom, each row once.
+    """
+    h, w = size
+    rows, cols = tile_spans(h, tile, overlap, align), tile_spans(w, tile, overlap, align)
+    ramp = int(round(tile * overlap))
+    wx = [window(e - s, ramp, s == 0, e == w) for s, e in cols]
+    band = max(re - rs for rs, re in rows)  # each row of tiles starts where the finished rows end
+    acc = torch.zeros(num_classes, band, w)  # one buffer for the whole image: no growing, no copies of it
+    weight = torch.zeros(band, w)
+    for r, (rs, re) in enumerate(rows):
+        wy = window(re - rs, ramp, rs == 0, re == h)
+        for group in _batches(cols, batch):
+            x = torch.cat([load(rs, re, cols[c][0], cols[c][1]) for c in group])
+            p = probs_of(x)
+            for k, c in enumerate(group):
+                cs, ce = cols[c]
+                wt = wy[:, None] * wx[c][None, :]
+                acc[:, :re - rs, cs:ce].addcmul_(p[k], wt)
+                weight[:re - rs, cs:ce].add_(wt)
+        done = rows[r + 1][0] if r + 1 < len(rows) else h
+        n = done - rs
+        emit(rs, acc[:, :n].div_(weight[:n]))  # the caller copies what it keeps
+        carry = re - done  # rows the next row of tiles adds to: moved to the buffer's top
+        if carry > 0:
+            acc[:, :carry] = acc[:, n:n + carry].clone()
+            weight[:carry] = weight[n:n + carry].clone()
+        acc[:, max(carry, 0):].zero_()
+        weight[max(carry, 0):].zero_()
+
+
+def _batches(cols: list[tuple[int, int]], batch: int) -> list[list[int]]:
+    """Indices of the tiles of one row, grouped by width (a batch must share its size), ``batch`` at a time."""
+    groups: list[list[int]] = []
+    for i, (s, e) in enumerate(cols):
+        if groups and len(groups[-1]) < batch and cols[groups[-1][0]][1] - cols[groups[-1][0]][0] == e - s:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+class TiledModel(torch.nn.Module):
+    """A model that scores a normalized batch tile by tile (and with test-time augmentation): what ``eval --tile``
+    runs. It returns the blended probabilities, whose argmax is the prediction, in place of the logits."""
+
+    def __init__(self, model: torch.nn.Module, tile: int | None, overlap: float = 0.25, tta: Any = None,
+                 batch: int = 1):
+        super().__init__()
+        from .tta import TTA
+
+        self.model, self.tile, self.overlap, self.tta, self.batch = model, tile, overlap, tta or TTA(), batch
+        strides = [f.stride for f in getattr(getattr(model, "backbone", None), "feature_info", [])] or [1]
+        self.align = int(max(strides))
+        self.min_size = int(getattr(getattr(model, "backbone", None), "min_input_size", 1))
+        self.num_classes = int(model.num_classes)
+        if tile is not None:
+            check_tile(tile, overlap, self.align, self.min_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from .tta import tta_probs
+
+        def probs_of(v: torch.Tensor) -> torch.Tensor:
+            return tta_probs(self.model, v, self.tta, self.min_size)
+
+        if self.tile is None:
+            return probs_of(x).to(x.device)
+        out = torch.empty(x.shape[0], self.num_classes, *x.shape[-2:])
+        for i in range(x.shape[0]):
+            def keep(top: int, p: torch.Tensor, i: int = i) -> None:
+                out[i, :, top:top + p.shape[1]] = p
+
+            predict_tiled(probs_of, lambda t, b, left, r, i=i: x[i:i + 1, :, t:b, left:r], tuple(x.shape[-2:]),
+                          self.num_classes, self.tile, self.overlap, keep, self.align, self.batch)
+        return out.to(x.device)

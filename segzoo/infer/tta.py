@@ -1,0 +1,77 @@
+"""Test-time augmentation: the softmax averaged over horizontal flips and input scales.
+
+``--tta flip``, ``--tta scales=0.75,1,1.25`` or both (``--tta flip --tta scales=...``): every scale is run
+as it is and, with ``flip``, mirrored; each softmax is mirrored back and resized to the input's size
+(bilinear) before the average, so the result is a probability map of the input's own size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..core.errors import SegzooError
+
+
+@dataclass(frozen=True)
+class TTA:
+    """Which views to average: mirrored or not, at which scales (1.0 alone is plain inference)."""
+
+    flip: bool = False
+    scales: tuple[float, ...] = (1.0,)
+
+    @property
+    def views(self) -> int:
+        return len(self.scales) * (2 if self.flip else 1)
+
+
+def parse_tta(specs: Sequence[str] | None) -> TTA:
+    """``["flip", "scales=0.75,1,1.25"]`` (also comma-joined: ``"flip,scales=..."`` is not, use two flags)."""
+    flip, scales = False, (1.0,)
+    for spec in specs or ():
+        spec = spec.strip()
+        if spec == "flip":
+            flip = True
+        elif spec.startswith("scales="):
+            try:
+                scales = tuple(float(v) for v in spec[len("scales="):].split(",") if v.strip())
+            except ValueError:
+                scales = ()
+            if not scales or any(not 0.05 <= s <= 8 for s in scales):
+                raise SegzooError(f"--tta {spec!r}: scales must be numbers between 0.05 and 8, e.g. "
+                                  "--tta scales=0.75,1,1.25")
+        else:
+            raise SegzooError(f"--tta {spec!r} is not an augmentation: use --tta flip and/or --tta scales=0.75,1,1.25")
+    return TTA(flip, scales)
+
+
+def tta_probs(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta: TTA = TTA(),
+              min_size: int = 1) -> torch.Tensor:
+    """The softmax (N x classes x H x W, float32) of ``run`` on the normalized batch ``x``, averaged over the views.
+
+    A view smaller than ``min_size`` (the model's smallest input) is padded bottom/right with zeros (the mean,
+    once normalized) and the padding cropped from its scores.
+    """
+    h, w = x.shape[-2:]
+    total = None
+    for scale in tta.scales:
+        xs = x if scale == 1.0 else F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+        for flipped in ((False, True) if tta.flip else (False,)):
+            v = xs.flip(-1) if flipped else xs
+            p = _softmax(run, v, min_size)
+            p = p.flip(-1) if flipped else p
+            if p.shape[-2:] != (h, w):
+                p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
+            total = p if total is None else total.add_(p)
+    return total.div_(tta.views)
+
+
+def _softmax(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, min_size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    pad_h, pad_w = max(min_size - h, 0), max(min_size - w, 0)
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h))
+    return run(x)[..., :h, :w].float().softmax(1).cpu()

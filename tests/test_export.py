@@ -1,0 +1,131 @@
+"""segzoo.infer.export: torch.export with dynamic sizes over the registry, and checked ONNX/TorchScript/.pt2 files."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from torch.export import Dim
+
+import segzoo
+from segzoo.cli import main
+from segzoo.core.errors import SegzooError
+from segzoo.core.model import GEOMETRIES
+from segzoo.infer.export import ExportError, export_model, min_side, read_metadata
+
+REGISTRY = segzoo.get_registry()
+BACKBONES = [b for b in REGISTRY.names("backbone") if not b.endswith("*")]
+NARROW = {"vgg16": {"fc_channels": 16}, "alexnet": {"fc_channels": 16}}
+SMALL_CHECKS = ((1, 97, 131), (2, 64, 72), (1, 70, 66))  # three sizes, one odd, none the export example's
+
+
+def deepest_head(backbone: str) -> str:
+    """The head with the most skips this backbone feeds: it runs every code path of the shallower FCN heads."""
+    strides = {f.stride for f in REGISTRY.backbone_factory(backbone)[0](**NARROW.get(backbone, {})).feature_info}
+    fits = [h for h in REGISTRY.names("head") if set(REGISTRY.head(h).strides) <= strides]
+    return max(fits, key=lambda h: (len(REGISTRY.head(h).strides), h))  # fcn8s-atonce over fcn8s: its scaled skips
+
+
+@functools.cache
+def model(name: str, geometry: str, **head_kwargs) -> segzoo.SegmentationModel:
+    backbone = name.split("-fcn")[0]
+    return segzoo.create_model(name, num_classes=3, geometry=geometry, backbone_kwargs=NARROW.get(backbone, {}),
+                               head_kwargs=head_kwargs or None).eval()
+
+
+# The heaviest cases (~10 s each on 2 cores: the pad-100 VGG16, MobileNetV3's many layers) carry the slow mark.
+HEAVY = {("vgg16", "caffe"), ("timm-mobilenetv3_large_100", "modern"), ("vgg16-fcn8s", "caffe"),
+         ("vgg16-fcn8s", "modern")}
+CASES = [pytest.param(b, g, marks=[pytest.mark.slow] if (b, g) in HEAVY else []) for b in BACKBONES for g in GEOMETRIES]
+ONNX_CASES = [pytest.param(n, g, marks=[pytest.mark.slow] if (n, g) in HEAVY else [])
+              for n in ("alexnet-fcn32s", "vgg16-fcn8s") for g in GEOMETRIES]
+
+
+@pytest.mark.parametrize(("backbone", "geometry"), CASES)
+def test_torch_export_keeps_batch_height_and_width_dynamic(backbone, geometry):
+    """Every registered backbone, with the head that reads the most of its strides, in every geometry it has:
+    one program exported at 2 x 3 x S x (S+1) runs at another batch and an odd size and equals eager torch."""
+    try:
+        m = model(f"{backbone}-{deepest_head(backbone)}", geometry)
+    except SegzooError as exc:
+        assert geometry != "modern" and "geometry" in str(exc)
+        pytest.skip(f"{backbone} has no geometry {geometry}")
+    low = min_side(m)
+    shapes = ({0: Dim("b", max=64), 2: Dim("h", min=low, max=4096), 3: Dim("w", min=low, max=4096)},)
+    program = torch.export.export(m, (torch.randn(2, 3, low, low + 1),), dynamic_shapes=shapes)
+    x = torch.randn(1, 3, low + 33, low + 3)
+    with torch.no_grad():
+        assert torch.equal(program.module()(x), m(x))
+
+
+def test_frozen_bilinear_upsampling_exports_too():
+    """A frozen, still-bilinear upsampling runs as F.interpolate: the exported graph takes that path as well."""
+    m = model("alexnet-fcn8s", "modern", learnable_upsampling=False)
+    m(torch.randn(1, 3, 64, 64))
+    program = torch.export.export(m, (torch.randn(2, 3, 64, 65),), dynamic_shapes=(
+        {0: Dim("b", max=64), 2: Dim("h", min=64, max=4096), 3: Dim("w", min=64, max=4096)},))
+    x = torch.randn(1, 3, 97, 131)
+    with torch.no_grad():
+        assert torch.allclose(program.module()(x), m(x), atol=1e-6)
+
+
+@pytest.mark.parametrize(("name", "geometry"), ONNX_CASES)
+def test_onnx_round_trip_at_three_sizes(tmp_path, name, geometry):
+    pytest.importorskip("onnxruntime")
+    m = model(name, geometry)
+    report = export_model(m, "onnx", tmp_path / "m.onnx", check_sizes=SMALL_CHECKS)
+    assert [d[0] for d in report.diffs] == [(n, 3, h, w) for n, h, w in SMALL_CHECKS]
+    assert all(diff <= 1e-4 * scale for _, diff, scale in report.diffs)
+    meta = read_metadata(tmp_path / "m.onnx")
+    assert meta["normalization"] == m.normalization and meta["num_classes"] == 3
+    assert meta["recipe"]["name"] == name and meta["recipe"]["geometry"] == geometry
+    import onnx
+
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    assert proto.opset_import[0].version >= 17
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param != "" for d in dims] == [True, False, True, True]  # batch, 3, height, width
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "exported"])
+def test_torchscript_and_torch_export_files_check_themselves_and_carry_metadata(tmp_path, fmt):
+    m = model("alexnet-fcn32s", "modern")
+    report = export_model(m, fmt, tmp_path / "m.bin", check_sizes=SMALL_CHECKS)
+    assert len(report.diffs) == 3 and all(diff <= 1e-4 * scale for _, diff, scale in report.diffs)
+    assert read_metadata(tmp_path / "m.bin")["class_names"] == ["class_0", "class_1", "class_2"]
+
+
+def test_export_refuses_an_existing_file_and_an_unknown_format(tmp_path):
+    m = model("alexnet-fcn32s", "modern")
+    (tmp_path / "m.pt2").write_text("mine")
+    with pytest.raises(ExportError, match="--force"):
+        export_model(m, "exported", tmp_path / "m.pt2")
+    assert (tmp_path / "m.pt2").read_text() == "mine"
+    with pytest.raises(ExportError, match="onnx, torchscript, exported"):
+        export_model(m, "tflite", tmp_path / "x")
+
+
+def test_cli_export_prints_the_check_and_refuses_to_overwrite(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    ckpt = tmp_path / "m.pt"
+    segzoo.save_model(model("alexnet-fcn32s", "modern"), ckpt)
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(ckpt), "--format", "onnx", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "check 1x3x97x131: max abs diff" in printed and out.is_file()
+    assert main(["export", str(ckpt), "--format", "onnx", "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert not list(tmp_path.glob(".m.onnx.*"))  # no temporary file left behind
+
+
+def test_an_accelerated_model_exports_as_plain_convs_and_stays_accelerated(tmp_path):
+    from segzoo.core.accel import GemmConv2d, accelerate
+
+    m = segzoo.create_model("alexnet-fcn32s", num_classes=3, backbone_kwargs={"fc_channels": 16}).eval()
+    accelerate(m, winograd=False)
+    for conv in (m.backbone.fc6, m.backbone.fc7):
+        conv.__class__ = GemmConv2d  # whatever accelerate's size threshold, fc6/fc7 as GEMMs
+    report = export_model(m, "exported", tmp_path / "m.pt2", check_sizes=SMALL_CHECKS)
+    assert all(diff <= 1e-4 * scale for _, diff, scale in report.diffs)
+    assert type(m.backbone.fc6) is GemmConv2d

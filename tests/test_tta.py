@@ -1,0 +1,62 @@
+"""segzoo.infer.tta: flips and scales averaged as probabilities; a mirror-symmetric model gains nothing from flips."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import segzoo
+from segzoo.core.errors import SegzooError
+from segzoo.core.model import SegmentationModel
+from segzoo.infer.tta import TTA, parse_tta, tta_probs
+from segzoo.zoo.contract import SyntheticBackbone
+
+
+def model(symmetric: bool) -> SegmentationModel:
+    """A small FCN-8s; ``symmetric`` mirrors every kernel onto itself, so the net commutes with a left-right flip."""
+    torch.manual_seed(0)
+    bb = SyntheticBackbone(strides=(8, 16, 32))
+    m = SegmentationModel(bb, segzoo.get_registry().head("fcn8s").obj(list(bb.feature_info), 3)).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.3)
+            if symmetric and p.dim() == 4:
+                p.copy_((p + p.flip(-1)) / 2)
+    return m
+
+
+def run_of(m):
+    return lambda x: m(x)
+
+
+def test_flip_tta_on_a_symmetric_model_equals_plain_inference_and_differs_on_an_asymmetric_one():
+    x = torch.randn(2, 3, 96, 128)  # sides on the stride-32 grid: the pools' windows are mirror images too
+    sym = model(symmetric=True)
+    plain = tta_probs(run_of(sym), x)
+    assert torch.allclose(tta_probs(run_of(sym), x, TTA(flip=True)), plain, atol=1e-5)
+    asym = model(symmetric=False)
+    assert not torch.allclose(tta_probs(run_of(asym), x, TTA(flip=True)), tta_probs(run_of(asym), x), atol=1e-3)
+
+
+def test_scales_and_flips_average_probabilities_at_the_input_size():
+    m = model(symmetric=False)
+    x = torch.randn(1, 3, 70, 90)
+    p = tta_probs(run_of(m), x, TTA(flip=True, scales=(0.75, 1.0, 1.25)))
+    assert p.shape == (1, 3, 70, 90) and torch.allclose(p.sum(1), torch.ones(1, 70, 90), atol=1e-5)
+    views = []
+    for s in (0.75, 1.0, 1.25):
+        xs = torch.nn.functional.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False) if s != 1 else x
+        for flip in (False, True):
+            q = m(xs.flip(-1) if flip else xs).softmax(1)
+            q = q.flip(-1) if flip else q
+            views.append(torch.nn.functional.interpolate(q, size=(70, 90), mode="bilinear", align_corners=False))
+    assert torch.allclose(p, torch.stack(views).mean(0), atol=1e-5)
+
+
+def test_parse_tta():
+    assert parse_tta(["flip", "scales=0.75,1,1.25"]) == TTA(True, (0.75, 1.0, 1.25))
+    assert parse_tta([]) == TTA()
+    with pytest.raises(SegzooError, match="--tta flip"):
+        parse_tta(["rotate"])
+    with pytest.raises(SegzooError, match="scales"):
+        parse_tta(["scales=a,b"])
