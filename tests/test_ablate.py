@@ -13,7 +13,7 @@ import segzoo
 import segzoo.data.demo
 import segzoo.studies.ablate as ablate
 import segzoo.train
-from segzoo.cli import main
+from segzoo.cli import build_parser, main
 from segzoo.studies.ablate import run_study
 from segzoo.studies.study import Study
 from segzoo.train.records import EpochRecord
@@ -33,6 +33,7 @@ def fake(monkeypatch):
     """Training and measuring replaced by fakes: ``fake.calls`` holds each TrainConfig; ``fake.stop(cfg)`` may
     interrupt a run; mean IU is a function of head and seed, so differences are known."""
     state = SimpleNamespace(calls=[], stop=None, demo=[])
+    build_parser()  # every command module imported first: one bound to the fake would keep it after the test
 
     def train(cfg, on_epoch=None, log=print):
         state.calls.append(cfg)

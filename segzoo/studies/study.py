@@ -115,8 +115,10 @@ class Study:
             if not isinstance(self.baseline, str) or self.baseline not in names:
                 raise SegzooError(f"baseline {self.baseline!r} is not in the study; give one of its heads "
                                   f"({', '.join(self.heads)}) or variants ({', '.join(names[len(self.heads):])})")
+        if "model" in self.train:
+            raise SegzooError("train: 'model' is not a study setting; a study's models are its backbones x heads")
         try:
-            config = TrainConfig.from_dict(self.train)
+            config = TrainConfig.from_dict({**self.train, "model": f"{self.backbones[0]}-{self.heads[0]}"})
             config.check()
             config.resolved(per_model=False)
         except UnknownNameError as exc:

@@ -9,7 +9,6 @@ command line only prints it.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from ..api import get_registry
@@ -25,27 +24,16 @@ DEMO_STUDY_SETTINGS: dict[str, Any] = {**DEMO_SETTINGS, "lr": 1e-3}
 PRESET_OWNS = ("batch_size", "lr")
 
 
-def backbone_takes(backbone: str, option: str) -> bool:
-    """Whether the registered factory of ``backbone`` names a parameter ``option``.
-
-    A ``**kwargs`` catch-all does not count: timm's backbones pass theirs on to ``timm.create_model``, which
-    fails on an option it does not know (``fc_channels``)."""
-    factory, _ = get_registry().backbone_factory(backbone)
-    try:
-        params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == option and p.kind is not inspect.Parameter.VAR_KEYWORD for p in params)
-
-
 def backbone_of(model: str) -> str:
     """The backbone of a model name (``<backbone>-<head>`` or a recipe)."""
     return get_registry().resolve(model).backbone
 
 
 def options_for(backbone: str, options: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """``options`` split into those ``backbone``'s factory takes and the names of those it does not."""
-    kept = {k: v for k, v in options.items() if backbone_takes(backbone, k)}
+    """``options`` split into those ``backbone``'s factory names (:meth:`Registry.backbone_takes`; a ``**kwargs``
+    catch-all does not count: timm's pass theirs on to ``timm.create_model``, which fails on ``fc_channels``) and
+    the names of those it does not."""
+    kept = {k: v for k, v in options.items() if get_registry().backbone_takes(backbone, k)}
     return kept, [k for k in options if k not in kept]
 
 
@@ -62,7 +50,7 @@ def demo_defaults(given: dict[str, Any], backbones: list[str], preset: str | Non
     if preset:
         applied = {k: v for k, v in applied.items() if k not in PRESET_OWNS}
     options = {k: v for k, v in DEMO_BACKBONE_OPTIONS.items() if k not in (given.get("backbone_kwargs") or {})
-               and any(backbone_takes(b, k) for b in backbones)}
+               and any(get_registry().backbone_takes(b, k) for b in backbones)}
     if options:
         applied["backbone_kwargs"] = options
     return applied
