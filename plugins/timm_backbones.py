@@ -18,6 +18,9 @@ import torch
 from segzoo import Backbone, FeatureInfo, UnknownNameError, check_fits, hookimpl, read_state_dict
 from segzoo.core.model import check_geometry
 
+# timm (with torchvision) takes about 1.3 s to import on these machines (python -X importtime, after torch):
+# it is imported inside the functions that need it, so listing models or building VGG16/AlexNet never pays it.
+
 # Listed by name (and so in every contract test); any other timm model is reachable as timm-<name>.
 EXAMPLES = ("resnet18", "mobilenetv3_large_100")
 

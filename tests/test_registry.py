@@ -250,3 +250,8 @@ def test_heads_declare_a_parent_that_is_a_registered_head_with_fewer_strides(reg
         if parent:
             assert set(registry.head(parent).strides) < set(registry.head(name).strides), name
             assert registry.parent_model(f"alexnet-{name}") == f"alexnet-{parent}"
+
+
+def test_backbone_takes_reads_the_factory_signature(registry):
+    assert registry.backbone_takes("vgg16", "fc_channels") and registry.backbone_takes("alexnet", "fc_channels")
+    assert not registry.backbone_takes("timm-resnet18", "fc_channels")  # **options passed on to timm: unknown

@@ -119,7 +119,7 @@ def test_overfits_a_tiny_batch(tmp_path, demo_data):
     # 100 epochs: at 50 the net reached 0.87 pixel accuracy, at 100 0.96 (measured, seed 0).
     cfg = tiny(tmp_path, demo_data, val_split="train", flip=False, batch_size=8, epochs=100, lr=1e-3, eval_every=100)
     result = train(cfg, log=lambda _: None)
-    losses = [r["train_loss"] for r in result.history]
+    losses = [r.train_loss for r in result.history]
     assert losses[-1] < 0.5 * losses[0]
     assert result.initial_metrics["pixel_acc"] < 0.85
     assert result.final_metrics["pixel_acc"] > 0.90
@@ -136,7 +136,7 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, demo_data):
     a, b = whole.model.state_dict(), resumed.model.state_dict()
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
-    assert [r["train_loss"] for r in whole.history] == pytest.approx([r["train_loss"] for r in resumed.history])
+    assert [r.train_loss for r in whole.history] == pytest.approx([r.train_loss for r in resumed.history])
     ckpt = torch.load(resumed.last_checkpoint, weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["step"] == 4 and ckpt["format"] == "segzoo-model"
 
@@ -151,7 +151,7 @@ def test_data_loading_workers_do_not_change_the_run(tmp_path, demo_data):
     runs = [train(tiny(tmp_path / str(w), demo_data, workers=w, **kw), log=lambda _: None) for w in (0, 2)]
     a, b = (r.model.state_dict() for r in runs)
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
-    assert [r["train_loss"] for r in runs[0].history] == pytest.approx([r["train_loss"] for r in runs[1].history],
+    assert [r.train_loss for r in runs[0].history] == pytest.approx([r.train_loss for r in runs[1].history],
                                                                         rel=1e-5)
 
 
@@ -174,7 +174,7 @@ def test_checkpoints_logs_and_the_demo_default(tmp_path):
     assert {p.name for p in result.files_written} == {"config.json", "metrics.jsonl", "metrics.csv", "last.pt",
                                                        "best.pt"}
     lines = [json.loads(x) for x in (result.out_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in lines] == [1, 2] == [r["epoch"] for r in records]
+    assert [r["epoch"] for r in lines] == [1, 2] == [r.epoch for r in records]
     assert set(lines[0]["val"]) >= {"pixel_acc", "mean_acc", "mean_iu", "fw_iu", "per_class_iu"}
     assert (result.out_dir / "metrics.csv").read_text().startswith("epoch,step,train_loss")
     model = segzoo.load_model(result.best_checkpoint)  # a training checkpoint is a model checkpoint too
@@ -195,11 +195,11 @@ def test_samples_skipped_in_training_are_counted_per_epoch(tmp_path, demo_data):
     write_mask(mask, path)
     lines: list[str] = []
     result = train(tiny(tmp_path, bad, epochs=2, val_split=None, skip_bad=True), log=lines.append)
-    assert [r["skipped"] for r in result.history] == [1, 1]
+    assert [r.skipped for r in result.history] == [1, 1]
     logged = [json.loads(x) for x in (result.out_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["skipped"] for r in logged] == [1, 1]
     assert sum("1 skipped" in line and line.startswith("epoch ") for line in lines) == 2
-    assert [r["images"] for r in result.history] == [7, 7]
+    assert [r.images for r in result.history] == [7, 7]
     csv = (result.out_dir / "metrics.csv").read_text().splitlines()
     assert csv[0].endswith(",skipped") and csv[1].endswith(",1")
 

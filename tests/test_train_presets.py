@@ -12,7 +12,8 @@ import yaml
 from segzoo.api import load_model
 from segzoo.cli import main
 from segzoo.core.errors import GeometryError, SegzooError, UnknownNameError
-from segzoo.studies.ablate import Study, run_study
+from segzoo.studies.ablate import run_study
+from segzoo.studies.study import Study
 from segzoo.train import TrainConfig
 from segzoo.train import runtime as rtm
 from segzoo.train import trainer as trainer_module
@@ -199,12 +200,12 @@ def test_a_study_file_applies_a_preset_to_every_variant(tmp_path, demo_data):
     rows = run_study(Study.from_yaml(spec), progress=False)
     assert [r["variant"] for r in rows] == ["alexnet-fcn32s-staged", "alexnet-fcn16s-staged"]
     for row, lr in zip(rows, (1e-10, 1e-12)):
-        config = json.loads((tmp_path / "s" / row["variant"] / "config.json").read_text())
+        config = json.loads((tmp_path / "s" / row["variant"] / "seed-0" / "config.json").read_text())
         assert (config["preset"], config["batch_size"], config["loss_reduction"], config["momentum"], config["lr"],
                 config["geometry"]) == ("paper-heavy", 4, "sum", 0.99, lr, "caffe")
-        settings = json.loads((tmp_path / "s" / row["variant"] / "settings.json").read_text())
-        assert (settings["momentum"], settings["lr"]) == (0.99, None)  # shared; the lr is each net's own
-    assert config["init_from"].endswith("alexnet-fcn32s-staged/last.pt")  # staged: 16s from the 32s
+        settings = json.loads((tmp_path / "s" / row["variant"] / "seed-0" / "settings.json").read_text())
+        assert (settings["momentum"], settings["lr"]) == (0.99, lr)  # the lr is each net's own
+    assert config["init_from"].endswith("alexnet-fcn32s-staged/seed-0/last.pt")  # staged: 16s from the 32s
 
 
 def test_a_study_whose_preset_lacks_a_heads_lr_stops_before_training(tmp_path, monkeypatch, capsys):

@@ -1,53 +1,107 @@
-"""Train a grid of backbones x heads on the same data and compare them in a table and two plots."""
+"""Train a grid of backbones x heads (x staged) with one or more seeds on the same data, and compare them in a table
+and two plots; with no --data, on the embedded demo dataset with its CPU-sized settings."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..studies.ablate import Study, results_table, run_study
+from ..core.errors import SegzooError
+from ..studies.ablate import run_study
+from ..studies.report import results_table
+from ..studies.study import Study
+from ..train.demo import DEMO_BACKBONE_OPTIONS, DEMO_STUDY_SETTINGS
+from ..train.metrics import BOUNDARY_PX
 
 COMMAND = "ablate"
 
+# The grid when none is given: the paper's Table 2 question on VGG16 (does each finer skip help?), plus the one
+# users bring next, "does a further 4x stage (pool2) still help?"
+DEFAULT_BACKBONES = ["vgg16"]
+DEFAULT_HEADS = ["fcn32s", "fcn16s", "fcn8s", "fcn4s"]
+
+_STAGED = {"true": [True], "yes": [True], "staged": [True], "false": [False], "no": [False], "at-once": [False],
+           "both": [False, True]}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("study", nargs="?", default=None, help="a YAML study file (backbones, heads, out, staged, train)")
-    p.add_argument("--backbones", default=None, help="comma-separated, e.g. vgg16,alexnet")
-    p.add_argument("--heads", default=None, help="comma-separated, e.g. fcn32s,fcn16s,fcn8s,fcn4s")
-    p.add_argument("--staged", action=argparse.BooleanOptionalAction, default=None,
-                   help="train 32s, then 16s from it, then 8s (and 4s), as in the paper (default: each at once)")
-    p.add_argument("--data", default=None, metavar="DIR", help="dataset (default: the embedded demo dataset)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--input-size", type=int, default=None, help="side of the square training crop")
-    p.add_argument("--preset", default=None, metavar="NAME",
-                   help="train every variant with a training preset, e.g. paper-cvpr (segzoo train --help lists them)")
-    p.add_argument("--fc-channels", type=int, default=None, help="fc6/fc7 width for VGG16/AlexNet (default 4096)")
-    p.add_argument("--out", default=None, metavar="DIR", help="results folder (default runs/ablation)")
-    p.add_argument("--restart", action="store_true",
-                   help="delete this study's variants in --out and train them all again (needed to change the "
-                        "settings of a study that has begun)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="a bar for the study and one for the running variant (default: on a terminal)")
+    a = p.add_argument
+    a("study", nargs="?", default=None,
+      help="a YAML study file (backbones, heads, staged, seeds, baseline, boundary_px, out, train); flags override it")
+    a("--backbones", default=None, help=f"comma-separated (default {','.join(DEFAULT_BACKBONES)})")
+    a("--heads", default=None, help=f"comma-separated (default {','.join(DEFAULT_HEADS)})")
+    a("--staged", nargs="?", const="true", default=None, metavar="false,true",
+      help="train 32s, then 16s from it, then 8s (and 4s), as in the paper; '--staged false,true' (or both) puts "
+           "at once and staged in one table (default: at once)")
+    a("--seeds", type=int, default=None, metavar="N",
+      help="train every variant with N seeds (--seed and the N-1 after it): mean ± std and paired 95%% intervals "
+           "(default 1)")
+    a("--baseline", default=None, metavar="NAME",
+      help="the head (per backbone) or variant the others are compared with (default: the first head)")
+    a("--boundary-px", type=int, default=None, metavar="PX",
+      help=f"band width of boundary IoU in pixels (default {BOUNDARY_PX}; docs/metrics.md)")
+    a("--data", default=None, metavar="DIR", help="dataset (default: the embedded demo dataset)")
+    a("--num-classes", type=int, default=None,
+      help="classes (default: the dataset's class_names.txt, else counted in the masks)")
+    demo = DEMO_STUDY_SETTINGS
+    a("--epochs", type=int, default=None, help=f"(default 10; demo {demo['epochs']})")
+    a("--seed", type=int, default=None, help="the first seed (default 0)")
+    a("--batch-size", type=int, default=None, help=f"(default: the preset's, else 8; demo {demo['batch_size']})")
+    a("--input-size", type=int, default=None, help=f"side of the square training crop (default 320; demo "
+                                                    f"{demo['input_size']})")
+    a("--lr", type=float, default=None, help=f"learning rate (default: the preset's, else the optimizer's; demo "
+                                             f"{demo['lr']:g})")
+    a("--preset", default=None, metavar="NAME",
+      help="train every variant with a training preset, e.g. paper-cvpr (segzoo train --help lists them)")
+    a("--fc-channels", type=int, default=None,
+      help=f"fc6/fc7 width, for the backbones that take it (default 4096; demo "
+           f"{DEMO_BACKBONE_OPTIONS['fc_channels']})")
+    a("--out", default=None, metavar="DIR", help="results folder (default runs/ablation)")
+    a("--restart", action="store_true",
+      help="delete this study's variants in --out and train them all again (needed to change the settings of a "
+           "study that has begun)")
+    a("--progress", action=argparse.BooleanOptionalAction, default=None,
+      help="a bar for the study and one for the running variant (default: on a terminal)")
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def _staged(text: str) -> bool | list[bool]:
+    values = []
+    for word in _names(text.lower()) or [""]:
+        if word not in _STAGED:
+            raise SegzooError(f"--staged takes true, false or both (or false,true), got {text!r}")
+        values += [v for v in _STAGED[word] if v not in values]
+    return values if len(values) > 1 else values[0]
+
+
+def build_study(args: argparse.Namespace) -> Study:
+    """The study file's (or the default) study with the flags given applied."""
+    study = Study.from_yaml(args.study) if args.study else Study(list(DEFAULT_BACKBONES), list(DEFAULT_HEADS))
+    if args.backbones is not None:
+        study.backbones = _names(args.backbones)
+    if args.heads is not None:
+        study.heads = _names(args.heads)
+    if args.staged is not None:
+        study.staged = _staged(args.staged)
+    for key in ("seeds", "baseline", "boundary_px", "out"):
+        if getattr(args, key) is not None:
+            setattr(study, key, getattr(args, key))
+    study.train = dict(study.train)
+    for key in ("data", "num_classes", "epochs", "seed", "batch_size", "input_size", "lr", "preset"):
+        if getattr(args, key) is not None:
+            study.train[key] = getattr(args, key)
+    if args.fc_channels is not None:
+        study.train["backbone_kwargs"] = {**(study.train.get("backbone_kwargs") or {}),
+                                          "fc_channels": args.fc_channels}
+    study.check()
+    return study
 
 
 def run(args: argparse.Namespace) -> int:
-    study = Study.from_yaml(args.study) if args.study else Study(backbones=["vgg16", "alexnet"],
-                                                                  heads=["fcn32s", "fcn16s", "fcn8s"])
-    if args.backbones:
-        study.backbones = args.backbones.split(",")
-    if args.heads:
-        study.heads = args.heads.split(",")
-    if args.staged is not None:
-        study.staged = args.staged
-    if args.out:
-        study.out = args.out
-    for key in ("data", "epochs", "seed", "batch_size", "input_size", "preset"):
-        if getattr(args, key) is not None:
-            study.train[key] = getattr(args, key)
-    if args.fc_channels:
-        study.train["backbone_kwargs"] = {**study.train.get("backbone_kwargs", {}), "fc_channels": args.fc_channels}
+    study = build_study(args)
     rows = run_study(study, progress=args.progress, restart=args.restart)
-    print(results_table(rows))
-    print(f"\nwrote {study.out}/results.csv, results.md, results.png, curves.png")
+    print(results_table(rows, study.baseline or study.heads[0]))
+    print(f"\nwrote {study.out}/results.md (with per-class IU), results.csv, runs.csv, results.png, curves.png")
     return 0

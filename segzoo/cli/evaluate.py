@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint on a dataset split: the paper's four metrics, per-class IU, and a JSON file."""
+"""Evaluate a checkpoint on a dataset split: the paper's four metrics, boundary IoU, per-class IU, and a JSON file."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import json
 from pathlib import Path
 
 from ..api import load_model
+from ..core.errors import SegzooError
 from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, make_loader
 from ..infer.tile import TiledModel
 from ..infer.tta import parse_tta
+from ..io.checkpoint import atomic_write_text
 from ..train import evaluate
-from ..train.metrics import report
+from ..train.metrics import BOUNDARY_PX, report
 from ..train.runtime import setup
+from ._options import int_in
 
 COMMAND = "eval"
 
@@ -21,12 +24,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="FILE", help="a model or training checkpoint (.pt)")
     p.add_argument("--data", required=True, metavar="DIR", help="a VOC folder or a folder pair")
     p.add_argument("--split", default="val", help="split name or list file (default val)")
-    p.add_argument("--batch-size", type=int, default=1,
+    p.add_argument("--batch-size", type=int_in(1, 4096), default=1,
                    help="images per forward pass (default 1: each image at its own size; larger batches pad "
                         "smaller images, which can change predictions near their borders)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0)")
+    p.add_argument("--workers", type=int_in(0, 256), default=0, help="data-loading processes (default 0)")
     p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad pairs instead of stopping")
+    p.add_argument("--boundary-px", type=int, default=BOUNDARY_PX, metavar="PX",
+                   help=f"width of the band around each contour that boundary IoU scores (default {BOUNDARY_PX}; "
+                        "docs/metrics.md)")
     p.add_argument("--tile", type=int, default=None, metavar="S",
                    help="score each image in S x S tiles blended where they overlap (as predict --tile)")
     p.add_argument("--overlap", type=float, default=0.25, metavar="F", help="tile overlap, a fraction (default 0.25)")
@@ -37,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.boundary_px < 1:
+        raise SegzooError(f"--boundary-px must be >= 1, got {args.boundary_px} (the band's width in pixels)")
     rt = setup(args.device)
     model = load_model(args.checkpoint).to(rt.device)
     pairs = find_pairs(args.data, args.split, args.skip_bad)
@@ -45,13 +53,13 @@ def run(args: argparse.Namespace) -> int:
     loader = make_loader(dataset, ShardedSampler(len(dataset), shuffle=False), args.batch_size, args.workers,
                          pin_memory=rt.device.type == "cuda")
     scorer = TiledModel(model, args.tile, args.overlap, parse_tta(args.tta)) if args.tile or args.tta else model
-    m = evaluate(scorer, loader, rt, model.num_classes, names)
+    m = evaluate(scorer, loader, rt, model.num_classes, names, boundary_px=args.boundary_px)
     print(f"{model.recipe.name} on {args.data} split '{args.split}' ({len(dataset)} images, "
           f"{m['pixels']:,} labelled pixels" + (f", {m['skipped'] + len(pairs.dropped)} skipped" if
                                                  m["skipped"] or pairs.dropped else "") + ")")
     print(report(m))
     out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval-{Path(args.split).stem}.json")
-    out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
-                               "model": model.recipe.name, **m}, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
+                                  "model": model.recipe.name, **m}, indent=1) + "\n", out)
     print(f"\nwrote {out}")
     return 0

@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import sys
 import time
 from pathlib import Path
 
-from ..api import get_registry
+from .. import train as training  # looked up at each call, so a test's stand-in for train() never sticks
 from ..core.errors import SegzooError
 from ..core.model import GEOMETRIES
-from ..train import OPTIMIZERS, TrainConfig, load_training_checkpoint, train
+from ..train import OPTIMIZERS, TrainConfig, load_training_checkpoint
+from ..train.demo import backbone_of, demo_defaults, describe
 from ..train.metrics import report
 from ..train.presets import preset_help
-from ._options import parse_options
+from ..train.run_folder import check_new_run
+from ..train.setup import default_run_folder
+from ._options import int_in, parse_options
 
 COMMAND = "train"
-
-# With no --data the run trains on the demo dataset with these settings, chosen (and measured) so the
-# main job finishes in a few minutes on 2 CPU cores; any of them given on the command line wins.
-DEMO_DEFAULTS = {"epochs": 8, "batch_size": 4, "input_size": 64, "scale": "0.75,1.25", "fc_channels": 512,
-                 "lr": 3e-4}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                    "to runs/demo-data beside the run)")
     a("--train-split", default=None, help="split name or list file (default train)")
     a("--val-split", default=None, help="split name or list file, or 'none' (default val)")
-    a("--num-classes", type=int, default=None, help="classes (default: from the dataset's class_names.txt)")
+    a("--num-classes", type=int, default=None,
+      help="classes (default: the dataset's class_names.txt, else counted in the masks)")
     a("--preset", default=None, metavar="NAME",
       help="train with a registered training preset: " + preset_help()
       + ". A preset sets --batch-size, --loss, --optimizer with its --momentum, --weight-decay and the --lr it gives "
@@ -47,9 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--scale", default=None, metavar="LOW,HIGH", help="random scale range (default 0.5,2; demo 0.75,1.25; 1,1: off)")
     a("--no-flip", action="store_true", help="no random horizontal flips")
     a("--optimizer", default=None, choices=sorted(OPTIMIZERS),
-      help="optimizer preset (default: the preset's, else adamw). paper: the FCN solver's optimizer alone (SGD, "
+      help="optimizer (default: the preset's, else adamw). paper: the FCN solver's optimizer alone (SGD, "
            "momentum 0.9, lr 1e-4, weight decay 5e-4, biases at 2x lr without decay, constant lr), what --preset "
-           "paper-cvpr uses for VGG16-FCN-32s; --preset also sets the batch, loss, geometry and head")
+           "paper-cvpr uses for its first, coarsest net; --preset also sets the batch, loss, geometry and head")
     a("--lr", type=float, default=None, help="learning rate (default: the preset's for this net, else the "
                                               "optimizer's; demo 3e-4 without --preset)")
     a("--weight-decay", type=float, default=None, help="weight decay (default: the preset's, else the optimizer's)")
@@ -58,7 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
       help="mean over valid pixels or the paper's unnormalised sum (default: the preset's, else mean)")
     a("--class-weights", default=None, metavar="W0,W1,...", help="per-class loss weights")
     a("--backbone-weights", default=None, metavar="FILE", help="a local ImageNet classifier state dict")
-    a("--fc-channels", type=int, default=None, help="fc6/fc7 width for VGG16/AlexNet (default 4096; demo 512)")
+    a("--fc-channels", type=int_in(1, 65536), default=None,
+      help="fc6/fc7 width, for backbones that take fc_channels (default 4096; demo 512)")
     a("--backbone-opt", action="append", default=[], metavar="KEY=VALUE", help="a backbone option (repeatable)")
     a("--head-opt", action="append", default=[], metavar="KEY=VALUE",
       help="a head option, e.g. learnable_upsampling=false (repeatable)")
@@ -66,9 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
       help="stats: standardise by the data's per-channel mean/std (DATA/segzoo_stats.json, measured if absent; "
            "segzoo data stats writes it), or a stats file; default: the backbone's (ImageNet or Caffe)")
     a("--geometry", default=None, choices=list(GEOMETRIES),
-      help="modern, or caffe: the paper's nets, vgg16 and alexnet only (default: the preset's, else modern)")
-    a("--init-from", default=None, metavar="CKPT", help="staged training: start from a coarser net's checkpoint "
-                                                         "(fcn32s -> fcn16s -> fcn8s), as the paper's presets do")
+      help="modern, or caffe: the paper's nets, for backbones that support it (default: the preset's, else modern)")
+    a("--init-from", default=None, metavar="CKPT", help="staged training: start from the checkpoint of the net with "
+                                                         "this head's registered parent, as the paper's presets do")
     a("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     a("--amp", default=None, action=argparse.BooleanOptionalAction, help="mixed precision (default: on for CUDA)")
     a("--workers", type=int, default=None, help="data-loading processes (default 0)")
@@ -91,26 +90,9 @@ def _floats(text: str, what: str) -> list[float]:
         raise SegzooError(f"{what} must be comma-separated numbers, got {text!r}") from None
 
 
-def _takes_fc_channels(model: str) -> bool:
-    registry = get_registry()
-    factory, _ = registry.backbone_factory(registry.resolve(model)["backbone"])
-    try:
-        return "fc_channels" in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _is_rank_0() -> bool:
     """Before the run has set up its processes: torchrun's RANK (each process parses the command line)."""
     return os.environ.get("RANK", "0") == "0"
-
-
-def _default_out(model: str) -> str:
-    base = Path("runs") / model
-    path, n = base, 2
-    while (path / "last.pt").exists():
-        path, n = Path(f"{base}-{n}"), n + 1
-    return str(path)
 
 
 # Options a resumed run may change (CLI name -> config field); the rest of the run's settings come from its checkpoint.
@@ -127,7 +109,7 @@ def resume_config(args: argparse.Namespace) -> TrainConfig:
     given = {field: getattr(args, opt) for opt, field in RESUMABLE.items() if getattr(args, opt) is not None}
     ignored = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
                if k not in RESUMABLE and k not in ("resume", "out", "command", "plugin_flags", "no_external_plugins",
-                                                   "model", "backbone_opt", "head_opt", "skip_bad", "no_flip")
+                                                   "model", "backbone_opt", "head_opt", "skip_bad", "no_flip", "debug")
                and v is not None]
     if ignored and _is_rank_0():
         print(f"resuming: {', '.join(ignored)} ignored (a resumed run keeps its own settings; only "
@@ -140,24 +122,24 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         return resume_config(args)
     given = {k: v for k, v in vars(args).items() if v is not None}
     demo = args.data is None
-    if demo:
-        applied = {k: v for k, v in DEMO_DEFAULTS.items() if given.get(k) is None}
-        if args.preset:  # the preset's batch and learning rate, not the demo's
-            applied = {k: v for k, v in applied.items() if k not in ("batch_size", "lr")}
-        if not _takes_fc_channels(args.model):
-            applied.pop("fc_channels", None)
-        given.update(applied)
-        shown = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in applied.items())
+    if demo:  # segzoo.train.demo decides what the demo gets; any setting given wins
+        applied = demo_defaults({**given, "backbone_kwargs": {"fc_channels": given.get("fc_channels")}
+                                 if given.get("fc_channels") is not None else {}}, [backbone_of(args.model)],
+                                args.preset)
+        shown = describe(applied)
+        given.update({k: v for k, v in applied.items() if k != "backbone_kwargs"}, **applied.get("backbone_kwargs", {}))
+        if isinstance(given.get("scale"), tuple):
+            given["scale"] = ",".join(map(str, given["scale"]))
         if _is_rank_0():
             print(f"no --data: training on the embedded demo dataset (160 + 40 images of 64x64, 6 classes); demo "
                   f"defaults {shown} (give any of them to change it)")
-    if args.out is not None and (Path(args.out) / "last.pt").exists():
-        raise SegzooError(f"{args.out} already holds a run (last.pt); pass --resume to continue it, or another --out")
+    if args.out is not None and _is_rank_0():  # rank 0 writes (the other ranks might see its first files)
+        check_new_run(args.out)  # before the demo data or a model is made; the trainer checks again, locked
     backbone_kwargs = parse_options(args.backbone_opt, '--backbone-opt')
     if given.get("fc_channels") is not None:
         backbone_kwargs["fc_channels"] = given["fc_channels"]
     cfg = {
-        "model": args.model, "data": args.data, "out_dir": args.out or _default_out(args.model),
+        "model": args.model, "data": args.data, "out_dir": args.out or str(default_run_folder(args.model)),
         "train_split": given.get("train_split"), "num_classes": args.num_classes, "epochs": given.get("epochs"),
         "batch_size": given.get("batch_size"), "input_size": given.get("input_size"),
         "optimizer": given.get("optimizer"), "lr": given.get("lr"), "weight_decay": given.get("weight_decay"),
@@ -184,7 +166,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     start = time.perf_counter()
-    result = train(config)
+    result = training.train(config)
     if result.stopped_early or result.rank != 0:  # under torchrun every rank runs this; rank 0 reports
         return 0
     minutes = (time.perf_counter() - start) / 60
@@ -196,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"mean IU {100 * result.initial_metrics['mean_iu']:.1f} before training -> "
                   f"{100 * final['mean_iu']:.1f} after (best {100 * result.best_metrics['mean_iu']:.1f} at epoch "
                   f"{result.best_epoch})")
-        print(f"\nfinal validation metrics (epoch {result.history[-1]['epoch']}):")
+        print(f"\nfinal validation metrics (epoch {result.history[-1].epoch}):")
         print(report(final))
     sys.stdout.flush()
     return 0

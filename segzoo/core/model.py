@@ -168,43 +168,43 @@ class SegmentationModel(nn.Module):
             )
 
     def check_features(self, features: dict[int, torch.Tensor], size: tuple[int, int]) -> bool:
-        """Compare what the backbone returned for an input of ``size`` with what it declared, and blame the plugin.
+        """Forward calls :func:`check_maps` (so ``segzoo build`` does) until an input decides; see there."""
+        r = self.recipe
+        return check_maps(list(self.backbone.feature_info), features, size, f"backbone '{r.backbone}' from plugin "
+                          f"'{r.backbone_plugin or '?'}' ({r.backbone_dist or '?'})",
+                          r.backbone_dist.split(" ")[0] or "DIST_OR_MODULE")
 
-        Forward calls it (so ``segzoo build`` does): every declared stride is returned, with the
-        declared channels, and its map has the size the declared grid gives (:func:`grid_fits`). Returns
-        whether the input was large enough for the sizes to tell a stride from its half or double
-        (:func:`grid_decides`); until one is, later forwards check again.
-        """
-        name = self.recipe.backbone
-        plugin = f"plugin '{self.recipe.backbone_plugin or '?'}' ({self.recipe.backbone_dist or '?'})"
-        info = list(self.backbone.feature_info)
-        for f in info:
-            got = features.get(f.stride)
-            if got is None:
-                raise PluginError(
-                    f"backbone '{name}' from {plugin} declares stride {f.stride} but returned strides "
-                    f"{sorted(features)}; its feature_info must match its forward()"
-                )
-            if got.shape[1] != f.channels:
-                raise PluginError(
-                    f"backbone '{name}' from {plugin} declares {f.channels} channels at stride {f.stride} "
-                    f"but returned {got.shape[1]}; its feature_info must match its forward()"
-                )
-        maps = [tuple(features[f.stride].shape[-2:]) for f in info]
-        wrong = [(f, m) for f, m in zip(info, maps) if not all(grid_fits(c, n, f) for c, n in zip(m, size))]
-        if wrong:
-            dist = self.recipe.backbone_dist.split(" ")[0] or "DIST_OR_MODULE"
-            seen = [f"{observed_stride(m, size, f):.1f}".removesuffix(".0") for f, m in zip(info, maps)]
-            should = "; ".join(f"stride {f.stride} gives about {_cells(size[0], f)}x{_cells(size[1], f)}"
-                               for f, _ in wrong)
-            raise PluginError(
-                f"backbone '{name}' from {plugin} declares strides {[f.stride for f in info]} but for a "
-                f"{size[0]}x{size[1]} input returned maps of {', '.join(f'{h}x{w}' for h, w in maps)}, i.e. strides "
-                f"about [{', '.join(seen)}] ({should}); its feature_info must match its forward(): declare the "
-                f"stride each level has (and FeatureInfo.offset where padding moves its grid); "
-                f"'segzoo check-plugin {dist}' measures each level's stride"
-            )
-        return all(grid_decides(n, f) for f in info for n in size)
+
+def check_maps(info: list[FeatureInfo], features: dict[int, torch.Tensor], size: tuple[int, int], owner: str,
+               dist: str = "DIST_OR_MODULE") -> bool:
+    """Compare what a backbone returned for an input of ``size`` with what it declared, and blame ``owner``.
+
+    The one check of a backbone's maps, at a model's first forward and in ``check-plugin``: every declared
+    stride is returned, with the declared channels, and its map has the size the declared grid gives
+    (:func:`grid_fits`). Returns whether the input was large enough for the sizes to tell a stride from its
+    half or double (:func:`grid_decides`); until one is, a model checks again at later forwards.
+    """
+    for f in info:
+        got = features.get(f.stride)
+        if got is None:
+            raise PluginError(f"{owner} declares stride {f.stride} but returned strides {sorted(features)}; its "
+                              "feature_info must match its forward()")
+        if got.shape[1] != f.channels:
+            raise PluginError(f"{owner} declares {f.channels} channels at stride {f.stride} but returned "
+                              f"{got.shape[1]}; its feature_info must match its forward()")
+    maps = [tuple(features[f.stride].shape[-2:]) for f in info]
+    wrong = [(f, m) for f, m in zip(info, maps) if not all(grid_fits(c, n, f) for c, n in zip(m, size))]
+    if wrong:
+        seen = [f"{observed_stride(m, size, f):.1f}".removesuffix(".0") for f, m in zip(info, maps)]
+        should = "; ".join(f"stride {f.stride} gives about {_cells(size[0], f)}x{_cells(size[1], f)}"
+                           for f, _ in wrong)
+        raise PluginError(
+            f"{owner} declares strides {[f.stride for f in info]} but for a {size[0]}x{size[1]} input returned maps "
+            f"of {', '.join(f'{h}x{w}' for h, w in maps)}, i.e. strides about [{', '.join(seen)}] ({should}); its "
+            f"feature_info must match its forward(): declare the stride each level has (and FeatureInfo.offset "
+            f"where padding moves its grid); 'segzoo check-plugin {dist}' checks it at several sizes"
+        )
+    return all(grid_decides(n, f) for f in info for n in size)
 
 
 def expected_cells(n: int, f: FeatureInfo) -> float:

@@ -7,7 +7,10 @@ image's, or an unreadable file is a :class:`DataError` naming the file and the f
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -17,8 +20,25 @@ from torch.utils.data import Dataset
 
 from ..core.errors import DataError, InputError
 from .formats import PairList, find_pairs
-from .io import IGNORE_INDEX, describe_kind, image_kind, read_image, read_mask
+from .io import IGNORE_INDEX, VOC_CLASSES, describe_kind, image_kind, read_image, read_mask
 from .transforms import Compose, eval_transform, to_tensors
+
+# Decoded (image, mask) arrays by file pair while shared_decoding() is active, and the bytes they may take.
+_DECODED: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+_BUDGET = [0]
+
+
+@contextlib.contextmanager
+def shared_decoding(max_bytes: int) -> Iterator[None]:
+    """Within the block every dataset keeps the checked arrays it decodes, up to ``max_bytes`` in all, and
+    any dataset over the same files reuses them: the runs of a study decode each image once, not once per
+    run and epoch. Loader worker processes keep their own copies (nothing is shared back)."""
+    _BUDGET[0] = int(max_bytes)
+    try:
+        yield
+    finally:
+        _DECODED.clear()
+        _BUDGET[0] = 0
 
 
 class SegmentationDataset(Dataset):
@@ -34,10 +54,14 @@ class SegmentationDataset(Dataset):
                  skip_bad: bool = False, seed: int = 0):
         self.pairs = pairs
         names = pairs.class_names
+        if num_classes is None and names is None:
+            num_classes = classes_in_masks(pairs)
+            print(f"note: {pairs.root} has no class_names.txt: {num_classes} classes (0-{num_classes - 1}) from the "
+                  f"mask values of split '{pairs.split}'; write class_names.txt or pass --num-classes N to set them",
+                  file=sys.stderr)
+        if names is None and pairs.layout == "voc" and num_classes == len(VOC_CLASSES):
+            names = list(VOC_CLASSES)  # a VOC folder of VOC's class count: PASCAL VOC's names
         if num_classes is None:
-            if names is None:
-                raise DataError(f"{pairs.root} has no class_names.txt; write one (a class name per line) "
-                                "or pass --num-classes N")
             num_classes = len(names)
         if names is not None and len(names) != num_classes:
             raise DataError(f"{pairs.root} lists {len(names)} classes but {num_classes} were asked for; "
@@ -54,9 +78,24 @@ class SegmentationDataset(Dataset):
         self.epoch = int(epoch)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The checked raw arrays of one pair (H x W x 3 uint8 image, H x W uint8 mask)."""
+        """The checked raw arrays of one pair (H x W x 3 uint8 image, H x W uint8 mask), decoded once within
+        :func:`shared_decoding`. The arrays are shared: copy before changing them in place."""
         image_path, mask_path = self.pairs.pairs[index]
-        image, mask = read_image(image_path), read_mask(mask_path)
+        key = (str(image_path), str(mask_path))
+        if key in _DECODED:
+            image, mask = _DECODED[key]
+        else:
+            try:
+                image, mask = read_image(image_path), read_mask(mask_path)
+            except DataError as exc:  # the commands that read a dataset can skip a bad pair: say so there only
+                raise DataError(f"{exc} (or pass --skip-bad to skip it)") from exc.__cause__
+        self._check(image, mask, image_path, mask_path)
+        if _BUDGET[0] and key not in _DECODED and image.nbytes + mask.nbytes <= _BUDGET[0]:
+            _DECODED[key] = image, mask
+            _BUDGET[0] -= image.nbytes + mask.nbytes
+        return image, mask
+
+    def _check(self, image: np.ndarray, mask: np.ndarray, image_path: Any, mask_path: Any) -> None:
         self._check_kind(image, image_path)
         if image.shape[:2] != mask.shape:
             raise DataError(
@@ -69,7 +108,6 @@ class SegmentationDataset(Dataset):
                 f"mask {mask_path} has label values {bad[:8].tolist()} but the dataset has {self.num_classes} "
                 f"classes (0-{self.num_classes - 1}) and 255 for void; fix the mask, list every class in "
                 "class_names.txt (or --num-classes), or pass --skip-bad to skip it")
-        return image, mask
 
     def _check_kind(self, image: np.ndarray, path: Any) -> None:
         """Every image of a dataset has the first one's channels and bit depth (a mix would be scaled unevenly)."""
@@ -97,6 +135,20 @@ class SegmentationDataset(Dataset):
         except InputError as exc:
             raise DataError(f"image {self.pairs.pairs[index][0]}: {exc}") from None
         return {"image": img, "mask": target, "index": int(index)}
+
+
+def classes_in_masks(pairs: PairList) -> int:
+    """The class count the masks of ``pairs`` show: their largest label other than 255 (void), plus one."""
+    top = -1
+    for _, mask_path in pairs.pairs:
+        values = np.unique(read_mask(mask_path))
+        values = values[values != IGNORE_INDEX]
+        if values.size:
+            top = max(top, int(values.max()))
+    if top < 0:
+        raise DataError(f"the masks of split '{pairs.split}' of {pairs.root} are all void (255): no class to learn; "
+                        "check the masks, or write class_names.txt and pass --num-classes N")
+    return top + 1
 
 
 def open_dataset(root: str | os.PathLike[str], split: str = "train", num_classes: int | None = None,

@@ -1,4 +1,4 @@
-"""Running a model over a dataset into one confusion matrix (summed over ranks when distributed)."""
+"""Running a model over a dataset into one confusion matrix and boundary counts (summed over ranks when distributed)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
-from .metrics import ConfusionMatrix
+from .metrics import BOUNDARY_PX, BoundaryIoU, ConfusionMatrix, boundary_from_counts
 from .runtime import Runtime, all_reduce_sum
 
 
@@ -21,16 +22,17 @@ def to_device(batch: dict[str, Any], rt: Runtime) -> tuple[torch.Tensor, torch.T
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: DataLoader, rt: Runtime, num_classes: int,
-             class_names: Sequence[str] | None = None, progress: bool = False) -> dict[str, Any]:
-    """The four FCN metrics over every pixel ``loader`` yields (on every rank together)."""
+             class_names: Sequence[str] | None = None, progress: bool = False,
+             boundary_px: int = BOUNDARY_PX) -> dict[str, Any]:
+    """The four FCN metrics and boundary IoU at ``boundary_px`` over every pixel ``loader`` yields (on every
+    rank together)."""
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(num_classes, device=rt.device)
+    boundary = BoundaryIoU(num_classes, boundary_px, device=rt.device)
     skipped = torch.zeros((), dtype=torch.int64, device=rt.device)
     batches = loader
     if progress:
-        from tqdm import tqdm
-
         batches = tqdm(loader, desc="eval", leave=False, dynamic_ncols=True)
     for batch in batches:
         skipped += batch["skipped"]
@@ -39,8 +41,12 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, rt: Runtime, num_classe
         x, target = to_device(batch, rt)
         with rt.autocast():
             scores = model(x)
-        cm.update(scores.argmax(1), target)
+        pred = scores.argmax(1)
+        cm.update(pred, target)
+        boundary.update(pred, target)
     all_reduce_sum(cm.matrix, rt)
+    all_reduce_sum(boundary.counts, rt)
     all_reduce_sum(skipped, rt)
     model.train(was_training)
-    return {**cm.compute(class_names), "skipped": int(skipped)}
+    return {**cm.compute(class_names), **boundary_from_counts(boundary.counts, boundary_px, class_names),
+            "skipped": int(skipped)}

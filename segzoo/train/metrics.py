@@ -13,6 +13,9 @@ Classes in the means: a class with no ground-truth pixels has no accuracy (0/0) 
 mean accuracy; its IU is 0 if it was predicted anywhere (those are false positives) and undefined,
 hence left out of mean IU, only if it appears in neither the ground truth nor the prediction. Such
 undefined values are reported as ``None`` per class.
+
+Boundary IoU (Cheng et al., CVPR 2021) weighs only the pixels near a contour, where a finer head should
+help and region IU barely notices: :class:`BoundaryIoU` (docs/metrics.md has the formula and an example).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import torch
 
 from ..core.model import IGNORE_INDEX
 from ..core.table import format_table
+
+BOUNDARY_PX = 2  # the default band width of boundary IoU, in pixels
 
 
 class ConfusionMatrix:
@@ -45,6 +50,62 @@ class ConfusionMatrix:
 
     def compute(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
         return metrics_from_confusion(self.matrix, class_names)
+
+
+class BoundaryIoU:
+    """Boundary IoU per class at ``px`` pixels, accumulated over every image before any ratio is taken.
+
+    A pixel is in the boundary band of a label map when a pixel within ``px`` of it (Chebyshev distance,
+    as ``px`` erosions by a 3x3 square) has another label. Void pixels (255 in the truth) are taken out of
+    both maps first, so neither a void pixel nor a contour drawn through void counts (the truth does not
+    say where the edge lies there), and the frame of the image is no contour either. With ``G_c`` the band
+    pixels of the truth labelled ``c`` and ``P_c`` those of the prediction predicted ``c``, IoU_c =
+    |G_c & P_c| / |G_c | P_c|; ``boundary_iou`` is its mean over the classes with a non-empty union.
+    ``counts`` (intersection, true band, predicted band per class) is int64 and may be summed over ranks.
+    """
+
+    def __init__(self, num_classes: int, px: int = BOUNDARY_PX, device: torch.device | str = "cpu",
+                 ignore_index: int = IGNORE_INDEX):
+        if int(px) < 1:
+            raise ValueError(f"boundary width must be >= 1 pixel, got {px}")
+        self.num_classes, self.px, self.ignore_index = int(num_classes), int(px), ignore_index
+        self.counts = torch.zeros(3, self.num_classes, dtype=torch.int64, device=device)
+
+    def band(self, labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Valid pixels of ``labels`` (N x H x W or H x W) within ``px`` of a valid pixel with another label."""
+        x = labels.reshape(-1, 1, *labels.shape[-2:]).float()
+        ok = valid.reshape(x.shape)
+        k, pool = 2 * self.px + 1, torch.nn.functional.max_pool2d
+        # invalid pixels never win the max or the min; max_pool pads with -inf, so the frame never does either
+        hi = pool(torch.where(ok, x, -1.0), k, stride=1, padding=self.px)
+        lo = -pool(torch.where(ok, -x, -float(self.num_classes)), k, stride=1, padding=self.px)
+        return ((hi != lo) & ok).reshape(labels.shape)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Add predicted labels ``pred`` against ``target`` (same shape, H x W or N x H x W)."""
+        if pred.shape != target.shape:
+            raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+        n = self.num_classes
+        valid = (target != self.ignore_index) & (target >= 0) & (target < n)
+        pred = pred.long().clamp(0, n - 1)
+        gt_band, pred_band = self.band(target, valid), self.band(pred, valid)
+        both = gt_band & pred_band & (pred == target)
+        for row, (mask, labels) in enumerate(((both, target), (gt_band, target), (pred_band, pred))):
+            self.counts[row] += torch.bincount(labels[mask].long(), minlength=n).to(self.counts.device)
+
+    def compute(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+        return boundary_from_counts(self.counts, self.px, class_names)
+
+
+def boundary_from_counts(counts: torch.Tensor, px: int, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """``boundary_iou`` (mean over classes with a boundary in the truth or the prediction), per class, ``px``."""
+    inter, gt, pred = (counts[i].double().cpu() for i in range(3))
+    union = gt + pred - inter
+    n = union.shape[0]
+    names = list(class_names) if class_names else [str(i) for i in range(n)]
+    iu = [float(inter[i] / union[i]) if union[i] > 0 else float("nan") for i in range(n)]
+    return {"boundary_iou": _nanmean(iu), "boundary_px": int(px),
+            "per_class_boundary_iou": {names[i]: (None if math.isnan(iu[i]) else iu[i]) for i in range(n)}}
 
 
 def _nanmean(values: list[float]) -> float:
@@ -76,22 +137,31 @@ def metrics_from_confusion(matrix: torch.Tensor, class_names: Sequence[str] | No
 
 
 def metrics_table_rows(metrics: dict[str, Any]) -> list[list[Any]]:
-    """Rows ``[class, IU, accuracy]`` for :func:`segzoo.core.table.format_table` (``-`` where undefined)."""
-    return [[name, _fmt(iu), _fmt(metrics["per_class_acc"].get(name))] for name, iu in metrics["per_class_iu"].items()]
+    """Rows ``[class, IU, accuracy(, boundary IoU)]`` for :func:`segzoo.core.table.format_table` (``-`` where
+    undefined)."""
+    boundary = metrics.get("per_class_boundary_iou")
+    return [[name, _fmt(iu), _fmt(metrics["per_class_acc"].get(name))]
+            + ([_fmt(boundary.get(name))] if boundary else []) for name, iu in metrics["per_class_iu"].items()]
 
 
 def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f}"
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
 
 
 def summary_line(metrics: dict[str, Any]) -> str:
-    return (f"pixel acc {100 * metrics['pixel_acc']:.1f}  mean acc {100 * metrics['mean_acc']:.1f}  "
+    line = (f"pixel acc {100 * metrics['pixel_acc']:.1f}  mean acc {100 * metrics['mean_acc']:.1f}  "
             f"mean IU {100 * metrics['mean_iu']:.1f}  f.w. IU {100 * metrics['fw_iu']:.1f}")
+    if "boundary_iou" in metrics:
+        line += f"  boundary IoU@{metrics['boundary_px']}px {_fmt(metrics['boundary_iou'])}"
+    return line
 
 
 def report(metrics: dict[str, Any]) -> str:
-    """The four metrics and the per-class table, as printed by ``segzoo train`` and ``segzoo eval``."""
+    """The four metrics (and boundary IoU) and the per-class table, as ``segzoo train`` and ``eval`` print them."""
     names = {"pixel_acc": "pixel accuracy", "mean_acc": "mean accuracy", "mean_iu": "mean IU", "fw_iu": "f.w. IU"}
-    four = [[label, f"{100 * metrics[key]:.1f}"] for key, label in names.items()]
-    return (format_table(["metric", "%"], four) + "\n\n"
-            + format_table(["class", "IU %", "acc %"], metrics_table_rows(metrics)))
+    columns = ["class", "IU %", "acc %"]
+    if "boundary_iou" in metrics:
+        names["boundary_iou"] = f"boundary IoU ({metrics['boundary_px']} px)"
+        columns.append("boundary IoU %")
+    four = [[label, _fmt(metrics[key])] for key, label in names.items()]
+    return format_table(["metric", "%"], four) + "\n\n" + format_table(columns, metrics_table_rows(metrics))

@@ -21,6 +21,8 @@ def resolve_preset(name: str, model: str, need_lr: bool = True) -> dict[str, Any
     """
     registry = get_registry()
     preset = registry.preset(name)
+    if not model and not need_lr:  # settings shared by several models (a study's): nothing per model
+        return {**preset.settings, "lr": None, "head_kwargs": dict(preset.head_kwargs), "init_from": None}
     head = registry.resolve(model).head
     lr = preset.lr_for(model, head)
     if lr is None and need_lr:

@@ -9,59 +9,44 @@ backbone or head it trains. ``train(config)`` runs (or resumes) a run in ``confi
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
-import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from ..api import create_model
 from ..core.errors import GeometryError, SegzooError, TrainingError
-from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, make_loader, train_transform
-from ..data.demo import write_demo_dataset
 from ..data.stats import normalization_for
-from ..io.checkpoint import save_model
+from ..io.checkpoint import atomic_write_text, save_model
 from . import runtime as rtm
 from .config import TrainConfig
 from .evaluate import evaluate, to_device
+from .logs import write_logs
 from .loss import cross_entropy
 from .metrics import summary_line
 from .optim import make_optimizer, make_scheduler, optimizer_defaults
 from .presets import resolve_preset
-from .state import init_from_checkpoint, load_training_checkpoint, rng_state, save_training_checkpoint, set_rng_state
-
-CSV_FIELDS = ("epoch", "step", "train_loss", "lr", "images_per_s", "time_s",
-              "pixel_acc", "mean_acc", "mean_iu", "fw_iu", "skipped")
-
-
-@dataclass
-class TrainResult:
-    """What a run produced; ``history`` has one record per epoch (the lines of metrics.jsonl)."""
-
-    out_dir: Path
-    history: list[dict[str, Any]]
-    final_metrics: dict[str, Any] | None
-    best_metrics: dict[str, Any] | None
-    best_epoch: int | None
-    last_checkpoint: Path
-    best_checkpoint: Path | None
-    initial_metrics: dict[str, Any] | None = None
-    stopped_early: bool = False
-    files_written: list[Path] = field(default_factory=list)
-    model: torch.nn.Module | None = None
-    rank: int = 0  # this process's rank under torchrun; only rank 0 writes (and the CLI prints)
+from .records import EpochRecord, TrainResult
+from .run_folder import RunLock, check_new_run, check_resume_target
+from .setup import data_folder, default_run_folder, find_splits, make_data, seed_everything
+from .state import (
+    check_epochs_left,
+    init_from_checkpoint,
+    load_training_checkpoint,
+    rng_state,
+    save_training_checkpoint,
+    set_rng_state,
+)
 
 
-def train(config: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+def train(config: TrainConfig, on_epoch: Callable[[EpochRecord], None] | None = None,
           log: Callable[[str], None] = print) -> TrainResult:
     """Run (or, with ``config.resume``, continue) one training run; ``on_epoch`` gets each epoch's record."""
     owned = not torch.distributed.is_initialized()
@@ -71,27 +56,6 @@ def train(config: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None
     finally:
         if owned:
             rtm.teardown(rt)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def check_class_weights(weights: list[float] | None, class_names: list[str]) -> None:
-    """One finite, non-negative loss weight per class, or a :class:`SegzooError` that says what to give."""
-    if weights is None:
-        return
-    n = len(class_names)
-    names = ", ".join(class_names[:8]) + (", ..." if n > 8 else "")
-    if len(weights) != n:
-        raise SegzooError(
-            f"--class-weights has {len(weights)} values but the dataset has {n} classes ({names}); give one "
-            f"weight per class, in class order, e.g. --class-weights {','.join(['1'] * n)}")
-    if not all(math.isfinite(w) and w >= 0 for w in weights):
-        raise SegzooError(f"--class-weights {','.join(f'{w:g}' for w in weights)}: each weight must be finite "
-                          "and >= 0 (0 leaves a class out of the loss)")
 
 
 class Trainer:
@@ -104,8 +68,14 @@ class Trainer:
             self.ckpt, self.ckpt_path = load_training_checkpoint(path), path
             config = config.resumed_from(self.ckpt["config"])
             self.log(f"resuming {path} at epoch {self.ckpt['epoch'] + 1}, step {self.ckpt['step']}")
+        if not config.model:
+            raise SegzooError("no model to train: give one, e.g. --model <backbone>-<head> (segzoo list shows them)")
         config = config.resolved()  # the preset's values in the unset settings; a stored config is already resolved
         config.check()
+        if not config.out_dir:
+            config = dataclasses.replace(config, out_dir=str(default_run_folder(config.model)))
+        if self.ckpt is not None:
+            check_epochs_left(config.epochs, self.ckpt, self.ckpt_path)
         self.cfg = config
         self.out = Path(config.out_dir)
         self.written: set[Path] = set()
@@ -115,15 +85,10 @@ class Trainer:
     def build(self) -> None:
         cfg, rt = self.cfg, self.rt
         seed_everything(cfg.seed)
-        data = self.prepare_data()
-        pairs = {"train": find_pairs(data, cfg.train_split, cfg.skip_bad)}
-        if cfg.val_split:
-            pairs["val"] = find_pairs(data, cfg.val_split, cfg.skip_bad)
-        num_classes = cfg.num_classes or (len(pairs["train"].class_names) if pairs["train"].class_names else None)
-        probe = SegmentationDataset(pairs["train"], num_classes)  # checks classes before any model is built
-        self.class_names = probe.class_names
-        check_class_weights(cfg.class_weights, self.class_names)
-        self.model = self.build_model(probe.num_classes)
+        data = data_folder(cfg, rt, self.out)
+        splits = find_splits(cfg, data)
+        self.class_names = splits.class_names
+        self.model = self.build_model(splits.num_classes)
         self.model.recipe = self.model.recipe.replace(class_names=tuple(self.class_names))
         if cfg.normalization:  # the data's own statistics, kept in the recipe so predict and export use them too
             self.model.recipe = self.model.recipe.replace(
@@ -138,23 +103,13 @@ class Trainer:
             got = init_from_checkpoint(self.model, cfg.init_from)
             self.log(f"initialised {len(got['copied'])} tensors from {cfg.init_from}; "
                      f"{len(got['kept'])} keep their initialisation: {', '.join(got['kept'][:6])}")
-        norm = self.model.normalization
-        self.train_set = SegmentationDataset(pairs["train"], probe.num_classes,
-                                             train_transform(cfg.input_size, norm, tuple(cfg.scale), cfg.flip),
-                                             cfg.skip_bad, cfg.seed)
-        self.val_set = (SegmentationDataset(pairs["val"], probe.num_classes, eval_transform(norm), cfg.skip_bad)
-                        if "val" in pairs else None)
-        for p in pairs.values():
+        for p in splits.pairs.values():
             if p.dropped:
                 self.log(f"skipped {len(p.dropped)} bad entries of split '{p.split}', e.g.: {p.dropped[0]}")
-        # the epoch travels with each index: persistent loader workers never see a set_epoch on the dataset
-        self.sampler = ShardedSampler(len(self.train_set), True, cfg.seed, rt.rank, rt.world_size, pad=True,
-                                      tag_epoch=True)
-        self.loader = self._loader(self.train_set, self.sampler)
-        self.val_loader = (self._loader(self.val_set, ShardedSampler(len(self.val_set), False, 0, rt.rank,
-                                                                     rt.world_size, pad=False))
-                           if self.val_set else None)
-        self.steps_per_epoch = math.ceil(len(self.sampler) / cfg.batch_size)
+        self.data = make_data(cfg, rt, splits, self.model.normalization)
+        self.train_set, self.val_set = self.data.train_set, self.data.val_set
+        self.sampler, self.loader, self.val_loader = self.data.sampler, self.data.loader, self.data.val_loader
+        self.steps_per_epoch = self.data.steps_per_epoch
         self.model.to(rt.device)
         if rt.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -179,23 +134,10 @@ class Trainer:
                 f"({exc}). To keep the preset's other settings on this model, pass --geometry modern "
                 "(geometry='modern')") from exc
 
-    def prepare_data(self) -> Path:
-        if self.cfg.data:
-            return Path(self.cfg.data)
-        path = self.out.parent / "demo-data"
-        if self.rt.is_main:
-            write_demo_dataset(path, **self.cfg.demo)
-        rtm.barrier(self.rt)
-        return path
-
-    def _loader(self, dataset: SegmentationDataset, sampler: ShardedSampler) -> DataLoader:
-        return make_loader(dataset, sampler, self.cfg.batch_size, self.cfg.workers,
-                           pin_memory=self.rt.device.type == "cuda", seed=self.cfg.seed)
-
     def restore(self) -> None:
         """Put back everything a checkpoint holds, so the run continues exactly where it stopped."""
         self.epoch, self.step, self.batches_done = 0, 0, 0
-        self.history: list[dict[str, Any]] = []
+        self.history: list[EpochRecord] = []
         self.best: dict[str, Any] | None = None
         self.partial = self._new_partial()
         self.initial_metrics = None
@@ -210,19 +152,36 @@ class Trainer:
         if c.get("scaler"):
             self.scaler.load_state_dict(c["scaler"])
         self.epoch, self.step, self.batches_done = c["epoch"], c["step"], c["batches_done"]
-        self.history, self.best = list(c["history"]), c.get("best")
+        self.history, self.best = [EpochRecord.from_dict(r) for r in c["history"]], c.get("best")
         self.partial = {**self._new_partial(), **c["partial"]}
         self.initial_metrics = c.get("initial_metrics")
         set_rng_state(c["rng"])
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        """The run, holding its folder's lock throughout (rank 0: the one that writes)."""
+        try:
+            if not self.rt.is_main:
+                return self._run()
+            with RunLock(self.out, notice=self.log):
+                if self.ckpt is None:
+                    check_new_run(self.out)
+                else:
+                    check_resume_target(self.out, self.ckpt_path, self.ckpt.get("config"))
+                return self._run()
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as the CLI raises it: say how to go on
+            exc.segzoo_message = self.resume_hint()  # type: ignore[attr-defined]
+            raise
+
+    def _run(self) -> TrainResult:
         self.build()
         self.restore()
         cfg = self.cfg
         if self.rt.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            self._write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=1) + "\n")
+            self.written.add(atomic_write_text(json.dumps(cfg.to_dict(), indent=1) + "\n", self.out / "config.json"))
+            if self.ckpt is not None:  # logs written after the checkpoint (a crash between the two) go
+                self.written.update(write_logs(self.out, self.history))
         self.log(f"training {self.model.recipe.name} ({sum(p.numel() for p in self.model.parameters()):,} "
                  f"parameters) on {len(self.train_set)} images of {cfg.data or 'the demo dataset'}, "
                  f"{self.steps_per_epoch} steps/epoch x {cfg.epochs} epochs, device {self.rt.device}"
@@ -239,6 +198,19 @@ class Trainer:
             if not stopped:
                 self.end_epoch()
         return self.result(stopped)
+
+    def resume_hint(self) -> str:
+        """Where an interrupted run stands and the command that continues it."""
+        where = (f"stopped in epoch {self.epoch + 1} at step {self.step}" if hasattr(self, "step")
+                 else "stopped before training began")
+        good = getattr(self, "good_checkpoint", None) or (self.ckpt_path if self.ckpt is not None else None)
+        if good is None or not Path(good).is_file():
+            return f"{where}; no checkpoint was written yet, so there is nothing to resume: start again"
+        if Path(good).resolve() == (self.out / "last.pt").resolve():
+            how = f"segzoo train --resume --out {self.out}"
+        else:
+            how = f"segzoo train --resume {good} --out {self.out}"
+        return f"{where}; the last good checkpoint is {good}: continue with '{how}'"
 
     def settings_line(self) -> str:
         """The run's batch, loss, optimiser and model settings as resolved (what a preset set, overrides included)."""
@@ -262,8 +234,6 @@ class Trainer:
         batches = self.loader
         bar = None
         if self.progress and rt.is_main:
-            from tqdm import tqdm
-
             bar = batches = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
                                  dynamic_ncols=True, initial=self.batches_done, total=self.steps_per_epoch)
         start = time.perf_counter() - self.partial["time_s"]
@@ -339,27 +309,27 @@ class Trainer:
     def end_epoch(self) -> None:
         cfg = self.cfg
         images, secs = self.partial["images"], self.partial["time_s"]
-        record: dict[str, Any] = {
-            "epoch": self.epoch + 1, "step": self.step,
-            "train_loss": self.partial["loss_sum"] / images if images else float("nan"),
-            "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": images / secs if secs else 0.0,
-            "time_s": secs, "images": images, "skipped": self.partial["skipped"],
-        }
+        record = EpochRecord(
+            epoch=self.epoch + 1, step=self.step,
+            train_loss=self.partial["loss_sum"] / images if images else float("nan"),
+            lr=self.optimizer.param_groups[0]["lr"], images_per_s=images / secs if secs else 0.0, time_s=secs,
+            images=images, skipped=self.partial["skipped"])
         last_epoch = self.epoch + 1 == cfg.epochs
         if self.val_loader is not None and ((self.epoch + 1) % cfg.eval_every == 0 or last_epoch):
-            record["val"] = self.validate()
+            record.val = self.validate()
         self.epoch, self.batches_done = self.epoch + 1, 0
         self.partial = self._new_partial()
         self.history.append(record)
-        is_best = "val" in record and (self.best is None or record["val"]["mean_iu"] > self.best["mean_iu"])
+        is_best = record.val is not None and (self.best is None or record.val["mean_iu"] > self.best["mean_iu"])
         if is_best:
-            self.best = {**record["val"], "epoch": record["epoch"]}
-        self.log(f"epoch {record['epoch']}/{cfg.epochs}  loss {record['train_loss']:.4f}  "
-                 f"{record['images_per_s']:.1f} img/s  {record['time_s']:.0f}s"
-                 + (f"  {record['skipped']} skipped (bad samples)" if record["skipped"] else "")
-                 + (f"  val: {summary_line(record['val'])}" + ("  (best)" if is_best else "") if "val" in record
+            self.best = {**record.val, "epoch": record.epoch}
+        self.log(f"epoch {record.epoch}/{cfg.epochs}  loss {record.train_loss:.4f}  "
+                 f"{record.images_per_s:.1f} img/s  {record.time_s:.0f}s"
+                 + (f"  {record.skipped} skipped (bad samples)" if record.skipped else "")
+                 + (f"  val: {summary_line(record.val)}" + ("  (best)" if is_best else "") if record.val is not None
                     else ""))
-        self.write_logs()
+        if self.rt.is_main:
+            self.written.update(write_logs(self.out, self.history))
         if self.epoch == cfg.epochs or self.step_save_due() or (
                 cfg.save_every_epochs and self.epoch % cfg.save_every_epochs == 0):
             self.save("last.pt")
@@ -388,28 +358,12 @@ class Trainer:
             self.out / name, self.model, config=self.cfg.to_dict(), optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict() if self.scaler.is_enabled() else {},
             epoch=self.epoch, step=self.step, batches_done=self.batches_done, partial=dict(self.partial),
-            history=self.history, best=self.best, initial_metrics=self.initial_metrics, rng=rng_state())
-        self.written.add(path)
-
-    def write_logs(self) -> None:
-        if not self.rt.is_main:
-            return
-        lines = [json.dumps(r) for r in self.history]
-        self._write_text(self.out / "metrics.jsonl", "\n".join(lines) + "\n")
-        rows = [",".join(CSV_FIELDS)]
-        for r in self.history:
-            flat = {**r, **{k: v for k, v in r.get("val", {}).items() if k in CSV_FIELDS}}
-            rows.append(",".join("" if flat.get(k) is None else f"{flat[k]:.6g}" for k in CSV_FIELDS))
-        self._write_text(self.out / "metrics.csv", "\n".join(rows) + "\n")
-
-    def _write_text(self, path: Path, text: str) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+            history=[r.to_dict() for r in self.history], best=self.best, initial_metrics=self.initial_metrics,
+            rng=rng_state())
         self.written.add(path)
 
     def result(self, stopped: bool) -> TrainResult:
-        last_val = next((r["val"] for r in reversed(self.history) if "val" in r), None)
+        last_val = next((r.val for r in reversed(self.history) if r.val is not None), None)
         best_path = self.out / "best.pt"
         return TrainResult(
             out_dir=self.out, history=self.history, final_metrics=last_val, best_metrics=self.best,

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..core.errors import InputError
-from ..core.model import Backbone, FeatureInfo, SegmentationModel
+from ..core.errors import InputError, PluginError
+from ..core.model import Backbone, FeatureInfo, SegmentationModel, check_maps
 
 ODD_SIZES: tuple[tuple[int, int], ...] = ((33, 47), (64, 64), (71, 50))
 
@@ -58,30 +58,22 @@ def _input(size: tuple[int, int], batch: int = 1, seed: int = 0) -> torch.Tensor
 
 
 def check_feature_info(backbone: Backbone, sizes: Sequence[tuple[int, int]] = ODD_SIZES) -> str:
-    """Declared strides and channels are what forward() returns; strides measured, not trusted.
-
-    The stride of a level is measured as (growth of the input) / (growth of the map) between two
-    inputs 2 * max_stride apart, which holds for any padding geometry.
-    """
+    """Declared strides and channels are what forward() returns, at odd sizes and at one large enough to tell
+    every stride from its half or double: the same check (:func:`segzoo.core.model.check_maps`) a model runs
+    at its first forward."""
     info = list(backbone.feature_info)
     assert info, "feature_info is empty: declare FeatureInfo(stride, channels) for every level forward() returns"
     strides = [f.stride for f in info]
     assert len(set(strides)) == len(strides), f"feature_info repeats strides: {strides}"
     sizes = fit_sizes(sizes, backbone.min_input_size)
-    step = 2 * max(strides)
+    side = max(8 * s - 2 * min(f.offset, 0) for f, s in zip(info, strides))  # 8 cells at the coarsest level
     backbone.eval()
     with torch.no_grad():
-        for h, w in sizes:
-            small, big = backbone(_input((h, w))), backbone(_input((h + step, w + step)))
-            assert set(small) == set(strides), f"declares strides {sorted(strides)} but returned {sorted(small)}"
-            for f in info:
-                got = small[f.stride]
-                assert got.shape[1] == f.channels, (
-                    f"stride {f.stride}: declares {f.channels} channels, returned {got.shape[1]}")
-                grow = big[f.stride].shape[-2] - got.shape[-2], big[f.stride].shape[-1] - got.shape[-1]
-                assert grow == (step // f.stride,) * 2, (
-                    f"declares stride {f.stride}, but a {step}-pixel larger input grew its map by {grow} "
-                    f"(a stride {f.stride} map grows by {step // f.stride})")
+        for size in [*sizes, (int(side) + 1, int(side) + 3)]:
+            try:
+                check_maps(info, backbone(_input(size)), size, "the backbone")
+            except PluginError as exc:
+                raise AssertionError(str(exc).removeprefix("the backbone ")) from None
     return f"strides {strides}, channels {[f.channels for f in info]}"
 
 

@@ -153,6 +153,16 @@ class Registry:
                 return functools.partial(fam.obj, variant), fam
         raise UnknownNameError("backbone", name, self.names("backbone"))
 
+    def backbone_takes(self, name: str, option: str) -> bool:
+        """Whether backbone ``name``'s factory names ``option`` (e.g. ``fc_channels``) in its signature; a factory
+        that passes ``**options`` on (timm's) is not counted, since what it takes is decided further down."""
+        factory, _ = self.backbone_factory(name)
+        try:
+            params = inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            return False
+        return option in params
+
     def head(self, name: str) -> Entry:
         entry = self.entries["head"].get(name)
         if entry is None:

@@ -1,0 +1,185 @@
+"""What an ablation study is: its axes (backbones x heads x staged, each with some seeds), the settings every
+run shares, and the runs that plan makes of them. Everything here is checked before anything is trained or
+written, so a bad study is one line and an untouched ``--out``.
+
+A run is one variant (``vgg16-fcn8s``, ``vgg16-fcn8s-staged``) trained with one seed, in
+``<out>/<variant>/seed-<seed>/``. Seeds are ``train.seed`` (default 0) and the ``seeds - 1`` after it; the
+runs go seed by seed, so an interrupted study has whole seeds behind it. ``staged`` trains the heads coarse
+to fine per backbone and seed, each initialised from the previous one's final checkpoint, as in the paper
+(32s -> 16s -> 8s -> 4s); at once (the default) trains every head from the backbone's initialisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ..api import get_registry
+from ..core.errors import SegzooError, UnknownNameError
+from ..core.files import read_text_file
+from ..train import TrainConfig
+from ..train.metrics import BOUNDARY_PX
+
+
+@dataclass
+class Study:
+    """The grid, how many seeds, what the differences are measured against, and the shared training settings.
+
+    ``staged``: a bool or a list of them (``[False, True]`` puts both in one table). ``baseline``: a head
+    (each variant against that head of its backbone and staging) or a variant name; None: the first head.
+    ``train``: any ``TrainConfig`` field; on the demo dataset (no ``data``) the demo's settings fill the
+    ones left out (:func:`segzoo.train.demo.demo_defaults`).
+    """
+
+    backbones: list[str]
+    heads: list[str]
+    out: str = "runs/ablation"
+    staged: bool | list[bool] = False
+    seeds: int = 1
+    baseline: str | None = None
+    boundary_px: int = BOUNDARY_PX
+    train: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> Study:
+        try:
+            data = yaml.safe_load(read_text_file(path, "study file"))  # a regular file only: a pipe would block
+        except yaml.YAMLError as exc:
+            raise SegzooError(f"cannot read study file {path}: {str(exc).splitlines()[0]}") from exc
+        if not isinstance(data, dict):
+            raise SegzooError(f"{path}: a study file is a mapping with 'backbones' and 'heads' lists of names "
+                              "('segzoo list' shows them)")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in data if k not in known]
+        if unknown:
+            raise SegzooError(f"{path}: unknown keys {unknown}; a study may set {', '.join(known)} "
+                              "(training settings go under 'train:')")
+        missing = [k for k in ("backbones", "heads") if k not in data]
+        if missing:
+            raise SegzooError(f"{path}: a study needs {' and '.join(map(repr, missing))}: lists of names "
+                              "('segzoo list' shows them)")
+        study = cls(**data)
+        try:
+            study.check()
+        except SegzooError as exc:
+            raise SegzooError(f"{path}: {exc}") from exc
+        return study
+
+    @property
+    def stagings(self) -> list[bool]:
+        return list(self.staged) if isinstance(self.staged, list) else [self.staged]
+
+    def seed_values(self) -> list[int]:
+        base = int(self.train.get("seed") or 0)
+        return list(range(base, base + self.seeds))
+
+    def check(self) -> None:
+        """Every axis of the right type and not empty, every name known, the baseline in the grid, the training
+        settings ones a run has: a :class:`SegzooError` naming the first problem and its fix."""
+        for axis in ("backbones", "heads"):
+            value = getattr(self, axis)
+            if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+                raise SegzooError(f"'{axis}' must be a list of names, got {value!r} (--{axis} NAME,NAME; "
+                                  "'segzoo list' shows them)")
+            if not value:
+                raise SegzooError(f"'{axis}' is empty: nothing to train; name at least one (--{axis} NAME,NAME; "
+                                  "'segzoo list' shows them)")
+            if len(set(value)) != len(value):
+                raise SegzooError(f"'{axis}' names {sorted({v for v in value if value.count(v) > 1})} twice; "
+                                  "name each once")
+        staged = self.staged if isinstance(self.staged, list) else [self.staged]
+        if not staged or not all(isinstance(s, bool) for s in staged) or len(set(staged)) != len(staged):
+            raise SegzooError(f"'staged' must be true, false or a list of them such as [false, true], got "
+                              f"{self.staged!r}")
+        for key, least in (("seeds", 1), ("boundary_px", 1)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise SegzooError(f"'{key}' must be a whole number >= {least}, got {value!r} "
+                                  f"(--{key.replace('_', '-')} N)")
+        if not isinstance(self.out, str | os.PathLike) or not str(self.out):
+            raise SegzooError(f"'out' must be a folder, got {self.out!r}")
+        if not isinstance(self.train, dict):
+            raise SegzooError(f"'train' must be a mapping of training settings, e.g. 'train: {{epochs: 2}}', got "
+                              f"{self.train!r}")
+        registry = get_registry()
+        for b in self.backbones:
+            registry.backbone_factory(b)  # an unknown name fails before anything is trained
+        for h in self.heads:
+            registry.head(h)
+        if self.baseline is not None:
+            names = self.heads + [v.name for v in plan(self)]
+            if not isinstance(self.baseline, str) or self.baseline not in names:
+                raise SegzooError(f"baseline {self.baseline!r} is not in the study; give one of its heads "
+                                  f"({', '.join(self.heads)}) or variants ({', '.join(names[len(self.heads):])})")
+        try:
+            config = TrainConfig.from_dict(self.train)
+            config.check()
+            config.resolved(per_model=False)
+        except UnknownNameError as exc:
+            raise SegzooError(f"train: {exc}") from exc
+        except TypeError as exc:
+            raise SegzooError(f"train: {exc}") from exc
+        if not isinstance(config.backbone_kwargs, dict):
+            raise SegzooError("train: 'backbone_kwargs' must be a mapping, e.g. {fc_channels: 512}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_ready(dataclasses.asdict(self))
+
+
+def json_ready(value: Any) -> Any:
+    """Tuples as lists, as JSON stores them (so a setting read back compares equal)."""
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One cell of the grid; ``init_from`` is the variant whose final checkpoint (same seed) starts it (staged)."""
+
+    name: str
+    backbone: str
+    head: str
+    staged: bool = False
+    init_from: str | None = None
+
+
+@dataclass(frozen=True)
+class Run:
+    """One variant trained with one seed."""
+
+    variant: Variant
+    seed: int
+
+    @property
+    def folder(self) -> str:
+        return f"{self.variant.name}/seed-{self.seed}"
+
+
+def plan(study: Study) -> list[Variant]:
+    """The variants in training order: per backbone, at once before staged; staged heads coarse to fine."""
+    registry = get_registry()
+    variants = []
+    for b in study.backbones:
+        for staged in study.stagings:
+            if not staged:
+                variants += [Variant(f"{b}-{h}", b, h) for h in study.heads]
+                continue
+            previous = None
+            for h in sorted(study.heads, key=lambda h: len(registry.head(h).strides)):
+                name = f"{b}-{h}-staged"
+                variants.append(Variant(name, b, h, True, previous))
+                previous = name
+    return variants
+
+
+def runs(study: Study) -> list[Run]:
+    """Every run, seed by seed (each seed's variants in :func:`plan`'s order)."""
+    variants = plan(study)
+    return [Run(v, s) for s in study.seed_values() for v in variants]
