@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from segzoo import CAFFE_NORM, Backbone, FeatureInfo, InputError, hookimpl, load_classifier_weights, torch_hub_file
-from segzoo.core.layers import CeilMaxPool2d, grid_offset, widen_input_conv, widen_normalization
+from segzoo.core.layers import CeilMaxPool2d, check_fc_options, grid_offset, widen_input_conv, widen_normalization
 from segzoo.core.model import check_geometry
 
 # Where each ImageNet classifier layout keeps AlexNet's fc6 and fc7: torchvision's, and segzoo's own keys.
@@ -100,6 +100,7 @@ def alexnet(weights: str | None = None, fc_channels: int = 4096, dropout: float 
     """
     if not isinstance(in_chans, int) or in_chans < 1:
         raise InputError(f"backbone 'alexnet': in_chans must be a positive integer, got {in_chans!r}")
+    check_fc_options(fc_channels, dropout)
     model = AlexNet(fc_channels, dropout, geometry, in_chans=3 if weights else in_chans)
     if weights == "imagenet":
         weights = imagenet_file()

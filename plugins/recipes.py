@@ -9,14 +9,18 @@ import yaml
 
 from segzoo import hookimpl
 from segzoo.core.errors import PluginError
+from segzoo.core.files import read_text_file
 
 DEFAULT = Path(__file__).with_name("registry.yaml")
 
 
 def read_recipes(path: str | os.PathLike[str]) -> dict[str, dict]:
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
-    recipes = data.get("recipes")
+    text = read_text_file(path, "recipe registry (SEGZOO_REGISTRY)", PluginError)  # a pipe would block forever
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise PluginError(f"{path} is not valid YAML: {' '.join(str(exc).split())[:200]}") from None
+    recipes = data.get("recipes") if isinstance(data, dict) else None
     if not isinstance(recipes, dict):
         raise PluginError(f"{path} must hold a mapping 'recipes: {{name: {{backbone: ..., head: ...}}}}'")
     return recipes

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from segzoo import CAFFE_NORM, Backbone, FeatureInfo, InputError, hookimpl, load_classifier_weights, torch_hub_file
-from segzoo.core.layers import CeilMaxPool2d, grid_offset, widen_input_conv, widen_normalization
+from segzoo.core.layers import CeilMaxPool2d, check_fc_options, grid_offset, widen_input_conv, widen_normalization
 from segzoo.core.model import check_geometry
 
 # Where each ImageNet classifier layout keeps VGG16's fc6 and fc7 (as timm's vgg.py owns its _filter_fn):
@@ -103,6 +103,7 @@ def vgg16(weights: str | None = None, fc_channels: int = 4096, dropout: float = 
     """
     if not isinstance(in_chans, int) or in_chans < 1:
         raise InputError(f"backbone 'vgg16': in_chans must be a positive integer, got {in_chans!r}")
+    check_fc_options(fc_channels, dropout)
     model = VGG16(fc_channels, dropout, geometry, in_chans=3 if weights else in_chans)
     if weights == "imagenet":
         weights = imagenet_file()
@@ -111,6 +112,7 @@ def vgg16(weights: str | None = None, fc_channels: int = 4096, dropout: float = 
         model.features[0] = widen_input_conv(model.features[0], in_chans)
         model.normalization = widen_normalization(model.normalization, in_chans)
     return model
+
 
 
 @hookimpl

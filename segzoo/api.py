@@ -102,11 +102,12 @@ def load_model(path: str | os.PathLike[str], map_location: Any = "cpu") -> Segme
 
 
 def convert(src: str | os.PathLike[str], model_name: str, out: str | os.PathLike[str], source: str,
-            num_classes: int | None = None) -> SegmentationModel:
+            num_classes: int | None = None, overwrite: bool = True) -> SegmentationModel:
     """Convert a foreign weights file into a segzoo checkpoint (weights + recipe) that loads with no flags.
 
     ``source`` names a weight layout a plugin registered (the FCN plugin's ``torchfcn``); the layout says which classes,
     geometry and backbone options the file needs, and ``num_classes`` overrides its classes.
+    ``overwrite=False`` leaves an existing ``out`` as it is (a :class:`FileExistsError`).
     """
     registry = get_registry()
     layout = registry.weight_layout(source)
@@ -121,7 +122,7 @@ def convert(src: str | os.PathLike[str], model_name: str, out: str | os.PathLike
         options["num_classes"] = num_classes
     model = create_model(model_name, **options)
     model.load_state_dict(layout.to_model(model, state, str(src)))
-    save_model(model, out, converted_from={"path": str(Path(src).resolve()), "layout": source})
+    save_model(model, out, overwrite=overwrite, converted_from={"path": str(Path(src).resolve()), "layout": source})
     return model
 
 

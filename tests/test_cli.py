@@ -1,10 +1,17 @@
-"""The segzoo command as a user runs it: exit codes, messages, and files."""
+"""The segzoo command as a user runs it: exit codes, messages, and files; hostile input as one line, exit 2."""
 
+import hashlib
+import os
+import pickle
+import shutil
+import signal
+
+import pytest
 import torch
 
 import segzoo
 from segzoo.cli import main
-from tests.conftest import run_cli
+from tests.conftest import TINY_TRAIN, run_cli
 
 
 def test_build_prints_the_summary_and_writes_a_loadable_checkpoint(tmp_path):
@@ -49,3 +56,324 @@ def test_build_takes_backbone_and_head_options(capsys):
     assert f"{trainable:,} trainable" in out
     assert main(["build", "alexnet-fcn32s", "--backbone-opt", "fc_channels"]) == 2
     assert "--backbone-opt 'fc_channels' must be KEY=VALUE" in capsys.readouterr().err
+
+
+# -- hostile input: every bad value is one line and exit 2, never a traceback, never a lost file ---------------
+
+TINY = TINY_TRAIN
+
+
+def digest(folder) -> dict[str, str]:
+    """Every file under ``folder`` and a hash of its bytes: what a refusal must leave exactly as it was."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def refused(capsys, argv: list[str], *expect: str, code: int = 2) -> str:
+    """Run the CLI in-process; assert the exit code, one line on stderr naming ``expect``, and no traceback."""
+    rc = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == code, (argv, err)
+    assert "Traceback" not in err
+    assert len(lines) == 1 and lines[0].startswith("segzoo"), err
+    for text in expect:
+        assert text in lines[0], (text, lines[0])
+    return lines[0]
+
+
+# (command line, text the one line must hold); {data} and {out} are filled in per test
+BAD_NUMBERS = [
+    (["train", *TINY, "--lr", "nan"], "--lr must be a finite number > 0"),
+    (["train", *TINY, "--lr", "-1"], "--lr must be a finite number > 0"),
+    (["train", *TINY, "--lr", "abc"], "--lr"),
+    (["train", *TINY, "--momentum", "-1"], "--momentum must be a finite number >= 0 and < 1"),
+    (["train", *TINY, "--weight-decay", "inf"], "--weight-decay"),
+    (["train", *TINY, "--seed", "-1"], "--seed must be an integer from 0"),
+    (["train", *TINY, "--scale", "nan,nan"], "--scale must be LOW,HIGH"),
+    (["train", *TINY, "--scale", "1000,1000"], "--scale must be LOW,HIGH"),
+    (["train", *TINY, "--scale", "2,1"], "--scale must be LOW,HIGH"),
+    (["train", *TINY, "--scale", "1"], "--scale must be LOW,HIGH"),
+    (["train", *TINY, "--input-size", "0"], "--input-size must be an integer from 16 to 8192"),
+    (["train", *TINY, "--input-size", "-5"], "--input-size must be an integer from 16 to 8192"),
+    (["train", *TINY, "--input-size", "100000"], "--input-size must be an integer from 16 to 8192"),
+    (["train", *TINY, "--num-classes", "0"], "--num-classes must be an integer from 1 to 255"),
+    (["train", *TINY, "--num-classes", "100000"], "--num-classes must be an integer from 1 to 255"),
+    (["train", *TINY, "--fc-channels", "0"], "--fc-channels: must be an integer at least 1 and at most 65536"),
+    (["build", "alexnet-fcn32s", "--backbone-opt", "fc_channels=abc"], "fc_channels"),
+    (["build", "alexnet-fcn32s", "--backbone-opt", "fc_channels=-3"], "fc_channels"),
+    (["train", *TINY, "--backbone-opt", "dropout=2"], "dropout"),
+    (["train", *TINY, "--backbone-opt", "fc_channels"], "KEY=VALUE"),
+    (["train", *TINY, "--backbone-opt", "=1"], "KEY=VALUE"),
+    (["train", *TINY, "--epochs", "0"], "--epochs must be >= 1"),
+    (["train", *TINY, "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["train", *TINY, "--workers", "-1"], "--workers must be >= 0"),
+    (["train", *TINY, "--eval-every", "0"], "--eval-every must be >= 1"),
+    (["train", *TINY, "--save-every-steps", "-1"], "--save-every-steps"),
+    (["train", *TINY, "--save-every-epochs", "-1"], "--save-every-epochs"),
+    (["train", *TINY, "--class-weights", "nan,1,1,1,1,1"], "--class-weights"),
+    (["eval", "--batch-size", "0"], "--batch-size: must be an integer at least 1"),
+    (["eval", "--workers", "-1"], "--workers: must be an integer at least 0"),
+    (["bench", "alexnet-fcn32s", "--input", "1x64x64"], "3-channel"),
+    (["bench", "alexnet-fcn32s", "--input", "4x64x64"], "3-channel"),
+    (["bench", "alexnet-fcn32s", "--input", "3x0x64"], "CxHxW"),
+    (["bench", "alexnet-fcn32s", "--batch-size", "0"], "--batch-size: must be an integer at least 1"),
+    (["bench", "alexnet-fcn32s", "--iters", "0"], "--iters: must be an integer at least 1"),
+    (["bench", "alexnet-fcn32s", "--warmup", "0"], "--warmup: must be an integer at least 1"),
+    (["bench", "alexnet-fcn32s", "--threads", "0"], "--threads: must be an integer at least 1"),
+    (["bench", "alexnet-fcn32s", "--workers", "-2"], "--workers: must be an integer at least 0"),
+    (["bench", "alexnet-fcn32s", "--peak-tflops", "nan"], "--peak-tflops: must be a finite number > 0"),
+    (["bench", "alexnet-fcn32s", "--num-classes", "100000"], "--num-classes: must be an integer at least 1 and at "
+                                                            "most 255"),
+    (["build", "alexnet-fcn32s", "--input", "1x64x64"], "3-channel"),
+    (["build", "alexnet-fcn32s", "--input", "4x64x64"], "3-channel"),
+    (["build", "alexnet-fcn32s", "--input", "3x64x99999"], "sides up to 16384"),
+    (["build", "alexnet-fcn32s", "--num-classes", "0"], "--num-classes: must be an integer at least 1 and at most"),
+    (["build", "alexnet-fcn32s", "--num-classes", "100000"], "--num-classes: must be an integer at least 1 and "
+                                                            "at most 255"),
+    (["build", "alexnet-fcn32s", "--backbone-opt", "fc_channels=0"], "fc_channels"),
+    (["build", "alexnet-fcn32s", "--backbone-opt", "fc_channels=[1"], "cannot read the value"),
+    (["data", "demo", "--out", "{out}", "--train", "-1"], "--train: must be an integer at least 1"),
+    (["data", "demo", "--out", "{out}", "--val", "-1"], "--val: must be an integer at least 0"),
+    (["data", "demo", "--out", "{out}", "--size", "0"], "--size: must be an integer at least 16"),
+    (["data", "demo", "--out", "{out}", "--seed", "-1"], "--seed: must be an integer at least 0"),
+    (["data", "check", "{data}", "--num-classes", "0"], "--num-classes: must be an integer at least 1"),
+    (["check-plugin", "alexnet", "--num-classes", "0"], "--num-classes: must be an integer at least 1"),
+    (["convert", "a.pth", "{out}", "--from", "torchfcn", "--model", "vgg16-fcn32s", "--num-classes", "0"],
+     "--num-classes: must be an integer at least 1"),
+]
+
+
+@pytest.mark.parametrize("argv,expect", BAD_NUMBERS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BAD_NUMBERS])
+def test_every_numeric_option_refuses_a_bad_value_in_one_line(argv, expect, demo_data, tmp_path, capsys):
+    """Checked at the edge: nothing is built, trained or written, and the line names the option and its range."""
+    out = tmp_path / "out"
+    argv = [a.format(data=demo_data, out=out) for a in argv]
+    if argv[0] == "train":
+        argv += ["--data", str(demo_data), "--out", str(out)]
+    if argv[0] == "eval":
+        argv += ["--checkpoint", str(tmp_path / "x.pt"), "--data", str(demo_data)]
+    before = digest(demo_data)
+    refused(capsys, argv, expect)
+    assert not out.exists()  # no run folder, demo or checkpoint left behind
+    assert digest(demo_data) == before
+
+
+# -- checkpoints that are empty, cut short, pickled code or tampered with, on every command that reads one ----
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "net.pt"
+    assert main(["build", "alexnet-fcn32s", "--num-classes", "6", "--backbone-opt", "fc_channels=32", "--input",
+                 "3x64x64", "--out", str(path)]) == 0
+    return path
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+def bad_files(folder, model_file) -> dict[str, object]:
+    """Damaged copies of a good checkpoint, by what is wrong with them."""
+    import torch
+
+    folder.mkdir(exist_ok=True)
+    good = torch.load(model_file, weights_only=True)
+    raw = model_file.read_bytes()
+    made = {"empty": b"", "truncated": raw[: len(raw) // 3], "pickled code": pickle.dumps({"x": Payload()}, 2)}
+    paths = {}
+    for name, data in made.items():
+        paths[name] = folder / f"{name.replace(' ', '_')}.pt"
+        paths[name].write_bytes(data)
+    tampered = {
+        "recipe a string": {**good, "recipe": "vgg16-fcn8s"},
+        "class_names an int": {**good, "recipe": {**good["recipe"], "class_names": 5}},
+        "std of 0": {**good, "recipe": {**good["recipe"], "normalization": {
+            **good["recipe"]["normalization"], "std": [0.0, 0.2, 0.2]}}},
+    }
+    for name, obj in tampered.items():
+        paths[name] = folder / f"{name.replace(' ', '_')}.pt"
+        torch.save(obj, paths[name])
+    folder.joinpath("a_folder.pt").mkdir()
+    paths["a folder"] = folder / "a_folder.pt"
+    return paths
+
+
+READERS = {
+    "eval": lambda f, d, o: ["eval", "--checkpoint", f, "--data", d, "--json", o],
+    "predict": lambda f, d, o: ["predict", "--checkpoint", f, f"{d}/JPEGImages/val_00000.jpg", "--out", o],
+    "bench": lambda f, d, o: ["bench", f, "--input", "3x64x64", "--iters", "1", "--warmup", "1", "--no-peak"],
+    "build --weights": lambda f, d, o: ["build", "alexnet-fcn32s", "--num-classes", "6", "--backbone-opt",
+                                        "fc_channels=32", "--weights", f, "--input", "3x64x64"],
+    "build --backbone-weights": lambda f, d, o: ["build", "alexnet-fcn32s", "--backbone-weights", f, "--input",
+                                                 "3x64x64"],
+    "convert": lambda f, d, o: ["convert", f, o, "--from", "torchfcn", "--model", "vgg16-fcn32s"],
+    "train --resume": lambda f, d, o: ["train", "--resume", f, "--out", o],
+    "train --init-from": lambda f, d, o: ["train", *TINY, "--data", d, "--init-from", f, "--out", o],
+}
+# which damage each reader meets: state-dict readers never look at a recipe
+DAMAGE = {"empty": "is empty", "truncated": "corrupt", "pickled code": "pickled Python code",
+          "a folder": "regular file", "recipe a string": "recipe", "class_names an int": "class_names",
+          "std of 0": "std"}
+RECIPE_READERS = ("eval", "predict", "bench")
+
+
+def test_damaged_checkpoints_are_one_line_on_every_command_that_reads_one(model_file, demo_data, tmp_path,
+                                                                          capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the payload would write, were it ever run
+    files = bad_files(tmp_path / "bad", model_file)
+    before = digest(tmp_path / "bad")
+    cases = 0
+    for command, make in READERS.items():
+        for damage, expect in DAMAGE.items():
+            if damage in ("recipe a string", "class_names an int", "std of 0") and command not in RECIPE_READERS:
+                continue
+            out = tmp_path / f"out-{cases}"
+            line = refused(capsys, make(str(files[damage]), str(demo_data), str(out)), expect)
+            assert str(files[damage]) in line or damage in ("recipe a string", "class_names an int", "std of 0")
+            assert not out.exists()
+            cases += 1
+    assert cases == 8 * 4 + 3 * 3
+    assert not (tmp_path / "pwned.txt").exists()  # the pickle never ran
+    assert digest(tmp_path / "bad") == before
+
+
+def test_the_pickled_code_refusal_says_what_it_is_and_what_to_do(model_file, tmp_path, capsys):
+    files = bad_files(tmp_path / "bad", model_file)
+    line = refused(capsys, ["eval", "--checkpoint", str(files["pickled code"]), "--data", str(tmp_path)])
+    assert "segzoo never runs" in line and "torch.load(weights_only=False)" in line and line.endswith("that file")
+
+
+def test_tampered_training_checkpoints_are_refused_before_resuming(trained_run, tmp_path, capsys):
+    import torch
+
+    good = torch.load(trained_run / "last.pt", weights_only=True)
+    for key, value in (("rng", None), ("config", None), ("config", "epochs: 3"), ("epoch", "2"),
+                       ("history", {"a": 1})):
+        bad = {k: v for k, v in good.items() if k != key}
+        if value is not None:
+            bad[key] = value
+        path = tmp_path / f"{key}.pt"
+        torch.save(bad, path)
+        refused(capsys, ["train", "--resume", str(path), "--out", str(tmp_path / "new")], f"'{key}'")
+        assert not (tmp_path / "new").exists()
+
+
+@pytest.fixture
+def trained_run(tiny_run):
+    return tiny_run
+
+
+# -- files: never replace what segzoo did not write ------------------------------------------------------------
+def test_build_and_convert_refuse_an_existing_file_unless_forced(model_file, tmp_path, capsys):
+    target = tmp_path / "mine.pt"
+    target.write_bytes(b"precious")
+    refused(capsys, ["build", "alexnet-fcn32s", "--backbone-opt", "fc_channels=8", "--input", "3x64x64", "--out",
+                     str(target)], "exists", "--force")
+    refused(capsys, ["convert", str(model_file), str(target), "--from", "torchfcn", "--model", "vgg16-fcn32s"],
+            "exists", "--force")
+    assert target.read_bytes() == b"precious"
+    refused(capsys, ["build", "alexnet-fcn32s", "--input", "3x64x64", "--out", str(tmp_path)], "is a folder")
+    assert main(["build", "alexnet-fcn32s", "--backbone-opt", "fc_channels=8", "--input", "3x64x64", "--out",
+                 str(target), "--force"]) == 0
+    assert segzoo.load_model(target).recipe.name == "alexnet-fcn32s"
+
+
+def test_os_errors_on_output_paths_are_one_line_naming_the_path(trained_run, demo_data, tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    line = refused(capsys, ["eval", "--checkpoint", str(trained_run / "best.pt"), "--data", str(demo_data),
+                            "--json", str(a_file / "m.json")], "cannot use", "not a folder")
+    assert str(a_file) in line
+    refused(capsys, ["bench", "alexnet-fcn32s", "--input", "3x64x64", "--iters", "1", "--warmup", "1", "--no-peak",
+                     "--json", str(tmp_path)], str(tmp_path), "folder")
+    refused(capsys, ["train", *TINY, "--data", str(demo_data), "--out", str(a_file / "run")], str(a_file))
+    assert a_file.read_text() == "x"
+
+
+# -- the command line itself -------------------------------------------------------------------------------------
+def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(monkeypatch, capsys):
+    import segzoo.cli.listing as listing
+
+    def broken(args):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(listing, "run", broken)
+    line = refused(capsys, ["list"], "unexpected RuntimeError: boom second line", "--debug", code=1)
+    assert "SEGZOO_DEBUG=1" in line
+    assert main(["--debug", "list"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+    monkeypatch.setenv("SEGZOO_DEBUG", "1")
+    assert main(["build", "vgg16-fcn9s"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("segzoo: error: unknown model")
+
+
+def test_a_huge_name_is_cut_and_argparse_errors_are_one_line(capsys):
+    line = refused(capsys, ["build", "x" * 100_000])
+    assert len(line) < 400 and "100,000 characters" in line
+    refused(capsys, ["train", "--epochs", "two"], "invalid int value", "segzoo train --help")
+    refused(capsys, ["nosuchcommand"], "invalid choice")
+
+
+def test_check_plugin_of_a_module_or_name_that_is_no_plugin_fails(capsys):
+    refused(capsys, ["check-plugin", "os"], "no segzoo plugin")
+    refused(capsys, ["check-plugin", ""], "needs a plugin")
+    refused(capsys, ["check-plugin", "a..b"], "no plugin distribution")
+
+
+def test_disabling_a_plugin_that_is_not_installed_warns(capsys):
+    assert main(["-p", "no:typo", "list", "alexnet-fcn32s"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: -p no:typo names no installed plugin" in err and "alexnet" in err
+    assert main(["-p", "no:timm", "list", "alexnet-fcn32s"]) == 0
+    assert capsys.readouterr().err == ""
+    segzoo.get_registry(reload=True)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_as_registry_or_study_file_fails_at_once_instead_of_hanging(tmp_path, capsys, monkeypatch):
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    monkeypatch.setenv("SEGZOO_REGISTRY", str(fifo))
+    try:
+        segzoo.get_registry(reload=True)  # reading the FIFO would block here forever
+        assert main(["list", "alexnet-fcn32s"]) == 0 and main(["plugins"]) == 0
+        out = capsys.readouterr().out
+        assert "alexnet-fcn32s" in out and "recipes" in out and "not a regular file" in out
+    finally:
+        monkeypatch.delenv("SEGZOO_REGISTRY")
+        segzoo.get_registry(reload=True)
+    refused(capsys, ["ablate", str(fifo)], "not a regular file")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="POSIX signals")
+def test_sigterm_is_handled_like_ctrl_c(monkeypatch, capsys):
+    import segzoo.cli.listing as listing
+
+    def terminated(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.setattr(listing, "run", terminated)
+    assert main(["list"]) == 143
+    assert capsys.readouterr().err.strip() == "segzoo: terminated (SIGTERM)"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back as it was
+
+
+def test_messages_suggest_only_flags_the_command_has(trained_run, demo_data, tmp_path, capsys):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    line = refused(capsys, ["predict", "--checkpoint", str(trained_run / "best.pt"), str(bad), "--out",
+                            str(tmp_path / "p")], "cannot read image", str(bad))
+    assert "--skip-bad" not in line  # predict has no such flag
+    empty = tmp_path / "voc"
+    shutil.copytree(demo_data, empty)
+    (empty / "ImageSets" / "Segmentation" / "train.txt").unlink()
+    line = refused(capsys, ["bench", "alexnet-fcn32s", "--input", "3x64x64", "--iters", "1", "--warmup", "1",
+                            "--no-peak", "--data", str(empty)], "train.txt does not exist", "splits here: ['val']")
+    assert "--split" not in line  # nor has bench
+    corrupt = shutil.copytree(demo_data, tmp_path / "corrupt")
+    (corrupt / "JPEGImages" / "val_00001.jpg").write_bytes(b"")
+    refused(capsys, ["eval", "--checkpoint", str(trained_run / "best.pt"), "--data", str(corrupt), "--json",
+                     str(tmp_path / "e.json")], "val_00001.jpg", "--skip-bad")  # eval has it

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 
 import numpy as np
@@ -322,3 +324,72 @@ def test_datasets_share_decoded_images_within_shared_decoding_up_to_its_budget(d
     with shared_decoding(64 * 64 * 4 + 1):  # room for one image and its mask
         [ds.load(i) for i in (0, 1, 0, 1)]
     assert len(reads) == 1 + 3
+
+
+# -- hostile files: one DataError naming the file, nothing read that could block, nothing deleted -----------
+def test_non_utf8_class_names_and_split_files_are_data_errors(tmp_path, demo_data):
+    root = shutil.copytree(demo_data, tmp_path / "d")
+    (root / "class_names.txt").write_bytes("background\nd\xe9j\xe0 vu\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"class_names\.txt is not UTF-8 text.*save it as UTF-8"):
+        find_pairs(root, "train")
+    (root / "class_names.txt").write_text("\n".join(CLASSES) + "\n")
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_bytes(b"val_00000\n\xff\xfe\n")
+    with pytest.raises(DataError, match=r"split file .*val\.txt is not UTF-8"):
+        find_pairs(root, "val")
+
+
+def test_a_folder_or_fifo_named_like_a_split_file_is_reported_as_such(tmp_path, demo_data):
+    root = shutil.copytree(demo_data, tmp_path / "d")
+    split = root / "ImageSets" / "Segmentation" / "val.txt"
+    split.unlink()
+    split.mkdir()
+    with pytest.raises(DataError, match=r"val\.txt is a folder; a split is a text file"):
+        find_pairs(root, "val")
+    with pytest.raises(DataError, match=r"val\.txt is a folder"):
+        find_pairs(root, str(split))
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "list.txt"
+        os.mkfifo(fifo)
+        with pytest.raises(DataError, match="not a regular file"):
+            find_pairs(root, str(fifo))
+
+
+def test_the_demo_never_deletes_a_dataset_it_did_not_write(tmp_path):
+    out = write_demo_dataset(tmp_path / "d", train=2, val=1, size=32)
+    (out / "JPEGImages" / "mine.jpg").write_bytes(b"the user's own")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(DataError, match=r"other settings \(train 2, val 1, size 32, seed 0\).*never deletes"):
+        write_demo_dataset(out, train=3, val=1, size=32)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert write_demo_dataset(out, train=2, val=1, size=32) == out  # the same settings: reused as is
+
+
+def test_an_interrupted_demo_is_finished_without_touching_other_files(tmp_path, monkeypatch):
+    import segzoo.data.demo as demo
+
+    calls = []
+
+    def stop_after_two(*args):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(args)
+        return real(*args)
+
+    real = demo.make_sample
+    monkeypatch.setattr(demo, "make_sample", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        write_demo_dataset(tmp_path / "d", train=3, val=1, size=32)
+    monkeypatch.setattr(demo, "make_sample", real)
+    assert json.loads((tmp_path / "d" / "segzoo-demo.json").read_text())["complete"] is False
+    (tmp_path / "d" / "notes.txt").write_text("mine")
+    write_demo_dataset(tmp_path / "d", train=3, val=1, size=32)
+    assert len(open_dataset(tmp_path / "d", "train")) == 3 and (tmp_path / "d" / "notes.txt").read_text() == "mine"
+    assert "complete" not in json.loads((tmp_path / "d" / "segzoo-demo.json").read_text())
+
+
+@pytest.mark.parametrize("setting", [{"train": -1}, {"train": 0}, {"val": -1}, {"size": 0}, {"seed": -1},
+                                     {"train": 2.5}])
+def test_demo_settings_out_of_range_are_refused_before_writing(tmp_path, setting):
+    with pytest.raises(DataError, match=f"--{next(iter(setting))} must be an integer"):
+        write_demo_dataset(tmp_path / "d", **setting)
+    assert not (tmp_path / "d").exists()

@@ -73,7 +73,7 @@ def test_cli_predicts_a_folder_in_tiles_with_tta_and_workers(small, tmp_path, ca
     write_images(tmp_path / "in", ["p/big.png"], size=(300, 260))
     out = tmp_path / "out"
     assert main(["predict", str(tmp_path / "in"), "--checkpoint", str(ckpt), "--out", str(out), "--tile", "128",
-                 "--overlap", "0.25", "--tta", "flip", "--tta", "scales=0.75,1", "--workers", "1", "--probs"]) == 0
+                 "--overlap", "0.25", "--tta", "flip", "--tta", "scales=0.75,1", "--workers", "1", "--probs", "--progress"]) == 0
     err = capsys.readouterr().err
     assert "images/s" in err
     probs = np.load(out / "p" / "big_probs.npy")

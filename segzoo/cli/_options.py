@@ -1,7 +1,11 @@
-"""Parsing what several commands share: ``KEY=VALUE`` options for a backbone or head."""
+"""Parsing what several commands share: ``KEY=VALUE`` options for a backbone or head, and numbers checked at
+the edge (argparse types that name the valid range), so a bad value is one line before any work."""
 
 from __future__ import annotations
 
+import argparse
+import math
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -22,3 +26,71 @@ def parse_options(pairs: list[str], flag: str) -> dict[str, Any]:
             raise SegzooError(f"{flag} {pair[:80]!r}: cannot read the value {value[:40]!r}; write a number, "
                               "true/false, a word, or a [list]") from None
     return out
+
+
+# Class indices live in 8-bit masks: 0..254, with 255 for void.
+MAX_CLASSES = 255
+
+
+def int_in(low: int, high: int | None = None, meaning: str = "") -> Callable[[str], int]:
+    """An argparse ``type``: an integer from ``low`` to ``high``; the error names the range (argparse names the
+    option), e.g. ``argument --batch-size: must be an integer >= 1, got '0'``."""
+    span = f"at least {low}" + (f" and at most {high}" if high is not None else "")
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be an integer {span}{f' ({meaning})' if meaning else ''}, "
+                                             f"got {text[:40]!r}")
+        return value
+
+    parse.__name__ = "integer"  # what argparse calls the type in its own messages
+    return parse
+
+
+def float_in(low: float, high: float | None = None, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number above (``low_open``) or from ``low``, up to ``high``."""
+    span = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or (value <= low if low_open else value < low) or (
+                high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be a finite number {span}, got {text[:40]!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+NUM_CLASSES = int_in(1, MAX_CLASSES, "masks hold class indices 0..254; 255 is void")
+
+
+def input_size(text: str, flag: str = "--input") -> tuple[int, int, int]:
+    """``--input CxHxW`` for a model of RGB images: three channels, sides from 1 to 16384."""
+    from ..studies.summary import parse_input_size
+
+    c, h, w = parse_input_size(text)
+    if c != 3:
+        raise SegzooError(f"{flag} {text[:40]}: the models take 3-channel (RGB) images, not {c}; write 3x{h}x{w}")
+    if max(h, w) > 16384:
+        raise SegzooError(f"{flag} {text[:40]}: sides up to 16384 pixels, got {h}x{w}")
+    return c, h, w
+
+
+def check_new_file(path: str, force: bool, flag: str = "--out") -> None:
+    """Refuse to replace an existing file (segzoo never overwrites what it did not just write) unless ``--force``;
+    a folder is never a file to write."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        raise SegzooError(f"{flag} {path} is a folder; name the file to write, e.g. {Path(path) / 'model.pt'}")
+    if p.exists() and not force:
+        raise SegzooError(f"{path} exists; segzoo does not replace it: pass --force to replace it, or another name")

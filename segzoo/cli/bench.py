@@ -10,8 +10,9 @@ import torch
 from ..api import create_model, load_model
 from ..core.recipe import DEFAULT_INPUT_SIZE
 from ..core.table import format_table
+from ..io.checkpoint import atomic_write_text
 from ..studies.bench import DTYPES, MODES, benchmark, loader_throughput
-from ..studies.summary import parse_input_size
+from ._options import NUM_CLASSES, float_in, input_size, int_in
 
 COMMAND = "bench"
 
@@ -19,15 +20,15 @@ COMMAND = "bench"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a model name (e.g. vgg16-fcn8s), or a checkpoint file written by segzoo")
     p.add_argument("--input", default=None, help="input size CxHxW (default: the recipe's, or 3x500x500)")
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--batch-size", type=int_in(1, 4096), default=1)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--dtype", choices=list(DTYPES), default="fp32",
                    help="fp32, or bf16/fp16 autocast (mixed precision; weights stay fp32)")
     p.add_argument("--mode", choices=list(MODES), default="infer",
                    help="infer: a forward in inference mode; train: forward, backward and an SGD step")
-    p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default: 3)")
-    p.add_argument("--iters", type=int, default=10, help="timed iterations (default: 10)")
+    p.add_argument("--num-classes", type=NUM_CLASSES, default=None)
+    p.add_argument("--warmup", type=int_in(1, 100_000), default=3, help="untimed iterations first (default: 3)")
+    p.add_argument("--iters", type=int_in(1, 100_000), default=10, help="timed iterations (default: 10)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory format for the model and input (default: on, except with --winograd)")
     p.add_argument("--winograd", action=argparse.BooleanOptionalAction, default=None,
@@ -37,24 +38,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model; compile time is reported apart")
     p.add_argument("--no-peak", dest="measure_peak", action="store_false",
                    help="skip the matmul peak probe run after each timed iteration")
-    p.add_argument("--peak-tflops", type=float, default=None,
+    p.add_argument("--peak-tflops", type=float_in(0, low_open=True), default=None,
                    help="the device's dense bf16 peak in TFLOP/s, for a card segzoo's table does not know")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--threads", type=int_in(1, 4096), default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--data", default=None, metavar="DIR",
                    help="also time the training input pipeline alone on this dataset (images/s vs the model's)")
-    p.add_argument("--workers", type=int, default=0, help="loader worker processes for --data (default 0)")
+    p.add_argument("--workers", type=int_in(0, 256), default=0, help="loader worker processes for --data (default 0)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results to FILE as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
+    given_size = input_size(args.input) if args.input else None
     if args.threads:
         torch.set_num_threads(args.threads)
-    if Path(args.model).is_file():
+    if Path(args.model).exists() or args.model.endswith((".pt", ".pth")):  # a file, or meant as one
         model = load_model(args.model)
     else:
         model = create_model(args.model, num_classes=args.num_classes)
     recipe = model.recipe
-    size = parse_input_size(args.input) if args.input else tuple(recipe.input_size or DEFAULT_INPUT_SIZE)
+    size = given_size or tuple(recipe.input_size or DEFAULT_INPUT_SIZE)
     result = benchmark(
         model, size, batch_size=args.batch_size, device=args.device, dtype=args.dtype, mode=args.mode,
         warmup=args.warmup, iters=args.iters, channels_last=args.channels_last, winograd=args.winograd, gemm=args.gemm,
@@ -70,6 +72,5 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(result.to_json())
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(result.to_json() + "\n")
+        atomic_write_text(result.to_json() + "\n", args.json)
     return 0

@@ -8,15 +8,16 @@ from ..api import create_model, save_model
 from ..core.model import GEOMETRIES
 from ..core.recipe import DEFAULT_INPUT_SIZE
 from ..core.table import format_table
-from ..studies.summary import parse_input_size, summarize
-from ._options import parse_options
+from ..studies.summary import summarize
+from ._options import NUM_CLASSES, check_new_file, input_size, parse_options
 
 COMMAND = "build"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a model name, <backbone>-<head> (e.g. vgg16-fcn8s) or a recipe")
-    p.add_argument("--num-classes", type=int, default=None, help="number of classes (default: the recipe's, or 21)")
+    p.add_argument("--num-classes", type=NUM_CLASSES, default=None,
+                   help="number of classes (default: the recipe's, or 21)")
     p.add_argument("--input", default=None,
                    help="input size CxHxW for the summary (default: the recipe's, or 3x500x500)")
     p.add_argument("--backbone-weights", default=None, metavar="FILE|imagenet",
@@ -33,15 +34,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="whole-model weights: a segzoo checkpoint or state dict, or a file in a registered weight "
                         "layout (segzoo list)")
     p.add_argument("--out", default=None, metavar="FILE", help="write a checkpoint (weights + recipe) here")
+    p.add_argument("--force", action="store_true", help="replace the --out file if it exists (default: refuse)")
 
 
 def run(args: argparse.Namespace) -> int:
+    size = input_size(args.input) if args.input else None
+    if args.out:
+        check_new_file(args.out, args.force)
     model = create_model(args.model, num_classes=args.num_classes, backbone_weights=args.backbone_weights,
                          backbone_kwargs=parse_options(args.backbone_opt, "--backbone-opt"),
                          head_kwargs=parse_options(args.head_opt, "--head-opt"), geometry=args.geometry,
                          weights=args.weights)
     r = model.recipe
-    size = parse_input_size(args.input) if args.input else tuple(r.input_size or DEFAULT_INPUT_SIZE)
+    size = size or tuple(r.input_size or DEFAULT_INPUT_SIZE)
     s = summarize(model, (1, *size))
     strides = " + ".join(str(x) for x in model.head.strides)
     rows = [
@@ -62,6 +67,6 @@ def run(args: argparse.Namespace) -> int:
         rows.insert(3, ["weights", r.weights])
     print(format_table(["", ""], rows).split("\n", 2)[2])
     if args.out:
-        path = save_model(model, args.out)
+        path = save_model(model, args.out, overwrite=args.force)
         print(f"saved {path} (load it with segzoo.load_model)")
     return 0

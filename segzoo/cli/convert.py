@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..api import convert, get_registry
+from ._options import NUM_CLASSES, check_new_file
 
 COMMAND = "convert"
 
@@ -21,11 +22,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        f"{name} ({layout.description})" for name, layout in get_registry().weight_layouts().items()))
     p.add_argument("--model", required=True,
                    help="the model IN holds, as <backbone>-<head> (the layout's error names the ones that fit)")
-    p.add_argument("--num-classes", type=int, default=None, help="default: the number of classes IN scores")
+    p.add_argument("--num-classes", type=NUM_CLASSES, default=None, help="default: the number of classes IN scores")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists (default: refuse)")
 
 
 def run(args: argparse.Namespace) -> int:
-    model = convert(args.src, args.model, args.out, source=args.source, num_classes=args.num_classes)
+    check_new_file(args.out, args.force)
+    model = convert(args.src, args.model, args.out, source=args.source, num_classes=args.num_classes,
+                    overwrite=args.force)
     r = model.recipe
     print(f"wrote {args.out}: {r.name} with {r.num_classes} classes in geometry '{r.geometry}' "
           f"(load it with segzoo.load_model)")

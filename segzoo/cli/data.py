@@ -8,8 +8,9 @@ from pathlib import Path
 
 from ..core.errors import DataError
 from ..data import check_dataset, open_dataset, write_demo_dataset
-from ..data.demo import CLASSES
+from ..data.demo import CLASSES, DEMO_LIMITS
 from ..data.stats import STATS_FILE, dataset_stats, write_stats
+from ._options import NUM_CLASSES, int_in
 
 COMMAND = "data"
 
@@ -19,14 +20,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     demo = sub.add_parser("demo", help="write the demo dataset (VOC layout, deterministic, no download)")
     demo.add_argument("--out", required=True, metavar="DIR", help="folder to write (created; reused if it holds "
                                                                    "the same demo)")
-    demo.add_argument("--train", type=int, default=160, help="training images (default 160)")
-    demo.add_argument("--val", type=int, default=40, help="validation images (default 40)")
-    demo.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--train", type=int_in(*DEMO_LIMITS["train"]), default=160,
+                      help="training images (default 160)")
+    demo.add_argument("--val", type=int_in(*DEMO_LIMITS["val"]), default=40, help="validation images (default 40)")
+    demo.add_argument("--size", type=int_in(*DEMO_LIMITS["size"]), default=64, help="image side in pixels (default 64)")
+    demo.add_argument("--seed", type=int_in(*DEMO_LIMITS["seed"]), default=0)
     check = sub.add_parser("check", help="read every pair of a split and list every bad one")
     check.add_argument("data", metavar="DIR", help="a VOC folder or a folder pair")
     check.add_argument("--split", default="train", help="split name or list file (default train)")
-    check.add_argument("--num-classes", type=int, default=None, help="classes (default: from class_names.txt)")
+    check.add_argument("--num-classes", type=NUM_CLASSES, default=None, help="classes (default: from class_names.txt)")
     stats = sub.add_parser("stats", help="per-channel mean and std of a split's images (for --normalization stats)")
     stats.add_argument("data", metavar="DIR", help="a VOC folder or a folder pair")
     stats.add_argument("--split", default="train", help="split name or list file (default train)")

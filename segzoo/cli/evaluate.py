@@ -15,6 +15,7 @@ from ..io.checkpoint import atomic_write_text
 from ..train import evaluate
 from ..train.metrics import BOUNDARY_PX, report
 from ..train.runtime import setup
+from ._options import int_in
 
 COMMAND = "eval"
 
@@ -23,11 +24,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="FILE", help="a model or training checkpoint (.pt)")
     p.add_argument("--data", required=True, metavar="DIR", help="a VOC folder or a folder pair")
     p.add_argument("--split", default="val", help="split name or list file (default val)")
-    p.add_argument("--batch-size", type=int, default=1,
+    p.add_argument("--batch-size", type=int_in(1, 4096), default=1,
                    help="images per forward pass (default 1: each image at its own size; larger batches pad "
                         "smaller images, which can change predictions near their borders)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0)")
+    p.add_argument("--workers", type=int_in(0, 256), default=0, help="data-loading processes (default 0)")
     p.add_argument("--label-map", default=None, metavar="FILE.yaml",
                    help="the label map the model was trained with (segzoo train --label-map), for data in the "
                         "dataset's own ids")

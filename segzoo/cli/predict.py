@@ -9,6 +9,7 @@ and --tta scales=0.75,1,1.25 average the softmax over mirrored and rescaled view
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..api import load_model
 from ..infer.predict import DTYPES, predict_files
@@ -37,6 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="processes reading images (default 2; 0 = none)")
     p.add_argument("--no-overlay", action="store_true", help="write only the masks (and --probs), no overlays")
     p.add_argument("--force", action="store_true", help="replace outputs of an earlier run (inputs never)")
+    p.add_argument("--progress", default=None, action=argparse.BooleanOptionalAction,
+                   help="a progress bar with images/s on stderr (default: when stderr is a terminal)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no list of files written")
 
 
@@ -46,9 +49,11 @@ def run(args: argparse.Namespace) -> int:
         model, device = OnnxModel(args.checkpoint), "cpu"
     else:
         model, device = load_model(args.checkpoint), resolve_device(args.device)
+    progress = not args.quiet and (sys.stderr.isatty() if args.progress is None else args.progress)
     written = predict_files(model, args.images, args.out, probs=args.probs, device=device, tile=args.tile,
                             overlap=args.overlap, tta=tta, dtype=args.dtype, workers=args.workers, batch=args.batch,
-                            force=args.force, progress=not args.quiet, overlays=not args.no_overlay)
+                            force=args.force, overlays=not args.no_overlay,
+                            progress=progress)
     if not args.quiet:
         for path in written:
             print(path)

@@ -22,7 +22,7 @@ class UnknownNameError(SegzooError, LookupError):
         self.kind, self.name = kind, name
         self.suggestions = close_matches(name, candidates)
         did_you_mean = f" Did you mean: {', '.join(self.suggestions)}?" if self.suggestions else ""
-        super().__init__(f"unknown {kind} '{name}'.{did_you_mean} ({hint})")
+        super().__init__(f"unknown {kind} '{shorten(name)}'.{did_you_mean} ({hint})")
 
 
 class PluginError(SegzooError):
@@ -49,9 +49,16 @@ class TrainingError(SegzooError):
     """A run that cannot go on (a non-finite loss, a checkpoint that does not fit the run)."""
 
 
+def shorten(text: str, limit: int = 80) -> str:
+    """A value echoed in a message, cut to ``limit`` characters: a pasted 100 KB string must not fill the screen."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """The closest names first; a prefix match counts even when difflib's ratio is low."""
     pool = sorted(set(candidates))
+    name = name[:200]  # difflib is quadratic: a huge name would take minutes
     found = difflib.get_close_matches(name, pool, n=n, cutoff=0.6)
     if len(found) < n:
         stem = name.split("-")[0]

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import SegzooError
+
 
 def bilinear_kernel(channels: int, factor: int, size: int | None = None) -> torch.Tensor:
     """A (channels, channels, size, size) transposed-conv weight doing per-channel bilinear upsampling.
@@ -254,3 +256,13 @@ def widen_normalization(norm: Mapping[str, object], in_chans: int) -> dict[str, 
         return {**norm, "mean": [sum(mean) / 3], "std": [sum(std) / 3], "bgr": False}
     return {**norm, "mean": (mean + [sum(mean) / 3] * in_chans)[:in_chans],
             "std": (std + [sum(std) / 3] * in_chans)[:in_chans], "bgr": False}
+
+
+def check_fc_options(fc_channels: object, dropout: object) -> None:
+    """fc6/fc7's width and dropout, checked before any layer is made: a bad value is the user's, in one line."""
+    if not isinstance(fc_channels, int) or isinstance(fc_channels, bool) or not 1 <= fc_channels <= 65536:
+        raise SegzooError(f"fc_channels (--fc-channels, --backbone-opt fc_channels=N) must be an integer from 1 "
+                          f"to 65536, got {str(fc_channels)[:40]!r}")
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+        raise SegzooError(f"dropout (--backbone-opt dropout=P) must be a number from 0 to below 1, got "
+                          f"{str(dropout)[:40]!r}")

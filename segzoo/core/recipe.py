@@ -10,6 +10,7 @@ way of naming a whole model's weights (torchfcn's) with its conversion.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,8 @@ class Recipe:
             if isinstance(names, str) or not all(isinstance(c, str) for c in names):
                 raise SegzooError(f"a recipe's class_names must be a list of strings, got {names!r}")
             object.__setattr__(self, "class_names", tuple(names))
+        if self.normalization is not None:
+            _check_normalization(self.normalization)
         if not self.name:
             object.__setattr__(self, "name", f"{self.backbone}-{self.head}")
 
@@ -99,6 +102,25 @@ class Recipe:
             return cls(**{k: v for k, v in d.items() if v is not None or k in ("input_size", "class_names")})
         except TypeError as exc:
             raise SegzooError(f"{where} is malformed: {exc}") from None
+
+
+def _check_normalization(norm: Any) -> None:
+    """mean and std of one finite number per channel, every std > 0 (a 0 would divide the image into inf/NaN
+    and every prediction would be garbage, silently)."""
+    if not isinstance(norm, Mapping):
+        raise SegzooError(f"a recipe's normalization must be a mapping with 'mean' and 'std', got {norm!r:.60}")
+    mean, std = norm.get("mean"), norm.get("std")
+    numbers = (int, float)
+    ok = (isinstance(mean, (list, tuple)) and isinstance(std, (list, tuple)) and len(mean) == len(std) >= 1
+          and all(isinstance(v, numbers) and not isinstance(v, bool) and math.isfinite(v) for v in (*mean, *std)))
+    if not ok:
+        raise SegzooError(f"a recipe's normalization needs 'mean' and 'std' lists of finite numbers, one per channel; "
+                          f"got mean {mean!r:.60}, std {std!r:.60}")
+    if min(std) <= 0:
+        raise SegzooError(f"a recipe's normalization has std {list(std)}: every std must be > 0 (a 0 divides by zero)")
+    scale = norm.get("scale", 1.0)
+    if not isinstance(scale, numbers) or isinstance(scale, bool) or not math.isfinite(scale) or scale <= 0:
+        raise SegzooError(f"a recipe's normalization scale must be a finite number > 0, got {scale!r:.60}")
 
 
 @dataclass(frozen=True)

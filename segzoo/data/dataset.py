@@ -92,7 +92,10 @@ class SegmentationDataset(Dataset):
         if key in _DECODED:
             image, raw = _DECODED[key]
         else:
-            image, raw = read_image(image_path), read_mask(mask_path)
+            try:
+                image, raw = read_image(image_path), read_mask(mask_path)
+            except DataError as exc:  # the commands that read a dataset can skip a bad pair: say so there only
+                raise DataError(f"{exc} (or pass --skip-bad to skip it)") from exc.__cause__
         # the cache keeps the file's own ids: datasets with other label maps (or none) share it
         mask = self.label_map(raw) if self.label_map is not None else raw
         self._check(image, mask, image_path, mask_path)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from ..core.errors import DataError
+from ..core.files import atomic_write_text, read_text_file
 from .io import IGNORE_INDEX, write_mask
 
 GENERATOR_VERSION = 1
@@ -145,31 +145,50 @@ def make_sample(seed: int, split: str, index: int, size: int = 64) -> tuple[np.n
     return np.clip(img, 0, 255).round().astype(np.uint8), label
 
 
+# What each setting may be (the CLI's option names): (least, most).
+DEMO_LIMITS = {"train": (1, 100_000), "val": (0, 100_000), "size": (16, 4096), "seed": (0, 2**63 - 1)}
+
+
 def write_demo_dataset(out: str | os.PathLike[str], train: int = 160, val: int = 40, size: int = 64,
                        seed: int = 0) -> Path:
-    """Write the demo as a VOC folder; an existing demo with the same settings is reused as is."""
+    """Write the demo as a VOC folder; an existing demo with the same settings is reused as is.
+
+    Nothing segzoo did not write is ever deleted or replaced: a folder holding other files, or a demo
+    made with other settings, is a :class:`DataError` saying so. A demo whose writing was interrupted
+    (its marker says incomplete, with the same settings) is finished.
+    """
     out = Path(out)
     params = {"generator": GENERATOR_VERSION, "train": train, "val": val, "size": size, "seed": seed}
+    for key, (least, most) in DEMO_LIMITS.items():
+        value = params[key]
+        if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= most:
+            raise DataError(f"--{key} must be an integer from {least} to {most}, got {value!r}")
     marker = out / MARKER
-    if marker.is_file():
+    if marker.exists():
         try:
-            if json.loads(marker.read_text()) == params:
-                return out
+            found = json.loads(read_text_file(marker, "demo marker", DataError))
         except ValueError:
-            pass
+            found = None
+        if found == params:
+            return out
+        if not (isinstance(found, dict) and found.get("complete") is False
+                and {k: v for k, v in found.items() if k != "complete"} == params):
+            made = (", ".join(f"{k} {found.get(k)}" for k in ("train", "val", "size", "seed"))
+                    if isinstance(found, dict) else "unknown settings")
+            raise DataError(f"{out} holds a demo dataset made with other settings ({made}); segzoo never deletes "
+                            "a dataset: write this one to another folder, or delete that one yourself")
     elif out.exists() and any(out.iterdir()):
         raise DataError(f"{out} exists and is not a segzoo demo dataset; choose an empty or new folder for it")
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets"):
-        shutil.rmtree(out / sub, ignore_errors=True)
-    (out / "JPEGImages").mkdir(parents=True)
-    (out / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (out / "JPEGImages").mkdir(parents=True, exist_ok=True)
+    (out / "ImageSets" / "Segmentation").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json.dumps({**params, "complete": False}, indent=1) + "\n", marker)  # ours from here on
     for split, count in (("train", train), ("val", val)):
         stems = [f"{split}_{i:05d}" for i in range(count)]
         for i, stem in enumerate(stems):
             image, mask = make_sample(seed, split, i, size)
             Image.fromarray(image).save(out / "JPEGImages" / f"{stem}.jpg", quality=92)
             write_mask(mask, out / "SegmentationClass" / f"{stem}.png")
-        (out / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(stems) + "\n")
-    (out / "class_names.txt").write_text("\n".join(CLASSES) + "\n")
-    marker.write_text(json.dumps(params, indent=1) + "\n")
+        atomic_write_text("\n".join(stems) + "\n", out / "ImageSets" / "Segmentation" / f"{split}.txt")
+    atomic_write_text("\n".join(CLASSES) + "\n", out / "class_names.txt")
+    atomic_write_text(json.dumps(params, indent=1) + "\n", marker)  # last: its settings say "complete"
     return out

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import DataError
+from ..core.files import read_text_file
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 CLASS_FILES = ("class_names.txt", "labels.txt")
@@ -60,8 +61,9 @@ def find_pairs(root: str | os.PathLike[str], split: str = "train", skip_bad: boo
 def read_class_names(root: Path) -> list[str] | None:
     for name in CLASS_FILES:
         path = root / name
-        if path.is_file():
-            names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if path.exists():
+            names = [line.strip() for line in read_text_file(path, "class names file", DataError).splitlines()
+                     if line.strip()]
             if not names:
                 raise DataError(f"{path} lists no classes; write one class name per line (index = line number)")
             return names
@@ -72,28 +74,39 @@ Listing = list[tuple[Path, Path | None, str]]  # image, mask (None: not found), 
 
 
 def _voc(root: Path, split: str) -> Listing:
-    if Path(split).is_file():
+    if _is_split_file(Path(split)):
         return _from_list_file(root, Path(split), root / "JPEGImages", root / "SegmentationClass")
     split_file = root / "ImageSets" / "Segmentation" / f"{split}.txt"
-    if not split_file.is_file():
-        have = sorted(p.stem for p in (root / "ImageSets" / "Segmentation").glob("*.txt"))
+    if not _is_split_file(split_file):
+        have = sorted(p.stem for p in (root / "ImageSets" / "Segmentation").glob("*.txt") if p.is_file())
         raise DataError(f"VOC split file {split_file} does not exist (splits here: {have or 'none'}); "
-                        "pass --split with one of those, or a file listing image stems")
+                        "name one of those as the split, or a file listing image stems")
     return _from_list_file(root, split_file, root / "JPEGImages", root / "SegmentationClass")
 
 
 def _folders(root: Path, split: str) -> Listing:
-    if Path(split).is_file():
+    if _is_split_file(Path(split)):
         return _from_list_file(root, Path(split), root / "images", root / "masks")
     if (root / split / "images").is_dir():
         return _match_folder(root / split / "images", root / split / "masks")
     for split_file in (root / f"{split}.txt", root / "splits" / f"{split}.txt"):
-        if split_file.is_file():
+        if _is_split_file(split_file):
             return _from_list_file(root, split_file, root / "images", root / "masks")
     if split == "all":
         return _match_folder(root / "images", root / "masks")
     raise DataError(f"no split '{split}' in {root}: expected {root / split}/images, {root}/{split}.txt or "
-                    f"{root}/splits/{split}.txt listing stems; or pass --split all, or --split FILE")
+                    f"{root}/splits/{split}.txt listing stems; or use the split 'all', or a split FILE")
+
+
+def _is_split_file(path: Path) -> bool:
+    """Whether ``path`` is a split list to read; something else by that name (a folder, a pipe) is an error
+    saying what it is, never "does not exist" nor a read that blocks."""
+    if path.is_file():
+        return True
+    if path.exists() and path.suffix == ".txt":
+        what = "a folder" if path.is_dir() else "not a regular file"
+        raise DataError(f"split file {path} is {what}; a split is a text file listing one image stem per line")
+    return False
 
 
 def _match_folder(images: Path, masks: Path) -> Listing:
@@ -117,7 +130,7 @@ def _image_for(images: Path, stem: str) -> Path:
 
 
 def _from_list_file(root: Path, split_file: Path, images: Path, masks: Path) -> Listing:
-    lines = [ln.strip() for ln in split_file.read_text(encoding="utf-8").splitlines()]
+    lines = [ln.strip() for ln in read_text_file(split_file, "split file", DataError).splitlines()]
     lines = [ln for ln in lines if ln and not ln.startswith("#")]
     if not lines:
         raise DataError(f"split file {split_file} is empty; list one image stem (or 'image mask' pair) per line")

@@ -57,7 +57,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot read image {path} ({exc}); the file is missing, corrupt or not an image: "
-                        "replace or remove it (or pass --skip-bad to skip it)") from exc
+                        "replace or remove it") from exc
 
 
 def _from_pil(im: Image.Image, path: str | os.PathLike[str]) -> np.ndarray:
@@ -137,7 +137,7 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
         raise
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot read mask {path} ({exc}); the file is missing, corrupt or not a PNG: "
-                        "replace or remove it (or pass --skip-bad to skip it)") from exc
+                        "replace or remove it") from exc
     if mask.dtype != np.uint8:
         if mask.max(initial=0) > 255:
             raise DataError(f"mask {path} has values above 255; class indices must fit 0..254 with 255 for void")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import DataError
-from ..io.checkpoint import atomic_write_text
+from ..core.files import atomic_write_text
 from .formats import find_pairs
 from .io import describe_kind, image_kind, image_scale, read_image
 

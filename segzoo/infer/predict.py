@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from ..core.errors import DataError, SegzooError
 from ..data.io import TIFF_SUFFIXES, overlay_image, read_image, voc_palette
@@ -255,8 +256,6 @@ def _outputs(out: Path, rel: Path, probs: bool, overlays: bool) -> list[Path]:
 def _bar(total: int, show: bool) -> Any:
     if not show:
         return None
-    from tqdm import tqdm
-
     return tqdm(total=total, unit="image", file=sys.stderr, dynamic_ncols=True)
 
 

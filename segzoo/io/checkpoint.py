@@ -3,59 +3,70 @@
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable
+import pickle
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
 from ..core.errors import CheckpointError, SegzooError
+from ..core.files import atomic_write, atomic_write_text
 from ..core.recipe import Recipe
+
+__all__ = ["FORMAT", "VERSION", "atomic_save", "atomic_write_text", "read_checkpoint", "read_state_dict",
+           "safe_load", "save_model", "state_dict_of"]
 
 FORMAT = "segzoo-model"
 VERSION = 1
 
 
-def _atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any]) -> Path:
-    """Write to a temporary file in the same folder, fsync, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` that never leaves a partial file behind."""
-    return _atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write_text(text: str, path: str | os.PathLike[str]) -> Path:
-    """Text (JSON, CSV) written the same all-or-nothing way."""
-    return _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+def atomic_save(obj: Any, path: str | os.PathLike[str], overwrite: bool = True) -> Path:
+    """``torch.save`` that never leaves a partial file behind (``overwrite=False``: never replaces a file)."""
+    return atomic_write(path, lambda f: torch.save(obj, f), overwrite=overwrite)
 
 
 def safe_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
-    """``torch.load(weights_only=True)``: tensors and plain data only, never arbitrary pickles."""
+    """``torch.load(weights_only=True)``: tensors and plain data only, never arbitrary pickles.
+
+    Whatever is wrong with the file (missing, a folder or a pipe, empty, truncated, pickled code) is one
+    :class:`CheckpointError` that names it and says what to do.
+    """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"no such weights file: {path}; check the path")
+    if not path.is_file():
+        raise CheckpointError(f"{path} is not a regular file (a folder, pipe or device); pass a .pt file")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): an interrupted copy or download; copy it again")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc).lower()  # torch's refusal of what it would have to run (a global, a class, a reduce)
+        if "weights only load failed" in text and "unsupported operand" not in text:
+            raise CheckpointError(
+                f"cannot read {path}: it holds pickled Python code (objects beyond tensors and plain data), which "
+                "segzoo never runs; "
+                "if you trust its source, load it once yourself with torch.load(weights_only=False) and save its "
+                "state_dict() with torch.save, then pass that file") from None
+        raise CheckpointError(_unreadable(path, exc)) from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise CheckpointError(
-            f"cannot read {path} as PyTorch weights ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-            "the file is corrupt, truncated or not a state dict saved with torch.save"
-        ) from exc
+        raise CheckpointError(_unreadable(path, exc)) from None
+
+
+def _unreadable(path: Path, exc: BaseException) -> str:
+    text = str(exc)
+    if "Unsupported operand" in text:  # torch's weights-only unpickler met bytes that are no pickle at all
+        text = "not a pickle"
+    lines = text.strip().splitlines()
+    detail = f"{type(exc).__name__}: {lines[0][:100].rstrip('.')}" if lines else type(exc).__name__
+    return (f"cannot read {path} as PyTorch weights ({detail}); the file is corrupt, truncated or not saved "
+            "with torch.save: copy it again")
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -74,14 +85,16 @@ def state_dict_of(obj: Any, path: str | os.PathLike[str]) -> dict[str, torch.Ten
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def save_model(model: torch.nn.Module, path: str | os.PathLike[str], **extra: Any) -> Path:
-    """Save weights plus the recipe that rebuilds them, so ``load_model`` needs no other argument."""
+def save_model(model: torch.nn.Module, path: str | os.PathLike[str], overwrite: bool = True, **extra: Any) -> Path:
+    """Save weights plus the recipe that rebuilds them, so ``load_model`` needs no other argument.
+
+    ``overwrite=False``: an existing ``path`` is a :class:`FileExistsError`, the file untouched."""
     recipe = getattr(model, "recipe", None)
     if not isinstance(recipe, Recipe):
         raise CheckpointError("only a model built by segzoo.create_model carries the recipe needed to save it")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return atomic_save({"format": FORMAT, "version": VERSION, "recipe": recipe.to_dict(), "state_dict": state,
-                        **extra}, path)
+                        **extra}, path, overwrite=overwrite)
 
 
 def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> tuple[Recipe, dict[str, Any]]:

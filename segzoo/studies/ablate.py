@@ -34,6 +34,7 @@ from ..train import TrainConfig, evaluate
 from ..train.demo import DEMO_STUDY_SETTINGS, demo_defaults, describe, options_for
 from ..train.metrics import BOUNDARY_PX
 from ..train.records import EpochRecord
+from ..train.run_folder import run_files
 from ..train.runtime import setup
 from .bench import benchmark
 from .report import write_report
@@ -213,6 +214,9 @@ def run_one(study: Study, r: Run, settings: dict[str, Any], recorded: dict[str, 
         config["init_from"] = str(out / r.variant.init_from / f"seed-{r.seed}" / "last.pt")
     if (folder / "last.pt").exists():
         config["resume"] = True
+    else:  # stopped before its first checkpoint: the files it wrote are this study's own, and it starts over
+        for name in run_files(folder):
+            (folder / name).unlink()
     if clock is not None:
         clock.run_started()
     result = _train(config, r, progress, clock, log)

@@ -20,6 +20,7 @@ import yaml
 
 from ..api import get_registry
 from ..core.errors import SegzooError, UnknownNameError
+from ..core.files import read_text_file
 from ..train import TrainConfig
 from ..train.metrics import BOUNDARY_PX
 
@@ -46,9 +47,8 @@ class Study:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> Study:
         try:
-            with open(path, encoding="utf-8") as f:
-                data = yaml.safe_load(f)
-        except (OSError, yaml.YAMLError) as exc:
+            data = yaml.safe_load(read_text_file(path, "study file"))  # a regular file only: a pipe would block
+        except yaml.YAMLError as exc:
             raise SegzooError(f"cannot read study file {path}: {str(exc).splitlines()[0]}") from exc
         if not isinstance(data, dict):
             raise SegzooError(f"{path}: a study file is a mapping with 'backbones' and 'heads' lists of names "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -89,19 +90,53 @@ class TrainConfig:
     }
 
     def check(self) -> None:
-        """A :class:`SegzooError` for a count out of range, named as the CLI option that sets it."""
+        """A :class:`SegzooError` for a setting out of range, named as the CLI option that sets it, before
+        anything is built or written (a NaN learning rate or a crop of 0 would otherwise run, or crash later)."""
         for name, (least, meaning) in self.LEAST.items():
             value = getattr(self, name)
-            if value is not None and value < least:
-                raise SegzooError(f"--{name.replace('_', '-')} must be >= {least}, got {value} ({meaning})")
+            if value is not None and (not _is_int(value) or value < least):
+                raise SegzooError(f"--{name.replace('_', '-')} must be >= {least}, got {_shown(value)} ({meaning}; "
+                                  "a whole number)")
+        for name, (low, high, meaning) in self.INT_RANGES.items():
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or not low <= value <= high):
+                raise SegzooError(f"--{name.replace('_', '-')} must be an integer from {low} to {high}, got "
+                                  f"{_shown(value)} ({meaning})")
+        for name, (low, low_open, high, high_open) in self.FLOAT_RANGES.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            ok = _is_number(value) and math.isfinite(value) and (value > low if low_open else value >= low) and (
+                high is None or (value < high if high_open else value <= high))
+            if not ok:
+                span = f"{'>' if low_open else '>='} {low:g}" + (
+                    f" and {'<' if high_open else '<='} {high:g}" if high is not None else "")
+                raise SegzooError(f"--{name.replace('_', '-')} must be a finite number {span}, got {_shown(value)}")
         if self.early_stop and self.val_split is None:
             raise SegzooError(f"--early-stop {self.early_stop} watches validation mean IU, but validation is off "
                               "(--val-split none); give a --val-split, or leave --early-stop out")
-        if not self.min_delta >= 0:
-            raise SegzooError(f"--min-delta must be >= 0, got {self.min_delta} (a rise of mean IU, e.g. 0.001)")
         if isinstance(self.class_weights, str) and self.class_weights != "auto":
             raise SegzooError(f"--class-weights {self.class_weights!r}: give 'auto' (median-frequency balancing) or "
                               "one number per class, e.g. --class-weights 1,2,2")
+        scale = self.scale
+        if (not isinstance(scale, (tuple, list)) or len(scale) != 2 or not all(_is_number(v) and math.isfinite(v)
+                                                                                for v in scale)
+                or not 0 < scale[0] <= scale[1] <= self.MAX_SCALE):
+            raise SegzooError(f"--scale must be LOW,HIGH with 0 < LOW <= HIGH <= {self.MAX_SCALE:g} (1,1 turns "
+                              f"random scaling off), got {_shown(scale)}")
+
+    # Integer settings with a range: (least, most, what it means).
+    INT_RANGES: ClassVar[dict[str, tuple[int, int, str]]] = {
+        "num_classes": (1, 255, "masks hold class indices 0..254; 255 is void"),
+        "input_size": (16, 8192, "the side of the square training crop, in pixels"),
+        "seed": (0, 2**63 - 1, "any non-negative integer"),
+    }
+    # Real settings: (low, low excluded, high or None, high excluded).
+    FLOAT_RANGES: ClassVar[dict[str, tuple[float, bool, float | None, bool]]] = {
+        "lr": (0.0, True, None, False), "weight_decay": (0.0, False, None, False), "momentum": (0.0, False, 1.0, True),
+        "min_delta": (0.0, False, None, False),
+    }
+    MAX_SCALE: ClassVar[float] = 8.0
 
     def resolved(self, per_model: bool = True) -> TrainConfig:
         """The settings a run uses: each one left at None takes the preset's value, then its fallback.
@@ -153,6 +188,19 @@ class TrainConfig:
         """The stored run's config with this one's runtime settings."""
         mine = self.to_dict()
         return TrainConfig.from_dict({**stored, **{k: mine[k] for k in self.RUNTIME}})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "..."
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from ..data.formats import PairList
 from ..data.label_map import LabelMap, load_label_map
 from . import runtime as rtm
 from .config import TrainConfig
+from .run_folder import LOCK_NAME, run_files
 
 
 def seed_everything(seed: int) -> None:
@@ -50,7 +51,7 @@ def default_run_folder(model: str, root: str | Path = "runs") -> Path:
     """``runs/<model>``, or ``runs/<model>-2``, ``-3``... : the first that holds no run yet."""
     base = Path(root) / model
     path, n = base, 2
-    while (path / "last.pt").exists():
+    while run_files(path) or (path / LOCK_NAME).exists():  # any part of a run, or a run starting there
         path, n = Path(f"{base}-{n}"), n + 1
     return path
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.errors import CheckpointError
+from ..core.errors import CheckpointError, TrainingError
 from ..io.checkpoint import FORMAT, read_state_dict, safe_load, save_model
 
 
@@ -48,12 +48,43 @@ def save_training_checkpoint(path: str | os.PathLike[str], model: torch.nn.Modul
     return save_model(model, path, kind="training", **state)
 
 
+# What a training checkpoint holds beside the model, and the type each must have: a file edited by hand or
+# damaged is one CheckpointError naming the field, not a TypeError deep in the resume.
+TRAINING_FIELDS: dict[str, tuple[type, ...]] = {
+    "config": (dict,), "optimizer": (dict,), "scheduler": (dict,), "epoch": (int,), "step": (int,),
+    "batches_done": (int,), "partial": (dict,), "history": (list,), "rng": (dict,),
+}
+
+
 def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A ``last.pt`` checked for everything resuming reads."""
     ckpt = safe_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "optimizer" not in ckpt:
         raise CheckpointError(f"{path} is not a segzoo training checkpoint (no optimizer state inside); "
                               "resume from the last.pt that 'segzoo train' wrote in its run folder")
+    for key, types in TRAINING_FIELDS.items():
+        value = ckpt.get(key)
+        if not isinstance(value, types) or isinstance(value, bool) or (types == (int,) and value < 0):
+            got = "missing" if key not in ckpt else f"a {type(value).__name__}"
+            raise CheckpointError(f"{path}: its '{key}' is {got}, not a {types[0].__name__}; the checkpoint is "
+                                  "damaged or was not written by segzoo: resume from another one (best.pt cannot "
+                                  "resume; it holds the weights only)")
+    lacking = sorted({"python", "numpy", "torch"} - set(ckpt["rng"]))
+    if lacking:
+        raise CheckpointError(f"{path}: its random-number state lacks {lacking}; the checkpoint is damaged or was "
+                              "not written by segzoo")
     return ckpt
+
+
+def check_epochs_left(epochs: int, ckpt: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """A resumed run's total must not be less than what its checkpoint has trained (it would stop at once,
+    with a config saying fewer epochs than its logs hold)."""
+    done, partial = ckpt["epoch"], ckpt.get("batches_done", 0)
+    least = done + (1 if partial else 0)
+    if epochs < least:
+        part = f" and {partial} step(s) of epoch {done + 1}" if partial else ""
+        raise TrainingError(f"--epochs {epochs} is fewer than {path} has trained ({done} epoch(s){part}); with "
+                            f"--resume, --epochs is the new total: give --epochs {max(least, done + 1)} or more")
 
 
 def init_from_checkpoint(model: torch.nn.Module, path: str | os.PathLike[str]) -> dict[str, list[str]]:

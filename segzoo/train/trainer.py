@@ -38,8 +38,16 @@ from .metrics import summary_line
 from .optim import make_optimizer, make_scheduler, optimizer_defaults
 from .presets import resolve_preset
 from .records import EpochRecord, TrainResult
+from .run_folder import RunLock, check_new_run, check_resume_target
 from .setup import data_folder, default_run_folder, find_splits, make_data, seed_everything
-from .state import init_from_checkpoint, load_training_checkpoint, rng_state, save_training_checkpoint, set_rng_state
+from .state import (
+    check_epochs_left,
+    init_from_checkpoint,
+    load_training_checkpoint,
+    rng_state,
+    save_training_checkpoint,
+    set_rng_state,
+)
 from .tensorboard_log import TensorBoardLog
 
 
@@ -71,6 +79,8 @@ class Trainer:
         config.check()
         if not config.out_dir:
             config = dataclasses.replace(config, out_dir=str(default_run_folder(config.model)))
+        if self.ckpt is not None:
+            check_epochs_left(config.epochs, self.ckpt, self.ckpt_path)
         self.cfg = config
         self.out = Path(config.out_dir)
         self.written: set[Path] = set()
@@ -189,20 +199,37 @@ class Trainer:
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        """The run, holding its folder's lock throughout (rank 0: the one that writes)."""
+        try:
+            if not self.rt.is_main:
+                return self._run()
+            with RunLock(self.out, notice=self.log):
+                if self.ckpt is None:
+                    check_new_run(self.out)
+                else:
+                    check_resume_target(self.out, self.ckpt_path, self.ckpt.get("config"))
+                return self._run()
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as the CLI raises it: say how to go on
+            exc.segzoo_message = self.resume_hint()  # type: ignore[attr-defined]
+            raise
+
+    def _run(self) -> TrainResult:
         self.build()
         self.restore()
         cfg = self.cfg
         if self.rt.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             self.written.add(atomic_write_text(json.dumps(cfg.to_dict(), indent=1) + "\n", self.out / "config.json"))
+            if self.ckpt is not None:  # logs written after the checkpoint (a crash between the two) go
+                self.written.update(write_logs(self.out, self.history))
         self.tb = TensorBoardLog(self.out / "tensorboard") if cfg.tensorboard and self.rt.is_main else None
         try:
-            return self._run()
+            return self._train()
         finally:
             if self.tb is not None:
                 self.tb.close()
 
-    def _run(self) -> TrainResult:
+    def _train(self) -> TrainResult:
         cfg = self.cfg
         self.log(f"training {self.model.recipe.name} ({sum(p.numel() for p in self.model.parameters()):,} "
                  f"parameters) on {len(self.train_set)} images of {cfg.data or 'the demo dataset'}, "
@@ -226,6 +253,19 @@ class Trainer:
             if not stopped:
                 self.end_epoch()
         return self.result(stopped)
+
+    def resume_hint(self) -> str:
+        """Where an interrupted run stands and the command that continues it."""
+        where = (f"stopped in epoch {self.epoch + 1} at step {self.step}" if hasattr(self, "step")
+                 else "stopped before training began")
+        good = getattr(self, "good_checkpoint", None) or (self.ckpt_path if self.ckpt is not None else None)
+        if good is None or not Path(good).is_file():
+            return f"{where}; no checkpoint was written yet, so there is nothing to resume: start again"
+        if Path(good).resolve() == (self.out / "last.pt").resolve():
+            how = f"segzoo train --resume --out {self.out}"
+        else:
+            how = f"segzoo train --resume {good} --out {self.out}"
+        return f"{where}; the last good checkpoint is {good}: continue with '{how}'"
 
     def settings_line(self) -> str:
         """The run's batch, loss, optimiser and model settings as resolved (what a preset set, overrides included)."""

@@ -16,7 +16,7 @@ from ..core.errors import SegzooError
 from ..core.model import Head, SegmentationModel
 from ..core.recipe import Recipe
 from .contract import CheckResult, SyntheticBackbone, _check, run_contract
-from .loader import PluginRecord, load_plugins, normalize
+from .loader import HOOKS, PluginRecord, load_plugins, normalize
 from .registry import Entry, Registry
 
 
@@ -38,18 +38,24 @@ def find_plugin(target: str, registry: Registry) -> list[PluginRecord]:
 
 def load_target(target: str, registry: Registry | None = None) -> tuple[Registry, list[PluginRecord]]:
     """The registry holding ``target``: an installed plugin, or else a module imported and loaded in-process."""
+    if not target.strip():
+        raise SegzooError("check-plugin needs a plugin: a distribution, entry-point name or module, e.g. "
+                          "segzoo check-plugin segzoo-plugin-example ('segzoo plugins' lists the installed ones)")
     registry = registry if registry is not None else load_plugins()
     records = find_plugin(target, registry)
     if records:
         return registry, records
     try:
         module = importlib.import_module(target)
-    except ImportError as exc:
+    except (ImportError, ValueError, TypeError) as exc:  # also a name no module can have ('a..b', '.x')
         installed = sorted({f"{r.dist} ({r.name})" for r in registry.plugins})
         raise SegzooError(
-            f"no plugin distribution, entry point or importable module named '{target}' ({exc}); "
+            f"no plugin distribution, entry point or importable module named '{target[:100]}' ({exc}); "
             f"installed plugins: {', '.join(installed)}; 'segzoo plugins' lists them"
-        ) from exc
+        ) from None
+    if not any(callable(getattr(module, hook, None)) for hook in HOOKS):
+        raise SegzooError(f"module '{target}' is no segzoo plugin: it defines none of the hooks {', '.join(HOOKS)} "
+                          "(each marked @segzoo.hookimpl)")
     registry = load_plugins(extra=[(target, module)])
     return registry, find_plugin(target, registry)
 
@@ -70,6 +76,8 @@ def check_plugin(target: str, registry: Registry | None = None, num_classes: int
 
 
 def _loads(record: PluginRecord) -> CheckResult:
+    if record.status == "loaded" and not record.registered:
+        return CheckResult("loads", False, "loaded, but registers no backbone, head, recipe, preset or weight layout")
     if record.status == "loaded":
         source = f"{record.dist} {record.version}".strip()  # a module loaded in-process has no version
         return CheckResult("loads", True, f"{source}, {record.registered} name(s)")
