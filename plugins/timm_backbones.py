@@ -153,7 +153,8 @@ def checked_state_dict(variant: str, path: str, timm_kwargs: dict[str, Any] | No
     or none); anything else raises segzoo's :class:`~segzoo.core.errors.CheckpointError` listing the keys.
     """
     state = read_weights_file(path)
-    reference = classifier(variant, timm_kwargs)
+    # the file is an RGB classifier's: timm widens its first conv to in_chans when it loads it
+    reference = classifier(variant, {k: v for k, v in (timm_kwargs or {}).items() if k != "in_chans"})
     head = classifier_prefixes(reference)
 
     def trunk(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

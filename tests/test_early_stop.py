@@ -32,7 +32,7 @@ def test_counts_validations_without_a_rise_of_more_than_min_delta():
 def test_early_stop_needs_validation():
     with pytest.raises(SegzooError, match="--early-stop 2 watches validation"):
         TrainConfig(model="alexnet-fcn32s", early_stop=2, val_split=None).check()
-    with pytest.raises(SegzooError, match="--min-delta must be >= 0"):
+    with pytest.raises(SegzooError, match="--min-delta must be a finite number >= 0"):
         TrainConfig(model="alexnet-fcn32s", min_delta=-1).check()
 
 

@@ -96,3 +96,6 @@ def test_timm_pretrained_weights_come_from_the_hugging_face_cache(caches):
     model = segzoo.create_model(f"timm-{variant}-fcn32s", backbone_weights="imagenet")
     assert torch.equal(model.backbone.body.conv_stem.weight, src.conv_stem.weight)
     assert torch.equal(model.backbone.body.blocks[-1][0].bn1.running_var, src.blocks[-1][0].bn1.running_var)
+    # four-band input: timm widens the RGB file's first conv (R, G, B repeated, scaled by 3/4)
+    wide = segzoo.create_model(f"timm-{variant}-fcn32s", backbone_weights="imagenet", backbone_kwargs={"in_chans": 4})
+    assert torch.allclose(wide.backbone.body.conv_stem.weight[:, :3], src.conv_stem.weight * 3 / 4, atol=1e-6)

@@ -96,13 +96,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--save-every-epochs", type=int, default=None,
       help="checkpoint (last.pt) every N epochs and after the last (default 1; 0: after the last only)")
     a("--eval-every", type=int, default=None, help="validate every N epochs (default 1)")
-    a("--accumulate", type=int, default=None, metavar="N",
+    a("--accumulate", type=int_in(1, 1_000_000), default=None, metavar="N",
       help="gradient accumulation: one optimiser step per N batches, the loss divided by N so a step sees their "
            "mean (e.g. the paper's batch of 20 on one card: --batch-size 4 --accumulate 5; default 1)")
     a("--sync-bn", action="store_true", default=None,
       help="under torchrun on CUDA GPUs: BatchNorm statistics over all processes (torch.nn.SyncBatchNorm); "
            "PyTorch's SyncBatchNorm does not run on CPU/gloo, and one process has nothing to sync")
-    a("--early-stop", type=int, default=None, metavar="N",
+    a("--early-stop", type=int_in(0, 1_000_000), default=None, metavar="N",
       help="stop after N validations without a better mean IU (best.pt keeps the best; a resumed run keeps its "
            "count; default 0: never)")
     a("--min-delta", type=float, default=None, metavar="D",
@@ -141,8 +141,8 @@ def resume_config(args: argparse.Namespace) -> TrainConfig:
     given = {field: getattr(args, opt) for opt, field in RESUMABLE.items() if getattr(args, opt) is not None}
     ignored = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
                if k not in RESUMABLE and k not in ("resume", "out", "command", "plugin_flags", "no_external_plugins",
-                                                   "model", "backbone_opt", "head_opt", "skip_bad", "no_flip",
-                                                   "print_config", "loss_opt", "debug")
+                                                   "model", "backbone_opt", "head_opt", "skip_bad", "no_flip", "debug",
+                                                   "print_config", "loss_opt")
                and v is not None]
     if ignored and _is_rank_0():
         print(f"resuming: {', '.join(ignored)} ignored (a resumed run keeps its own settings; only "
@@ -152,10 +152,10 @@ def resume_config(args: argparse.Namespace) -> TrainConfig:
 
 # CLI option -> TrainConfig field, where the names differ
 FIELDS = {"out": "out_dir", "loss": "loss_reduction", "loss_fn": "loss"}
-# Options that are no training setting, or that build_config reads itself
-NOT_SETTINGS = {"command", "plugin_flags", "no_external_plugins", "config", "print_config", "resume", "backbone_opt",
-                "head_opt", "loss_opt", "fc_channels", "scale", "class_weights", "val_split", "skip_bad", "no_flip",
-                "debug"}
+# Options that are no training setting (the segzoo command's own among them), or that build_config reads itself
+NOT_SETTINGS = {"command", "plugin_flags", "no_external_plugins", "debug", "config", "print_config", "resume",
+                "backbone_opt", "head_opt", "loss_opt", "fc_channels", "scale", "class_weights", "val_split",
+                "skip_bad", "no_flip"}
 DEFAULT_MODEL = "vgg16-fcn8s"
 
 
@@ -190,15 +190,15 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         merged["backbone_kwargs"]["fc_channels"] = args.fc_channels
     model = merged.get("model") or DEFAULT_MODEL
     merged["model"] = model
+    out = merged.get("out_dir")
+    if out and _is_rank_0() and not getattr(args, "print_config", False):  # rank 0 writes
+        check_new_run(out)  # before the demo data or a model is made; the trainer checks again, locked
     if merged.get("data") is None:  # segzoo.train.demo decides what the demo gets; any setting given wins
         applied = demo_defaults(merged, [backbone_of(model)], merged.get("preset"))
         _note(args, f"no --data: training on the embedded demo dataset (160 + 40 images of 64x64, 6 classes); demo "
                     f"defaults {describe(applied)} (give any of them to change it)")
         merged["backbone_kwargs"].update(applied.pop("backbone_kwargs", {}))
         merged.update(applied)
-    out = merged.get("out_dir")
-    if out and _is_rank_0() and not getattr(args, "print_config", False):  # rank 0 writes
-        check_new_run(out)  # before a model is made; the trainer checks again, holding the run folder's lock
     merged["out_dir"] = out or str(default_run_folder(model))
     return TrainConfig.from_dict(merged)
 

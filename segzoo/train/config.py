@@ -115,8 +115,6 @@ class TrainConfig:
         if self.early_stop and self.val_split is None:
             raise SegzooError(f"--early-stop {self.early_stop} watches validation mean IU, but validation is off "
                               "(--val-split none); give a --val-split, or leave --early-stop out")
-        if not self.min_delta >= 0:
-            raise SegzooError(f"--min-delta must be >= 0, got {self.min_delta} (a rise of mean IU, e.g. 0.001)")
         if isinstance(self.class_weights, str) and self.class_weights != "auto":
             raise SegzooError(f"--class-weights {self.class_weights!r}: give 'auto' (median-frequency balancing) or "
                               "one number per class, e.g. --class-weights 1,2,2")
@@ -136,6 +134,7 @@ class TrainConfig:
     # Real settings: (low, low excluded, high or None, high excluded).
     FLOAT_RANGES: ClassVar[dict[str, tuple[float, bool, float | None, bool]]] = {
         "lr": (0.0, True, None, False), "weight_decay": (0.0, False, None, False), "momentum": (0.0, False, 1.0, True),
+        "min_delta": (0.0, False, None, False),
     }
     MAX_SCALE: ClassVar[float] = 8.0
 

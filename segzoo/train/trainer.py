@@ -224,12 +224,12 @@ class Trainer:
                 self.written.update(write_logs(self.out, self.history))
         self.tb = TensorBoardLog(self.out / "tensorboard") if cfg.tensorboard and self.rt.is_main else None
         try:
-            return self._loop()
+            return self._train()
         finally:
             if self.tb is not None:
                 self.tb.close()
 
-    def _loop(self) -> TrainResult:
+    def _train(self) -> TrainResult:
         cfg = self.cfg
         self.log(f"training {self.model.recipe.name} ({sum(p.numel() for p in self.model.parameters()):,} "
                  f"parameters) on {len(self.train_set)} images of {cfg.data or 'the demo dataset'}, "
