@@ -12,11 +12,16 @@ The original CaffeNet also had LRN and grouped convs; this keeps torchvision's l
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from segzoo import CAFFE_NORM, Backbone, FeatureInfo, InputError, hookimpl, load_classifier_weights, torch_hub_file
-from segzoo.core.layers import CeilMaxPool2d, check_fc_options, grid_offset, widen_input_conv, widen_normalization
+from segzoo import InputError, hookimpl, load_classifier_weights, torch_hub_file
+from segzoo.core.layers import (
+    CeilMaxPool2d,
+    ConvolutionalizedClassifier,
+    check_fc_options,
+    widen_input_conv,
+    widen_normalization,
+)
 from segzoo.core.model import check_geometry
 
 # Where each ImageNet classifier layout keeps AlexNet's fc6 and fc7: torchvision's, and segzoo's own keys.
@@ -40,7 +45,7 @@ def make_features(caffe: bool = False, in_chans: int = 3) -> nn.Sequential:
     )
 
 
-class AlexNet(Backbone):
+class AlexNet(ConvolutionalizedClassifier):
     """AlexNet whose conv1, pool1, pool2 give strides 4, 8, 16 and whose fc7 gives stride 32."""
 
     TAPS = {1: 4, 2: 8, 5: 16}  # index in `features` -> stride
@@ -49,38 +54,10 @@ class AlexNet(Backbone):
         super().__init__()
         caffe = check_geometry("backbone 'alexnet'", geometry) == "caffe"
         self.features = make_features(caffe, in_chans)
-        self.pad6 = nn.Identity() if caffe else nn.ZeroPad2d((2, 3, 2, 3))
-        self.fc6 = nn.Conv2d(256, fc_channels, 6)
-        self.fc7 = nn.Conv2d(fc_channels, fc_channels, 1)
-        self.relu6, self.relu7 = nn.ReLU(inplace=True), nn.ReLU(inplace=True)
-        self.drop6, self.drop7 = nn.Dropout(dropout), nn.Dropout(dropout)
-        self.feature_info = [FeatureInfo(4, 64), FeatureInfo(8, 64), FeatureInfo(16, 192),
-                             FeatureInfo(32, fc_channels)]
-        if caffe:  # pad 100 lets any input through (pool5 >= 6 for H >= 1), and the weights want BGR 0-255
-            self.feature_info = [FeatureInfo(f.stride, f.channels, self.grid_offset(f.stride))
-                                 for f in self.feature_info]
-            self.min_input_size, self.normalization = 1, dict(CAFFE_NORM)
-        self.normalization = widen_normalization(self.normalization, in_chans)
-
-    def grid_offset(self, stride: int) -> float:
-        """Where the map at ``stride`` lies on the input (see FeatureInfo), derived from the layers."""
-        if stride == 32:
-            return grid_offset([*self.features, self.pad6, self.fc6, self.fc7], 32)
-        end = next(i for i, s in self.TAPS.items() if s == stride)
-        return grid_offset(self.features[: end + 1], stride)
-
-    def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
-        out: dict[int, torch.Tensor] = {}
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in self.TAPS:
-                out[self.TAPS[i]] = x
-        return {**out, 32: self.fc(x)}
-
-    def fc(self, pool5: torch.Tensor) -> torch.Tensor:
-        """fc6 and fc7 as convs: at a 6x6 pool5 map, position (2, 2) is the ImageNet classifier's fc7."""
-        x = self.drop6(self.relu6(self.fc6(self.pad6(pool5))))
-        return self.drop7(self.relu7(self.fc7(x)))
+        # fc6 reads a 6x6 window; at a 6x6 pool5 map, position (2, 2) is the ImageNet classifier's fc7. Pad 100
+        # lets any input through in caffe geometry (pool5 >= 6 for H >= 1); modern pads 2 before, 3 after.
+        self.make_fc(256, fc_channels, 6, dropout, pad6=None if caffe else nn.ZeroPad2d((2, 3, 2, 3)))
+        self.declare([64, 64, 192], caffe, in_chans)
 
 
 def imagenet_file() -> str:

@@ -10,11 +10,16 @@ grid offsets, derived from the layers, so a head can crop them as Caffe did.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from segzoo import CAFFE_NORM, Backbone, FeatureInfo, InputError, hookimpl, load_classifier_weights, torch_hub_file
-from segzoo.core.layers import CeilMaxPool2d, check_fc_options, grid_offset, widen_input_conv, widen_normalization
+from segzoo import InputError, hookimpl, load_classifier_weights, torch_hub_file
+from segzoo.core.layers import (
+    CeilMaxPool2d,
+    ConvolutionalizedClassifier,
+    check_fc_options,
+    widen_input_conv,
+    widen_normalization,
+)
 from segzoo.core.model import check_geometry
 
 # Where each ImageNet classifier layout keeps VGG16's fc6 and fc7 (as timm's vgg.py owns its _filter_fn):
@@ -41,47 +46,22 @@ def make_features(first_padding: int = 1, in_chans: int = 3) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class VGG16(Backbone):
+class VGG16(ConvolutionalizedClassifier):
     """VGG16 whose pool1..pool4 give strides 2..16 and whose fc7 (after pool5, fc6) gives stride 32."""
 
-    POOLS = {4: 2, 9: 4, 16: 8, 23: 16}  # index in `features` of pool1..pool4 -> stride
+    TAPS = {4: 2, 9: 4, 16: 8, 23: 16}  # index in `features` of pool1..pool4 -> stride
 
     def __init__(self, fc_channels: int = 4096, dropout: float = 0.5, geometry: str = "modern", in_chans: int = 3):
         super().__init__()
         caffe = check_geometry("backbone 'vgg16'", geometry) == "caffe"
         self.features = make_features(first_padding=100 if caffe else 1, in_chans=in_chans)
-        self.fc6 = nn.Conv2d(512, fc_channels, 7, padding=0 if caffe else 3)
-        self.fc7 = nn.Conv2d(fc_channels, fc_channels, 1)
-        self.relu6, self.relu7 = nn.ReLU(inplace=True), nn.ReLU(inplace=True)
-        self.drop6, self.drop7 = nn.Dropout(dropout), nn.Dropout(dropout)
-        self.feature_info = [FeatureInfo(2, 64), FeatureInfo(4, 128), FeatureInfo(8, 256), FeatureInfo(16, 512),
-                             FeatureInfo(32, fc_channels)]
-        if caffe:  # pad 100 lets any input through (pool5 >= 7 for H >= 1), and the weights want BGR 0-255
-            self.feature_info = [FeatureInfo(f.stride, f.channels, self.grid_offset(f.stride))
-                                 for f in self.feature_info]
-            self.min_input_size, self.normalization = 1, dict(CAFFE_NORM)
-        self.normalization = widen_normalization(self.normalization, in_chans)
+        # pad 100 lets any input through (pool5 >= 7 for H >= 1); modern: a padded 7x7 fc6 keeps the size
+        self.make_fc(512, fc_channels, 7, dropout, padding=0 if caffe else 3)
+        self.declare([64, 128, 256, 512], caffe, in_chans)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
-
-    def grid_offset(self, stride: int) -> float:
-        """Where the map at ``stride`` lies on the input (see FeatureInfo), derived from the layers."""
-        if stride == 32:
-            return grid_offset([*self.features, self.fc6, self.fc7], 32)
-        end = next(i for i, s in self.POOLS.items() if s == stride)
-        return grid_offset(self.features[: end + 1], stride)
-
-    def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
-        out: dict[int, torch.Tensor] = {}
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in self.POOLS:
-                out[self.POOLS[i]] = x
-        x = self.drop6(self.relu6(self.fc6(x)))
-        out[32] = self.drop7(self.relu7(self.fc7(x)))
-        return out
 
 
 def imagenet_file() -> str:

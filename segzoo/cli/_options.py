@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..core.errors import SegzooError
+from ..studies.summary import parse_input_size
 
 
 def parse_options(pairs: list[str], flag: str) -> dict[str, Any]:
@@ -74,8 +76,6 @@ NUM_CLASSES = int_in(1, MAX_CLASSES, "masks hold class indices 0..254; 255 is vo
 
 def input_size(text: str, flag: str = "--input") -> tuple[int, int, int]:
     """``--input CxHxW`` for a model of RGB images: three channels, sides from 1 to 16384."""
-    from ..studies.summary import parse_input_size
-
     c, h, w = parse_input_size(text)
     if c != 3:
         raise SegzooError(f"{flag} {text[:40]}: the models take 3-channel (RGB) images, not {c}; write 3x{h}x{w}")
@@ -87,8 +87,6 @@ def input_size(text: str, flag: str = "--input") -> tuple[int, int, int]:
 def check_new_file(path: str, force: bool, flag: str = "--out") -> None:
     """Refuse to replace an existing file (segzoo never overwrites what it did not just write) unless ``--force``;
     a folder is never a file to write."""
-    from pathlib import Path
-
     p = Path(path)
     if p.is_dir():
         raise SegzooError(f"{flag} {path} is a folder; name the file to write, e.g. {Path(path) / 'model.pt'}")

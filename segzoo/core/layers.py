@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .errors import SegzooError
+from .model import CAFFE_NORM, Backbone, FeatureInfo
 
 
 def bilinear_kernel(channels: int, factor: int, size: int | None = None) -> torch.Tensor:
@@ -266,3 +267,55 @@ def check_fc_options(fc_channels: object, dropout: object) -> None:
     if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
         raise SegzooError(f"dropout (--backbone-opt dropout=P) must be a number from 0 to below 1, got "
                           f"{str(dropout)[:40]!r}")
+
+
+class ConvolutionalizedClassifier(Backbone):
+    """An ImageNet classifier made fully convolutional, the FCN paper's first step: ``features`` tapped at
+    ``TAPS`` (index in ``features`` -> output stride), then the classifier's two hidden layers as convs,
+    ``fc6`` (k x k over pool5, after the optional ``pad6``) and ``fc7`` (1 x 1), giving the stride-32 level.
+
+    A subclass builds ``features`` and calls :meth:`make_fc` and :meth:`declare`; in the paper's ``caffe``
+    geometry the grids' offsets are derived from the layers (:func:`grid_offset`), never typed in.
+    """
+
+    TAPS: dict[int, int] = {}
+
+    def make_fc(self, in_channels: int, fc_channels: int, kernel: int, dropout: float, padding: int = 0,
+                pad6: nn.Module | None = None) -> None:
+        self.pad6 = pad6 if pad6 is not None else nn.Identity()
+        self.fc6 = nn.Conv2d(in_channels, fc_channels, kernel, padding=padding)
+        self.fc7 = nn.Conv2d(fc_channels, fc_channels, 1)
+        self.relu6, self.relu7 = nn.ReLU(inplace=True), nn.ReLU(inplace=True)
+        self.drop6, self.drop7 = nn.Dropout(dropout), nn.Dropout(dropout)
+
+    def declare(self, channels: Sequence[int], caffe: bool, in_chans: int = 3) -> None:
+        """``feature_info`` for the taps (``channels`` in stride order) and fc7; in caffe geometry with the
+        derived offsets, inputs of any size (the pad-100 first conv) and the Caffe-era BGR 0-255 input."""
+        strides = sorted(self.TAPS.values())
+        self.feature_info = [FeatureInfo(s, c) for s, c in zip(strides, channels)]
+        self.feature_info.append(FeatureInfo(32, self.fc7.out_channels))
+        if caffe:
+            self.feature_info = [FeatureInfo(f.stride, f.channels, self.grid_offset(f.stride))
+                                 for f in self.feature_info]
+            self.min_input_size, self.normalization = 1, dict(CAFFE_NORM)
+        self.normalization = widen_normalization(self.normalization, in_chans)
+
+    def grid_offset(self, stride: int) -> float:
+        """Where the map at ``stride`` lies on the input (see FeatureInfo), derived from the layers."""
+        if stride == 32:
+            return grid_offset([*self.features, self.pad6, self.fc6, self.fc7], 32)
+        end = next(i for i, s in self.TAPS.items() if s == stride)
+        return grid_offset(self.features[: end + 1], stride)
+
+    def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        out: dict[int, torch.Tensor] = {}
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self.TAPS:
+                out[self.TAPS[i]] = x
+        return {**out, 32: self.fc(x)}
+
+    def fc(self, pool5: torch.Tensor) -> torch.Tensor:
+        """fc6 and fc7 as convs over the last pool's map."""
+        x = self.drop6(self.relu6(self.fc6(self.pad6(pool5))))
+        return self.drop7(self.relu7(self.fc7(x)))

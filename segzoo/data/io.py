@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import tifffile
 from PIL import Image
 
 from ..core.errors import DataError
@@ -80,8 +81,6 @@ def _from_pil(im: Image.Image, path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def _read_tiff(path: str | os.PathLike[str]) -> np.ndarray:
-    import tifffile
-
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]

@@ -10,8 +10,11 @@ smallest side the graph takes, so a consumer needs nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.export import Dim
 
 from ..core.accel import GemmConv2d, WinogradConv2d, decelerate
 from ..core.errors import SegzooError
@@ -148,15 +152,11 @@ def compare(model: torch.nn.Module, runner: Callable[[torch.Tensor], torch.Tenso
 
 
 def _dynamic_shapes(low: int) -> tuple[dict[int, Any], ...]:
-    from torch.export import Dim
-
     return ({0: Dim("batch", min=1, max=1024), 2: Dim("height", min=low, max=1 << 15),
              3: Dim("width", min=low, max=1 << 15)},)
 
 
 def _program(model: torch.nn.Module, example: torch.Tensor, low: int) -> torch.export.ExportedProgram:
-    import logging
-
     shapes = logging.getLogger("torch.fx.experimental.symbolic_shapes")  # sympy's "cannot solve" tracebacks
     level = shapes.level
     shapes.setLevel(logging.ERROR)
@@ -176,10 +176,6 @@ def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, meta:
     onnx, ort = _onnx_modules()
     if opset < 17:
         raise ExportError(f"ONNX export needs opset 17 or newer, got {opset}")
-    import contextlib
-    import io
-    import logging
-
     program = _program(model, example, low)
     quiet = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript")]
     levels = [q.level for q in quiet]

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..core.errors import SegzooError
+from .tta import TTA, tta_probs
 
 
 def tile_spans(n: int, tile: int, overlap: float, align: int = 1) -> list[tuple[int, int]]:
@@ -115,8 +116,6 @@ class TiledModel(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, tile: int | None, overlap: float = 0.25, tta: Any = None,
                  batch: int = 1):
         super().__init__()
-        from .tta import TTA
-
         self.model, self.tile, self.overlap, self.tta, self.batch = model, tile, overlap, tta or TTA(), batch
         strides = [f.stride for f in getattr(getattr(model, "backbone", None), "feature_info", [])] or [1]
         self.align = int(max(strides))
@@ -126,8 +125,6 @@ class TiledModel(torch.nn.Module):
             check_tile(tile, overlap, self.align, self.min_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from .tta import tta_probs
-
         def probs_of(v: torch.Tensor) -> torch.Tensor:
             return tta_probs(self.model, v, self.tta, self.min_size)
 

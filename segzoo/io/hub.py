@@ -20,8 +20,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
+from huggingface_hub.errors import EntryNotFoundError
+from safetensors.torch import load_file
 
 from ..core.errors import CheckpointError
+from .checkpoint import read_state_dict
 
 OFFLINE_FLAGS = ("SEGZOO_OFFLINE", "HF_HUB_OFFLINE")
 
@@ -87,9 +91,6 @@ def torch_hub_file(url: str, what: str) -> Path:
 
 def hf_hub_file(repo_id: str, filenames: Sequence[str], what: str, revision: str | None = None) -> Path:
     """The first of ``filenames`` of a Hugging Face repo found in the hub cache, else downloaded there if online."""
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import EntryNotFoundError
-
     cache = hf_cache_dir()
     for filename in filenames:
         hit = try_to_load_from_cache(repo_id, filename, cache_dir=str(cache), revision=revision)
@@ -118,15 +119,11 @@ def hf_hub_file(repo_id: str, filenames: Sequence[str], what: str, revision: str
 def read_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """A state dict from a ``.safetensors`` file or a torch file (``weights_only``: nothing is unpickled)."""
     if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path))
         except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
             raise CheckpointError(f"cannot read {path} as safetensors ({_why(exc)}); the file is corrupt or "
                                   "truncated: delete it so it is fetched again") from None
-    from .checkpoint import read_state_dict
-
     return read_state_dict(path)
 
 

@@ -234,7 +234,7 @@ def _csv(records: list[dict[str, Any]]) -> str:
 def _figure(path: Path, figsize: tuple[float, float], title: str, xlabel: str | None = None) -> Iterator[Any]:
     """An Agg figure with one axes, labelled, laid out and saved to ``path`` (through a temporary file) when the
     block ends. The legend goes to the right of the axes, off the data."""
-    import matplotlib
+    import matplotlib  # matplotlib.pyplot takes about 1.1 s to import here (-X importtime): only plots pay it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import yaml
+
 from ..core.errors import SegzooError, UnknownNameError
 from .optim import optimizer_defaults
 from .presets import resolve_preset
@@ -210,10 +212,6 @@ def load_config(path: str | Path) -> dict[str, Any]:
     given elsewhere (command-line flags) can win over them; every key is checked, a misspelt one is an
     error naming the closest.
     """
-    import yaml
-
-    from ..core.errors import SegzooError, UnknownNameError
-
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
@@ -238,6 +236,4 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 def config_yaml(config: TrainConfig) -> str:
     """A config as the YAML ``load_config`` reads back (what ``segzoo train --print-config`` writes)."""
-    import yaml
-
     return yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)

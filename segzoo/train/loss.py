@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..api import get_registry
 from ..core.errors import PluginError, SegzooError
 from ..core.model import IGNORE_INDEX
 from ..zoo.registry import BUILTIN_LOSS
@@ -53,8 +54,6 @@ def make_loss(name: str = BUILTIN_LOSS, weight: torch.Tensor | None = None, redu
             raise SegzooError(f"the built-in cross-entropy takes no options (got {sorted(options)}); leave "
                               "--loss-opt out, or name a plugin's loss with --loss-fn")
         return functools.partial(cross_entropy, weight=weight, reduction=reduction)
-    from ..api import get_registry
-
     entry = get_registry().loss(name)
     try:
         params = inspect.signature(entry.obj).parameters

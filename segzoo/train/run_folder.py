@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import TrainingError
+from .config import TrainConfig
 
 RUN_FILES = ("last.pt", "best.pt", "config.json", "metrics.jsonl", "metrics.csv")
 LOCK_NAME = ".segzoo.lock"
@@ -63,8 +64,6 @@ def check_resume_target(out: str | os.PathLike[str], checkpoint: str | os.PathLi
 
 
 def _same_settings(out: Path, stored: dict[str, Any]) -> bool:
-    from .config import TrainConfig
-
     try:
         written = json.loads((out / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
