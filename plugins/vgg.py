@@ -12,13 +12,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from segzoo import InputError, hookimpl, load_classifier_weights, torch_hub_file
+from segzoo import build_convolutionalized, hookimpl, torch_hub_file
 from segzoo.core.layers import (
     CeilMaxPool2d,
     ConvolutionalizedClassifier,
     check_fc_options,
-    widen_input_conv,
-    widen_normalization,
 )
 from segzoo.core.model import check_geometry
 
@@ -81,17 +79,9 @@ def vgg16(weights: str | None = None, fc_channels: int = 4096, dropout: float = 
 
     ``weights``: a local ImageNet classifier file, or ``"imagenet"`` for torchvision's, convolutionalized.
     """
-    if not isinstance(in_chans, int) or in_chans < 1:
-        raise InputError(f"backbone 'vgg16': in_chans must be a positive integer, got {in_chans!r}")
     check_fc_options(fc_channels, dropout)
-    model = VGG16(fc_channels, dropout, geometry, in_chans=3 if weights else in_chans)
-    if weights == "imagenet":
-        weights = imagenet_file()
-    if weights:
-        load_classifier_weights(model, weights, CLASSIFIER_LAYOUTS, fc6_in_channels=512, fc6_kernel=7)
-        model.features[0] = widen_input_conv(model.features[0], in_chans)
-        model.normalization = widen_normalization(model.normalization, in_chans)
-    return model
+    return build_convolutionalized(lambda channels: VGG16(fc_channels, dropout, geometry, in_chans=channels), "vgg16",
+                                   weights, in_chans, CLASSIFIER_LAYOUTS, 512, 7, imagenet_file)
 
 
 

@@ -32,7 +32,7 @@ from .core.model import CAFFE_NORM, GEOMETRIES, IMAGENET_NORM, Backbone, Feature
 from .core.recipe import Preset, Recipe, WeightLayout
 from .io.checkpoint import read_state_dict
 from .io.hub import hf_hub_file, read_weights_file, torch_hub_file
-from .io.weights import check_fits, load_classifier_weights, load_fitting
+from .io.weights import build_convolutionalized, check_fits, load_classifier_weights, load_fitting
 from .zoo.check import assert_plugin_passes
 from .zoo.contract import assert_contract, run_contract
 
@@ -43,6 +43,7 @@ __all__ = [
     "GeometryError", "Head", "InputError", "PluginError", "Preset", "Recipe", "SegmentationModel", "SegzooError",
     "TrainingError", "UnknownNameError", "WeightLayout", "assert_contract", "assert_plugin_passes", "build",
     "check_fits", "convert", "create_model", "get_registry", "hf_hub_file", "hookimpl", "list_backbones",
-    "list_heads", "list_models", "list_presets", "load_classifier_weights", "load_fitting", "load_model",
+    "list_heads", "list_models", "list_presets", "load_classifier_weights", "build_convolutionalized",
+    "load_fitting", "load_model",
     "read_state_dict", "read_weights_file", "run_contract", "save_model", "torch_hub_file",
 ]

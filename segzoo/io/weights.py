@@ -14,14 +14,14 @@ own vocabulary.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..core.errors import CheckpointError
-from ..core.layers import convolutionalize_state_dict
+from ..core.errors import CheckpointError, InputError
+from ..core.layers import convolutionalize_state_dict, widen_input_conv, widen_normalization
 from ..core.model import SegmentationModel
 from ..core.recipe import WeightLayout
 from .checkpoint import FORMAT, read_state_dict, state_dict_of
@@ -107,6 +107,27 @@ def load_classifier_weights(module: nn.Module, path: str | os.PathLike[str], lay
     return layout
 
 
+def build_convolutionalized(make: Callable[[int], nn.Module], name: str, weights: str | os.PathLike[str] | None,
+                            in_chans: int, layouts: Mapping[str, tuple[str, str]], fc6_in_channels: int,
+                            fc6_kernel: int, imagenet: Callable[[], str]) -> nn.Module:
+    """A convolutionalized classifier (``make(channels)``, first conv ``features[0]``) with its ImageNet weights.
+
+    ``weights`` is a local classifier file, ``"imagenet"`` (``imagenet()`` names the file, e.g. from torch hub's
+    cache) or None. Those weights are RGB: the net is built for 3 channels, loaded, and only then is its first
+    conv widened to ``in_chans`` as timm's ``adapt_input_conv`` does (and the normalization with it).
+    """
+    if not isinstance(in_chans, int) or isinstance(in_chans, bool) or in_chans < 1:
+        raise InputError(f"backbone '{name}': in_chans must be a positive integer, got {in_chans!r}")
+    model = make(3 if weights else in_chans)
+    if weights == "imagenet":
+        weights = imagenet()
+    if weights:
+        load_classifier_weights(model, weights, layouts, fc6_in_channels, fc6_kernel)
+        model.features[0] = widen_input_conv(model.features[0], in_chans)
+        model.normalization = widen_normalization(model.normalization, in_chans)
+    return model
+
+
 def _listed(keys: list[str]) -> str:
     more = f" (+{len(keys) - LIST} more)" if len(keys) > LIST else ""
     return f"{keys[:LIST]}{more}"
@@ -122,5 +143,5 @@ def _checkpoint_hint(model: SegmentationModel, ckpt: dict[str, Any]) -> str:
             f"in geometry '{b[2]}': use segzoo.load_model(path)")
 
 
-__all__ = ["LIST", "apply_weights", "check_fits", "detect_format", "load_classifier_weights", "load_fitting",
-           "read_state_dict"]
+__all__ = ["LIST", "apply_weights", "build_convolutionalized", "check_fits", "detect_format",
+           "load_classifier_weights", "load_fitting", "read_state_dict"]
