@@ -172,37 +172,31 @@ class Registry:
             return False
         return option in params
 
-    def head(self, name: str) -> Entry:
-        entry = self.entries["head"].get(name)
+    def _entry(self, kind: str, name: str, hint: str | None = None, known: list[str] | None = None) -> Entry:
+        """The entry ``kind`` registered as ``name``, or an :class:`UnknownNameError` naming the closest ones."""
+        entry = self.entries[kind].get(name)
         if entry is None:
-            raise UnknownNameError("head", name, self.names("head"))
+            known = self.names(kind) if known is None else known
+            raise UnknownNameError(kind, name, known, *([hint] if hint else []))
         return entry
 
+    def head(self, name: str) -> Entry:
+        return self._entry("head", name)
+
     def preset(self, name: str) -> Preset:
-        entry = self.entries["preset"].get(name)
-        if entry is None:
-            raise UnknownNameError("preset", name, self.names("preset"),
-                                   hint=f"the presets are {self.names('preset')}; 'segzoo list' shows them")
-        return entry.obj
+        return self._entry("preset", name, f"the presets are {self.names('preset')}; 'segzoo list' shows them").obj
 
     def loss(self, name: str) -> Entry:
         """A loss a plugin registered (the built-in cross-entropy is not an entry: segzoo.train.loss has it)."""
-        entry = self.entries["loss"].get(name)
-        if entry is None:
-            known = [BUILTIN_LOSS, *self.names("loss")]
-            raise UnknownNameError("loss", name, known, hint=f"the losses are {known}; a plugin adds one with "
-                                                             "registrar.loss(name, factory)")
-        return entry
+        known = [BUILTIN_LOSS, *self.names("loss")]
+        return self._entry("loss", name, f"the losses are {known}; a plugin adds one with "
+                                         "registrar.loss(name, factory)", known)
 
     def weight_layouts(self) -> dict[str, WeightLayout]:
         return {name: e.obj for name, e in sorted(self.entries["weight layout"].items())}
 
     def weight_layout(self, name: str) -> WeightLayout:
-        entry = self.entries["weight layout"].get(name)
-        if entry is None:
-            raise UnknownNameError("weight layout", name, self.names("weight layout"),
-                                   hint=f"the known layouts are {self.names('weight layout')}")
-        return entry.obj
+        return self._entry("weight layout", name, f"the known layouts are {self.names('weight layout')}").obj
 
     def _is_backbone(self, name: str) -> bool:
         try:
@@ -248,12 +242,12 @@ class Registry:
         extra = {} if recipe.geometry == "modern" else {"geometry": recipe.geometry}
         make_backbone, b_entry = self.backbone_factory(recipe.backbone)
         h_entry = self.head(recipe.head)
-        backbone = _call_plugin(b_entry, recipe.backbone, make_backbone, weights=recipe.backbone_weights, **extra,
+        backbone = call_plugin(b_entry, recipe.backbone, make_backbone, weights=recipe.backbone_weights, **extra,
                                 **recipe.backbone_kwargs)
         info = _checked_backbone(backbone, recipe.backbone, b_entry)
         fitting = self.fitting_heads(info, exclude=recipe.head)
         check_head_fits(recipe.head, h_entry.strides, info, recipe.backbone, fitting)
-        head = _call_plugin(h_entry, recipe.head, h_entry.obj, list(info), recipe.num_classes, **extra,
+        head = call_plugin(h_entry, recipe.head, h_entry.obj, list(info), recipe.num_classes, **extra,
                             **recipe.head_kwargs)
         _check_head(head, recipe, h_entry)
         recipe = recipe.replace(backbone_plugin=b_entry.plugin, head_plugin=h_entry.plugin,
@@ -312,8 +306,9 @@ def _family_clash(new: Entry, old: Entry) -> str:
             "or disable a plugin (SEGZOO_DISABLE_PLUGINS)")
 
 
-def _call_plugin(entry: Entry, name: str, factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call a plugin's factory. Options it does not take are the user's to fix; any other failure names the plugin."""
+def call_plugin(entry: Entry, name: str, factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a plugin's factory (a backbone's, a head's, a loss's). Options its signature does not take are the
+    user's to fix; any other failure names the plugin."""
     try:
         inspect.signature(factory).bind(*args, **kwargs)
     except TypeError as exc:
