@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ..api import get_registry
 from ..core.errors import PluginError, SegzooError
 from ..core.model import IGNORE_INDEX
-from ..zoo.registry import BUILTIN_LOSS
+from ..zoo.registry import BUILTIN_LOSS, call_plugin
 
 
 def cross_entropy(scores: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
@@ -69,15 +69,7 @@ def make_loss(name: str = BUILTIN_LOSS, weight: torch.Tensor | None = None, redu
         elif needed:
             raise SegzooError(f"loss '{name}' from {entry.source} takes no {key}, so it cannot honour {flag}; "
                               f"leave {flag.split()[0]} out, or use a loss that takes it")
-    try:
-        fn = entry.obj(**options)
-    except SegzooError:
-        raise
-    except TypeError as exc:
-        raise SegzooError(f"loss '{name}' from {entry.source} does not take the options given "
-                          f"({', '.join(sorted(options))}): {exc}; see its factory's parameters") from None
-    except Exception as exc:  # noqa: BLE001 - a plugin's bug: say whose, in one line
-        raise PluginError(f"loss '{name}' from {entry.source} failed to build: {type(exc).__name__}: {exc}") from exc
+    fn = call_plugin(entry, name, entry.obj, **options)
     if not callable(fn):
         raise PluginError(f"loss '{name}' from {entry.source} returned a {type(fn).__name__}, not a callable "
                           "loss(scores, target)")
