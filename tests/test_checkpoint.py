@@ -8,8 +8,8 @@ import torch
 
 import segzoo
 from segzoo.core.errors import CheckpointError
-from segzoo.core.files import atomic_write
-from segzoo.io.checkpoint import atomic_save, atomic_write_text, safe_load, save_model
+from segzoo.core.files import atomic_write, atomic_write_text
+from segzoo.io.checkpoint import atomic_save, safe_load, save_model
 
 
 def small(name="alexnet-fcn8s", **kw):

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 
 from ..api import create_model, load_model
+from ..core.files import atomic_write_text
 from ..core.recipe import DEFAULT_INPUT_SIZE
 from ..core.table import format_table
-from ..io.checkpoint import atomic_write_text
 from ..studies.bench import DTYPES, MODES, benchmark, loader_throughput
 from ._options import NUM_CLASSES, float_in, input_size, int_in
 

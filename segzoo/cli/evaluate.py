@@ -8,10 +8,10 @@ from pathlib import Path
 
 from ..api import load_model
 from ..core.errors import SegzooError
+from ..core.files import atomic_write_text
 from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, load_label_map, make_loader
 from ..infer.tile import TiledModel
 from ..infer.tta import parse_tta
-from ..io.checkpoint import atomic_write_text
 from ..train import evaluate
 from ..train.metrics import BOUNDARY_PX, report
 from ..train.runtime import setup

@@ -10,11 +10,11 @@ from typing import Any
 import torch
 
 from ..core.errors import CheckpointError, SegzooError
-from ..core.files import atomic_write, atomic_write_text
+from ..core.files import atomic_write
 from ..core.recipe import Recipe
 
-__all__ = ["FORMAT", "VERSION", "atomic_save", "atomic_write_text", "read_checkpoint", "read_state_dict",
-           "safe_load", "save_model", "state_dict_of"]
+__all__ = ["FORMAT", "VERSION", "atomic_save", "read_checkpoint", "read_state_dict", "safe_load", "save_model",
+           "state_dict_of"]
 
 FORMAT = "segzoo-model"
 VERSION = 1

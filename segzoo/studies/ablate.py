@@ -26,10 +26,10 @@ from tqdm.auto import tqdm
 from .. import train as training  # looked up at each call: tests replace segzoo.train.train
 from ..api import load_model
 from ..core.errors import SegzooError
+from ..core.files import atomic_write_text
 from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, make_loader
 from ..data import demo as demo_data  # likewise write_demo_dataset
 from ..data.dataset import shared_decoding
-from ..io.checkpoint import atomic_write_text
 from ..train import TrainConfig, evaluate
 from ..train.demo import DEMO_STUDY_SETTINGS, demo_defaults, describe, options_for
 from ..train.metrics import BOUNDARY_PX

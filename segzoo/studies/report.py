@@ -22,8 +22,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..core.files import atomic_write_text
 from ..core.table import format_table
-from ..io.checkpoint import atomic_write_text
 
 METRICS = {"mean_iu": "mean IU", "boundary_iou": "boundary IoU", "pixel_acc": "pixel acc", "mean_acc": "mean acc",
            "fw_iu": "f.w. IU"}

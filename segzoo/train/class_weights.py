@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import DataError
+from ..core.files import atomic_write_text
 from ..data import IGNORE_INDEX, SegmentationDataset
-from ..io.checkpoint import atomic_write_text
 
 CACHE = "class_weights.json"
 METHOD = "median-frequency"

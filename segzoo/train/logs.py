@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..io.checkpoint import atomic_write_text
+from ..core.files import atomic_write_text
 from .records import CSV_FIELDS, EpochRecord
 
 

@@ -25,8 +25,9 @@ from tqdm import tqdm
 
 from ..api import create_model
 from ..core.errors import GeometryError, SegzooError, TrainingError
+from ..core.files import atomic_write_text
 from ..data.stats import normalization_for
-from ..io.checkpoint import atomic_write_text, save_model
+from ..io.checkpoint import save_model
 from . import runtime as rtm
 from .class_weights import auto_class_weights
 from .config import TrainConfig
