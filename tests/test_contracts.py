@@ -15,6 +15,7 @@ import segzoo
 from segzoo.core.errors import PluginError, SegzooError
 from segzoo.core.model import GEOMETRIES, SegmentationModel
 from segzoo.core.recipe import Recipe
+from segzoo.infer.runtime import runner
 from segzoo.studies.summary import meta_forward
 from segzoo.zoo import contract
 
@@ -115,6 +116,20 @@ def test_gradients_reach_every_trainable_parameter(name, head):
 def test_trains_at_batch_1_on_the_smallest_input(name):
     """BatchNorm on a 1x1 map cannot train: a backbone's min_input_size must leave every level 2x2 or more."""
     contract.check_train_step(compose(name, "fcn32s"))
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_predicts_in_bf16_as_segzoo_predict_runs_it(name):
+    """Every backbone runs on the low-precision, channels-last weight copy (BatchNorm's counters stay integers)
+    and gives float32 logits close to fp32's, without touching the model's own float32 weights."""
+    model = compose(name, "fcn32s").eval()
+    size = max(64, model.backbone.min_input_size)
+    x = torch.randn(1, 3, size, size + 8, generator=torch.Generator().manual_seed(0))
+    want = runner(model)(x)
+    got = runner(model, dtype="bf16")(x)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    assert float((got - want).abs().max()) <= 0.05 * float(want.abs().max())
+    assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
 def test_the_train_step_check_catches_batchnorm_on_a_single_cell():

@@ -12,8 +12,8 @@ import argparse
 import sys
 
 from ..api import load_model
-from ..infer.predict import DTYPES, predict_files
-from ..infer.runtime import OnnxModel
+from ..infer.predict import predict_files
+from ..infer.runtime import DTYPES, OnnxModel
 from ..infer.tta import parse_tta
 from ..train.runtime import resolve_device
 
@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="append", default=[], metavar="AUG",
                    help="test-time augmentation: flip, and/or scales=0.75,1,1.25 (repeat the flag to combine)")
     p.add_argument("--dtype", default="fp32", choices=list(DTYPES),
-                   help="compute type for a torch model (default fp32)")
+                   help="compute type for a torch model (default fp32; bf16/fp16 run a low-precision, "
+                        "channels-last copy of the weights)")
     p.add_argument("--batch", type=int, default=1, help="tiles run together (default 1)")
     p.add_argument("--workers", type=int, default=2, help="processes reading images (default 2; 0 = none)")
     p.add_argument("--no-overlay", action="store_true", help="write only the masks (and --probs), no overlays")

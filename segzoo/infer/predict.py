@@ -25,41 +25,14 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..core.errors import DataError, SegzooError
+from ..core.errors import DataError
 from ..data.io import TIFF_SUFFIXES, overlay_image, read_image, voc_palette
 from ..data.transforms import image_tensor, normalize
-from .runtime import describe
+from .runtime import describe, runner
 from .tile import check_tile, predict_tiled
 from .tta import TTA, tta_probs
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", *TIFF_SUFFIXES)
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def runner(model: Any, device: torch.device | str = "cpu",
-           dtype: str = "fp32") -> Callable[[torch.Tensor], torch.Tensor]:
-    """``x -> logits`` on ``device``; ``bf16``/``fp16`` run the model under autocast (convolutions and matrix
-    products in that type, the softmax after it in float32)."""
-    if dtype not in DTYPES:
-        raise SegzooError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    low = DTYPES[dtype]
-    if hasattr(model, "parameters"):
-        model.eval().to(device)
-    if low is not None and not isinstance(model, torch.nn.Module):
-        raise SegzooError(f"--dtype {dtype} needs a torch checkpoint; an .onnx model runs in the precision it was "
-                          "exported in")
-    device_type = torch.device(device).type
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            if low is None:
-                return model(x.to(device))
-            with torch.autocast(device_type, dtype=low):
-                return model(x.to(device))
-
-    return run
-
-
 def predict_image(model: Any, image: np.ndarray, device: torch.device | str = "cpu", tile: int | None = None,
                   overlap: float = 0.25, tta: TTA = TTA(), dtype: str = "fp32", batch: int = 1) -> torch.Tensor:
     """Softmax probabilities (classes x H x W, float32 on the CPU) for one H x W x C image of any bit depth.

@@ -9,12 +9,61 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.func import functional_call
 
 from ..core.errors import CheckpointError, SegzooError
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def runner(model: Any, device: torch.device | str = "cpu", dtype: str = "fp32",
+           channels_last: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x -> float32 logits`` on ``device``, the way segzoo predicts, evaluates tiles and benchmarks inference.
+
+    ``fp32`` calls the model as it is (its built-in speed-ups, :mod:`segzoo.core.accel`, apply). ``bf16`` and
+    ``fp16`` run it on a copy of its weights in that type, made once here (the model itself keeps its float32
+    weights and is not changed), with the weights and the input in channels-last layout: oneDNN's bf16 kernels
+    (AMX, AVX-512 BF16) and cuDNN's tensor cores work in NHWC. That is what makes low precision pay:
+    ``torch.autocast`` in NCHW casts every weight again at each call and reorders every map (bench/RESULTS.md
+    has both). The logits come back as float32, so the softmax after them is float32 too.
+    """
+    if dtype not in DTYPES:
+        raise SegzooError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    low = DTYPES[dtype]
+    if hasattr(model, "parameters"):
+        model.eval().to(device)
+    if low is torch.float32:
+        def run32(x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return model(x.to(device))
+
+        return run32
+    if not isinstance(model, torch.nn.Module):
+        raise SegzooError(f"--dtype {dtype} needs a torch checkpoint; an .onnx model runs in the precision it was "
+                          "exported in")
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    weights = {name: _cast(t, low, layout) for name, t in chain(model.named_parameters(), model.named_buffers())}
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            x = x.to(device, low).contiguous(memory_format=layout)
+            return functional_call(model, weights, (x,)).float()
+
+    return run
+
+
+def _cast(t: torch.Tensor, dtype: torch.dtype, layout: torch.memory_format) -> torch.Tensor:
+    """A floating tensor in ``dtype`` (a 4-D one in ``layout``); others (BatchNorm's counters) as they are."""
+    if not t.is_floating_point():
+        return t
+    t = t.detach().to(dtype)
+    return t.contiguous(memory_format=layout) if t.dim() == 4 else t
 
 
 class OnnxModel:
