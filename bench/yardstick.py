@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import segzoo
+from segzoo.core.accel import levers
 from segzoo.core.table import format_table
 from segzoo.studies import bench
 from segzoo.studies.summary import parse_input_size, summarize
@@ -142,32 +143,36 @@ class Contender:
     model: nn.Module
     dtype: str = "fp32"
     channels_last: bool = False
-    winograd: bool = False
-    gemm: bool = False
+    winograd: bool | None = None  # None: the model's own choice (segzoo.core.accel); True/False: forced
+    gemm: bool | None = None
     compile: bool = False
-    textbook: bool = False
+    textbook: bool = False  # the textbook net (the yardstick itself)
+    plain_loop: bool = False  # driven by the textbook's loop: no_grad forward / plain SGD, nothing of segzoo's
+    autocast: bool = False  # inference under torch.autocast in NCHW (how segzoo predicted in bf16 before)
     step: Callable[[], Any] | None = None
     first_s: float = 0.0
     times: list[float] = field(default_factory=list)
     peak_mib: float | None = None
 
 
-# segzoo's variants, by name: the options each one applies ("segzoo" is what `segzoo bench` does here).
-VARIANTS = {
+# segzoo's variants, by name: the options each one applies ("segzoo" is what `segzoo bench` does here; "plain" is
+# create_model's model in a user's own loop, which gets the speed-ups built into the model and nothing else).
+VARIANTS: dict[str, dict[str, Any]] = {
     "segzoo": bench.default_options(torch.device("cpu"), "fp32"),
-    "segzoo-winograd-gemm": {"winograd": True, "gemm": True},
+    "plain": {"plain_loop": True},
+    "segzoo-no-levers": {"gemm": False, "winograd": False},
+    "plain-no-levers": {"plain_loop": True, "gemm": False, "winograd": False},
     "segzoo-winograd": {"winograd": True},
-    "segzoo-gemm": {"gemm": True},
     "segzoo-cl": {"channels_last": True},
-    "segzoo-nchw": {"channels_last": False},
     "segzoo-compile": {"channels_last": True, "compile": True},
     "segzoo-bf16": {"channels_last": True, "dtype": "bf16"},
     "segzoo-bf16-nchw": {"channels_last": False, "dtype": "bf16"},
+    "autocast-bf16": {"autocast": True, "dtype": "bf16"},
     "textbook-cl": {"channels_last": True, "textbook": True},
 }
 
 
-def textbook_step(model: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], Any]:
+def textbook_step(model: nn.Module, x: torch.Tensor, mode: str, num_classes: int) -> Callable[[], Any]:
     """The textbook loop: ``no_grad`` forward, or forward/backward/SGD step with ``zero_grad()``."""
     if mode == "infer":
         model.eval()
@@ -178,7 +183,7 @@ def textbook_step(model: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], 
 
         return infer
     model.train()
-    target = torch.randint(0, model.score_fr.out_channels, (x.shape[0], *x.shape[-2:]))
+    target = torch.randint(0, num_classes, (x.shape[0], *x.shape[-2:]))
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
 
     def train() -> torch.Tensor:
@@ -189,6 +194,26 @@ def textbook_step(model: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], 
         return loss.detach()
 
     return train
+
+
+def autocast_step(model: nn.Module, x: torch.Tensor, dtype: str) -> Callable[[], Any]:
+    """Inference under ``torch.autocast`` with the fp32 model in NCHW: weights cast again at every call."""
+    model.eval()
+
+    def infer() -> torch.Tensor:
+        with torch.no_grad(), torch.autocast("cpu", dtype=bench.DTYPES[dtype]):
+            return model(x).float()
+
+    return infer
+
+
+def with_levers(step: Callable[[], Any], c: Contender) -> Callable[[], Any]:
+    """``step`` with the contender's forced GEMM/Winograd choices (segzoo.core.accel.levers) around it."""
+    def run() -> Any:
+        with levers(gemm=c.gemm, winograd=c.winograd):
+            return step()
+
+    return run
 
 
 def build_contenders(names: list[str], geometry: str, num_classes: int, fc_channels: int,
@@ -205,11 +230,14 @@ def build_contenders(names: list[str], geometry: str, num_classes: int, fc_chann
             model = segzoo_model(geometry, num_classes, fc_channels)
             model.load_state_dict(reference.state_dict())
         c = Contender(name, model, **opts)
-        m, xi = bench.prepare(c.model, x, c.channels_last, c.compile, c.winograd, c.gemm)
-        if name == "yardstick":
-            c.step = textbook_step(m, xi, mode)
+        m, xi = bench.prepare(c.model, x, c.channels_last, c.compile)
+        if c.textbook or c.plain_loop:
+            step = textbook_step(m, xi, mode, num_classes)
+        elif c.autocast:
+            step = autocast_step(m, xi, c.dtype)
         else:
-            c.step = bench.make_step(m, xi, mode, bench.DTYPES[c.dtype])
+            step = bench.make_step(m, xi, mode, c.dtype, channels_last=c.channels_last)
+        c.step = with_levers(step, c)
         contenders.append(c)
     return contenders
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from torch import nn
 
 from segzoo import build_convolutionalized, hookimpl, torch_hub_file
+from segzoo.core.accel import WinogradConv2d
 from segzoo.core.layers import (
     CeilMaxPool2d,
     ConvolutionalizedClassifier,
@@ -36,9 +37,9 @@ def make_features(caffe: bool = False, in_chans: int = 3) -> nn.Sequential:
         pool(),  # 2: pool1 (stride 8)
         nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True),  # 3, 4: conv2
         pool(),  # 5: pool2 (stride 16)
-        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),  # 6, 7: conv3
-        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),  # 8, 9: conv4
-        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True),  # 10, 11: conv5
+        WinogradConv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),  # 6, 7: conv3
+        WinogradConv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),  # 8, 9: conv4
+        WinogradConv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True),  # 10, 11: conv5
         pool(),  # 12: pool5 (stride 32)
     )
 

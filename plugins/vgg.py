@@ -13,6 +13,7 @@ from __future__ import annotations
 from torch import nn
 
 from segzoo import build_convolutionalized, hookimpl, torch_hub_file
+from segzoo.core.accel import WinogradConv2d
 from segzoo.core.layers import (
     CeilMaxPool2d,
     ConvolutionalizedClassifier,
@@ -39,7 +40,7 @@ def make_features(first_padding: int = 1, in_chans: int = 3) -> nn.Sequential:
             layers.append(CeilMaxPool2d(2, 2))
         else:
             padding = first_padding if not layers else 1
-            layers += [nn.Conv2d(channels, v, 3, padding=padding), nn.ReLU(inplace=True)]
+            layers += [WinogradConv2d(channels, v, 3, padding=padding), nn.ReLU(inplace=True)]
             channels = v
     return nn.Sequential(*layers)
 

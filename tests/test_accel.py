@@ -1,20 +1,28 @@
-"""segzoo.core.accel: the faster convs compute what nn.Conv2d computes (forward and gradients), in place."""
+"""segzoo.core.accel: the fast convs built into the models compute what nn.Conv2d computes (forward and
+gradients), take their fast path where it pays, and step aside for autocast, other layouts, export and small maps."""
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import segzoo
 from segzoo.core import accel
-from segzoo.core.accel import GemmConv2d, WinogradConv2d, accelerate, decelerate, fused_kwargs, nnpack_available
-from segzoo.studies import bench
+from segzoo.core.accel import GemmConv2d, WinogradConv2d, fused_kwargs, lever_on, levers, nnpack_available
 
 nnpack_conv = accel._nnpack
 needs_nnpack = pytest.mark.skipif(not nnpack_available(), reason="NNPACK does not run here")
+
+
+@pytest.fixture
+def gemm_calls(monkeypatch):
+    """Every call that took GemmConv2d's matrix-product path."""
+    calls = []
+    real = GemmConv2d._gemm
+    monkeypatch.setattr(GemmConv2d, "_gemm", lambda self, *a: calls.append(self) or real(self, *a))
+    return calls
 
 
 def run_both(ref: nn.Module, fast: nn.Module, x: torch.Tensor):
@@ -27,78 +35,127 @@ def run_both(ref: nn.Module, fast: nn.Module, x: torch.Tensor):
         (y2, x2.grad, fast.weight.grad, fast.bias.grad if fast.bias is not None else None)
 
 
+def twin(cls: type[nn.Conv2d], *args, **kwargs) -> tuple[nn.Conv2d, nn.Conv2d]:
+    """A plain nn.Conv2d and a ``cls`` with the same arguments and weights."""
+    torch.manual_seed(0)
+    ref = nn.Conv2d(*args, **kwargs)
+    fast = cls(*args, **kwargs)
+    fast.load_state_dict(ref.state_dict())
+    return ref, fast
+
+
 @needs_nnpack
 @pytest.mark.parametrize("padding, bias, batch", [(1, True, 1), (0, False, 2), (2, True, 1)])
 def test_winograd_conv_matches_conv2d(padding, bias, batch, monkeypatch):
     calls = []
     monkeypatch.setattr(accel, "_nnpack", lambda *a: calls.append(a) or nnpack_conv(*a))
-    torch.manual_seed(0)
-    ref = nn.Conv2d(8, 16, 3, padding=padding, bias=bias)
-    fast = copy.deepcopy(ref)
-    assert accelerate(fast, winograd=True) == 1 and type(fast) is WinogradConv2d
-    for a, b in zip(*run_both(ref, fast, torch.randn(batch, 8, 17, 23))):
+    ref, fast = twin(WinogradConv2d, 8, 16, 3, padding=padding, bias=bias)
+    with levers(winograd=True):
+        pairs = list(zip(*run_both(ref, fast, torch.randn(batch, 8, 17, 23))))
+    for a, b in pairs:
         if a is not None:
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
     assert len(calls) == 2  # the forward and the input gradient ran in NNPACK
 
 
 @pytest.mark.parametrize("cin, k, padding", [(64, 7, 3), (256, 1, 0), (32, 6, 0)])
-def test_gemm_conv_matches_conv2d(cin, k, padding):
-    torch.manual_seed(0)
-    ref = nn.Conv2d(cin, 4096, k, padding=padding)
-    fast = copy.deepcopy(ref)
-    assert accelerate(fast) == 1 and type(fast) is GemmConv2d
+def test_gemm_conv_matches_conv2d_and_takes_the_gemm_path(cin, k, padding, gemm_calls):
+    ref, fast = twin(GemmConv2d, cin, 512, k, padding=padding)
     for a, b in zip(*run_both(ref, fast, torch.randn(2, cin, 9, 11))):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    assert gemm_calls == [fast]
 
 
-def test_small_or_strided_convs_stay_as_they_are():
-    convs = [nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.Conv2d(8, 8, 3, padding=1, groups=2),
-             nn.Conv2d(8, 8, 3, padding=1, padding_mode="replicate"), nn.Conv2d(256, 21, 1)]
-    assert accelerate(nn.Sequential(*convs)) == 0
-    assert all(type(c) is nn.Conv2d for c in convs)
+@pytest.mark.parametrize("kwargs", [dict(stride=2, padding=1), dict(padding=1, groups=2),
+                                    dict(padding=1, padding_mode="replicate"), dict(padding=1, dilation=2)])
+def test_convs_the_fast_paths_cannot_do_are_ordinary_convs(kwargs, gemm_calls, monkeypatch):
+    nnpack = []
+    monkeypatch.setattr(accel, "_nnpack", lambda *a: nnpack.append(a))
+    x = torch.randn(1, 8, 20, 20)
+    for cls in (GemmConv2d, WinogradConv2d):
+        ref, fast = twin(cls, 8, 8, 3, **kwargs)
+        with levers(winograd=True):
+            torch.testing.assert_close(fast(x), ref(x))
+    assert gemm_calls == [] and nnpack == []
 
 
-@needs_nnpack
-def test_accelerated_model_keeps_its_state_dict_and_output():
+def test_create_model_builds_the_fast_layers_with_the_usual_state_dict(gemm_calls):
+    """No class swap afterwards: the model as built has them, keeps nn.Conv2d's keys, and computes what plain convs
+    compute; a user's own training step runs fc6/fc7 as GEMMs."""
     torch.manual_seed(0)
-    model = segzoo.create_model("vgg16-fcn8s", num_classes=4, backbone_kwargs={"fc_channels": 1024}).eval()
-    ref = copy.deepcopy(model)
-    keys = list(model.state_dict())
-    assert accelerate(model, winograd=True) == 13 + 2  # VGG16's thirteen 3x3 convs; fc6 (7x7) and fc7 as GEMMs
-    assert list(model.state_dict()) == keys
+    model = segzoo.create_model("vgg16-fcn8s", num_classes=4, backbone_kwargs={"fc_channels": 256})
+    backbone = model.backbone
+    assert sum(type(m) is WinogradConv2d for m in backbone.features) == 13  # VGG16's thirteen 3x3 convs
+    assert type(backbone.fc6) is GemmConv2d and type(backbone.fc7) is GemmConv2d
+    assert {"backbone.fc6.weight", "backbone.features.0.weight"} <= set(model.state_dict())
     x = torch.randn(1, 3, 48, 64)
+    model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(model(x), ref(x), rtol=1e-4, atol=1e-5)
-    assert decelerate(model) == 15 and not any(type(m) in (WinogradConv2d, GemmConv2d) for m in model.modules())
+        fast = model(x)
+        with levers(gemm=False, winograd=False):
+            plain = model(x)
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
+    assert gemm_calls[:2] == [backbone.fc6, backbone.fc7]
+    gemm_calls.clear()
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)  # a user's loop, nothing of segzoo's
+    F.cross_entropy(model(x), torch.randint(0, 4, (1, 48, 64))).backward()
+    optimizer.step()
+    assert gemm_calls == [backbone.fc6, backbone.fc7]
 
 
 @needs_nnpack
-def test_falls_back_where_nnpack_cannot_run(monkeypatch):
-    conv = nn.Conv2d(4, 4, 3, padding=1)
-    accelerate(conv, winograd=True)
-    x = torch.randn(1, 4, 16, 16).contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(conv(x), nn.Conv2d.forward(conv, x))  # channels-last input: the ordinary conv
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert conv(torch.randn(1, 4, 16, 16)).dtype == torch.bfloat16  # autocast still applies
+def test_winograd_falls_back_where_nnpack_cannot_run(monkeypatch):
+    conv = WinogradConv2d(4, 4, 3, padding=1)
     calls = []
     monkeypatch.setattr(accel, "_nnpack", lambda *a: calls.append(a))
-    conv(torch.randn(1, 4, 8, 40))  # smaller than MIN_SIZE on one side: oneDNN is faster there
+    with levers(winograd=True):
+        x = torch.randn(1, 4, 16, 16).contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(conv(x), nn.Conv2d.forward(conv, x))  # channels-last input: the ordinary conv
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert conv(torch.randn(1, 4, 16, 16)).dtype == torch.bfloat16  # autocast still applies
+        conv(torch.randn(1, 4, 8, 40))  # smaller than MIN_SIZE on one side: oneDNN is faster there
     assert calls == []
 
 
-@needs_nnpack
-@pytest.mark.parametrize("capability, expected", [("AVX2", WinogradConv2d), ("AVX512", nn.Conv2d)])
-def test_winograd_is_the_default_only_where_it_beats_onednn(monkeypatch, capability, expected):
+def test_gemm_steps_aside_for_autocast_and_other_dtypes(gemm_calls):
+    conv = GemmConv2d(16, 64, 3, padding=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv(torch.randn(1, 16, 8, 8)).dtype == torch.bfloat16
+    assert conv.to(torch.bfloat16)(torch.randn(1, 16, 8, 8, dtype=torch.bfloat16)).dtype == torch.bfloat16
+    with levers(gemm=False):
+        conv.float()(torch.randn(1, 16, 8, 8))
+    assert gemm_calls == []
+
+
+@pytest.mark.parametrize("capability, pays", [("AVX2", True), ("AVX512", False)])
+def test_winograd_is_the_default_only_where_it_beats_onednn(monkeypatch, capability, pays):
     # NNPACK's kernels are AVX2: on AVX-512 oneDNN's direct convs were faster (bench/RESULTS.md)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
-    conv = nn.Conv2d(4, 4, 3, padding=1)
-    accelerate(conv)
-    assert type(conv) is expected
-    assert bench.default_options(torch.device("cpu"), "fp32")["winograd"] is (expected is WinogradConv2d)
-    fc6 = nn.Conv2d(64, 4096, 7, padding=3)
-    accelerate(fc6)
-    assert type(fc6) is GemmConv2d  # the GEMM lever does not depend on it
+    accel.winograd_pays.cache_clear()
+    try:
+        assert lever_on("winograd") is (pays and nnpack_available())
+        with levers(winograd=not pays):
+            assert lever_on("winograd") is (not pays and nnpack_available())
+        assert lever_on("gemm")  # the GEMM lever does not depend on it
+    finally:
+        accel.winograd_pays.cache_clear()
+
+
+def test_levers_come_back_after_the_block_even_on_an_error():
+    before = (lever_on("gemm"), lever_on("winograd"))
+    with pytest.raises(RuntimeError), levers(gemm=False, winograd=False):
+        assert not lever_on("gemm") and not lever_on("winograd")
+        raise RuntimeError
+    assert (lever_on("gemm"), lever_on("winograd")) == before
+
+
+def test_torch_compile_traces_the_gemm_path_in_one_graph(gemm_calls):
+    ref, fast = twin(GemmConv2d, 32, 64, 3, padding=1)
+    compiled = torch.compile(fast, backend="aot_eager", fullgraph=True)
+    x = torch.randn(2, 32, 10, 12)
+    torch.testing.assert_close(compiled(x), ref(x), rtol=1e-4, atol=1e-4)
+    assert gemm_calls  # dynamo traced through the matrix product, not around it
 
 
 def test_fused_optimizer_step_matches_the_default_step():

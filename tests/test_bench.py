@@ -16,6 +16,7 @@ import torch
 
 import segzoo
 from segzoo.cli import main
+from segzoo.core.accel import GemmConv2d
 from segzoo.studies import bench
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,9 +71,11 @@ def test_train_mode_counts_backward_and_updates_weights():
     assert train.fraction_of_matmul_peak is None and train.matmul_peak_gflops is None
 
 
-def test_low_precision_reports_agreement_with_fp32():
-    r = bench.benchmark(tiny_vgg(), (3, 32, 32), dtype="bf16", warmup=1, iters=1, measure_peak=False)
+def test_low_precision_inference_is_timed_beside_fp32_and_checked_against_it():
+    r = bench.benchmark(tiny_vgg(), (3, 32, 32), dtype="bf16", warmup=1, iters=3, measure_peak=False)
     assert 0.0 <= r.agreement_vs_fp32 <= 1.0
+    assert r.fp32_ms_median > 0 and r.speedup_vs_fp32 > 0 and r.channels_last
+    assert "fp32's throughput" in dict(r.rows())["vs fp32"]
     if not bench.cpu_has_native_bf16():
         assert any("no native bf16" in n for n in r.notes)
 
@@ -83,6 +86,17 @@ def test_low_precision_on_cpu_is_compared_with_the_fp32_peak_in_the_same_run():
     slower = r.matmul_peak_gflops / r.fp32_matmul_peak_gflops < 1.2
     assert any("cannot beat fp32" in n for n in r.notes) is (slower and bench.cpu_has_native_bf16())
     assert "fp32 matmul peak" in dict(r.rows())
+
+
+def test_the_models_own_gemm_path_is_timed_unless_turned_off(monkeypatch):
+    calls = []
+    real = GemmConv2d._gemm
+    monkeypatch.setattr(GemmConv2d, "_gemm", lambda self, *a: calls.append(self) or real(self, *a))
+    on = bench.benchmark(tiny_vgg(), (3, 32, 32), warmup=1, iters=1, measure_peak=False)
+    assert on.gemm and calls
+    calls.clear()
+    off = bench.benchmark(tiny_vgg(), (3, 32, 32), warmup=1, iters=1, measure_peak=False, gemm=False)
+    assert not off.gemm and calls == []
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -10,6 +10,7 @@ from torch.export import Dim
 
 import segzoo
 from segzoo.cli import main
+from segzoo.core.accel import GemmConv2d, levers
 from segzoo.core.errors import SegzooError
 from segzoo.core.model import GEOMETRIES
 from segzoo.infer.export import ExportError, export_model, min_side, read_metadata
@@ -56,7 +57,9 @@ def test_torch_export_keeps_batch_height_and_width_dynamic(backbone, geometry):
     program = torch.export.export(m, (torch.randn(2, 3, low, low + 1),), dynamic_shapes=shapes)
     x = torch.randn(1, 3, low + 33, low + 3)
     with torch.no_grad():
-        assert torch.equal(program.module()(x), m(x))
+        with levers(gemm=False, winograd=False):  # the exported graph's convs are the plain ones
+            assert torch.equal(program.module()(x), m(x))
+        torch.testing.assert_close(program.module()(x), m(x), rtol=1e-4, atol=1e-6)  # eager's own fast paths
 
 
 def test_frozen_bilinear_upsampling_exports_too():
@@ -119,13 +122,16 @@ def test_cli_export_prints_the_check_and_refuses_to_overwrite(tmp_path, capsys):
     assert not list(tmp_path.glob(".m.onnx.*"))  # no temporary file left behind
 
 
-def test_an_accelerated_model_exports_as_plain_convs_and_stays_accelerated(tmp_path):
-    from segzoo.core.accel import GemmConv2d, accelerate
-
+def test_the_built_in_fast_convs_export_as_plain_convolutions(tmp_path):
+    """fc6/fc7 are GEMMs in eager CPU calls; an exported graph has only convolutions (no unfold, no matmul),
+    and exporting changes nothing in the model."""
     m = segzoo.create_model("alexnet-fcn32s", num_classes=3, backbone_kwargs={"fc_channels": 16}).eval()
-    accelerate(m, winograd=False)
-    for conv in (m.backbone.fc6, m.backbone.fc7):
-        conv.__class__ = GemmConv2d  # whatever accelerate's size threshold, fc6/fc7 as GEMMs
+    assert type(m.backbone.fc6) is GemmConv2d and type(m.backbone.fc7) is GemmConv2d
     report = export_model(m, "exported", tmp_path / "m.pt2", check_sizes=SMALL_CHECKS)
     assert all(diff <= 1e-4 * scale for _, diff, scale in report.diffs)
+    graph = torch.export.load(str(tmp_path / "m.pt2")).graph
+    ops = {str(n.target) for n in graph.nodes if n.op == "call_function"}
+    convs = [n for n in graph.nodes if "convolution" in str(n.target) or "conv2d" in str(n.target)]
+    assert len(convs) >= sum(isinstance(x, torch.nn.Conv2d) for x in m.modules())
+    assert not any(k in op for op in ops for k in ("mm", "matmul", "im2col", "unfold"))
     assert type(m.backbone.fc6) is GemmConv2d

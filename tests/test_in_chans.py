@@ -29,7 +29,7 @@ def test_vgg16_in_chans_4_from_rgb_weights(rgb_weights):
     path, w = rgb_weights
     model = build(path, 4)
     conv = model.backbone.features[0]
-    assert conv.in_channels == 4
+    assert conv.in_channels == 4 and type(conv) is type(build(path, 3).backbone.features[0])  # its fast class kept
     assert torch.allclose(conv.weight[:, :3], w * 0.75) and torch.allclose(conv.weight[:, 3], w[:, 0] * 0.75)
     assert len(model.normalization["mean"]) == 4 and len(model.normalization["std"]) == 4
     assert model(torch.randn(1, 4, 64, 64)).shape == (1, 2, 64, 64)

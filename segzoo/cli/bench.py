@@ -23,14 +23,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int_in(1, 4096), default=1)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--dtype", choices=list(DTYPES), default="fp32",
-                   help="fp32, or bf16/fp16 autocast (mixed precision; weights stay fp32)")
+                   help="fp32, or bf16/fp16: inference on a low-precision copy of the weights, as predict runs it, "
+                        "timed beside fp32; training under autocast")
     p.add_argument("--mode", choices=list(MODES), default="infer",
                    help="infer: a forward in inference mode; train: forward, backward and an SGD step")
     p.add_argument("--num-classes", type=NUM_CLASSES, default=None)
     p.add_argument("--warmup", type=int_in(1, 100_000), default=3, help="untimed iterations first (default: 3)")
     p.add_argument("--iters", type=int_in(1, 100_000), default=10, help="timed iterations (default: 10)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="NHWC memory format for the model and input (default: on, except with --winograd)")
+                   help="NHWC memory format for the model and input (default: on, except CPU fp32)")
     p.add_argument("--winograd", action=argparse.BooleanOptionalAction, default=None,
                    help="CPU fp32: 3x3 convs as Winograd through NNPACK (default: on where it beats oneDNN: AVX2 CPUs)")
     p.add_argument("--gemm", action=argparse.BooleanOptionalAction, default=None,

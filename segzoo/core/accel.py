@@ -1,28 +1,61 @@
-"""Speed-ups that keep a network's weights, names and maths: Winograd 3x3 convolutions through NNPACK,
-big-kernel convolutions on small maps (fc6, fc7) as plain matrix products (both CPU), and the fused
-optimiser step (:func:`fused_kwargs`).
+"""Layers that keep ``nn.Conv2d``'s weights, names and maths but run faster, built into the models, and
+the fused optimiser step (:func:`fused_kwargs`).
 
-VGG16 is almost all 3x3, stride-1 convolutions. PyTorch sends those to oneDNN's direct algorithm;
-NNPACK (built into PyTorch's x86 wheels) computes them with Winograd transforms, which need about
-2.25x fewer multiplications: on a 2-core AVX2 machine a 3x3 layer ran in 0.4-0.6x of the time
-(bench/RESULTS.md). NNPACK's kernels are AVX2 only, though: where PyTorch runs AVX-512, oneDNN's
-twice-as-wide direct kernels win the whole network back (:func:`winograd_pays`). The result differs
-from the direct convolution only by rounding (relative 1e-5), and the backward pass keeps that speed
-for the input gradient (itself a 3x3 convolution with the flipped, transposed kernel); the weight
-gradient stays with oneDNN.
+Backbones build their convolutions from these classes (VGG16's 3x3 convs are :class:`WinogradConv2d`, every
+convolutionalized classifier's fc6/fc7 are :class:`GemmConv2d`), so the model that ``create_model`` and
+``load_model`` return is already the fast one: a user's own training loop gets the speed-ups, and nothing
+swaps module classes afterwards. Each layer picks its path per call from the device, the dtype and the
+machine, and falls back to the ordinary convolution for anything its fast path cannot do (CUDA, autocast,
+other dtypes, tiny maps). Under ``torch.export``, ``torch.jit.trace`` and ONNX export they are plain
+convolutions, so an exported graph has the standard ``Conv`` op and stays dynamic in height and width;
+under ``torch.compile`` the GEMM path is traced as it runs eagerly.
 
-:func:`accelerate` switches eligible ``nn.Conv2d`` modules in place (their class only, so state
-dicts, checkpoints and parameter identity are untouched); each one falls back to the ordinary
-convolution for anything NNPACK cannot do (CUDA, fp16/bf16 or autocast, channels-last inputs).
+Two levers, measured (bench/RESULTS.md):
+
+- fc6/fc7 as one matrix product (:class:`GemmConv2d`): oneDNN reorders fc6's 100-400 MB weight into its
+  blocked layout on every call; the (out, in*k*k) view the weight already is goes straight into a GEMM.
+  Inference 0.75-0.84x the time of the plain net, a training step 0.58x (vgg16-fcn8s, Intel Xeon AVX-512).
+- Winograd 3x3 convolutions through NNPACK (:class:`WinogradConv2d`), about 2.25x fewer multiplications:
+  0.82-0.91x on an AVX2 CPU. NNPACK's kernels are AVX2 only, so where PyTorch runs AVX-512 oneDNN's own
+  convs win and the layer stays with them (:func:`winograd_pays`).
+
+:func:`levers` turns either off (or forces Winograd on) for a block of code, for benchmarks that compare them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# None: each layer's own choice (the measured default); True/False: forced by :func:`levers`.
+_FORCED: dict[str, bool | None] = {"gemm": None, "winograd": None}
+
+
+@contextlib.contextmanager
+def levers(gemm: bool | None = None, winograd: bool | None = None) -> Iterator[None]:
+    """Force the GEMM and Winograd paths on or off inside the block (None keeps the default), e.g. to time a
+    model without them: ``with levers(gemm=False): model(x)``. Forcing a path on still leaves the calls it
+    cannot run (CUDA, autocast, small maps) to the ordinary convolution."""
+    before = dict(_FORCED)
+    _FORCED.update({k: v for k, v in (("gemm", gemm), ("winograd", winograd)) if v is not None})
+    try:
+        yield
+    finally:
+        _FORCED.update(before)
+
+
+def lever_on(name: str) -> bool:
+    """Whether the ``"gemm"`` or ``"winograd"`` path is in use here and now: what :func:`levers` forces, else the
+    default (GEMM always; Winograd where :func:`winograd_pays`)."""
+    forced = _FORCED[name]
+    if name == "gemm":
+        return True if forced is None else forced
+    return winograd_pays() if forced is None else (forced and nnpack_available())
 
 
 @functools.cache
@@ -34,6 +67,7 @@ def nnpack_available() -> bool:
         return False
 
 
+@functools.cache
 def winograd_pays() -> bool:
     """Whether Winograd through NNPACK beats oneDNN here: NNPACK runs, and PyTorch's CPU kernels are AVX2.
 
@@ -42,6 +76,15 @@ def winograd_pays() -> bool:
     training, since oneDNN's AVX-512 kernels do twice the work per instruction of NNPACK's AVX2 ones.
     """
     return nnpack_available() and torch.backends.cpu.get_cpu_capability() == "AVX2"
+
+
+def _exporting() -> bool:
+    """Whether ``torch.export`` (and the ONNX exporter on it) or ``torch.jit.trace`` is recording this call."""
+    return torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def _eager_cpu32(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
 
 
 def _nnpack(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
@@ -77,19 +120,28 @@ class _WinogradConv(torch.autograd.Function):
 
 
 class WinogradConv2d(nn.Conv2d):
-    """An ``nn.Conv2d`` (same parameters) that runs in NNPACK when the call allows it.
+    """An ``nn.Conv2d`` (same arguments and parameters) that runs in NNPACK where that beats oneDNN.
 
-    Maps smaller than ``MIN_SIZE`` on a side stay with oneDNN: there NNPACK's transforms cost more
-    than they save (up to 10x slower at 8x8 on the machines here).
+    Only a plain 3x3, stride-1, undilated, ungrouped conv zero-padded by at most 2 qualifies (any other
+    arguments give an ordinary conv); only eager CPU fp32 calls on contiguous maps of at least ``MIN_SIZE``
+    on a side take the path, where :func:`winograd_pays` (or :func:`levers`) says so. Below ``MIN_SIZE``
+    NNPACK's transforms cost more than they save (up to 10x slower at 8x8 on the machines here).
     """
 
     MIN_SIZE = 16
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.winograd_shaped = (self.kernel_size == (3, 3) and self.stride == (1, 1) and self.dilation == (1, 1)
+                                and self.groups == 1 and self.padding_mode == "zeros"
+                                and isinstance(self.padding, tuple) and self.padding[0] == self.padding[1] < 3)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and x.is_contiguous()
-                and min(x.shape[-2:]) >= self.MIN_SIZE and not torch.is_autocast_enabled("cpu")):
+        if (self.winograd_shaped and _eager_cpu32(x) and x.dim() == 4 and x.is_contiguous()
+                and min(x.shape[-2:]) >= self.MIN_SIZE and not torch.compiler.is_compiling()
+                and not torch.jit.is_tracing() and lever_on("winograd")):
             return _WinogradConv.apply(x, self.weight, self.bias, self.padding[0])
-        return super().forward(x)
+        return self._conv_forward(x, self.weight, self.bias)
 
 
 class GemmConv2d(nn.Conv2d):
@@ -98,56 +150,35 @@ class GemmConv2d(nn.Conv2d):
     fc6/fc7 are 100-400 MB of weights applied to a 10x10-20x20 map: oneDNN reorders the whole weight
     into its blocked layout on every call, while the (out, in*k*k) view that the weight already is
     goes straight into an MKL GEMM. Autograd differentiates the product (grad_w and grad_cols are GEMMs
-    too). Falls back to the ordinary conv when the unfolded input would exceed ``MAX_COLS_BYTES``.
+    too). Square, stride-1, undilated, ungrouped, zero-padded convs take the path in eager CPU fp32 calls
+    (and under ``torch.compile``); the ordinary conv runs otherwise, under export, and when the unfolded
+    input would exceed ``MAX_COLS_BYTES``.
     """
 
     MAX_COLS_BYTES = 256 * 2**20
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gemm_shaped = (self.kernel_size[0] == self.kernel_size[1] and self.stride == (1, 1)
+                            and self.dilation == (1, 1) and self.groups == 1 and self.padding_mode == "zeros"
+                            and isinstance(self.padding, tuple) and self.padding[0] == self.padding[1])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k, p = self.kernel_size[0], self.padding[0]
+        if self.gemm_shaped and x.dim() == 4 and _eager_cpu32(x) and not _exporting() and lever_on("gemm"):
+            k, p = self.kernel_size[0], self.padding[0]
+            n, c, h, w = x.shape
+            ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
+            if ho >= 1 and wo >= 1 and n * c * k * k * ho * wo * 4 <= self.MAX_COLS_BYTES:
+                return self._gemm(x, k, p, ho, wo)
+        return self._conv_forward(x, self.weight, self.bias)
+
+    def _gemm(self, x: torch.Tensor, k: int, p: int, ho: int, wo: int) -> torch.Tensor:
         n, c, h, w = x.shape
-        ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
-        if (x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_autocast_enabled("cpu")
-                or ho < 1 or wo < 1 or n * c * k * k * ho * wo * 4 > self.MAX_COLS_BYTES):
-            return super().forward(x)
         cols = x.reshape(n, c, h * w) if k == 1 and p == 0 else F.unfold(x, k, padding=p)
         out = torch.matmul(self.weight.reshape(self.out_channels, -1), cols)
         if self.bias is not None:
             out = out + self.bias[:, None]
         return out.view(n, self.out_channels, ho, wo)
-
-
-def gemm_eligible(conv: nn.Module, min_weight: int = 2**20) -> bool:
-    """A stride-1, undilated, ungrouped, zero-padded square ``nn.Conv2d`` with at least ``min_weight``
-    weights and no Winograd path (fc6, fc7 and the like)."""
-    return (type(conv) is nn.Conv2d and not eligible(conv) and conv.kernel_size[0] == conv.kernel_size[1]
-            and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
-            and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)
-            and conv.padding[0] == conv.padding[1] and conv.weight.numel() >= min_weight)
-
-
-def eligible(conv: nn.Module) -> bool:
-    """A plain 3x3, stride-1, undilated, ungrouped, zero- and symmetrically padded ``nn.Conv2d``."""
-    return (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
-            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
-            and isinstance(conv.padding, tuple) and conv.padding[0] == conv.padding[1] < 3)
-
-
-def accelerate(model: nn.Module, winograd: bool | None = None, gemm: bool = True) -> int:
-    """Turn the eligible convs of ``model`` into :class:`WinogradConv2d` (3x3; by default where
-    :func:`winograd_pays`, on request wherever NNPACK runs) and :class:`GemmConv2d` (big kernels,
-    e.g. fc6/fc7), in place; returns how many were changed."""
-    winograd = winograd_pays() if winograd is None else winograd and nnpack_available()
-    count = 0
-    for m in model.modules():
-        if winograd and eligible(m):
-            m.__class__ = WinogradConv2d
-        elif gemm and gemm_eligible(m):
-            m.__class__ = GemmConv2d
-        else:
-            continue
-        count += 1
-    return count
 
 
 def fused_kwargs(optimizer: type[torch.optim.Optimizer], device: torch.device | str) -> dict[str, bool]:
@@ -166,15 +197,5 @@ def fused_kwargs(optimizer: type[torch.optim.Optimizer], device: torch.device | 
     return {"fused": True}
 
 
-def decelerate(model: nn.Module) -> int:
-    """Undo :func:`accelerate` (e.g. before ``torch.compile``, which cannot trace NNPACK)."""
-    count = 0
-    for m in model.modules():
-        if type(m) in (WinogradConv2d, GemmConv2d):
-            m.__class__ = nn.Conv2d
-            count += 1
-    return count
-
-
-__all__ = ["GemmConv2d", "WinogradConv2d", "gemm_eligible", "accelerate", "decelerate", "eligible", "fused_kwargs",
-           "nnpack_available", "winograd_pays"]
+__all__ = ["GemmConv2d", "WinogradConv2d", "fused_kwargs", "lever_on", "levers", "nnpack_available",
+           "winograd_pays"]

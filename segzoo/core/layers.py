@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .accel import GemmConv2d
 from .errors import SegzooError
 from .model import CAFFE_NORM, Backbone, FeatureInfo
 
@@ -233,10 +234,11 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
 
 
 def widen_input_conv(conv: nn.Conv2d, in_chans: int) -> nn.Conv2d:
-    """A copy of an RGB ``conv`` reading ``in_chans`` channels, its weight from :func:`adapt_input_conv`."""
+    """A copy of an RGB ``conv`` (of the same class) reading ``in_chans`` channels, its weight from
+    :func:`adapt_input_conv`."""
     if in_chans == conv.in_channels:
         return conv
-    new = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+    new = type(conv)(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                     conv.groups, conv.bias is not None, conv.padding_mode)
     with torch.no_grad():
         new.weight.copy_(adapt_input_conv(conv.weight, in_chans))
@@ -283,8 +285,9 @@ class ConvolutionalizedClassifier(Backbone):
     def make_fc(self, in_channels: int, fc_channels: int, kernel: int, dropout: float, padding: int = 0,
                 pad6: nn.Module | None = None) -> None:
         self.pad6 = pad6 if pad6 is not None else nn.Identity()
-        self.fc6 = nn.Conv2d(in_channels, fc_channels, kernel, padding=padding)
-        self.fc7 = nn.Conv2d(fc_channels, fc_channels, 1)
+        # matrix products on CPU (segzoo.core.accel): big weights on small maps are where oneDNN loses most
+        self.fc6 = GemmConv2d(in_channels, fc_channels, kernel, padding=padding)
+        self.fc7 = GemmConv2d(fc_channels, fc_channels, 1)
         self.relu6, self.relu7 = nn.ReLU(inplace=True), nn.ReLU(inplace=True)
         self.drop6, self.drop7 = nn.Dropout(dropout), nn.Dropout(dropout)
 

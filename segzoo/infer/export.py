@@ -11,7 +11,6 @@ smallest side the graph takes, so a consumer needs nothing else.
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import json
 import logging
@@ -27,7 +26,6 @@ from typing import Any
 import torch
 from torch.export import Dim
 
-from ..core.accel import GemmConv2d, WinogradConv2d, decelerate
 from ..core.errors import SegzooError
 from ..core.model import SegmentationModel
 
@@ -102,10 +100,7 @@ def export_model(model: SegmentationModel, fmt: str, out: str | os.PathLike[str]
         raise ExportError(f"{out} exists; choose another --out or pass --force to replace it")
     if out.is_dir():
         raise ExportError(f"{out} is a folder; --out names the file to write")
-    model = model.eval().float().cpu()
-    if any(type(m) in (GemmConv2d, WinogradConv2d) for m in model.modules()):
-        model = copy.deepcopy(model)  # accelerate()'s convs branch on sizes (and NNPACK has no ONNX op): plain ones
-        decelerate(model)
+    model = model.eval().float().cpu()  # segzoo.core.accel's fast convs are plain convs to the exporters
     low = min_side(model)
     chans = in_channels(model)
     example = torch.randn(2, chans, low, low + 1, generator=torch.Generator().manual_seed(0))

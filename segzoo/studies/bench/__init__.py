@@ -9,11 +9,10 @@ from .timing import (
     default_options,
     loader_throughput,
     make_step,
-    pixel_agreement,
     prepare,
     quantiles,
 )
 
 __all__ = ["DTYPES", "MODES", "BenchResult", "benchmark", "cpu_has_native_bf16", "cpu_name", "cuda_bf16_peak_tflops",
            "default_options", "loader_throughput", "make_step", "measure_matmul_peak", "peak_memory",
-           "pixel_agreement", "prepare", "quantiles"]
+           "prepare", "quantiles"]

@@ -44,6 +44,8 @@ class BenchResult:
     device_peak_tflops: float | None
     fraction_of_device_peak: float | None
     agreement_vs_fp32: float | None
+    fp32_ms_median: float | None = None  # bf16/fp16 inference: fp32 timed in the same rounds
+    speedup_vs_fp32: float | None = None  # median per-round fp32 time / this dtype's time
     notes: list[str] = field(default_factory=list)
     loader_images_per_s: float | None = None  # the input pipeline alone (loader_throughput), when asked for
     loader_workers: int | None = None
@@ -82,6 +84,9 @@ class BenchResult:
         if self.device_peak_tflops:
             rows.append(["device bf16 peak", f"{self.device_peak_tflops:.0f} TFLOP/s; fraction (MFU) "
                                              f"{self.fraction_of_device_peak:.1%}"])
+        if self.speedup_vs_fp32 is not None:
+            rows.append(["vs fp32", f"{self.speedup_vs_fp32:.2f}x fp32's throughput (fp32 {self.fp32_ms_median:.1f} ms "
+                                    "median, timed in the same rounds)"])
         if self.agreement_vs_fp32 is not None:
             rows.append(["argmax agreement vs fp32", f"{self.agreement_vs_fp32:.2%} of pixels"])
         if self.loader_images_per_s is not None:

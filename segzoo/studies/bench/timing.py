@@ -1,7 +1,10 @@
 """Timing a model honestly: warm-up, timed iterations, medians and spread, GFLOP/s against the peak.
 
-Every figure that is compared is a median with its spread; the training step is the trainer's (its
-loss, 255 ignored; the fused optimiser step).
+Every figure that is compared is a median with its spread; inference runs the way ``segzoo predict`` runs
+it (:func:`segzoo.infer.runtime.runner`: bf16/fp16 on a low-precision, channels-last copy of the weights,
+timed in the same run as fp32), and the training step is the trainer's (its loss, 255 ignored; the fused
+optimiser step). The model's own speed-ups (:mod:`segzoo.core.accel`) apply as they do anywhere;
+``gemm=``/``winograd=`` force them on or off for comparisons.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from typing import Any
 
 import torch
 
-from ...core.accel import accelerate, fused_kwargs, winograd_pays
+from ...core.accel import fused_kwargs, lever_on, levers
 from ...core.errors import SegzooError
 from ...data import SegmentationDataset, ShardedSampler, find_pairs, make_loader, train_transform
+from ...infer.runtime import DTYPES, runner
 from ...train.loss import cross_entropy
 from ...train.runtime import autocast, resolve_device
 from ..summary import summarize
@@ -30,27 +34,19 @@ from .machine import (
 )
 from .report import BenchResult
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
 MODES = ("infer", "train")
 
 
-
-def make_step(model: torch.nn.Module, x: torch.Tensor, mode: str, dtype: torch.dtype = torch.float32,
-              lr: float = 1e-4, momentum: float = 0.9) -> Callable[[], Any]:
-    """One iteration as a closure: ``infer`` is a forward in inference mode; ``train`` is forward,
-    per-pixel cross-entropy against fixed random labels, backward and an SGD-with-momentum step
+def make_step(model: torch.nn.Module, x: torch.Tensor, mode: str, dtype: str = "fp32",
+              lr: float = 1e-4, momentum: float = 0.9, channels_last: bool = True) -> Callable[[], Any]:
+    """One iteration as a closure: ``infer`` is a forward as ``segzoo predict`` runs it (``dtype`` bf16/fp16: on
+    a low-precision copy of the weights, in ``channels_last`` layout); ``train`` is forward under ``dtype``
+    autocast, per-pixel cross-entropy against fixed random labels, backward and an SGD-with-momentum step
     (fused where PyTorch has the kernel, as the trainer does)."""
     device = x.device
     if mode == "infer":
-        model.eval()
-
-        def infer() -> torch.Tensor:
-            with torch.inference_mode(), autocast(device, dtype):
-                return model(x)
-
-        return infer
+        run = runner(model, device, dtype, channels_last)
+        return lambda: run(x)
     if mode != "train":
         raise SegzooError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     model.train()
@@ -58,11 +54,12 @@ def make_step(model: torch.nn.Module, x: torch.Tensor, mode: str, dtype: torch.d
     target = torch.randint(0, num_classes, (x.shape[0], *x.shape[-2:]), device=device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, **fused_kwargs(torch.optim.SGD, device))
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16 and device.type == "cuda")
+    low = DTYPES[dtype]
+    scaler = torch.amp.GradScaler(device.type, enabled=low == torch.float16 and device.type == "cuda")
 
     def train() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        with autocast(device, dtype):
+        with autocast(device, low):
             loss = cross_entropy(model(x).float(), target)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -107,13 +104,9 @@ def quantiles(values: list[float]) -> tuple[float, float, float]:
     return q[0], q[1], q[2]
 
 
-def prepare(model: torch.nn.Module, x: torch.Tensor, channels_last: bool, compile: bool = False,
-            winograd: bool = False, gemm: bool = False) -> tuple[torch.nn.Module, torch.Tensor]:
-    """Apply the speed options that keep the weights and the maths: NHWC memory format, Winograd 3x3
-    convs through NNPACK and fc6/fc7 as GEMMs (CPU fp32; rounding-level differences only; see
-    :mod:`segzoo.core.accel`), ``torch.compile``."""
-    if winograd or gemm:
-        accelerate(model, winograd=winograd, gemm=gemm)
+def prepare(model: torch.nn.Module, x: torch.Tensor, channels_last: bool,
+            compile: bool = False) -> tuple[torch.nn.Module, torch.Tensor]:
+    """Apply the options that are the caller's, not the model's: NHWC memory format, ``torch.compile``."""
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -123,15 +116,12 @@ def prepare(model: torch.nn.Module, x: torch.Tensor, channels_last: bool, compil
 
 
 def default_options(device: torch.device, dtype: str, compile: bool = False) -> dict[str, bool]:
-    """What ``segzoo bench`` applies unless told otherwise: the fastest measured (bench/RESULTS.md).
+    """The memory format ``segzoo bench`` uses unless told otherwise: the fastest measured (bench/RESULTS.md).
 
-    CPU fp32: fc6/fc7 as GEMMs and, where it pays (AVX2 CPUs), Winograd 3x3 convs via NNPACK, in NCHW
-    (channels-last lost there, most in training); otherwise channels-last, which cuDNN's tensor-core
-    kernels prefer.
+    CPU fp32: NCHW, in which the model's GEMM and Winograd paths run (channels-last lost there, most in
+    training); otherwise channels-last, which oneDNN's bf16 kernels and cuDNN's tensor cores prefer.
     """
-    cpu32 = device.type == "cpu" and dtype == "fp32" and not compile
-    winograd = cpu32 and winograd_pays()
-    return {"winograd": winograd, "gemm": cpu32, "channels_last": not cpu32}
+    return {"channels_last": not (device.type == "cpu" and dtype == "fp32" and not compile)}
 
 
 def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch_size: int = 1,
@@ -142,8 +132,11 @@ def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch
               name: str | None = None, seed: int = 0) -> BenchResult:
     """Time ``iters`` iterations of ``model`` after ``warmup``, on a random batch; see :class:`BenchResult`.
 
-    With ``measure_peak`` a matmul probe of the same dtype runs after each timed iteration (untimed),
-    and the fraction of the peak is the median over iterations of achieved / probe.
+    With ``measure_peak`` a matmul probe of the same dtype (and, for bf16/fp16 on a CPU, an fp32 one) runs
+    after each timed iteration (untimed), and the fraction of the peak is the median over iterations of
+    achieved / probe. Inference in bf16/fp16 also times an fp32 forward after each timed iteration, so
+    ``speedup_vs_fp32`` is a median of per-round ratios, and checks the argmax agreement with fp32.
+    ``gemm``/``winograd`` force the model's own fast paths on or off (:func:`segzoo.core.accel.levers`).
     """
     if dtype not in DTYPES:
         raise SegzooError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
@@ -153,12 +146,10 @@ def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch
         raise SegzooError("--warmup, --iters and --batch-size must be at least 1")
     dev = resolve_device(str(device))
     torch_dtype = DTYPES[dtype]
+    low = torch_dtype != torch.float32
     if dtype == "fp16" and dev.type == "cpu" and mode == "train":
         raise SegzooError("fp16 training on CPU is not supported (no loss scaling there); use --dtype bf16")
-    defaults = default_options(dev, dtype, compile)
-    channels_last = defaults["channels_last"] if channels_last is None else channels_last
-    winograd = defaults["winograd"] if winograd is None else winograd
-    gemm = defaults["gemm"] if gemm is None else gemm
+    channels_last = default_options(dev, dtype, compile)["channels_last"] if channels_last is None else channels_last
     notes = []
     if dev.type == "cpu" and dtype == "bf16" and not cpu_has_native_bf16():
         notes.append("this CPU has no native bf16 (AVX-512 BF16 or AMX): oneDNN emulates it, far slower than fp32")
@@ -168,23 +159,40 @@ def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch
     gen = torch.Generator().manual_seed(seed)
     model = model.to(dev)
     x = torch.randn(shape, generator=gen).to(dev)
-    agreement = None
-    if check_agreement and mode == "infer" and torch_dtype != torch.float32:
-        agreement = pixel_agreement(model, x, torch_dtype)
-    model, x = prepare(model, x, channels_last, compile, winograd, gemm)
-    step = make_step(model, x, mode, torch_dtype)
+    with levers(gemm=gemm, winograd=winograd):
+        used = {"gemm": lever_on("gemm"), "winograd": lever_on("winograd")}
+        reference = None
+        if mode == "infer" and low:
+            reference = make_step(model, x, "infer")  # fp32 as predict runs it, before any layout change
+        # low-precision inference lays out its own weight copy and input (runner); the model stays as it is
+        model, x = prepare(model, x, channels_last and reference is None, compile)
+        step = make_step(model, x, mode, dtype, channels_last=channels_last)
+        agreement = None
+        if reference is not None and check_agreement:
+            agreement = float((step().argmax(1) == reference().argmax(1)).float().mean())
+        probes: list[float] = []
+        probes32: list[float] = []
+        times32: list[float] = []
 
-    probes: list[float] = []
-    probe = None
-    if measure_peak:
-        def probe() -> None:
-            probes.append(measure_matmul_peak(torch_dtype, dev, reps=2))
-    first, times = time_iterations(step, dev, warmup, iters, between=probe)
-    with peak_memory(dev) as mem:
-        step()
-    fp32_peak = None
-    if probes and dev.type == "cpu" and torch_dtype != torch.float32:
-        fp32_peak = measure_matmul_peak(torch.float32, dev, reps=2)
+        def between() -> None:
+            if reference is not None:
+                synchronize(dev)
+                t0 = time.perf_counter()
+                reference()
+                synchronize(dev)
+                times32.append(time.perf_counter() - t0)
+            if measure_peak:
+                probes.append(measure_matmul_peak(torch_dtype, dev, reps=2))
+                if low and dev.type == "cpu":
+                    probes32.append(measure_matmul_peak(torch.float32, dev, reps=2))
+
+        if reference is not None:
+            reference()  # warm the fp32 path too
+        first, times = time_iterations(step, dev, warmup, iters, between=between)
+        with peak_memory(dev) as mem:
+            step()
+    fp32_peak = statistics.median(probes32) if probes32 else None
+    if fp32_peak:
         ratio = statistics.median(probes) / fp32_peak
         emulated = dtype == "bf16" and not cpu_has_native_bf16()  # already said above
         if ratio < 1.2 and not emulated:
@@ -201,8 +209,8 @@ def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch
         peak_tflops = cuda_bf16_peak_tflops(device_name)
     return BenchResult(
         model=name or type(model).__name__, mode=mode, device=dev.type, device_name=device_name, dtype=dtype,
-        input=list(input_size), batch_size=batch_size, channels_last=channels_last, winograd=winograd, gemm=gemm,
-        compiled=compile,
+        input=list(input_size), batch_size=batch_size, channels_last=channels_last, winograd=used["winograd"],
+        gemm=used["gemm"], compiled=compile,
         warmup=warmup, iters=iters, ms_median=med * 1e3, ms_p25=p25 * 1e3, ms_p75=p75 * 1e3,
         ms_min=min(times) * 1e3, ms_max=max(times) * 1e3, images_per_s=batch_size / med, first_iter_s=first,
         compile_s=max(first - med, 0.0) if compile else None, gflops_per_image=gflops_per_iter / batch_size,
@@ -211,7 +219,10 @@ def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch
         fp32_matmul_peak_gflops=fp32_peak,
         device_peak_tflops=peak_tflops,
         fraction_of_device_peak=achieved / (peak_tflops * 1e3) if peak_tflops else None,
-        agreement_vs_fp32=agreement, notes=notes,
+        agreement_vs_fp32=agreement,
+        fp32_ms_median=statistics.median(times32) * 1e3 if times32 else None,
+        speedup_vs_fp32=statistics.median(t32 / t for t32, t in zip(times32, times)) if times32 else None,
+        notes=notes,
     )
 
 
@@ -244,13 +255,3 @@ def loader_throughput(data: str | os.PathLike[str], crop: int, batch_size: int, 
                 break
         epoch += 1
     return images / (time.perf_counter() - t0)
-
-
-def pixel_agreement(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> float:
-    """Fraction of pixels whose argmax class under ``dtype`` autocast equals the fp32 prediction."""
-    model.eval()
-    with torch.inference_mode():
-        ref = model(x).argmax(1)
-        with autocast(x.device, dtype):
-            low = model(x).argmax(1)
-    return float((ref == low).float().mean())
