@@ -8,7 +8,7 @@ import torch
 
 import segzoo
 from segzoo.core.errors import SegzooError
-from segzoo.infer.runtime import describe, runner
+from segzoo.infer.runtime import describe, low_precision_weights, runner
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +65,15 @@ def test_low_precision_needs_a_torch_model():
 def test_describe_reads_what_prediction_needs(model):
     info = describe(model)
     assert info["num_classes"] == 4 and info["in_chans"] == 3 and info["align"] == 32
+
+
+def test_the_copy_is_reused_until_a_weight_changes():
+    torch.manual_seed(0)
+    m = segzoo.create_model("alexnet-fcn32s", num_classes=3, backbone_kwargs={"fc_channels": 16}).eval()
+    first = low_precision_weights(m, torch.bfloat16)
+    assert low_precision_weights(m, torch.bfloat16) is first  # predicting image after image casts once
+    with torch.no_grad():
+        m.head.score_fr.weight.add_(1.0)  # an in-place update, as an optimizer step makes
+    second = low_precision_weights(m, torch.bfloat16)
+    assert second is not first
+    assert torch.equal(second["head.score_fr.weight"], m.head.score_fr.weight.to(torch.bfloat16))
