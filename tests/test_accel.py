@@ -104,6 +104,16 @@ def test_create_model_builds_the_fast_layers_with_the_usual_state_dict(gemm_call
     assert gemm_calls == [backbone.fc6, backbone.fc7]
 
 
+def test_load_model_rebuilds_the_fast_layers(tmp_path, gemm_calls):
+    model = segzoo.create_model("alexnet-fcn32s", num_classes=3, backbone_kwargs={"fc_channels": 16})
+    segzoo.save_model(model, tmp_path / "m.pt")
+    loaded = segzoo.load_model(tmp_path / "m.pt").eval()
+    assert type(loaded.backbone.fc6) is GemmConv2d and type(loaded.backbone.features[6]) is WinogradConv2d
+    with torch.no_grad():
+        loaded(torch.randn(1, 3, 64, 64))
+    assert gemm_calls == [loaded.backbone.fc6, loaded.backbone.fc7]
+
+
 @needs_nnpack
 def test_winograd_falls_back_where_nnpack_cannot_run(monkeypatch):
     conv = WinogradConv2d(4, 4, 3, padding=1)
