@@ -74,23 +74,24 @@ def _output_channels(model: torch.nn.Module, x: torch.Tensor) -> int:
         return int(model(x[:1]).shape[1])
 
 
-def time_iterations(step: Callable[[], Any], device: torch.device, warmup: int, iters: int,
-                    between: Callable[[], Any] | None = None) -> tuple[float, list[float]]:
-    """Seconds of the first call and of each timed call; ``between`` runs untimed after each timed one."""
+def timed_call(step: Callable[[], Any], device: torch.device) -> float:
+    """Seconds of one call of ``step``, the device synchronised before and after (CUDA runs asynchronously)."""
     synchronize(device)
     t0 = time.perf_counter()
     step()
     synchronize(device)
-    first = time.perf_counter() - t0
+    return time.perf_counter() - t0
+
+
+def time_iterations(step: Callable[[], Any], device: torch.device, warmup: int, iters: int,
+                    between: Callable[[], Any] | None = None) -> tuple[float, list[float]]:
+    """Seconds of the first call and of each timed call; ``between`` runs untimed after each timed one."""
+    first = timed_call(step, device)
     for _ in range(max(warmup - 1, 0)):
         step()
     times = []
     for _ in range(iters):
-        synchronize(device)
-        t0 = time.perf_counter()
-        step()
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
+        times.append(timed_call(step, device))
         if between is not None:
             between()
     return first, times
@@ -176,11 +177,7 @@ def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch
 
         def between() -> None:
             if reference is not None:
-                synchronize(dev)
-                t0 = time.perf_counter()
-                reference()
-                synchronize(dev)
-                times32.append(time.perf_counter() - t0)
+                times32.append(timed_call(reference, dev))
             if measure_peak:
                 probes.append(measure_matmul_peak(torch_dtype, dev, reps=2))
                 if low and dev.type == "cpu":
