@@ -83,6 +83,13 @@ def _exporting() -> bool:
     return torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
+def _square_stride1(conv: nn.Conv2d) -> bool:
+    """A square, stride-1, undilated, ungrouped conv, zero-padded alike on every side: what both fast paths take."""
+    return (conv.kernel_size[0] == conv.kernel_size[1] and conv.stride == (1, 1) and conv.dilation == (1, 1)
+            and conv.groups == 1 and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)
+            and conv.padding[0] == conv.padding[1])
+
+
 def _eager_cpu32(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
 
@@ -132,9 +139,7 @@ class WinogradConv2d(nn.Conv2d):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.winograd_shaped = (self.kernel_size == (3, 3) and self.stride == (1, 1) and self.dilation == (1, 1)
-                                and self.groups == 1 and self.padding_mode == "zeros"
-                                and isinstance(self.padding, tuple) and self.padding[0] == self.padding[1] < 3)
+        self.winograd_shaped = _square_stride1(self) and self.kernel_size[0] == 3 and self.padding[0] < 3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (self.winograd_shaped and _eager_cpu32(x) and x.dim() == 4 and x.is_contiguous()
@@ -159,9 +164,7 @@ class GemmConv2d(nn.Conv2d):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.gemm_shaped = (self.kernel_size[0] == self.kernel_size[1] and self.stride == (1, 1)
-                            and self.dilation == (1, 1) and self.groups == 1 and self.padding_mode == "zeros"
-                            and isinstance(self.padding, tuple) and self.padding[0] == self.padding[1])
+        self.gemm_shaped = _square_stride1(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gemm_shaped and x.dim() == 4 and _eager_cpu32(x) and not _exporting() and lever_on("gemm"):
