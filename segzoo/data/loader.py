@@ -1,5 +1,6 @@
 """The DataLoader every segzoo loop uses: batches of :func:`collate`, persistent workers, pinned memory on CUDA,
-and a user error raised in a worker process reaching the caller as itself."""
+a user error raised in a worker process reaching the caller as itself, and workers that stop cleanly on SIGTERM to
+the process group (a batch being handed over is received first) and die with their parent."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..core.errors import SegzooError
-from ..core.signals import loader_worker_init
+from ..core.signals import deferred_signals, loader_worker_init
 from .dataset import collate
 
 
@@ -52,7 +53,8 @@ class SegmentationLoader(DataLoader):
 def _original_errors(batches: Iterator[Any]) -> Iterator[Any]:
     while True:
         try:
-            batch = next(batches)
+            with deferred_signals():  # a SIGTERM mid-handover would reset a worker's connection (its traceback)
+                batch = next(batches)
         except StopIteration:
             return
         except SegzooError as exc:
