@@ -101,6 +101,25 @@ def test_save_every_options_reach_the_config(tmp_path, demo_data, capsys):
     assert build_config(parser.parse_args(args)).save_every_epochs == 1
     assert main([*args, "--save-every-epochs", "-1"]) == 2
     assert "--save-every-epochs must be >= 0" in capsys.readouterr().err
+    assert build_config(parser.parse_args([*args, "--save-every-minutes", "0.5"])).save_every_minutes == 0.5
+    for bad in ("-1", "nan"):
+        assert main([*args, "--save-every-minutes", bad]) == 2
+        assert "--save-every-minutes must be a finite number >= 0" in capsys.readouterr().err
+
+
+def test_resume_auto_needs_its_out_and_starts_or_continues_by_what_is_there(trained, demo_data, tmp_path, capsys):
+    from segzoo.cli import build_parser
+    from segzoo.cli.train import build_config
+
+    parser, _ = build_parser()
+    args = [*TRAIN, "--data", str(demo_data), "--resume", "auto"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--resume auto continues the run in its folder, so it needs one: --out RUN_DIR" in err
+    assert len(err.strip().splitlines()) == 1
+    assert build_config(parser.parse_args([*args, "--out", str(tmp_path / "new")])).resume is False
+    resumed = build_config(parser.parse_args([*args, "--out", str(trained), "--epochs", "3"]))
+    assert resumed.resume == str(trained / "last.pt") and resumed.epochs == 3
 
 
 def test_eval_prints_the_four_metrics_and_writes_json(trained, demo_data, capsys):
