@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,6 +101,25 @@ def test_save_every_options_reach_the_config(tmp_path, demo_data, capsys):
     assert build_config(parser.parse_args(args)).save_every_epochs == 1
     assert main([*args, "--save-every-epochs", "-1"]) == 2
     assert "--save-every-epochs must be >= 0" in capsys.readouterr().err
+    assert build_config(parser.parse_args([*args, "--save-every-minutes", "0.5"])).save_every_minutes == 0.5
+    for bad in ("-1", "nan"):
+        assert main([*args, "--save-every-minutes", bad]) == 2
+        assert "--save-every-minutes must be a finite number >= 0" in capsys.readouterr().err
+
+
+def test_resume_auto_needs_its_out_and_starts_or_continues_by_what_is_there(trained, demo_data, tmp_path, capsys):
+    from segzoo.cli import build_parser
+    from segzoo.cli.train import build_config
+
+    parser, _ = build_parser()
+    args = [*TRAIN, "--data", str(demo_data), "--resume", "auto"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--resume auto continues the run in its folder, so it needs one: --out RUN_DIR" in err
+    assert len(err.strip().splitlines()) == 1
+    assert build_config(parser.parse_args([*args, "--out", str(tmp_path / "new")])).resume is False
+    resumed = build_config(parser.parse_args([*args, "--out", str(trained), "--epochs", "3"]))
+    assert resumed.resume == str(trained / "last.pt") and resumed.epochs == 3
 
 
 def test_eval_prints_the_four_metrics_and_writes_json(trained, demo_data, capsys):
@@ -184,3 +209,51 @@ def test_train_on_the_demo_gets_the_library_demo_settings_and_prints_them(tmp_pa
                                           "--out", str(tmp_path / "t")]))
     assert cfg.epochs == 2 and cfg.backbone_kwargs == {}  # given wins; timm's factory does not take fc_channels
     assert "--fc-channels" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
+def test_resume_auto_is_one_command_that_survives_requeues(tmp_path):
+    """The same command started 3 times, as a requeued job is: fresh and stopped by SIGTERM before its first
+    checkpoint, started again (its leftovers removed) and killed by SIGKILL after one, then resumed to the end."""
+    from segzoo.data import write_demo_dataset
+
+    data = write_demo_dataset(tmp_path / "data", train=24, val=2, size=64, seed=0)
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "segzoo", *TRAIN, "--batch-size", "1", "--data", str(data), "--epochs", "2",
+               "--save-every-steps", "5", "--resume", "auto", "--out", str(out)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+    def start(n: int) -> tuple[subprocess.Popen, Path]:
+        log = tmp_path / f"start{n}.txt"
+        return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env), log
+
+    def wait_for(path: Path, proc: subprocess.Popen) -> None:
+        end = time.monotonic() + 120
+        while not path.exists():
+            assert proc.poll() is None, f"ended ({proc.returncode}) before {path.name} was written"
+            assert time.monotonic() < end, f"no {path.name} within 120 s"
+            time.sleep(0.02)
+
+    proc, log = start(1)  # 1: a fresh run, stopped after it wrote config.json, before its first checkpoint
+    wait_for(out / "config.json", proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143, log.read_text()
+    assert "no checkpoint was written yet" in log.read_text() and not (out / "last.pt").exists()
+
+    proc, log = start(2)  # 2: the leftovers go, the run starts again; killed outright once it has a checkpoint
+    wait_for(out / "last.pt", proc)
+    proc.kill()
+    assert proc.wait(timeout=120) == -signal.SIGKILL
+    assert "stopped before its first checkpoint (config.json" in log.read_text()
+    killed_at = torch.load(out / "last.pt", weights_only=True)["step"]
+    assert 5 <= killed_at < 48
+
+    proc, log = start(3)  # 3: continues that checkpoint to the end
+    assert proc.wait(timeout=300) == 0, log.read_text()
+    text = log.read_text()
+    assert f"resuming {out / 'last.pt'} at epoch" in text and "took over the lock" in text
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert (ckpt["epoch"], ckpt["step"]) == (2, 48)
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in logged] == [1, 2]

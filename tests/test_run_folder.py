@@ -162,3 +162,74 @@ def test_sigterm_stops_a_run_cleanly_keeps_its_checkpoint_and_says_how_to_resume
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp") or p.name == LOCK_NAME]
     ckpt = torch.load(out / "last.pt", weights_only=True)  # whole, and resumable
     assert ckpt["step"] >= 1 and {"optimizer", "rng", "config"} <= set(ckpt)
+
+
+# -- resume="auto": one command for a first start and every restart ------------------------------------------
+def _auto(out, **kw):
+    from segzoo.train import TrainConfig
+    from segzoo.train.run_folder import auto_resume
+
+    notes: list[str] = []
+    cfg = auto_resume(TrainConfig(model="alexnet-fcn8s", out_dir=str(out), resume="auto"), notice=notes.append, **kw)
+    return cfg.resume, notes
+
+
+def test_resume_auto_starts_in_an_empty_or_missing_folder(tmp_path):
+    assert _auto(tmp_path / "new") == (False, [])
+    assert not (tmp_path / "new").exists()  # deciding writes nothing
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("mine")
+    assert _auto(tmp_path / "empty") == (False, [])
+    assert (tmp_path / "empty" / "notes.txt").read_text() == "mine"
+
+
+def test_resume_auto_continues_a_folder_with_last_pt_and_changes_nothing(run, tmp_path):
+    r = copy(run, tmp_path)
+    before = digest(r)
+    assert _auto(r) == (True, [])
+    assert digest(r) == before
+
+
+def test_resume_auto_removes_only_a_checkpointless_runs_own_files_by_name(run, tmp_path):
+    r = copy(run, tmp_path)
+    for name in ("last.pt", "best.pt"):
+        (r / name).unlink()
+    (r / "notes.txt").write_text("mine")
+    (r / "tensorboard").mkdir()
+    resume, notes = _auto(r)
+    assert resume is False and "stopped before its first checkpoint" in notes[0]
+    assert sorted(p.name for p in r.iterdir()) == ["notes.txt", "tensorboard"]  # no lock file left either
+    check_new_run(r)  # a new run may start there now
+
+
+def test_resume_auto_on_another_rank_decides_but_removes_nothing(run, tmp_path):
+    r = copy(run, tmp_path)
+    (r / "last.pt").unlink()
+    (r / "best.pt").unlink()
+    before = digest(r)
+    assert _auto(r, main=False) == (False, [])
+    assert digest(r) == before
+
+
+def test_resume_auto_refuses_best_pt_without_last_pt_and_a_missing_out(run, tmp_path):
+    from segzoo.train import TrainConfig
+    from segzoo.train.run_folder import auto_resume
+
+    r = copy(run, tmp_path)
+    (r / "last.pt").unlink()
+    before = digest(r)
+    with pytest.raises(TrainingError, match="holds best.pt but no last.pt"):
+        _auto(r)
+    assert digest(r) == before
+    with pytest.raises(TrainingError, match="needs one: give --out"):
+        auto_resume(TrainConfig(model="alexnet-fcn8s", resume="auto"))
+
+
+def test_resume_auto_waits_its_turn_behind_a_running_run(run, tmp_path):
+    r = copy(run, tmp_path)
+    (r / "last.pt").unlink()
+    (r / "best.pt").unlink()
+    before = digest(r)
+    with RunLock(r), pytest.raises(TrainingError, match="in use by another segzoo run"):
+        _auto(r)
+    assert digest(r) == before

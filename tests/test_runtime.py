@@ -4,21 +4,107 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import socket
 
 import pytest
 import torch.multiprocessing as mp
 
+from segzoo.core.errors import SegzooError
+from segzoo.train.runtime import Placement, expand_nodelist, placement, slurm_port
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+SLURM = {"SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_NTASKS": "4", "SLURM_STEP_ID": "0",
+         "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_JOB_ID": "987654321"}
 
 
-def _rank_main(rank: int, world: int, port: int, data: str, out: str, report_dir: str) -> None:
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+@pytest.mark.parametrize("env, expected", [
+    ({}, Placement()),
+    ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}, Placement(1, 2, 1, "RANK/WORLD_SIZE")),
+    # Lightning Fabric: LOCAL_RANK and WORLD_SIZE, no RANK
+    ({"LOCAL_RANK": "1", "WORLD_SIZE": "2"}, Placement(1, 2, 1, "LOCAL_RANK/WORLD_SIZE")),
+    ({"LOCAL_RANK": "1", "WORLD_SIZE": "4", "NODE_RANK": "1", "LOCAL_WORLD_SIZE": "2"},
+     Placement(3, 4, 1, "LOCAL_RANK/WORLD_SIZE")),
+    ({"LOCAL_RANK": "0"}, Placement(0, 1, 0)),  # a LOCAL_RANK alone says nothing of a job
+    (SLURM, Placement(3, 4, 1, "SLURM (srun)", "gpu07", 15000 + 4321)),
+    ({**SLURM, "SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "1", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "1234"},
+     Placement(1, 2, 1, "SLURM (srun)", "10.0.0.1", 1234)),
+    # torchrun under srun: torchrun's RANK wins over SLURM's task id
+    ({**SLURM, "RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}, Placement(5, 8, 1, "RANK/WORLD_SIZE")),
+    # the batch script's own shell (no srun step) is one process, whatever SLURM_NTASKS says
+    ({k: v for k, v in SLURM.items() if k != "SLURM_STEP_ID"}, Placement(0, 1, 0)),
+])
+def test_placement_over_the_launchers_environments(env, expected):
+    assert placement(env, group=False) == expected
+
+
+def test_an_initialised_process_group_decides_before_the_environment(monkeypatch):
+    import torch.distributed as dist
+
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    assert placement({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "1"}, group=True) == Placement(
+        1, 2, 1, "the initialised process group")
+
+
+@pytest.mark.parametrize("env, says", [
+    ({"RANK": "2", "WORLD_SIZE": "2"}, "rank 2 of 2"),
+    ({"RANK": "x", "WORLD_SIZE": "2"}, "RANK='x' is not a whole number"),
+    ({"LOCAL_RANK": "0", "WORLD_SIZE": "4", "NODE_RANK": "1"}, "set RANK"),
+    ({**SLURM, "SLURM_JOB_NODELIST": "gpu[a-b]"}, "set MASTER_ADDR"),
+])
+def test_a_broken_launcher_environment_is_one_line(env, says):
+    with pytest.raises(SegzooError, match=re.escape(says)):
+        placement(env, group=False)
+
+
+@pytest.mark.parametrize("text, hosts", [
+    ("node01", ["node01"]),
+    ("node[01-03,07]", ["node01", "node02", "node03", "node07"]),
+    ("a[8-10],b2", ["a8", "a9", "a10", "b2"]),
+    ("r[1-2]n[1-2]", ["r1n1", "r1n2", "r2n1", "r2n2"]),
+    ("gpu[007-008].cluster,login", ["gpu007.cluster", "gpu008.cluster", "login"]),
+])
+def test_slurm_node_lists_expand(text, hosts):
+    assert expand_nodelist(text) == hosts
+
+
+def test_the_slurm_port_is_the_same_for_every_task_of_a_job():
+    assert slurm_port("987654321") == 15000 + 4321 and slurm_port("") == 29500
+
+
+def _free_port(low: int = 0, high: int = 0) -> int:
+    """A free port: any, or the first free one in [low, high) (SLURM's port comes from the job id, in that range)."""
+    start = random.randrange(low, high) if high else 0
+    for port in [*range(start, high), *range(low, start)] if high else [0]:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise AssertionError("no free port")
+
+
+def _launcher_env(launcher: str, rank: int, world: int, port: int) -> dict[str, str]:
+    """What each launcher sets for a process: torchrun all of it, Fabric no RANK, SLURM only its own variables."""
+    if launcher == "torchrun":
+        return {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port)}
+    if launcher == "fabric":
+        return {"LOCAL_RANK": str(rank), "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port)}
+    assert launcher == "slurm" and 15000 <= port < 25000  # srun: the master and port come from the node list, job id
+    return {"SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank), "SLURM_NTASKS": str(world),
+            "SLURM_STEP_NUM_TASKS": str(world), "SLURM_STEP_ID": "0", "SLURM_JOB_NODELIST": "127.0.0.1",
+            "SLURM_JOB_ID": str(424240000 + port - 15000)}
+
+
+def _rank_main(rank: int, world: int, port: int, data: str, out: str, report_dir: str,
+               launcher: str = "torchrun") -> None:
+    for name in [k for k in os.environ if k.startswith("SLURM_") or k in ("RANK", "MASTER_ADDR", "MASTER_PORT")]:
+        del os.environ[name]
+    os.environ.update(_launcher_env(launcher, rank, world, port))
     import torch
 
     torch.set_num_threads(1)
@@ -44,11 +130,29 @@ def test_two_process_gloo_run(tmp_path, demo_data):
     assert r1["written"] == [] and {p.rsplit("/", 1)[1] for p in r0["written"]} >= {"last.pt", "metrics.jsonl"}
 
 
-def _run_two_ranks(target, data, tmp_path) -> list[dict]:
+@pytest.mark.slow
+def test_fabric_and_slurm_environments_make_one_two_process_job(tmp_path, demo_data):
+    """LOCAL_RANK/WORLD_SIZE alone (Lightning Fabric) and SLURM's variables alone (srun) each make one 2-process job
+    that trains as test_two_process_gloo_run's torchrun-style one does (the same checks), and the two runs agree on
+    every number: same steps, loss, weights and metrics."""
+    runs = {name: _run_two_ranks(_rank_main, demo_data, tmp_path / name, launcher=name) for name in ("fabric", "slurm")}
+    for name, (r0, r1) in runs.items():
+        assert r0["steps"] == r1["steps"] == 2, name  # two ranks, not two rank-0 runs of 4 steps each
+        assert r0["metrics"]["pixels"] == 4 * 64 * 64 - _void_pixels(demo_data), name  # val pixels counted once
+        assert (r0["loss"], r0["weight_sum"], r0["metrics"]) == (r1["loss"], r1["weight_sum"], r1["metrics"]), name
+        assert r1["written"] == [] and r0["written"], name  # one writer: no lock refused a second rank 0
+    fabric, slurm = runs["fabric"][0], runs["slurm"][0]
+    assert (fabric["loss"], fabric["weight_sum"], fabric["metrics"]) == (slurm["loss"], slurm["weight_sum"],
+                                                                         slurm["metrics"])
+
+
+def _run_two_ranks(target, data, tmp_path, launcher: str | None = None) -> list[dict]:
     """Spawn ``target`` as ranks 0 and 1 of a gloo group; each writes rank{r}.json, returned in rank order."""
     reports = tmp_path / "reports"
-    reports.mkdir()
-    mp.spawn(target, args=(2, _free_port(), str(data), str(tmp_path / "run"), str(reports)), nprocs=2)
+    reports.mkdir(parents=True)
+    port = _free_port(15000, 25000) if launcher == "slurm" else _free_port()
+    extra = (launcher,) if launcher else ()
+    mp.spawn(target, args=(2, port, str(data), str(tmp_path / "run"), str(reports), *extra), nprocs=2)
     return [json.loads((reports / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 

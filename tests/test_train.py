@@ -227,6 +227,38 @@ def test_checkpoint_every_n_steps_and_epochs(tmp_path, demo_data, monkeypatch, e
     assert (ckpt["step"], ckpt["epoch"]) == (6, 3)
 
 
+def test_checkpoint_every_m_minutes_on_a_fake_clock(tmp_path, demo_data, monkeypatch):
+    """Each batch takes 25 s of a fake clock; with save_every_minutes=1 last.pt is written at step 3 (75 s, mid-epoch)
+    and at the end (6), and the clock counts from that checkpoint, not from the start (step 5 is 125 s in)."""
+    from segzoo.train import autosave
+
+    now, saved = [0.0], []
+    monkeypatch.setattr(autosave, "clock", lambda: now[0])
+    step, save = trainer_module.Trainer.train_step, trainer_module.Trainer.save
+
+    def slow_step(self, batch):
+        now[0] += 25.0
+        return step(self, batch)
+
+    def spy(self, name):
+        if name == "last.pt":
+            saved.append((self.step, self.batches_done))
+        save(self, name)
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", slow_step)
+    monkeypatch.setattr(trainer_module.Trainer, "save", spy)
+    train(tiny(tmp_path, demo_data, epochs=3, val_split=None, save_every_epochs=0, save_every_minutes=1.0),
+          log=lambda _: None)
+    assert saved == [(3, 1), (6, 0)]
+
+
+def test_resume_auto_in_python_starts_then_continues(tmp_path, demo_data):
+    first = train(tiny(tmp_path, demo_data, epochs=1, val_split=None, resume="auto"), log=lambda _: None)
+    again = train(tiny(tmp_path, demo_data, epochs=2, val_split=None, resume="auto"), log=lambda _: None)
+    assert [r.epoch for r in first.history] == [1] and [r.epoch for r in again.history] == [1, 2]
+    assert again.history[0].train_loss == first.history[0].train_loss  # the first epoch was kept, not redone
+
+
 def test_checkpoint_intervals_must_not_be_negative(tmp_path, demo_data):
     with pytest.raises(SegzooError, match="--save-every-epochs must be >= 0, got -1"):
         train(tiny(tmp_path, demo_data, save_every_epochs=-1), log=lambda _: None)

@@ -62,6 +62,9 @@ class Terminated(KeyboardInterrupt):
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
+    """The first SIGTERM stops the command; later ones (SLURM and ``timeout`` may send more, to the whole process
+    group) are ignored while it stops, so no second exception breaks the clean-up with a traceback."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated()
 
 

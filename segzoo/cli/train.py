@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -16,7 +15,8 @@ from ..train.config import config_yaml, load_config
 from ..train.demo import backbone_of, demo_defaults, describe
 from ..train.metrics import report
 from ..train.presets import preset_help
-from ..train.run_folder import check_new_run
+from ..train.run_folder import auto_resume, check_new_run
+from ..train.runtime import placement
 from ..train.setup import default_run_folder
 from ._options import int_in, parse_options
 
@@ -90,9 +90,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--workers", type=int, default=None, help="data-loading processes (default 0)")
     a("--seed", type=int, default=None, help="random seed (default 0)")
     a("--out", default=None, metavar="RUN_DIR", help="run folder (default runs/<model>, numbered if it exists)")
-    a("--resume", nargs="?", const=True, default=False, metavar="CKPT",
-      help="continue the run in --out (its last.pt), or the given checkpoint")
+    a("--resume", nargs="?", const=True, default=False, metavar="CKPT|auto",
+      help="continue the run in --out (its last.pt), or the given checkpoint. auto: one command that survives "
+           "requeues: start if --out holds no run, continue its last.pt if it does, start again if the run there "
+           "stopped before its first checkpoint (give every setting, as for a new run; ./auto is a file named auto)")
     a("--save-every-steps", type=int, default=None, help="also checkpoint every N steps (default 0: not mid-epoch)")
+    a("--save-every-minutes", type=float, default=None, metavar="M",
+      help="also checkpoint (last.pt) when M minutes have passed since the last one, e.g. 30 on a cluster whose "
+           "jobs may be stopped at any time (default 0: off)")
     a("--save-every-epochs", type=int, default=None,
       help="checkpoint (last.pt) every N epochs and after the last (default 1; 0: after the last only)")
     a("--eval-every", type=int, default=None, help="validate every N epochs (default 1)")
@@ -122,13 +127,14 @@ def _floats(text: str, what: str) -> list[float]:
 
 
 def _is_rank_0() -> bool:
-    """Before the run has set up its processes: torchrun's RANK (each process parses the command line)."""
-    return os.environ.get("RANK", "0") == "0"
+    """Before the run has set up its processes (each one parses the command line): the launcher's rank."""
+    return placement().rank == 0
 
 
 # Options a resumed run may change (CLI name -> config field); the rest of the run's settings come from its checkpoint.
 RESUMABLE = {"epochs": "epochs", "device": "device", "amp": "amp", "workers": "workers", "progress": "progress",
              "save_every_steps": "save_every_steps", "save_every_epochs": "save_every_epochs",
+             "save_every_minutes": "save_every_minutes",
              "early_stop": "early_stop", "min_delta": "min_delta", "tensorboard": "tensorboard"}
 
 
@@ -167,7 +173,14 @@ def _note(args: argparse.Namespace, text: str) -> None:
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
     """The run's settings: the defaults, then the --config file's, then the flags given (which win)."""
-    if args.resume is not False:
+    auto = args.resume == "auto"
+    if auto:
+        if args.out is None:
+            raise SegzooError("--resume auto continues the run in its folder, so it needs one: --out RUN_DIR, the "
+                              "same at every restart")
+        if (Path(args.out) / "last.pt").exists():
+            return resume_config(argparse.Namespace(**{**vars(args), "resume": True}))
+    elif args.resume is not False:
         return resume_config(args)
     from_file = load_config(args.config) if getattr(args, "config", None) else {}
     given = {FIELDS.get(k, k): v for k, v in vars(args).items() if v is not None and k not in NOT_SETTINGS}
@@ -191,7 +204,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     model = merged.get("model") or DEFAULT_MODEL
     merged["model"] = model
     out = merged.get("out_dir")
-    if out and _is_rank_0() and not getattr(args, "print_config", False):  # rank 0 writes
+    if out and _is_rank_0() and not getattr(args, "print_config", False) and not auto:  # rank 0 writes
         check_new_run(out)  # before the demo data or a model is made; the trainer checks again, locked
     if merged.get("data") is None:  # segzoo.train.demo decides what the demo gets; any setting given wins
         applied = demo_defaults(merged, [backbone_of(model)], merged.get("preset"))
@@ -200,6 +213,8 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         merged["backbone_kwargs"].update(applied.pop("backbone_kwargs", {}))
         merged.update(applied)
     merged["out_dir"] = out or str(default_run_folder(model))
+    if auto and not getattr(args, "print_config", False):  # no last.pt: start, removing a checkpoint-less run's files
+        return auto_resume(TrainConfig.from_dict({**merged, "resume": "auto"}), main=_is_rank_0())
     return TrainConfig.from_dict(merged)
 
 

@@ -3,8 +3,9 @@
 Every output segzoo writes goes through :func:`atomic_write`: a uniquely named temporary file in the
 target's folder, fsynced, given the permissions the umask asks for, then renamed over the target, so a
 crash, a full disk or a signal leaves the old file or the new one, never half of one, and no temporary
-file. ``overwrite=False`` refuses to replace a file that exists (atomically: a hard link, not a check
-then a rename). Reads accept regular files only, so a FIFO or a device named by mistake cannot block.
+file; SIGTERM and SIGINT are held while a file is written and acted on right after it is in place.
+``overwrite=False`` refuses to replace a file that exists (atomically: a hard link, not a check then a
+rename). Reads accept regular files only, so a FIFO or a device named by mistake cannot block.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .errors import SegzooError
+from .signals import deferred_signals
 
 
 def current_umask() -> int:
@@ -35,6 +37,11 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any],
     """
     path = Path(path)
     _make_parent(path)
+    with deferred_signals():  # a SIGTERM inside torch.save would be a C++ error; held, it comes after the rename
+        return _write_and_rename(path, write, overwrite)
+
+
+def _write_and_rename(path: Path, write: Callable[[BinaryIO], Any], overwrite: bool) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -1,15 +1,19 @@
 """The DataLoader every segzoo loop uses: batches of :func:`collate`, persistent workers, pinned memory on CUDA,
-and a user error raised in a worker process reaching the caller as itself."""
+a user error raised in a worker process reaching the caller as itself, and workers that stop cleanly on SIGTERM to
+the process group (a batch being handed over is received first) and die with their parent."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..core.errors import SegzooError
+from ..core.signals import deferred_signals, loader_worker_init
 from .dataset import collate
 
 
@@ -24,7 +28,13 @@ def make_loader(dataset: Dataset, sampler: Sampler, batch_size: int, workers: in
     """
     return SegmentationLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                               collate_fn=collate, pin_memory=pin_memory, persistent_workers=workers > 0,
-                              generator=torch.Generator().manual_seed(seed))
+                              generator=torch.Generator().manual_seed(seed), worker_init_fn=worker_init())
+
+
+def worker_init() -> Callable[[int], None]:
+    """The ``worker_init_fn`` of every segzoo loader: workers leave SIGTERM/SIGINT to this (their parent) process,
+    which stops them in order, and die with it (``kill -9`` included) instead of living on as orphans."""
+    return functools.partial(loader_worker_init, os.getpid())
 
 
 class SegmentationLoader(DataLoader):
@@ -43,7 +53,8 @@ class SegmentationLoader(DataLoader):
 def _original_errors(batches: Iterator[Any]) -> Iterator[Any]:
     while True:
         try:
-            batch = next(batches)
+            with deferred_signals():  # a SIGTERM mid-handover would reset a worker's connection (its traceback)
+                batch = next(batches)
         except StopIteration:
             return
         except SegzooError as exc:

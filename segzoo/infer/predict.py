@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ..core.errors import DataError
 from ..data.io import TIFF_SUFFIXES, overlay_image, read_image, voc_palette
+from ..data.loader import worker_init
 from ..data.transforms import image_tensor, normalize
 from .runtime import describe, runner
 from .tile import check_tile, predict_tiled
@@ -169,7 +170,8 @@ def predict_files(model: Any, images: Sequence[str | os.PathLike[str]], out: str
                                 "the images")
             if t.exists() and not force:
                 raise DataError(f"{t} exists; choose an empty --out folder or pass --force to replace earlier outputs")
-    loader = DataLoader(_Images(files), batch_size=None, shuffle=False, num_workers=workers, collate_fn=_as_is)
+    loader = DataLoader(_Images(files), batch_size=None, shuffle=False, num_workers=workers, collate_fn=_as_is,
+                        worker_init_fn=worker_init() if workers else None)
     written: list[Path] = []
     start, pixels = time.perf_counter(), 0
     bar = _bar(len(files), progress)

@@ -60,10 +60,11 @@ class TrainConfig:
     eval_every: int = 1  # epochs
     save_every_steps: int = 0  # also checkpoint (last.pt) every N steps; 0: never mid-epoch
     save_every_epochs: int = 1  # checkpoint at the end of every N-th epoch and of the last one; 0: the last only
+    save_every_minutes: float = 0.0  # also checkpoint (last.pt) once this many minutes passed since the last; 0: off
     skip_bad: bool = False
     progress: bool | None = None  # None: when stderr is a terminal
     demo: dict[str, int] = field(default_factory=lambda: {"train": 160, "val": 40, "size": 64, "seed": 0})
-    resume: bool | str = False  # True: out_dir/last.pt; or a checkpoint path
+    resume: bool | str = False  # True: out_dir/last.pt; a checkpoint path; "auto": resume if out_dir has a last.pt
     stop_at_step: int | None = None  # stop (with a checkpoint) after this many steps; the schedule is unchanged
     early_stop: int = 0  # stop after N validations without a better mean IU (by more than min_delta); 0: never
     min_delta: float = 0.0  # how much the validation mean IU must rise to count as better, for early_stop
@@ -73,8 +74,8 @@ class TrainConfig:
 
     # Settings a resumed run may change; everything else comes from the checkpoint, so the run goes on as itself.
     RUNTIME: ClassVar[tuple[str, ...]] = ("out_dir", "epochs", "device", "amp", "workers", "progress", "resume",
-                                          "stop_at_step", "save_every_steps", "save_every_epochs", "early_stop",
-                                          "min_delta", "tensorboard")
+                                          "stop_at_step", "save_every_steps", "save_every_epochs",
+                                          "save_every_minutes", "early_stop", "min_delta", "tensorboard")
 
     # What a setting left at None becomes when no preset sets it (the others stay None: "the model's" or
     # "the optimizer preset's", resolved where they are used).
@@ -136,7 +137,7 @@ class TrainConfig:
     # Real settings: (low, low excluded, high or None, high excluded).
     FLOAT_RANGES: ClassVar[dict[str, tuple[float, bool, float | None, bool]]] = {
         "lr": (0.0, True, None, False), "weight_decay": (0.0, False, None, False), "momentum": (0.0, False, 1.0, True),
-        "min_delta": (0.0, False, None, False),
+        "min_delta": (0.0, False, None, False), "save_every_minutes": (0.0, False, None, False),
     }
     MAX_SCALE: ClassVar[float] = 8.0
 

@@ -7,10 +7,14 @@
   process training into the same folder stops at once, naming the first. The lock is an OS lock on
   the file (``flock``), released by the kernel when its process dies however it dies, so a lock file
   left by a dead process is simply taken over (with a notice naming it).
+* ``resume="auto"`` (``--resume auto``) makes one command that survives requeues: :func:`auto_resume` starts a
+  run in a folder without one, resumes the folder's ``last.pt``, and starts again where a run was stopped
+  before its first checkpoint, removing only that run's :data:`LEFTOVERS`, by name, under the lock.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -25,6 +29,8 @@ from .config import TrainConfig
 
 RUN_FILES = ("last.pt", "best.pt", "config.json", "metrics.jsonl", "metrics.csv")
 LOCK_NAME = ".segzoo.lock"
+# What a run may have written before its first checkpoint: all ``resume="auto"`` ever removes, by name.
+LEFTOVERS = ("config.json", "metrics.jsonl", "metrics.csv")
 
 
 def run_files(out: str | os.PathLike[str]) -> list[str]:
@@ -190,3 +196,36 @@ def _describe(holder: dict[str, Any]) -> str:
     if holder.get("since"):
         text += f", since {holder['since']}"
     return text
+
+
+def auto_resume(config: TrainConfig, main: bool = True, notice: Callable[[str], None] | None = None) -> TrainConfig:
+    """``config`` with ``resume="auto"`` decided: ``True`` (continue its ``out_dir``'s last.pt) or ``False`` (start).
+
+    A folder holding only :data:`LEFTOVERS` (a run stopped before its first checkpoint, which nothing can continue)
+    is emptied of them by the ``main`` process, under the folder's lock, and the run starts again. A ``best.pt``
+    without ``last.pt`` is a run that trained but cannot be continued: that is refused, never removed.
+    """
+    if config.resume != "auto":
+        return config
+    if not config.out_dir:
+        raise TrainingError("resume='auto' (--resume auto) continues the run in its folder, so it needs one: give "
+                            "--out RUN_DIR (out_dir=), the same at every restart")
+    out = Path(config.out_dir)
+    found = run_files(out)
+    if "best.pt" in found and "last.pt" not in found:
+        raise TrainingError(f"{out} holds best.pt but no last.pt, so --resume auto can neither continue that run nor "
+                            "start again over it; move best.pt away yourself, or pass another --out")
+    if "last.pt" in found or not found or not main:
+        return dataclasses.replace(config, resume="last.pt" in found)
+    say = notice or (lambda text: print(text, file=sys.stderr))
+    with RunLock(out, notice=say):
+        found = run_files(out)  # again, now that no one else can write there
+        if "last.pt" in found:
+            return dataclasses.replace(config, resume=True)
+        gone = [name for name in found if name in LEFTOVERS]
+        for name in gone:
+            (out / name).unlink(missing_ok=True)
+    if gone:
+        say(f"--resume auto: {out} held a run stopped before its first checkpoint ({', '.join(gone)}, nothing to "
+            "resume); removed those and starting again")
+    return dataclasses.replace(config, resume=False)

@@ -1,9 +1,17 @@
-"""Where a run executes: the device, mixed precision, and the distributed process group (torchrun)."""
+"""Where a run executes: the device, mixed precision, and the distributed process group.
+
+One function, :func:`placement`, decides which process of how many this one is, whoever started it: an
+existing process group (Ray Train, Lightning Fabric, a user's own ``init_process_group``), torchrun
+(``RANK``/``WORLD_SIZE``), Lightning Fabric's launcher (``LOCAL_RANK``/``WORLD_SIZE``, no ``RANK``) or SLURM's
+``srun`` (``SLURM_PROCID``/``SLURM_NTASKS``), so ``srun python -m segzoo train`` is one distributed job, not N.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -56,19 +64,145 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Which process of the job this is, and where its processes meet (None: the environment's own, or none)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    source: str = "single process"  # what decided it, for messages
+    master_addr: str | None = None  # set for SLURM, whose environment has no MASTER_ADDR
+    master_port: int | None = None
+
+
+def placement(env: Mapping[str, str] | None = None, group: bool | None = None) -> Placement:
+    """This process's rank, world size and local rank, from the first that says so:
+
+    1. an initialised ``torch.distributed`` process group (``get_rank``/``get_world_size``);
+    2. ``RANK`` and ``WORLD_SIZE`` (torchrun, or set by hand);
+    3. ``LOCAL_RANK`` and ``WORLD_SIZE`` without ``RANK`` (Lightning Fabric): the rank is
+       ``NODE_RANK * LOCAL_WORLD_SIZE + LOCAL_RANK`` (one node: ``LOCAL_RANK``);
+    4. SLURM under ``srun`` (``SLURM_STEP_ID`` set; a batch script's own shell has no step and is one process):
+       ``SLURM_PROCID`` of ``SLURM_STEP_NUM_TASKS`` (else ``SLURM_NTASKS``), ``SLURM_LOCALID``; the first host of
+       ``SLURM_STEP_NODELIST``/``SLURM_JOB_NODELIST``/``SLURM_NODELIST`` as the master unless ``MASTER_ADDR`` is
+       set, and ``MASTER_PORT`` or a port derived from ``SLURM_JOB_ID``;
+    5. else one process.
+
+    ``env`` defaults to ``os.environ``; ``group`` (whether a process group is initialised) to asking torch.
+    """
+    env = os.environ if env is None else env
+    if group is None:
+        group = dist.is_available() and dist.is_initialized()
+    local = _int(env, "LOCAL_RANK", 0)
+    if group:
+        return Placement(dist.get_rank(), dist.get_world_size(), local, "the initialised process group")
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return _checked(Placement(_int(env, "RANK"), _int(env, "WORLD_SIZE"), local, "RANK/WORLD_SIZE"))
+    if "LOCAL_RANK" in env and "WORLD_SIZE" in env:
+        node = _int(env, "NODE_RANK", 0) or _int(env, "GROUP_RANK", 0)
+        if node and "LOCAL_WORLD_SIZE" not in env:
+            raise SegzooError(f"NODE_RANK is {node} but neither RANK nor LOCAL_WORLD_SIZE is set, so this process's "
+                              "rank is unknown; set RANK (torchrun does) or LOCAL_WORLD_SIZE")
+        rank = node * _int(env, "LOCAL_WORLD_SIZE", 1) + local
+        return _checked(Placement(rank, _int(env, "WORLD_SIZE"), local, "LOCAL_RANK/WORLD_SIZE"))
+    if "SLURM_PROCID" in env and ("SLURM_STEP_ID" in env or "SLURM_STEPID" in env):
+        world = _int(env, "SLURM_STEP_NUM_TASKS", 0) or _int(env, "SLURM_NTASKS", 1)
+        nodes = next((env[k] for k in ("SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST") if env.get(k)),
+                     "")
+        addr = env.get("MASTER_ADDR") or (expand_nodelist(nodes)[0] if nodes else "127.0.0.1")
+        port = _int(env, "MASTER_PORT", 0) or slurm_port(env.get("SLURM_JOB_ID", ""))
+        return _checked(Placement(_int(env, "SLURM_PROCID"), world, _int(env, "SLURM_LOCALID", 0), "SLURM (srun)",
+                                  addr, port))
+    return Placement()
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None = None) -> int:
+    text = env.get(name)
+    if text is None or (not text.strip() and default is not None):
+        if default is None:
+            raise SegzooError(f"{name} is not set")
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise SegzooError(f"the environment variable {name}={text!r} is not a whole number; a launcher (torchrun, "
+                          "srun) sets it: unset it or fix it") from None
+
+
+def _checked(p: Placement) -> Placement:
+    if p.world_size < 1 or not 0 <= p.rank < p.world_size or p.local_rank < 0:
+        raise SegzooError(f"{p.source} says rank {p.rank} of {p.world_size} (local rank {p.local_rank}): the rank "
+                          "must be from 0 to the world size - 1; check the launcher's environment variables")
+    return p
+
+
+def slurm_port(job_id: str) -> int:
+    """A port every task of one SLURM job agrees on without talking: 15000 + the job id's last four digits."""
+    digits = re.sub(r"\D", "", job_id)[-4:]
+    return 15000 + int(digits) if digits else 29500
+
+
+def expand_nodelist(text: str) -> list[str]:
+    """SLURM's compressed host list as host names: ``node[01-03,07],gpu5`` -> node01, node02, node03, node07, gpu5.
+
+    Ranges keep their zero padding; several bracket groups in one name (``r[1-2]n[1-2]``) expand as a product.
+    """
+    hosts: list[str] = []
+    for item in _split_top(text.strip()):
+        hosts.extend(_expand_host(item))
+    if not hosts:
+        raise SegzooError(f"cannot read the SLURM node list {text!r}; set MASTER_ADDR to the first node's address")
+    return hosts
+
+
+def _split_top(text: str) -> list[str]:
+    """Split at the commas outside brackets."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return [item.strip() for item in items if item.strip()]
+
+
+def _expand_host(item: str) -> list[str]:
+    match = re.search(r"\[([^\]]*)\]", item)
+    if match is None:
+        if "[" in item or "]" in item:
+            raise SegzooError(f"cannot read the SLURM node list entry {item!r}; set MASTER_ADDR")
+        return [item]
+    head, tail = item[:match.start()], item[match.end():]
+    out = []
+    for part in match.group(1).split(","):
+        lo, _, hi = part.strip().partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise SegzooError(f"cannot read the SLURM node list entry {item!r}; set MASTER_ADDR")
+        for n in range(int(lo), int(hi or lo) + 1):
+            out.extend(f"{head}{n:0{len(lo)}d}{rest}" for rest in _expand_host(tail) or [""])
+    return out
+
+
 def setup(device: str = "auto", amp: bool | None = None) -> Runtime:
-    """Pick the device, join the process group when torchrun started us (``WORLD_SIZE`` > 1).
+    """Pick the device, join the process group when a launcher started several processes (see :func:`placement`).
 
     AMP (on by default on CUDA): bfloat16 where the GPU supports it, else float16 with a grad scaler.
     nccl on CUDA, gloo on CPU; each rank drives ``cuda:LOCAL_RANK``.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    where = placement()
+    rank, world_size, local_rank = where.rank, where.world_size, where.local_rank
     dev = resolve_device(device, local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world_size)
+        if where.master_addr is not None:  # SLURM: say where to meet, as torchrun would have
+            os.environ.setdefault("MASTER_ADDR", where.master_addr)
+            os.environ.setdefault("MASTER_PORT", str(where.master_port))
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world_size,
+                                init_method="env://")
     use_amp = dev.type == "cuda" if amp is None else amp
     amp_dtype = None
     if use_amp:

@@ -25,6 +25,7 @@ from ..core.errors import SegzooError, TrainingError
 from ..core.files import atomic_write_text
 from ..io.checkpoint import save_model
 from . import runtime as rtm
+from .autosave import SaveClock
 from .config import TrainConfig
 from .early_stop import EarlyStopping
 from .evaluate import evaluate
@@ -32,7 +33,7 @@ from .logs import write_logs
 from .metrics import summary_line
 from .optim import optimizer_defaults
 from .records import EpochRecord, TrainResult
-from .run_folder import RunLock, check_new_run, check_resume_target
+from .run_folder import RunLock, auto_resume, check_new_run, check_resume_target
 from .setup import build_run, default_run_folder
 from .state import (
     check_epochs_left,
@@ -51,6 +52,7 @@ def train(config: TrainConfig, on_epoch: Callable[[EpochRecord], None] | None = 
     owned = not torch.distributed.is_initialized()
     rt = rtm.setup(config.device, config.amp)
     try:
+        config = auto_resume(config, main=rt.is_main, notice=log)  # resume="auto": decided once the rank is known
         return Trainer(config, rt, on_epoch, log).run()
     finally:
         if owned:
@@ -95,6 +97,7 @@ class Trainer:
         self.good_checkpoint: Path | None = None  # the newest checkpoint of this run, to resume from
         self.stopper = EarlyStopping(self.cfg.early_stop, self.cfg.min_delta)
         self.stop_reason: str | None = None
+        self.save_clock = SaveClock(self.cfg.save_every_minutes)
         if self.ckpt is None:
             return
         self.good_checkpoint = self.ckpt_path
@@ -247,7 +250,9 @@ class Trainer:
                 "lower --lr (or another --optimizer), or check the data") from None
 
     def step_save_due(self) -> bool:
-        return bool(self.cfg.save_every_steps) and self.step % self.cfg.save_every_steps == 0
+        """A checkpoint due by the step count (save_every_steps) or by the clock (save_every_minutes)."""
+        by_steps = bool(self.cfg.save_every_steps) and self.step % self.cfg.save_every_steps == 0
+        return by_steps or self.save_clock.due()
 
     @staticmethod
     def _new_partial() -> dict[str, Any]:
@@ -323,6 +328,7 @@ class Trainer:
         """``last.pt``: all it takes to resume. ``best.pt``: weights, recipe and metrics only (a third the size)."""
         if name == "last.pt":
             self.good_checkpoint = self.out / name  # on every rank: each one reports it if the loss diverges
+            self.save_clock.saved()
         if not self.rt.is_main:
             return
         if name == "best.pt":
