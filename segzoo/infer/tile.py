@@ -121,7 +121,9 @@ class TiledModel(torch.nn.Module):
         self.align = int(max(strides))
         self.min_size = int(getattr(getattr(model, "backbone", None), "min_input_size", 1))
         self.num_classes = int(model.num_classes)
-        if tile is not None:
+        if tile is not None and has_window(model):
+            taken_side(model, tile, "--tile")
+        elif tile is not None:
             check_tile(tile, overlap, self.align, self.min_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,6 +132,10 @@ class TiledModel(torch.nn.Module):
 
         if self.tile is None:
             return probs_of(x).to(x.device)
+        if has_window(self.model):  # valid convolutions: overlap-tile with mirrored borders, full-size probabilities
+            size = windowed_tile(self.model, tuple(x.shape[-2:]), self.tile)
+            return predict_windowed(probs_of, x, size, self.model.output_window, self.num_classes,
+                                    self.align).to(x.device)
         out = torch.empty(x.shape[0], self.num_classes, *x.shape[-2:])
         for i in range(x.shape[0]):
             def keep(top: int, p: torch.Tensor, i: int = i) -> None:
@@ -138,3 +144,90 @@ class TiledModel(torch.nn.Module):
             predict_tiled(probs_of, lambda t, b, left, r, i=i: x[i:i + 1, :, t:b, left:r], tuple(x.shape[-2:]),
                           self.num_classes, self.tile, self.overlap, keep, self.align, self.batch)
         return out.to(x.device)
+
+
+# -- overlap-tile for models whose output is a centred window of their input (U-Net's valid convolutions) ---------
+
+def mirror_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
+    """``x`` (N x C x H x W) extended by mirroring at its borders (the U-Net paper's Fig. 2), by any amount: a pad
+    wider than the image mirrors again, as ``numpy.pad(mode="reflect")`` does."""
+    while top or bottom or left or right:
+        h, w = x.shape[-2:]
+        t, b = min(top, h - 1), min(bottom, h - 1)
+        le, r = min(left, w - 1), min(right, w - 1)
+        if h == 1 or w == 1:  # nothing to mirror along that side: repeat it
+            return torch.nn.functional.pad(x, (left, right, top, bottom), mode="replicate")
+        x = torch.nn.functional.pad(x, (le, r, t, b), mode="reflect")
+        top, bottom, left, right = top - t, bottom - b, left - le, right - r
+    return x
+
+
+def valid_starts(n: int, out: int, step: int) -> list[int]:
+    """Where output tiles of ``out`` pixels start along a side of ``n``: at multiples of ``step``, covering it."""
+    starts = [0]
+    while starts[-1] + out < n:
+        starts.append(starts[-1] + step)
+    return starts
+
+
+def predict_windowed(probs_of: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: tuple[int, int],
+                     window_of: Callable[[int, int], Any], num_classes: int, align: int) -> torch.Tensor:
+    """Full-size probabilities (N x classes x H x W) from a model whose scores cover only a centred window of its
+    input: the image is mirror-padded and scored by input tiles of ``tile`` (a size the model takes), whose output
+    windows start at multiples of ``align`` (the coarsest stride) and so see every pooling grid at the same phase
+    as one pass over the whole padded image would: the result equals that pass (tests/test_tile.py)."""
+    th, tw = tile
+    win = window_of(th, tw)
+    oh, ow = win.height, win.width
+    sh, sw = max(align, oh // align * align), max(align, ow // align * align)
+    if sh > oh or sw > ow:
+        raise SegzooError(f"--tile {th}x{tw} gives outputs of {oh}x{ow}, smaller than the model's coarsest stride "
+                          f"{align}; use a larger tile")
+    n, _, h, w = x.shape
+    rows, cols = valid_starts(h, oh, sh), valid_starts(w, ow, sw)
+    padded = mirror_pad(x, win.top, rows[-1] + th - win.top - h, win.left, cols[-1] + tw - win.left - w)
+    out = torch.empty(n, num_classes, h, w)
+    for r in rows:
+        for c in cols:
+            p = probs_of(padded[..., r:r + th, c:c + tw])
+            out[..., r:r + oh, c:c + ow] = p[..., :min(oh, h - r), :min(ow, w - c)].to(out.dtype).cpu()
+    return out
+
+
+def windowed_tile(model: Any, size: tuple[int, int], tile: int | None) -> tuple[int, int]:
+    """The input tile for an image of ``size`` on a windowed model: ``tile`` (each side snapped to the nearest size
+    the model takes, refused with those sizes when none is near), or else one tile whose window covers the image."""
+    if tile is not None:
+        return taken_side(model, tile, "--tile"), taken_side(model, tile, "--tile")
+    return tuple(cover_side(model, n, axis) for axis, n in enumerate(size))  # type: ignore[return-value]
+
+
+def taken_side(model: Any, side: int, what: str) -> int:
+    """``side`` if the model takes it, else an error naming the nearest sides it does."""
+    try:
+        model.output_window(side, side)
+    except SegzooError as exc:
+        raise SegzooError(f"{what} {side}: {exc}") from None
+    return side
+
+
+def cover_side(model: Any, n: int, axis: int) -> int:
+    """The smallest input side the model takes whose output window is at least ``n`` pixels along ``axis``."""
+    low = int(getattr(getattr(model, "backbone", None), "min_input_size", 1))
+    for side in range(max(n, low), max(n, low) + 4096):
+        try:
+            win = model.output_window(side, side)
+        except SegzooError:
+            continue
+        if (win.height, win.width)[axis] >= n:
+            return side
+    raise SegzooError(f"no input size up to {n + 4096} gives this model an output of {n} pixels")
+
+
+def has_window(model: Any, size: tuple[int, int] = (512, 512)) -> bool:
+    """Whether ``model`` declares an output smaller than its input (probed at sizes it takes)."""
+    fn = getattr(model, "output_window", None)
+    if fn is None:
+        return False
+    n = cover_side(model, size[0], 0)
+    return not fn(n, n).is_full(n, n)
