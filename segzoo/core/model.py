@@ -90,7 +90,9 @@ class Head(nn.Module):
     """Base class for decoders. ``forward(features, size)`` returns N x C x size[0] x size[1] scores.
 
     ``strides`` lists the feature strides the head reads, coarsest first (for a head registered with a
-    :class:`Strides` rule, the ones the rule picked from its backbone).
+    :class:`Strides` rule, the ones the rule picked from its backbone). A head whose scores cover only a
+    centred window of the input (valid convolutions, as the original U-Net) overrides :meth:`output_window`
+    and returns scores of that window's size; trainer, metrics, tiles and export read it from there.
     """
 
     strides: tuple[int, ...]
@@ -183,7 +185,8 @@ def check_head_fits(head_name: str, strides: tuple[int, ...] | Strides, info: li
 
 
 class SegmentationModel(nn.Module):
-    """``backbone`` + ``head``: an image batch in, per-class scores of the same H x W out.
+    """``backbone`` + ``head``: an image batch in, per-class scores of the same H x W out (or of the centred
+    window :meth:`output_window` declares, for valid-convolution models).
 
     ``recipe`` (a :class:`~segzoo.core.recipe.Recipe`) is the plain-data description (names, classes,
     options) that rebuilds this model; checkpoints store it beside the weights. Without one, the model
