@@ -56,7 +56,7 @@ def conv_block(in_channels: int, out_channels: int, norm: str = "group", padding
         layers += [nn.Conv2d(c_in, out_channels, 3, padding=padding, bias=norm == "none"),
                    norm_layer(norm, out_channels), nn.ReLU(inplace=True)]
     for m in layers:
-        if isinstance(m, nn.Conv2d):  # He et al.'s init, as the paper's "std sqrt(2/N)"
+        if isinstance(m, nn.Conv2d) and not m.weight.is_meta:  # He et al.'s init, the paper's "std sqrt(2/N)"
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
@@ -175,6 +175,18 @@ def check_classic_size(h: int, w: int, depth: int = CLASSIC_DEPTH) -> tuple[int,
                      "predict it tiled (segzoo predict --tile)")
 
 
+def classic_levels(width: int, depth: int) -> list[FeatureInfo]:
+    """The encoder's levels: stride 2^i, ``width`` * 2^i channels, and the grid offset its valid convs give."""
+    centre, info = 0.0, []
+    for i in range(depth + 1):
+        stride = 2 ** i
+        if i:
+            centre += stride / 4  # a 2x2 pool centres its cell between two finer ones
+        centre += 2 * stride  # two valid 3x3 convs move cell 0 in by one cell each
+        info.append(FeatureInfo(stride, width * stride, centre - (stride - 1) / 2))
+    return info
+
+
 class UNetEncoder(Backbone):
     """The paper's contracting path: per level two valid 3x3 conv + ReLU, then a 2x2 max pool; ``width`` doubles per
     level (64 ... 1024 at depth 4). Level i is returned at stride 2^i with the grid offset its valid convs give
@@ -188,14 +200,7 @@ class UNetEncoder(Backbone):
         self.levels = nn.ModuleList(
             [conv_block(in_chans if i == 0 else width * 2 ** (i - 1), width * 2 ** i, norm="none", padding=0)
              for i in range(depth + 1)])
-        centre, info = 0.0, []
-        for i in range(depth + 1):
-            stride = 2 ** i
-            if i:
-                centre += stride / 4  # a 2x2 pool centres its cell between two finer ones
-            centre += 2 * stride  # two valid 3x3 convs move cell 0 in by one cell each
-            info.append(FeatureInfo(stride, width * stride, centre - (stride - 1) / 2))
-        self.feature_info = info
+        self.feature_info = classic_levels(width, depth)
         self.min_input_size = nearest_classic(1, depth)[0]
 
     def check_size(self, height: int, width: int) -> None:
@@ -237,7 +242,7 @@ class UNetClassicHead(Head):
             raise InputError(f"head 'unet-classic' reads {CLASSIC_STRIDES}; the backbone has strides "
                              f"{sorted(f.stride for f in feature_info)}; use the unet-classic recipe (unet-encoder)")
         self.strides, self.num_classes = CLASSIC_STRIDES.select(feature_info), num_classes
-        expected = UNetEncoder(1, len(self.strides) - 1).feature_info
+        expected = classic_levels(1, len(self.strides) - 1)
         got = sorted(feature_info, key=lambda f: f.stride)
         if [(f.stride, f.offset) for f in got if f.stride in self.strides] != [(f.stride, f.offset) for f in expected]:
             raise InputError("head 'unet-classic' crops its skips by the paper's valid geometry, which this backbone's "

@@ -122,7 +122,8 @@ def small_classic() -> SegmentationModel:
 
 
 def test_overlap_tile_equals_valid_inference_on_the_whole_mirrored_image():
-    from segzoo.infer.tile import mirror_pad, predict_windowed, windowed_tile
+    from segzoo.core.window import mirror_pad
+    from segzoo.infer.tile import predict_windowed, windowed_tile
 
     model = small_classic()
     x = torch.randn(1, 3, 70, 53, generator=torch.Generator().manual_seed(1))

@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 
+from ..core.batch import Window
 from ..core.errors import SegzooError
+from ..core.window import cover_side, has_window, mirror_pad
 from .tta import TTA, tta_probs
 
 
@@ -126,6 +128,12 @@ class TiledModel(torch.nn.Module):
         elif tile is not None:
             check_tile(tile, overlap, self.align, self.min_size)
 
+    def output_window(self, height: int, width: int) -> Any:
+        """Tiled, the image's own size (overlap-tile mirrors what a valid model needs); untiled, the model's window."""
+        if self.tile is None and hasattr(self.model, "output_window"):
+            return self.model.output_window(height, width)
+        return Window.full(height, width)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         def probs_of(v: torch.Tensor) -> torch.Tensor:
             return tta_probs(self.model, v, self.tta, self.min_size)
@@ -147,20 +155,6 @@ class TiledModel(torch.nn.Module):
 
 
 # -- overlap-tile for models whose output is a centred window of their input (U-Net's valid convolutions) ---------
-
-def mirror_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
-    """``x`` (N x C x H x W) extended by mirroring at its borders (the U-Net paper's Fig. 2), by any amount: a pad
-    wider than the image mirrors again, as ``numpy.pad(mode="reflect")`` does."""
-    while top or bottom or left or right:
-        h, w = x.shape[-2:]
-        t, b = min(top, h - 1), min(bottom, h - 1)
-        le, r = min(left, w - 1), min(right, w - 1)
-        if h == 1 or w == 1:  # nothing to mirror along that side: repeat it
-            return torch.nn.functional.pad(x, (left, right, top, bottom), mode="replicate")
-        x = torch.nn.functional.pad(x, (le, r, t, b), mode="reflect")
-        top, bottom, left, right = top - t, bottom - b, left - le, right - r
-    return x
-
 
 def valid_starts(n: int, out: int, step: int) -> list[int]:
     """Where output tiles of ``out`` pixels start along a side of ``n``: at multiples of ``step``, covering it."""
@@ -195,11 +189,12 @@ def predict_windowed(probs_of: Callable[[torch.Tensor], torch.Tensor], x: torch.
 
 
 def windowed_tile(model: Any, size: tuple[int, int], tile: int | None) -> tuple[int, int]:
-    """The input tile for an image of ``size`` on a windowed model: ``tile`` (each side snapped to the nearest size
-    the model takes, refused with those sizes when none is near), or else one tile whose window covers the image."""
+    """The input tile for an image of ``size`` on a windowed model: ``tile`` (refused, naming the nearest sizes, where
+    the model's geometry cannot take it), or else one tile whose window covers the image."""
     if tile is not None:
         return taken_side(model, tile, "--tile"), taken_side(model, tile, "--tile")
-    return tuple(cover_side(model, n, axis) for axis, n in enumerate(size))  # type: ignore[return-value]
+    low = int(getattr(getattr(model, "backbone", None), "min_input_size", 1))
+    return cover_side(model.output_window, size[0], 0, low), cover_side(model.output_window, size[1], 1, low)
 
 
 def taken_side(model: Any, side: int, what: str) -> int:
@@ -209,25 +204,3 @@ def taken_side(model: Any, side: int, what: str) -> int:
     except SegzooError as exc:
         raise SegzooError(f"{what} {side}: {exc}") from None
     return side
-
-
-def cover_side(model: Any, n: int, axis: int) -> int:
-    """The smallest input side the model takes whose output window is at least ``n`` pixels along ``axis``."""
-    low = int(getattr(getattr(model, "backbone", None), "min_input_size", 1))
-    for side in range(max(n, low), max(n, low) + 4096):
-        try:
-            win = model.output_window(side, side)
-        except SegzooError:
-            continue
-        if (win.height, win.width)[axis] >= n:
-            return side
-    raise SegzooError(f"no input size up to {n + 4096} gives this model an output of {n} pixels")
-
-
-def has_window(model: Any, size: tuple[int, int] = (512, 512)) -> bool:
-    """Whether ``model`` declares an output smaller than its input (probed at sizes it takes)."""
-    fn = getattr(model, "output_window", None)
-    if fn is None:
-        return False
-    n = cover_side(model, size[0], 0)
-    return not fn(n, n).is_full(n, n)
