@@ -66,7 +66,7 @@ def run_settings(run: Run, train: dict[str, Any]) -> dict[str, Any]:
     backbone's factory takes."""
     v = run.variant
     kwargs, _ = options_for(v.backbone, train.get("backbone_kwargs") or {})
-    return {**train, "model": f"{v.backbone}-{v.head}", "seed": run.seed, "backbone_kwargs": kwargs}
+    return {**train, "model": v.model or f"{v.backbone}-{v.head}", "seed": run.seed, "backbone_kwargs": kwargs}
 
 
 def recorded_settings(settings: dict[str, Any]) -> dict[str, Any]:
