@@ -29,7 +29,16 @@ from .core.errors import (
     UnknownNameError,
 )
 from .core.hookspecs import hookimpl
-from .core.model import CAFFE_NORM, GEOMETRIES, IMAGENET_NORM, Backbone, FeatureInfo, Head, SegmentationModel
+from .core.model import (
+    CAFFE_NORM,
+    GEOMETRIES,
+    IMAGENET_NORM,
+    Backbone,
+    FeatureInfo,
+    Head,
+    SegmentationModel,
+    Strides,
+)
 from .core.recipe import Preset, Recipe, WeightLayout
 from .io.checkpoint import read_state_dict
 from .io.hub import hf_hub_file, read_weights_file, torch_hub_file
@@ -42,7 +51,8 @@ __version__ = "0.1.0"
 __all__ = [
     "CAFFE_NORM", "GEOMETRIES", "IMAGENET_NORM", "Backbone", "Batch", "CheckpointError", "DataError", "FeatureInfo",
     "GeometryError", "Head", "InputError", "PluginError", "Preset", "Recipe", "SegmentationModel", "SegzooError",
-    "TrainingError", "UnknownNameError", "WeightLayout", "Window", "assert_contract", "assert_plugin_passes", "build",
+    "Strides", "TrainingError", "UnknownNameError", "WeightLayout", "Window", "assert_contract",
+    "assert_plugin_passes", "build",
     "check_fits", "convert", "create_model", "get_registry", "hf_hub_file", "hookimpl", "list_backbones",
     "list_heads", "list_models", "list_presets", "load_classifier_weights", "build_convolutionalized",
     "load_fitting", "load_model",

@@ -39,7 +39,7 @@ def fake(monkeypatch):
         state.calls.append(cfg)
         if state.stop and state.stop(cfg):
             raise Interrupted
-        fine = {"fcn32s": 0.0, "fcn16s": 0.02, "fcn8s": 0.05, "fcn4s": 0.05}[cfg.model.split("-")[-1]]
+        fine = {"fcn32s": 0.0, "fcn16s": 0.02, "fcn8s": 0.05, "fcn4s": 0.05}.get(cfg.model.split("-")[-1], 0.03)
         miou = 0.4 + fine + 0.01 * cfg.seed
         final = {"mean_iu": miou, "pixel_acc": 0.8, "mean_acc": 0.5, "fw_iu": 0.7, "boundary_iou": miou / 2,
                  "boundary_px": 2, "per_class_iu": {"background": 0.9, "disc": miou}}
@@ -198,6 +198,20 @@ def test_cli_flags_build_the_study_and_print_the_table(tmp_path, fake, capsys):
 
     args = build_parser()[0].parse_args(["ablate", "--staged"])
     assert build_study(args).staged is True and build_study(args).heads[-1] == "fcn4s"
+
+
+def test_a_named_model_is_one_more_row_compared_with_the_first_variant(tmp_path, fake, capsys):
+    """--models adds a recipe (unet-classic-16: its own backbone, no fcn8s beside it) as a row of the same study."""
+    out = tmp_path / "o"
+    assert ablate_cli("--backbones", "alexnet", "--heads", "fcn8s,unet", "--models", "unet-classic-16", "--seeds",
+                      "2", "--num-classes", "6", "--out", str(out)) == 0
+    assert [c.model for c in fake.calls] == ["alexnet-fcn8s", "alexnet-unet", "unet-classic-16"] * 2
+    assert "fc_channels" not in fake.calls[2].backbone_kwargs  # the option goes only where a backbone takes it
+    printed = capsys.readouterr().out
+    row = next(line for line in printed.splitlines() if line.startswith("unet-classic-16"))
+    assert "-0.0200" in row  # 0.43 - 0.45 against alexnet-fcn8s, the first variant, paired by seed
+    assert json.loads((out / "study.json").read_text())["models"] == ["unet-classic-16"]
+    assert ablate_cli("--heads", "fcn8s", "--models", "no-such-model", "--out", str(tmp_path / "x")) == 2
 
 
 # -- real training, small ----------------------------------------------------------------------------------

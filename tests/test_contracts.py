@@ -27,7 +27,9 @@ NUM_CLASSES = 5
 
 # The head matrix builds these at a narrower fc6/fc7: width does not change the contract, and the
 # 4096-wide nets are still checked by test_backbone_declares_what_it_returns and tests/test_weights.py.
-NARROW = {"vgg16": {"fc_channels": 256}, "alexnet": {"fc_channels": 256}}
+NARROW = {"vgg16": {"fc_channels": 256}, "alexnet": {"fc_channels": 256}, "unet-encoder": {"width": 4}}
+# and the heads with a wide decoder at narrow widths
+NARROW_HEAD = {"unet": {"decoder_channels": 8}}
 
 
 @functools.cache
@@ -38,18 +40,30 @@ def backbone(name: str, narrow: bool = False):
 
 def compose(backbone_name: str, head_name: str) -> SegmentationModel:
     """A model on the cached backbone, with the recipe the registry would have made."""
-    make_head = REGISTRY.head(head_name).obj
+    entry = REGISTRY.head(head_name)
     bb = backbone(backbone_name, narrow=True)
-    if max(REGISTRY.head(head_name).strides) != max(bb.strides()):  # fcn16s-single on a stride-32 backbone
+    reads = entry.reads(list(bb.feature_info))
+    if reads is None:  # a head whose strides (or rule) the backbone lacks: the registry refuses it before building
+        pytest.skip(f"{head_name} does not fit {backbone_name}'s strides {bb.strides()}")
+    if max(reads) != max(bb.strides()):  # fcn16s-single on a stride-32 backbone
         pytest.skip(f"{head_name} does not read {backbone_name}'s coarsest level, whose layers would never train")
+    kwargs = NARROW_HEAD.get(head_name, {})
     recipe = Recipe(backbone=backbone_name, head=head_name, num_classes=NUM_CLASSES,
-                    backbone_kwargs=NARROW.get(backbone_name, {}))
-    return SegmentationModel(bb, make_head(list(bb.feature_info), NUM_CLASSES), recipe)
+                    backbone_kwargs=NARROW.get(backbone_name, {}), head_kwargs=kwargs)
+    return SegmentationModel(bb, entry.obj(list(bb.feature_info), NUM_CLASSES, **kwargs), recipe)
+
+
+def usual_head(name: str, head: str) -> str:
+    """``head`` where it fits backbone ``name``, else the registry's first suggestion (U-Net's valid encoder has no
+    stride 32 for the FCN heads)."""
+    info = list(backbone(name, narrow=True).feature_info)
+    return head if REGISTRY.head(head).reads(info) else REGISTRY.fitting_heads(info)[0]
 
 
 @pytest.mark.parametrize("name", BACKBONES)
 def test_backbone_declares_what_it_returns(name):
-    contract.check_feature_info(backbone(name), sizes=contract.ODD_SIZES[:2])
+    # U-Net's encoder at its narrow width: its grids (valid convs, offsets) do not depend on the width
+    contract.check_feature_info(backbone(name, narrow=name == "unet-encoder"), sizes=contract.ODD_SIZES[:2])
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
@@ -67,10 +81,12 @@ def test_the_models_feature_check_accepts_what_each_backbone_returns(name, geome
             assert geometry != "modern" and "geometry" in str(exc)
             pytest.skip(f"{name} has no geometry {geometry}")
         bb.eval()
-        model = SegmentationModel(bb, REGISTRY.head("fcn32s").obj(list(bb.feature_info), NUM_CLASSES),
-                                  Recipe(backbone=name, head="fcn32s", num_classes=NUM_CLASSES))
+        head = REGISTRY.fitting_heads(list(bb.feature_info))[0]
+        model = SegmentationModel(bb, REGISTRY.head(head).obj(list(bb.feature_info), NUM_CLASSES),
+                                  Recipe(backbone=name, head=head, num_classes=NUM_CLASSES))
     low = bb.min_input_size
-    for size in [(low, low), (low + 1, low + 3), *contract.ODD_SIZES, (97, 161), (224, 224), (500, 375)]:
+    for h, w in [(low, low), (low + 1, low + 3), *contract.ODD_SIZES, (97, 161), (224, 224), (500, 375)]:
+        size = (contract.next_side(bb, max(h, low)), contract.next_side(bb, max(w, low)))  # the sizes it takes
         model.check_features(meta_forward(bb, torch.empty(1, 3, *size)), size)
 
 
@@ -96,8 +112,22 @@ def test_the_model_stops_maps_coarser_than_declared():
 
 @pytest.mark.parametrize("name", BACKBONES)
 def test_backbone_offers_the_fcn_strides(name):
-    """Every built-in backbone feeds every built-in head: strides 4, 8, 16 and 32 at least."""
-    assert {4, 8, 16, 32} <= set(backbone(name).strides())
+    """Every built-in classifier backbone feeds every built-in FCN head: strides 4, 8, 16 and 32 at least (U-Net's
+    own valid encoder, strides 1-16, feeds the U-Net heads instead)."""
+    strides = set(backbone(name).strides())
+    if name == "unet-encoder":
+        assert strides == {1, 2, 4, 8, 16} and {"unet", "unet-classic"} <= set(
+            REGISTRY.fitting_heads(list(backbone(name).feature_info)))
+        return
+    assert {4, 8, 16, 32} <= strides
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_the_unet_head_reads_every_level_and_returns_the_input_size(name):
+    """U-Net's decoder adapts: it reads every level the backbone has, coarsest first, and returns N x C x H x W
+    at odd sizes (the contract test above checks that too; this names the levels)."""
+    model = compose(name, "unet")
+    assert model.head.strides == tuple(sorted(model.backbone.strides(), reverse=True))
 
 
 @pytest.mark.parametrize("head", HEADS)
@@ -115,16 +145,17 @@ def test_gradients_reach_every_trainable_parameter(name, head):
 @pytest.mark.parametrize("name", BACKBONES)
 def test_trains_at_batch_1_on_the_smallest_input(name):
     """BatchNorm on a 1x1 map cannot train: a backbone's min_input_size must leave every level 2x2 or more."""
-    contract.check_train_step(compose(name, "fcn32s"))
+    contract.check_train_step(compose(name, usual_head(name, "fcn32s")))
 
 
 @pytest.mark.parametrize("name", BACKBONES)
 def test_predicts_in_bf16_as_segzoo_predict_runs_it(name):
     """Every backbone runs on the low-precision, channels-last weight copy (BatchNorm's counters stay integers)
     and gives float32 logits close to fp32's, without touching the model's own float32 weights."""
-    model = compose(name, "fcn32s").eval()
-    size = max(64, model.backbone.min_input_size)
-    x = torch.randn(1, 3, size, size + 8, generator=torch.Generator().manual_seed(0))
+    model = compose(name, usual_head(name, "fcn32s")).eval()
+    (h, w), = contract.model_sizes(model, [(max(64, model.backbone.min_input_size),) * 2])
+    w = contract.next_side(model, w + 8)
+    x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     want = runner(model)(x)
     got = runner(model, dtype="bf16")(x)
     assert got.dtype == torch.float32 and got.shape == want.shape
@@ -148,17 +179,21 @@ def test_the_train_step_check_catches_batchnorm_on_a_single_cell():
 
 @pytest.mark.parametrize("name", BACKBONES)
 def test_too_small_input_names_the_minimum(name):
-    contract.check_min_input(compose(name, "fcn32s"))
+    contract.check_min_input(compose(name, usual_head(name, "fcn32s")))
 
 
 @pytest.mark.parametrize("head", HEADS)
 def test_head_round_trips_through_recipe_and_pickle(head):
     """Heads checked on a tiny synthetic backbone with every stride: cheap, and independent of any encoder."""
-    bb = contract.SyntheticBackbone()
-    make_head = REGISTRY.head(head).obj
+    entry = REGISTRY.head(head)
+    strides = (2, 4, 8, 16, 32) if entry.reads(list(contract.SyntheticBackbone().feature_info)) else (
+        entry.strides.required + (2, 4, 8, 16))  # unet-classic reads from stride 1
 
     def build():
-        return SegmentationModel(contract.SyntheticBackbone(), make_head(list(bb.feature_info), NUM_CLASSES))
+        bb = contract.SyntheticBackbone(strides)
+        if head == "unet-classic":  # it needs the paper's valid grids: its own encoder, narrow
+            bb = backbone("unet-encoder", narrow=True)
+        return SegmentationModel(bb, entry.obj(list(bb.feature_info), NUM_CLASSES, **NARROW_HEAD.get(head, {})))
 
     model = build()
     contract.check_state_dict_roundtrip(model, build)
@@ -167,7 +202,9 @@ def test_head_round_trips_through_recipe_and_pickle(head):
 
 @pytest.mark.parametrize("name", BACKBONES)
 def test_registry_build_round_trips_state_dict(name):
-    recipe = REGISTRY.resolve(f"{name}-fcn8s").replace(num_classes=NUM_CLASSES, backbone_kwargs=NARROW.get(name, {}))
+    head = usual_head(name, "fcn8s")
+    recipe = REGISTRY.resolve(f"{name}-{head}").replace(num_classes=NUM_CLASSES, backbone_kwargs=NARROW.get(name, {}),
+                                                         head_kwargs=NARROW_HEAD.get(head, {}))
     model = REGISTRY.build(recipe)
     contract.check_state_dict_roundtrip(model, lambda: REGISTRY.build(recipe))
 

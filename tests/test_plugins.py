@@ -378,3 +378,85 @@ def test_the_plugin_in_the_docs_works_as_written(fake_dist):
     fake_dist("my-segzoo-plugin", {"my_segzoo_plugin": module}, {"mynet": "my_segzoo_plugin"}, version="0.1.0")
     importlib.invalidate_caches()
     assert_plugin_passes("my-segzoo-plugin")
+
+
+# A third party's adaptive head: it reads every level of stride 4 or coarser, whatever the backbone has, and
+# fuses them by concatenation after upsampling each to the finest one's grid (the "unet-lite" of issue 18).
+ADAPTIVE_HEAD = backbone_plugin("fxdeep", strides=(2, 4, 8, 16, 32)) + '''
+
+import torch.nn.functional as F
+import segzoo
+from segzoo import Head
+
+RULE = segzoo.Strides.every(min=4, levels=2)
+
+
+class Lite(Head):
+    def __init__(self, feature_info, num_classes, width=8):
+        super().__init__()
+        self.strides, self.num_classes = RULE.select(feature_info), num_classes
+        channels = {f.stride: f.channels for f in feature_info}
+        self.reduce = nn.ModuleDict({str(s): nn.Conv2d(channels[s], width, 1) for s in self.strides})
+        self.score = nn.Conv2d(width * len(self.strides), num_classes, 1)
+
+    def forward(self, features, size):
+        fine = features[self.strides[-1]].shape[-2:]
+        maps = [F.interpolate(self.reduce[str(s)](features[s]), size=fine, mode="bilinear") for s in self.strides]
+        return F.interpolate(self.score(torch.cat(maps, 1)), size=tuple(size), mode="bilinear")
+
+
+def lite(feature_info, num_classes, width=8):
+    """Every level down to stride 4, concatenated."""
+    return Lite(feature_info, num_classes, width)
+
+
+@hookimpl
+def segzoo_register_heads(registrar):
+    registrar.head("fxlite", lite, strides=RULE)
+'''
+
+
+def test_an_adaptive_third_party_head_composes_on_backbones_with_different_strides(fake_dist, capsys):
+    fake_dist("segzoo-lite", {"szfx_lite": ADAPTIVE_HEAD}, {"lite": "szfx_lite"})
+    importlib.invalidate_caches()
+    registry = load_plugins()
+    reads = {}
+    for backbone in ("fxdeep", "alexnet", "vgg16"):  # strides 2-32, 4-32 and 2-32
+        model = create_model(f"{backbone}-fxlite", num_classes=3, registry=registry,
+                             **({"backbone_kwargs": {"fc_channels": 16}} if backbone != "fxdeep" else {}))
+        assert model(torch.randn(1, 3, 65, 47)).shape == (1, 3, 65, 47)
+        reads[backbone] = model.head.strides
+    assert reads == {"fxdeep": (32, 16, 8, 4), "alexnet": (32, 16, 8, 4), "vgg16": (32, 16, 8, 4)}
+    entry = registry.head("fxlite")
+    assert entry.reads([segzoo.FeatureInfo(16, 8), segzoo.FeatureInfo(8, 8)]) == (16, 8)
+    # the registry checks a backbone against the rule before building, and suggests heads that fit
+    too_few = [segzoo.FeatureInfo(32, 8)]
+    assert "fxlite" not in registry.fitting_heads(too_few) and "fcn32s" in registry.fitting_heads(too_few)
+    assert "fxlite" in registry.fitting_heads([segzoo.FeatureInfo(32, 8), segzoo.FeatureInfo(16, 8)])
+    # check-plugin builds it on the levels its rule reads, and on fewer
+    assert main(["check-plugin", "segzoo-lite"]) == 0, capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert re.search(r"head\s+fxlite\s+output is N x C x H x W\s+pass", out), out
+    assert re.search(r"head\s+fxlite\s+adapts to strides \[8, 16, 32\]\s+pass", out), out
+    assert re.search(r"head\s+fxlite\s+trains at batch 1\s+pass", out), out
+
+
+def test_a_head_that_builds_other_strides_than_its_rule_says_is_blamed(fake_dist):
+    liar = ADAPTIVE_HEAD.replace("self.strides, self.num_classes = RULE.select(feature_info), num_classes",
+                                 "self.strides, self.num_classes = RULE.select(feature_info)[:2], num_classes")
+    fake_dist("segzoo-lying-lite", {"szfx_lying_lite": liar}, {"lite": "szfx_lying_lite"})
+    importlib.invalidate_caches()
+    with pytest.raises(PluginError, match=r"head 'fxlite' from plugin 'lite' \(segzoo-lying-lite 0\.1\) was registered "
+                                          r"with strides \[32, 16, 8, 4\] \(every level down to stride 4 \(at least "
+                                          r"2\)\) on this backbone but the head it built has strides \[32, 16\]"):
+        create_model("fxdeep-fxlite", num_classes=3, registry=load_plugins())
+
+
+def test_a_backbone_the_rule_does_not_fit_is_refused_before_building(fake_dist):
+    fake_dist("segzoo-lite", {"szfx_lite": ADAPTIVE_HEAD}, {"lite": "szfx_lite"})
+    fake_dist("segzoo-bare", {"szfx_bare32": backbone_plugin("fxonly32", strides=(32,))}, {"bare": "szfx_bare32"})
+    importlib.invalidate_caches()
+    with pytest.raises(segzoo.InputError, match=r"head 'fxlite' reads every level down to stride 4 \(at least 2\), "
+                                                r"but backbone 'fxonly32' provides \[32\]; pick a head that reads only "
+                                                r"those strides: fcn32s"):
+        create_model("fxonly32-fxlite", num_classes=3, registry=load_plugins())

@@ -111,3 +111,49 @@ def test_cli_eval_takes_tile_and_tta(tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(ckpt), "--data", str(data), "--tile", "64", "--overlap", "0.5",
                  "--tta", "flip", "--json", str(tmp_path / "e.json")]) == 0
     assert "mean IU" in capsys.readouterr().out
+
+
+# -- overlap-tile for a model whose output is a centred window of its input (U-Net's valid convolutions) --------
+
+def small_classic() -> SegmentationModel:
+    """The paper's U-Net at depth 2 and width 2 (random weights): valid convs, crop-and-concat, coarsest stride 4."""
+    torch.manual_seed(0)
+    return segzoo.create_model("unet-classic", num_classes=3, backbone_kwargs={"width": 2, "depth": 2}).eval()
+
+
+def test_overlap_tile_equals_valid_inference_on_the_whole_mirrored_image():
+    from segzoo.core.window import mirror_pad
+    from segzoo.infer.tile import predict_windowed, windowed_tile
+
+    model = small_classic()
+    x = torch.randn(1, 3, 70, 53, generator=torch.Generator().manual_seed(1))
+
+    def probs(v):
+        with torch.no_grad():
+            return model(v).softmax(1)
+
+    whole_size = windowed_tile(model, (70, 53), None)  # one input whose window covers the image
+    win = model.output_window(*whole_size)
+    padded = mirror_pad(x, win.top, whole_size[0] - win.top - 70, win.left, whole_size[1] - win.left - 53)
+    direct = probs(padded)[..., :70, :53]  # valid inference on the whole mirror-padded image
+    tile = 60  # input tiles of 60 give 20x20 outputs: 4 x 3 tiles, starting at multiples of 20
+    assert model.output_window(tile, tile).size == (20, 20)
+    tiled = predict_windowed(probs, x, (tile, tile), model.output_window, 3, align=4)
+    assert tiled.shape == (1, 3, 70, 53)
+    assert torch.allclose(tiled, direct, atol=1e-5), float((tiled - direct).abs().max())
+    # the mirror padding is the paper's: the first padded row is the image's second
+    assert torch.equal(mirror_pad(x, 1, 0, 0, 0)[..., 0, :], x[..., 1, :])
+    assert mirror_pad(x, 200, 3, 0, 0).shape[-2] == 273  # wider than the image: mirrored again
+
+
+def test_predict_gives_full_size_masks_and_refuses_a_tile_the_geometry_cannot_take():
+    model = small_classic()
+    image = np.random.default_rng(0).integers(0, 255, (45, 67, 3), dtype=np.uint8)
+    whole = predict_image(model, image)
+    assert whole.shape == (3, 45, 67) and torch.allclose(whole.sum(0), torch.ones(45, 67), atol=1e-5)
+    tiled = predict_image(model, image, tile=60)
+    assert torch.allclose(tiled, whole, atol=1e-5)  # the same mirrored image, at the same pooling phase
+    assert predict_labels(model, image, tile=60).shape == (45, 67)
+    with pytest.raises(SegzooError, match=r"--tile 61: input 61x61 does not fit U-Net's valid geometry .*for 61 use "
+                                          r"60 or 64"):
+        predict_image(model, image, tile=61)

@@ -29,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
       help="a YAML study file (backbones, heads, staged, seeds, baseline, boundary_px, out, train); flags override it")
     a("--backbones", default=None, help=f"comma-separated (default {','.join(DEFAULT_BACKBONES)})")
     a("--heads", default=None, help=f"comma-separated (default {','.join(DEFAULT_HEADS)})")
+    a("--models", default=None, metavar="NAME,NAME",
+      help="more rows by model or recipe name, trained with the same settings (e.g. unet-classic-16)")
     a("--staged", nargs="?", const="true", default=None, metavar="false,true",
       help="train 32s, then 16s from it, then 8s (and 4s), as in the paper; '--staged false,true' (or both) puts "
            "at once and staged in one table (default: at once)")
@@ -83,6 +85,8 @@ def build_study(args: argparse.Namespace) -> Study:
         study.backbones = _names(args.backbones)
     if args.heads is not None:
         study.heads = _names(args.heads)
+    if args.models is not None:
+        study.models = _names(args.models)
     if args.staged is not None:
         study.staged = _staged(args.staged)
     for key in ("seeds", "baseline", "boundary_px", "out"):

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..api import load_model
 from ..core.errors import SegzooError
 from ..core.files import atomic_write_text
-from ..data import SegmentationDataset, eval_transform, find_pairs, load_label_map
+from ..data import SegmentationDataset, eval_transform, find_pairs, load_label_map, window_transform
 from ..infer.tile import TiledModel
 from ..infer.tta import parse_tta
 from ..train import evaluate
@@ -53,8 +53,11 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint).to(rt.device)
     pairs = find_pairs(args.data, args.split, args.skip_bad)
     label_map = load_label_map(args.label_map) if args.label_map else None
-    dataset = SegmentationDataset(pairs, model.num_classes, eval_transform(model.normalization), args.skip_bad,
-                                  label_map=label_map)
+    # a model whose output is a window of its input sees each image mirrored out to the input whose window it is;
+    # tiled, it is mirrored tile by tile instead (segzoo.infer.tile) and scores come back at the image's size
+    window = None if args.tile else window_transform(model)
+    dataset = SegmentationDataset(pairs, model.num_classes, eval_transform(model.normalization, window),
+                                  args.skip_bad, label_map=label_map)
     names = list(model.recipe.class_names or dataset.class_names)
     loader = eval_loader(dataset, rt, args.batch_size, args.workers)
     scorer = TiledModel(model, args.tile, args.overlap, parse_tta(args.tta)) if args.tile or args.tta else model

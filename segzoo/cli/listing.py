@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..api import get_registry
+from ..core.model import describe_strides
 from ..core.table import format_table
 from ..zoo.registry import BUILTIN_LOSS
 
@@ -48,5 +49,5 @@ def _describe(e) -> str:
         return f"{r.backbone} + {r.head}, {r.num_classes} classes" + (f": {r.description}" if r.description else "")
     if e.kind == "head":
         parent = f"; staged from {e.parent}" if e.parent else ""
-        return f"strides {', '.join(map(str, e.strides))}{parent}: {e.description}"
+        return f"{describe_strides(e.strides)}{parent}: {e.description}"
     return e.description

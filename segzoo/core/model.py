@@ -74,6 +74,11 @@ class Backbone(nn.Module):
     min_input_size: int = 32
     normalization: dict[str, Any] = IMAGENET_NORM
 
+    def check_size(self, height: int, width: int) -> None:
+        """Raise an InputError, naming the nearest sizes it takes, for an input size this backbone's geometry
+        cannot take (U-Net's valid encoder: every 2x2 pool needs an even map); any size at or above
+        ``min_input_size`` by default. Models call it before the first layer runs; the contract checks use it."""
+
     def channels(self) -> dict[int, int]:
         return {f.stride: f.channels for f in self.feature_info}
 
@@ -84,7 +89,8 @@ class Backbone(nn.Module):
 class Head(nn.Module):
     """Base class for decoders. ``forward(features, size)`` returns N x C x size[0] x size[1] scores.
 
-    ``strides`` lists the feature strides the head reads, coarsest first. A head whose scores cover only a
+    ``strides`` lists the feature strides the head reads, coarsest first (for a head registered with a
+    :class:`Strides` rule, the ones the rule picked from its backbone). A head whose scores cover only a
     centred window of the input (valid convolutions, as the original U-Net) overrides :meth:`output_window`
     and returns scores of that window's size; trainer, metrics, tiles and export read it from there.
     """
@@ -93,26 +99,89 @@ class Head(nn.Module):
     num_classes: int
 
     def output_window(self, size: tuple[int, int]) -> Window:
-        """Where this head's scores lie on an input of ``size`` (height, width): all of it, by default."""
+        """Where this head's scores lie on an input of ``size`` (height, width): all of it, by default. A head with
+        valid convolutions (the original U-Net) returns the centred window its scores cover, and refuses with an
+        InputError a size its geometry cannot take, naming the nearest ones it can."""
         return Window.full(*size)
 
 
-def check_head_fits(head_name: str, strides: tuple[int, ...], info: list[FeatureInfo], backbone_name: str,
+@dataclass(frozen=True)
+class Strides:
+    """The strides a head reads, as a rule over the backbone's levels rather than a fixed tuple.
+
+    ``Strides.every(min=4)`` reads every level the backbone has with a stride of 4 or coarser (smp's Unet adapts
+    to its encoder's depth this way); ``max`` bounds it from above, ``levels`` is the fewest levels it needs and
+    ``required`` the strides that must be among them. The registry checks a backbone against the rule before
+    building, suggests heads that fit, and checks that the built head's ``strides`` are :meth:`select`'s.
+    """
+
+    min: int = 1
+    max: int | None = None
+    levels: int = 1
+    required: tuple[int, ...] = ()
+
+    @classmethod
+    def every(cls, min: int = 1, max: int | None = None, levels: int = 1,  # noqa: A002 - the rule's own words
+              required: tuple[int, ...] | list[int] = ()) -> Strides:
+        """Every level the backbone has from stride ``max`` (or its coarsest) down to stride ``min``."""
+        return cls(min, max, levels, tuple(required))
+
+    def __post_init__(self) -> None:
+        ints = [self.min, self.levels, *self.required, *([] if self.max is None else [self.max])]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in ints) or (
+                self.max is not None and self.max < self.min):
+            raise PluginError(f"a Strides rule takes whole numbers >= 1 with min <= max; got {self!r}")
+
+    def select(self, info: list[FeatureInfo]) -> tuple[int, ...]:
+        """The strides this rule reads on a backbone with ``info``, coarsest first."""
+        have = {f.stride for f in info}
+        return tuple(sorted((s for s in have if s >= self.min and (self.max is None or s <= self.max)),
+                            reverse=True))
+
+    def fits(self, info: list[FeatureInfo]) -> bool:
+        chosen = self.select(info)
+        return len(chosen) >= self.levels and set(self.required) <= set(chosen)
+
+    def __str__(self) -> str:
+        top = "every level" if self.max is None else f"every level from stride {self.max}"
+        needs = [f"at least {self.levels}"] if self.levels > 1 else []
+        needs += [f"stride {', '.join(map(str, self.required))} among them"] if self.required else []
+        return f"{top} down to stride {self.min}" + (f" ({'; '.join(needs)})" if needs else "")
+
+
+def head_reads(declared: tuple[int, ...] | Strides, info: list[FeatureInfo]) -> tuple[int, ...] | None:
+    """The strides a head declared as ``declared`` (a fixed tuple or a :class:`Strides` rule) reads on a backbone
+    with ``info``, coarsest first; ``None`` when that backbone does not have what it needs."""
+    if isinstance(declared, Strides):
+        return declared.select(info) if declared.fits(info) else None
+    return tuple(declared) if set(declared) <= {f.stride for f in info} else None
+
+
+def describe_strides(declared: tuple[int, ...] | Strides) -> str:
+    """How ``segzoo list`` and error messages say what a head reads."""
+    return str(declared) if isinstance(declared, Strides) else f"strides {', '.join(map(str, declared))}"
+
+
+def check_head_fits(head_name: str, strides: tuple[int, ...] | Strides, info: list[FeatureInfo], backbone_name: str,
                     alternatives: tuple[str, ...] | list[str] = ()) -> None:
     """Fail at build time, not at the first forward, when a head needs a stride the backbone lacks.
 
     ``alternatives`` are heads that would fit (the registry knows them); the failed head is never suggested.
     """
+    if head_reads(strides, info) is not None:
+        return
     have = {f.stride for f in info}
+    fits = [h for h in alternatives if h != head_name]
+    fix = (f"pick a head that reads only those strides: {', '.join(fits[:4])}" if fits
+           else "no registered head reads only those strides")
+    if isinstance(strides, Strides):
+        raise InputError(f"head '{head_name}' reads {strides}, but backbone '{backbone_name}' provides "
+                         f"{sorted(have)}; {fix}")
     missing = [s for s in strides if s not in have]
-    if missing:
-        fits = [h for h in alternatives if h != head_name]
-        fix = (f"pick a head that reads only those strides: {', '.join(fits[:4])}" if fits
-               else "no registered head reads only those strides")
-        raise InputError(
-            f"head '{head_name}' fuses features at strides {list(strides)}, but backbone '{backbone_name}' "
-            f"provides only {sorted(have)} (missing {missing}); {fix}"
-        )
+    raise InputError(
+        f"head '{head_name}' fuses features at strides {list(strides)}, but backbone '{backbone_name}' "
+        f"provides only {sorted(have)} (missing {missing}); {fix}"
+    )
 
 
 class SegmentationModel(nn.Module):
@@ -184,6 +253,7 @@ class SegmentationModel(nn.Module):
                 f"input {h}x{w} is smaller than backbone '{name}' takes: the minimum is {low}x{low}; "
                 "resize or pad the image"
             )
+        self.backbone.check_size(int(h), int(w))
 
     def check_features(self, features: dict[int, torch.Tensor], size: tuple[int, int]) -> bool:
         """Forward calls :func:`check_maps` (so ``segzoo build`` does) until an input decides; see there."""

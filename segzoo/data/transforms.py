@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ..core.errors import InputError
 from ..core.model import IMAGENET_NORM
+from ..core.window import WindowOf, covering_pad, has_window, mirror_pad
 from .io import IGNORE_INDEX, image_scale
 
 Pair = tuple[torch.Tensor, torch.Tensor]
@@ -125,6 +126,20 @@ class RandomHorizontalFlip:
         return image, mask
 
 
+class MirrorToWindow:
+    """Mirror the image at its borders (the U-Net paper's Fig. 2) and pad the mask with void, so that a model whose
+    scores cover only a centred window of its input (``window_of``, its ``output_window``) labels every pixel of
+    the image: its window, to which the step crops the mask, is then the image itself (plus void at most)."""
+
+    def __init__(self, window_of: WindowOf, min_size: int = 1):
+        self.window_of, self.min_size = window_of, min_size
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator) -> Pair:
+        top, bottom, left, right = covering_pad(self.window_of, *mask.shape, self.min_size)
+        return (mirror_pad(image, top, bottom, left, right),
+                F.pad(mask, (left, right, top, bottom), value=IGNORE_INDEX))
+
+
 class Compose:
     def __init__(self, transforms: Sequence[Any]):
         self.transforms = list(transforms)
@@ -136,17 +151,30 @@ class Compose:
 
 
 def train_transform(crop_size: int | Sequence[int], norm: dict[str, Any] | None = None,
-                    scale: tuple[float, float] = (0.5, 2.0), flip: bool = True) -> Compose:
-    """Normalize, random scale, random crop (void padding), horizontal flip: FCN-era augmentation."""
+                    scale: tuple[float, float] = (0.5, 2.0), flip: bool = True,
+                    window: MirrorToWindow | None = None) -> Compose:
+    """Normalize, random scale, random crop (void padding), horizontal flip: FCN-era augmentation; for a model whose
+    output is a window of its input, the crop is then mirrored out to the input whose window it is (``window``)."""
     steps: list[Any] = [Normalize(norm)]
     if scale and tuple(scale) != (1.0, 1.0):
         steps.append(RandomScale(*scale))
     steps.append(RandomCrop(crop_size))
     if flip:
         steps.append(RandomHorizontalFlip())
+    if window is not None:
+        steps.append(window)
     return Compose(steps)
 
 
-def eval_transform(norm: dict[str, Any] | None = None) -> Compose:
-    """Whole images, only normalized: evaluation sees every pixel at its own size."""
-    return Compose([Normalize(norm)])
+def eval_transform(norm: dict[str, Any] | None = None, window: MirrorToWindow | None = None) -> Compose:
+    """Whole images, only normalized: evaluation sees every pixel at its own size (mirrored out to the input whose
+    output window is the image, for a model with a ``window``)."""
+    return Compose([Normalize(norm), *([window] if window is not None else [])])
+
+
+def window_transform(model: Any) -> MirrorToWindow | None:
+    """The :class:`MirrorToWindow` step for a model whose output is smaller than its input, else None (same-size
+    models keep their transforms exactly as before)."""
+    if not has_window(model):
+        return None
+    return MirrorToWindow(model.output_window, int(getattr(getattr(model, "backbone", None), "min_input_size", 1)))

@@ -30,7 +30,7 @@ from ..data.io import TIFF_SUFFIXES, overlay_image, read_image, voc_palette
 from ..data.loader import worker_init
 from ..data.transforms import image_tensor, normalize
 from .runtime import describe, runner
-from .tile import check_tile, predict_tiled
+from .tile import check_tile, has_window, predict_tiled, predict_windowed, windowed_tile
 from .tta import TTA, tta_probs
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", *TIFF_SUFFIXES)
@@ -81,6 +81,13 @@ def _predict(model: Any, image: np.ndarray, emit: Callable[[int, torch.Tensor], 
         return normalize(image_tensor(image[top:bottom, left:right]), norm)[None]
 
     h, w = image.shape[:2]
+    if isinstance(model, torch.nn.Module) and has_window(model):
+        # valid convolutions: the scores cover a centred window of the input, so the whole image goes through
+        # overlap-tile with mirrored borders (one tile covering it without --tile) and comes back full size
+        size = windowed_tile(model, (h, w), tile)
+        emit(0, predict_windowed(probs_of, load(0, h, 0, w), size, model.output_window, info["num_classes"],
+                                 info["align"])[0])
+        return
     if tile is None:
         emit(0, probs_of(load(0, h, 0, w))[0])
         return

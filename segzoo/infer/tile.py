@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 
+from ..core.batch import Window
 from ..core.errors import SegzooError
+from ..core.window import cover_side, has_window, mirror_pad
 from .tta import TTA, tta_probs
 
 
@@ -121,8 +123,16 @@ class TiledModel(torch.nn.Module):
         self.align = int(max(strides))
         self.min_size = int(getattr(getattr(model, "backbone", None), "min_input_size", 1))
         self.num_classes = int(model.num_classes)
-        if tile is not None:
+        if tile is not None and has_window(model):
+            taken_side(model, tile, "--tile")
+        elif tile is not None:
             check_tile(tile, overlap, self.align, self.min_size)
+
+    def output_window(self, height: int, width: int) -> Any:
+        """Tiled, the image's own size (overlap-tile mirrors what a valid model needs); untiled, the model's window."""
+        if self.tile is None and hasattr(self.model, "output_window"):
+            return self.model.output_window(height, width)
+        return Window.full(height, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         def probs_of(v: torch.Tensor) -> torch.Tensor:
@@ -130,6 +140,10 @@ class TiledModel(torch.nn.Module):
 
         if self.tile is None:
             return probs_of(x).to(x.device)
+        if has_window(self.model):  # valid convolutions: overlap-tile with mirrored borders, full-size probabilities
+            size = windowed_tile(self.model, tuple(x.shape[-2:]), self.tile)
+            return predict_windowed(probs_of, x, size, self.model.output_window, self.num_classes,
+                                    self.align).to(x.device)
         out = torch.empty(x.shape[0], self.num_classes, *x.shape[-2:])
         for i in range(x.shape[0]):
             def keep(top: int, p: torch.Tensor, i: int = i) -> None:
@@ -138,3 +152,55 @@ class TiledModel(torch.nn.Module):
             predict_tiled(probs_of, lambda t, b, left, r, i=i: x[i:i + 1, :, t:b, left:r], tuple(x.shape[-2:]),
                           self.num_classes, self.tile, self.overlap, keep, self.align, self.batch)
         return out.to(x.device)
+
+
+# -- overlap-tile for models whose output is a centred window of their input (U-Net's valid convolutions) ---------
+
+def valid_starts(n: int, out: int, step: int) -> list[int]:
+    """Where output tiles of ``out`` pixels start along a side of ``n``: at multiples of ``step``, covering it."""
+    starts = [0]
+    while starts[-1] + out < n:
+        starts.append(starts[-1] + step)
+    return starts
+
+
+def predict_windowed(probs_of: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: tuple[int, int],
+                     window_of: Callable[[int, int], Any], num_classes: int, align: int) -> torch.Tensor:
+    """Full-size probabilities (N x classes x H x W) from a model whose scores cover only a centred window of its
+    input: the image is mirror-padded and scored by input tiles of ``tile`` (a size the model takes), whose output
+    windows start at multiples of ``align`` (the coarsest stride) and so see every pooling grid at the same phase
+    as one pass over the whole padded image would: the result equals that pass (tests/test_tile.py)."""
+    th, tw = tile
+    win = window_of(th, tw)
+    oh, ow = win.height, win.width
+    sh, sw = max(align, oh // align * align), max(align, ow // align * align)
+    if sh > oh or sw > ow:
+        raise SegzooError(f"--tile {th}x{tw} gives outputs of {oh}x{ow}, smaller than the model's coarsest stride "
+                          f"{align}; use a larger tile")
+    n, _, h, w = x.shape
+    rows, cols = valid_starts(h, oh, sh), valid_starts(w, ow, sw)
+    padded = mirror_pad(x, win.top, rows[-1] + th - win.top - h, win.left, cols[-1] + tw - win.left - w)
+    out = torch.empty(n, num_classes, h, w)
+    for r in rows:
+        for c in cols:
+            p = probs_of(padded[..., r:r + th, c:c + tw])
+            out[..., r:r + oh, c:c + ow] = p[..., :min(oh, h - r), :min(ow, w - c)].to(out.dtype).cpu()
+    return out
+
+
+def windowed_tile(model: Any, size: tuple[int, int], tile: int | None) -> tuple[int, int]:
+    """The input tile for an image of ``size`` on a windowed model: ``tile`` (refused, naming the nearest sizes, where
+    the model's geometry cannot take it), or else one tile whose window covers the image."""
+    if tile is not None:
+        return taken_side(model, tile, "--tile"), taken_side(model, tile, "--tile")
+    low = int(getattr(getattr(model, "backbone", None), "min_input_size", 1))
+    return cover_side(model.output_window, size[0], 0, low), cover_side(model.output_window, size[1], 1, low)
+
+
+def taken_side(model: Any, side: int, what: str) -> int:
+    """``side`` if the model takes it, else an error naming the nearest sides it does."""
+    try:
+        model.output_window(side, side)
+    except SegzooError as exc:
+        raise SegzooError(f"{what} {side}: {exc}") from None
+    return side

@@ -55,17 +55,20 @@ def tta_probs(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta:
     A view smaller than ``min_size`` (the model's smallest input) is padded bottom/right with zeros (the mean,
     once normalized) and the padding cropped from its scores.
     """
-    h, w = x.shape[-2:]
-    total = None
+    views = []
     for scale in tta.scales:
         xs = x if scale == 1.0 else F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
         for flipped in ((False, True) if tta.flip else (False,)):
             v = xs.flip(-1) if flipped else xs
             p = _softmax(run, v, min_size)
-            p = p.flip(-1) if flipped else p
-            if p.shape[-2:] != (h, w):
-                p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
-            total = p if total is None else total.add_(p)
+            views.append((scale, p.flip(-1) if flipped else p))
+    # the scores' own size at scale 1: the input's, or the centred window of a valid-convolution model
+    size = next((tuple(p.shape[-2:]) for scale, p in views if scale == 1.0), tuple(x.shape[-2:]))
+    total = None
+    for _, p in views:
+        if tuple(p.shape[-2:]) != size:
+            p = F.interpolate(p, size=size, mode="bilinear", align_corners=False)
+        total = p if total is None else total.add_(p)
     return total.div_(tta.views)
 
 

@@ -27,7 +27,7 @@ from .. import train as training  # looked up at each call: tests replace segzoo
 from ..api import load_model
 from ..core.errors import SegzooError
 from ..core.files import atomic_write_text
-from ..data import SegmentationDataset, eval_transform, find_pairs
+from ..data import SegmentationDataset, eval_transform, find_pairs, window_transform
 from ..data import demo as demo_data  # likewise write_demo_dataset
 from ..data.dataset import shared_decoding
 from ..train import TrainConfig, evaluate
@@ -66,7 +66,7 @@ def run_settings(run: Run, train: dict[str, Any]) -> dict[str, Any]:
     backbone's factory takes."""
     v = run.variant
     kwargs, _ = options_for(v.backbone, train.get("backbone_kwargs") or {})
-    return {**train, "model": f"{v.backbone}-{v.head}", "seed": run.seed, "backbone_kwargs": kwargs}
+    return {**train, "model": v.model or f"{v.backbone}-{v.head}", "seed": run.seed, "backbone_kwargs": kwargs}
 
 
 def recorded_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -268,7 +268,8 @@ def _evaluate(model: Any, config: dict[str, Any], px: int) -> dict[str, Any]:
     """The final metrics again with boundary IoU at ``px`` (the trainer's validation uses the default)."""
     rt = setup(config.get("device") or "auto", config.get("amp"))
     pairs = find_pairs(config["data"], config.get("val_split") or "val", bool(config.get("skip_bad")))
-    dataset = SegmentationDataset(pairs, model.num_classes, eval_transform(model.normalization))
+    window = window_transform(model)  # a valid-convolution model sees each image mirrored out to its window
+    dataset = SegmentationDataset(pairs, model.num_classes, eval_transform(model.normalization, window))
     loader = eval_loader(dataset, rt, int(config.get("batch_size") or 1))
     return evaluate(model.to(rt.device), loader, rt, model.num_classes, model.recipe.class_names, boundary_px=px)
 

@@ -73,10 +73,12 @@ def paired_difference(variant: dict[int, float], baseline: dict[int, float]) -> 
 
 def baseline_name(row: dict[str, Any], names: Sequence[str], baseline: str | None, first_head: str) -> str:
     """What ``row``'s variant is compared with: ``baseline`` if it names a variant, else that head (or the first
-    head) of the same backbone and staging."""
+    head) of the same backbone and staging, else the study's first variant."""
     if baseline in names:
         return baseline
-    return f"{row['backbone']}-{baseline or first_head}" + ("-staged" if row.get("staged") else "")
+    name = f"{row['backbone']}-{baseline or first_head}" + ("-staged" if row.get("staged") else "")
+    # a named model's row (unet-classic) has no such head on its backbone: it is compared with the first variant
+    return name if name in names or not names else names[0]
 
 
 def summarize(rows: list[dict[str, Any]], baseline: str | None = None) -> list[dict[str, Any]]:

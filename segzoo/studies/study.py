@@ -43,6 +43,7 @@ class Study:
     baseline: str | None = None
     boundary_px: int = BOUNDARY_PX
     train: dict[str, Any] = field(default_factory=dict)
+    models: list[str] = field(default_factory=list)  # extra rows by model or recipe name (unet-classic)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> Study:
@@ -110,6 +111,11 @@ class Study:
             registry.backbone_factory(b)  # an unknown name fails before anything is trained
         for h in self.heads:
             registry.head(h)
+        if not isinstance(self.models, list) or not all(isinstance(m, str) and m.strip() for m in self.models):
+            raise SegzooError(f"'models' must be a list of model or recipe names, got {self.models!r} (--models "
+                              "NAME,NAME; 'segzoo list' shows them)")
+        for m in self.models:
+            registry.resolve(m)
         if self.baseline is not None:
             names = self.heads + [v.name for v in plan(self)]
             if not isinstance(self.baseline, str) or self.baseline not in names:
@@ -150,6 +156,7 @@ class Variant:
     head: str
     staged: bool = False
     init_from: str | None = None
+    model: str | None = None  # the model or recipe name a row trains, when it is not <backbone>-<head>
 
 
 @dataclass(frozen=True)
@@ -174,10 +181,15 @@ def plan(study: Study) -> list[Variant]:
                 variants += [Variant(f"{b}-{h}", b, h) for h in study.heads]
                 continue
             previous = None
-            for h in sorted(study.heads, key=lambda h: len(registry.head(h).strides)):
+            # coarse to fine: fixed heads by how many strides they fuse; a head that adapts (a rule) last
+            for h in sorted(study.heads, key=lambda h: len(s) if isinstance(s := registry.head(h).strides, tuple)
+                            else 99):
                 name = f"{b}-{h}-staged"
                 variants.append(Variant(name, b, h, True, previous))
                 previous = name
+    for m in study.models:  # a named model as one more row, trained at once with the same settings
+        recipe = registry.resolve(m)
+        variants.append(Variant(m, recipe.backbone, recipe.head, model=m))
     return variants
 
 

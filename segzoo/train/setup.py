@@ -22,11 +22,20 @@ from torch.utils.data import DataLoader
 from ..api import create_model
 from ..core.errors import GeometryError, SegzooError
 from ..core.model import SegmentationModel
-from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, make_loader, train_transform
+from ..data import (
+    SegmentationDataset,
+    ShardedSampler,
+    eval_transform,
+    find_pairs,
+    make_loader,
+    train_transform,
+    window_transform,
+)
 from ..data.demo import write_demo_dataset
 from ..data.formats import PairList
 from ..data.label_map import LabelMap, load_label_map
 from ..data.stats import normalization_for
+from ..data.transforms import MirrorToWindow
 from . import runtime as rtm
 from .class_weights import auto_class_weights
 from .config import TrainConfig
@@ -115,15 +124,18 @@ class RunData:
     steps_per_epoch: int
 
 
-def make_data(cfg: TrainConfig, rt: rtm.Runtime, splits: RunSplits, normalization: dict[str, Any]) -> RunData:
+def make_data(cfg: TrainConfig, rt: rtm.Runtime, splits: RunSplits, normalization: dict[str, Any],
+              window: MirrorToWindow | None = None) -> RunData:
     """Datasets normalised as the model wants, sharded over ranks; the epoch travels with each sample index,
-    so persistent loader workers (which never see a set_epoch on the dataset) still augment per epoch."""
+    so persistent loader workers (which never see a set_epoch on the dataset) still augment per epoch. For a
+    model whose output is a window of its input (``window``), each crop and each validation image is mirrored
+    out to the input whose window it is, its mask padded with void: the labels stay the crop's."""
     pairs = splits.pairs
     train_set = SegmentationDataset(pairs["train"], splits.num_classes,
-                                    train_transform(cfg.input_size, normalization, tuple(cfg.scale), cfg.flip),
+                                    train_transform(cfg.input_size, normalization, tuple(cfg.scale), cfg.flip, window),
                                     cfg.skip_bad, cfg.seed, label_map=splits.label_map)
-    val_set = (SegmentationDataset(pairs["val"], splits.num_classes, eval_transform(normalization), cfg.skip_bad,
-                                   label_map=splits.label_map) if "val" in pairs else None)
+    val_set = (SegmentationDataset(pairs["val"], splits.num_classes, eval_transform(normalization, window),
+                                   cfg.skip_bad, label_map=splits.label_map) if "val" in pairs else None)
     sampler = ShardedSampler(len(train_set), True, cfg.seed, rt.rank, rt.world_size, pad=True, tag_epoch=True)
     loader = make_loader(train_set, sampler, cfg.batch_size, cfg.workers, pin_memory=rt.device.type == "cuda",
                          seed=cfg.seed)
@@ -185,7 +197,7 @@ def build_run(cfg: TrainConfig, rt: rtm.Runtime, out: Path, resuming: bool = Fal
     for p in splits.pairs.values():
         if p.dropped:
             log(f"skipped {len(p.dropped)} bad entries of split '{p.split}', e.g.: {p.dropped[0]}")
-    run_data = make_data(cfg, rt, splits, model.normalization)
+    run_data = make_data(cfg, rt, splits, model.normalization, window_transform(model))
     model.to(rt.device)
     if rt.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -13,9 +13,9 @@ import importlib
 from dataclasses import dataclass
 
 from ..core.errors import SegzooError
-from ..core.model import Head, SegmentationModel
+from ..core.model import FeatureInfo, Head, SegmentationModel, Strides, describe_strides
 from ..core.recipe import Recipe
-from .contract import CheckResult, SyntheticBackbone, _check, run_contract
+from .contract import CheckResult, SyntheticBackbone, _check, check_output_shape, run_contract
 from .loader import HOOKS, PluginRecord, load_plugins, normalize
 from .registry import Entry, Registry
 
@@ -91,30 +91,51 @@ def check_backbone(registry: Registry, entry: Entry, num_classes: int) -> list[C
 
     def build() -> SegmentationModel:
         make, _ = registry.backbone_factory(entry.name)
-        have = {f.stride for f in make().feature_info}
-        heads = sorted((h for h in registry.entries["head"].values() if set(h.strides) <= have),
-                       key=lambda h: (-len(h.strides), h.name))
-        assert heads, f"no registered head reads only the strides it declares ({sorted(have)})"
-        return registry.build(Recipe(backbone=entry.name, head=heads[0].name, num_classes=num_classes))
+        info = list(make().feature_info)
+        reads = {h.name: h.reads(info) for h in registry.entries["head"].values()}
+        heads = sorted((n for n, r in reads.items() if r), key=lambda n: (-len(reads[n]), n))
+        assert heads, f"no registered head reads only the strides it declares ({sorted(f.stride for f in info)})"
+        return registry.build(Recipe(backbone=entry.name, head=heads[0], num_classes=num_classes))
 
     return _contract(build, check_backbone=True)
 
 
 def check_head(registry: Registry, entry: Entry, num_classes: int) -> list[CheckResult]:
-    def build() -> SegmentationModel:
-        """On a synthetic backbone with just the strides the head declared, so that every parameter must train
-        and a head reading a stride it did not declare fails."""
-        backbone = SyntheticBackbone(sorted(entry.strides))
-        head = entry.obj(list(backbone.feature_info), num_classes)
+    """A fixed head on a synthetic backbone with just the strides it declared, so that every parameter must train
+    and a head reading a stride it did not declare fails. A head declared by a :class:`~segzoo.core.model.Strides`
+    rule is checked so on the levels its rule reads from strides 1-32, and must also build, reading what the rule
+    says, on the backbones its rule fits with one level fewer at either end."""
+    strides = entry.strides
+    if isinstance(strides, Strides):
+        offered = {1, 2, 4, 8, 16, 32, *strides.required, *([strides.max] if strides.max else [])}
+        chosen = list(strides.select([FeatureInfo(s, 1) for s in offered]))
+        variants = [chosen, chosen[1:], chosen[:-1]]
+    else:
+        variants = [sorted(strides, reverse=True)]
+
+    def build(levels: list[int]) -> SegmentationModel:
+        backbone = SyntheticBackbone(sorted(levels))
+        info = list(backbone.feature_info)
+        head = entry.obj(info, num_classes)
         assert isinstance(head, Head), f"the factory returned a {type(head).__name__}, not a segzoo.Head"
-        got = tuple(getattr(head, "strides", ()))
-        assert got == entry.strides, f"registered with strides {list(entry.strides)}, built with {list(got)}"
+        got, want = tuple(getattr(head, "strides", ())), entry.reads(info)
+        assert got == want, (f"registered with {describe_strides(strides)}, which reads {list(want or ())} on a "
+                             f"backbone with strides {sorted(levels)}, built with {list(got)}")
         got = head.num_classes
         assert got == num_classes, f"asked for {num_classes} classes, got head.num_classes={got}"
         return SegmentationModel(backbone, head, Recipe(backbone="synthetic", head=entry.name,
                                                         num_classes=num_classes))
 
-    return _contract(build, check_backbone=False)
+    rows = _contract(lambda: build(variants[0]), check_backbone=False)
+    for levels in variants[1:]:
+        if levels and isinstance(strides, Strides) and strides.fits([FeatureInfo(s, 1) for s in levels]):
+            rows.append(_check(f"adapts to strides {sorted(levels)}", lambda v=levels: _shape_of(build(v))))
+    return rows
+
+
+def _shape_of(model: SegmentationModel) -> str:
+    """The model builds and returns N x C x H x W at the contract's sizes."""
+    return check_output_shape(model)
 
 
 def _contract(build, check_backbone: bool) -> list[CheckResult]:

@@ -65,11 +65,12 @@ def check_feature_info(backbone: Backbone, sizes: Sequence[tuple[int, int]] = OD
     assert info, "feature_info is empty: declare FeatureInfo(stride, channels) for every level forward() returns"
     strides = [f.stride for f in info]
     assert len(set(strides)) == len(strides), f"feature_info repeats strides: {strides}"
-    sizes = fit_sizes(sizes, backbone.min_input_size)
-    side = max(8 * s - 2 * min(f.offset, 0) for f, s in zip(info, strides))  # 8 cells at the coarsest level
+    side = int(max(8 * s + 2 * abs(f.offset) for f, s in zip(info, strides)))  # 8 cells at the coarsest level
+    sizes = [(next_side(backbone, h), next_side(backbone, w))
+             for h, w in fit_sizes([*sizes, (side + 1, side + 3)], backbone.min_input_size)]
     backbone.eval()
     with torch.no_grad():
-        for size in [*sizes, (int(side) + 1, int(side) + 3)]:
+        for size in sizes:
             try:
                 check_maps(info, backbone(_input(size)), size, "the backbone")
             except PluginError as exc:
@@ -82,14 +83,38 @@ def fit_sizes(sizes: Sequence[tuple[int, int]], low: int) -> list[tuple[int, int
     return [(max(h, low + (h % 2 != low % 2)), max(w, low + (w % 2 != low % 2))) for h, w in sizes]
 
 
+def model_sizes(model: SegmentationModel, sizes: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The check sizes for ``model``: each side raised to the backbone's ``min_input_size``, then, for a model whose
+    geometry takes only some sizes (valid convolutions), to the next side its ``output_window`` accepts."""
+    return [(next_side(model, h), next_side(model, w))
+            for h, w in fit_sizes(sizes, model.backbone.min_input_size)]
+
+
+def next_side(model: SegmentationModel | Backbone, side: int, reach: int = 1024) -> int:
+    """The smallest side from ``side`` up that the backbone's ``check_size`` and the model's ``output_window``
+    take (probed as a square)."""
+    backbone = model.backbone if isinstance(model, SegmentationModel) else model
+    for n in range(side, side + reach):
+        try:
+            backbone.check_size(n, n)
+            if isinstance(model, SegmentationModel):
+                model.output_window(n, n)
+        except InputError:
+            continue
+        return n
+    raise AssertionError(f"check_size or output_window refuses every side from {side} to {side + reach}")
+
+
 def check_output_shape(model: SegmentationModel, sizes: Sequence[tuple[int, int]] = ODD_SIZES) -> str:
-    """N x C x H x W out for N x 3 x H x W in, at odd sizes too (no smaller than the backbone takes)."""
-    sizes = fit_sizes(sizes, model.backbone.min_input_size)
+    """N x C x H x W out for N x 3 x H x W in, at odd sizes too (no smaller than the backbone takes); a model that
+    declares a smaller output window returns that window's H x W, at the nearest sizes its geometry takes."""
+    sizes = model_sizes(model, sizes)
     model.eval()
     with torch.no_grad():
         for h, w in sizes:
             out = model(_input((h, w), batch=2))
-            want = (2, model.num_classes, h, w)
+            window = model.output_window(h, w)
+            want = (2, model.num_classes, window.height, window.width)
             assert tuple(out.shape) == want, f"input 2x3x{h}x{w} gave {tuple(out.shape)}, expected {want}"
             assert torch.isfinite(out).all(), f"non-finite scores at {h}x{w}"
     return "sizes " + ", ".join(f"{h}x{w}" for h, w in sizes)
@@ -103,7 +128,7 @@ def check_gradients(model: SegmentationModel, size: tuple[int, int] = (48, 48)) 
     design, so their zero entries are briefly made non-zero: the check asks whether a gradient path
     exists, which is what a detached or unused parameter lacks. The model is left as it was.
     """
-    size = (max(size[0], model.backbone.min_input_size), max(size[1], model.backbone.min_input_size))
+    size = model_sizes(model, [size])[0]
     was_training = model.training
     model.eval()  # no dropout: the check is about the graph, not the noise
     gen = torch.Generator().manual_seed(1)
@@ -152,7 +177,8 @@ def check_min_input(model: SegmentationModel) -> str:
     model.eval()
     with torch.no_grad():
         out = model(_input((low, low)))
-        assert out.shape[-2:] == (low, low), f"minimum input {low}x{low} gave {tuple(out.shape[-2:])}"
+        want = model.output_window(low, low).size
+        assert out.shape[-2:] == want, f"minimum input {low}x{low} gave {tuple(out.shape[-2:])}, expected {want}"
         if low > 1:
             try:
                 model(_input((low - 1, low)))
@@ -181,8 +207,10 @@ def check_pickle(model: SegmentationModel) -> str:
 def _same_output(a: nn.Module, b: nn.Module, what: str) -> str:
     a.eval()
     b.eval()
-    low = getattr(getattr(a, "backbone", None), "min_input_size", 1)
-    x = _input(fit_sizes([(40, 56)], low)[0])
+    if isinstance(a, SegmentationModel):
+        x = _input(model_sizes(a, [(40, 56)])[0])
+    else:
+        x = _input(fit_sizes([(40, 56)], getattr(getattr(a, "backbone", None), "min_input_size", 1))[0])
     with torch.no_grad():
         ya, yb = a(x), b(x)
     diff = (ya - yb).abs().max().item()

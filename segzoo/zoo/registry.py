@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import GeometryError, PluginError, SegzooError, UnknownNameError
-from ..core.model import GEOMETRIES, Backbone, FeatureInfo, Head, SegmentationModel, check_head_fits
+from ..core.model import (
+    GEOMETRIES,
+    Backbone,
+    FeatureInfo,
+    Head,
+    SegmentationModel,
+    Strides,
+    check_head_fits,
+    head_reads,
+)
 from ..core.recipe import Preset, Recipe, WeightLayout
 
 KINDS = ("backbone", "head", "recipe", "preset", "weight layout", "loss")
@@ -35,9 +44,13 @@ class Entry:
     plugin: str
     dist: str
     description: str = ""
-    strides: tuple[int, ...] = ()
+    strides: tuple[int, ...] | Strides = ()  # a fixed tuple, or a rule over the backbone's levels
     parent: str | None = None
     sees_batch: bool = True  # a loss: called as loss(scores, batch) (False: the deprecated loss(scores, target))
+
+    def reads(self, info: list[FeatureInfo]) -> tuple[int, ...] | None:
+        """The strides this head reads on a backbone with ``info`` (``None``: it does not fit that backbone)."""
+        return head_reads(self.strides, info)
 
     @property
     def is_family(self) -> bool:
@@ -59,17 +72,28 @@ class Registrar:
     def backbone(self, name: str, factory: Callable[..., Any], description: str = "") -> None:
         self._add("backbone", name, factory, description)
 
-    def head(self, name: str, factory: Callable[..., Any], strides: tuple[int, ...] | list[int] | None = None,
-             parent: str | None = None, description: str = "") -> None:
-        """``strides``: the feature strides the head reads, coarsest first; ``parent``: its coarser head (staged)."""
+    def head(self, name: str, factory: Callable[..., Any],
+             strides: tuple[int, ...] | list[int] | Strides | None = None, parent: str | None = None,
+             description: str = "") -> None:
+        """``strides``: the feature strides the head reads, coarsest first, or a rule (``segzoo.Strides.every(min=4)``)
+        for a head that adapts to its backbone; ``parent``: its coarser head (staged)."""
+        if isinstance(strides, Strides):
+            self._add("head", name, factory, description)
+            self.staged[-1].strides, self.staged[-1].parent = strides, self._parent(name, parent)
+            return
         if strides is None or isinstance(strides, (str, bytes)) or not len(strides) or not all(
                 isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in strides):
             raise PluginError(f"head '{name}' must declare the strides it reads, coarsest first, e.g. "
-                              f"registrar.head({name!r}, factory, strides=(32, 16, 8)); got {strides!r}")
+                              f"registrar.head({name!r}, factory, strides=(32, 16, 8)), or as a rule for a head "
+                              f"that adapts to its backbone, strides=segzoo.Strides.every(min=4); got {strides!r}")
+        self._add("head", name, factory, description)
+        self.staged[-1].strides, self.staged[-1].parent = tuple(strides), self._parent(name, parent)
+
+    @staticmethod
+    def _parent(name: str, parent: str | None) -> str | None:
         if parent is not None and not isinstance(parent, str):
             raise PluginError(f"head '{name}': parent must be the name of the coarser head, got {parent!r}")
-        self._add("head", name, factory, description)
-        self.staged[-1].strides, self.staged[-1].parent = tuple(strides), parent
+        return parent
 
     def recipe(self, name: str, recipe: Mapping[str, Any] | Recipe) -> None:
         try:
@@ -219,13 +243,14 @@ class Registry:
         return True
 
     def fitting_heads(self, info: list[FeatureInfo], exclude: str | None = None) -> list[str]:
-        """Heads that read only strides the backbone has, best first: those reading its coarsest level (whose
-        layers then all train), most strides first; ``exclude`` (the head that just failed) is never among them."""
-        have = {f.stride for f in info}
-        coarsest = max(have, default=0)
-        fits = [e for e in self.entries["head"].values() if set(e.strides) <= have and e.name != exclude]
-        fits.sort(key=lambda e: (max(e.strides) != coarsest, -len(e.strides), e.name))
-        return [e.name for e in fits]
+        """Heads that read only strides the backbone has (by their tuple or their rule), best first: those reading
+        its coarsest level (whose layers then all train), most strides first; ``exclude`` (the head that just
+        failed) is never among them."""
+        coarsest = max((f.stride for f in info), default=0)
+        reads = {e.name: e.reads(info) for e in self.entries["head"].values() if e.name != exclude}
+        fits = sorted((n for n, r in reads.items() if r), key=lambda n: (max(reads[n]) != coarsest,
+                                                                         -len(reads[n]), n))
+        return fits
 
     def resolve(self, name: str) -> Recipe:
         """A model name → its recipe: a registered one, or ``<backbone>-<head>`` with the defaults."""
@@ -262,7 +287,7 @@ class Registry:
         check_head_fits(recipe.head, h_entry.strides, info, recipe.backbone, fitting)
         head = call_plugin(h_entry, recipe.head, h_entry.obj, list(info), recipe.num_classes, **extra,
                             **recipe.head_kwargs)
-        _check_head(head, recipe, h_entry)
+        _check_head(head, recipe, h_entry, info)
         recipe = recipe.replace(backbone_plugin=b_entry.plugin, head_plugin=h_entry.plugin,
                                 backbone_dist=b_entry.dist, head_dist=h_entry.dist,
                                 normalization=recipe.normalization or dict(backbone.normalization))
@@ -281,15 +306,17 @@ def _checked_backbone(backbone: Any, name: str, entry: Entry) -> list[FeatureInf
     return list(info)
 
 
-def _check_head(head: Any, recipe: Recipe, entry: Entry) -> None:
+def _check_head(head: Any, recipe: Recipe, entry: Entry, info: list[FeatureInfo]) -> None:
     if not isinstance(head, Head):
         raise PluginError(f"head '{recipe.head}' from {entry.source} returned a {type(head).__name__}, not a "
                           "segzoo.Head")
     strides = tuple(getattr(head, "strides", ()) or ())
-    if strides != entry.strides:
+    want = entry.reads(info)
+    if strides != want:
+        rule = f" ({entry.strides}) on this backbone" if isinstance(entry.strides, Strides) else ""
         raise PluginError(f"head '{recipe.head}' from {entry.source} was registered with strides "
-                          f"{list(entry.strides)} but the head it built has strides {list(strides)}; set "
-                          "self.strides to the strides it reads, as registered")
+                          f"{list(want or ())}{rule} but the head it built has strides "
+                          f"{list(strides)}; set self.strides to the strides it reads, as registered")
     if getattr(head, "num_classes", None) != recipe.num_classes:
         raise PluginError(f"head '{recipe.head}' from {entry.source} was asked for {recipe.num_classes} classes but "
                           f"its num_classes is {getattr(head, 'num_classes', None)!r}; set self.num_classes")
