@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..api import load_model
 from ..core.errors import SegzooError
-from ..core.files import atomic_write_text
+from ..core.files import atomic_write_text, check_output_path, read_text_file
 from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, load_label_map, make_loader
 from ..infer.tile import TiledModel
 from ..infer.tta import parse_tta
@@ -42,12 +42,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="append", default=[], metavar="AUG",
                    help="test-time augmentation: flip, and/or scales=0.75,1,1.25 (repeat the flag to combine)")
     p.add_argument("--json", default=None, metavar="FILE",
-                   help="where to write the metrics (default: eval-<split>.json beside the checkpoint)")
+                   help="where to write the metrics (default: eval-<split>.json beside the checkpoint); an earlier "
+                        "eval's report is replaced, any other existing FILE only with --force")
+    p.add_argument("--force", action="store_true", help="replace an existing --json FILE (never the checkpoint)")
+
+
+def _eval_report(path: Path) -> bool:
+    """Whether ``path`` is a report an earlier ``segzoo eval`` wrote (a JSON object with its keys)."""
+    if not path.is_file() or path.stat().st_size > 1 << 20:
+        return False
+    try:
+        data = json.loads(read_text_file(path, "--json file"))
+    except (SegzooError, ValueError):
+        return False
+    return isinstance(data, dict) and {"checkpoint", "split", "model", "pixels"} <= set(data)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.boundary_px < 1:
         raise SegzooError(f"--boundary-px must be >= 1, got {args.boundary_px} (the band's width in pixels)")
+    out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval-{Path(args.split).stem}.json")
+    # an earlier eval's report it may replace; never its inputs (not even with --force), nothing else unasked
+    check_output_path(out, (args.checkpoint, args.label_map, args.data), force=args.force or _eval_report(out),
+                      flag="--json")
     rt = setup(args.device)
     model = load_model(args.checkpoint).to(rt.device)
     pairs = find_pairs(args.data, args.split, args.skip_bad)
@@ -63,7 +80,6 @@ def run(args: argparse.Namespace) -> int:
           f"{m['pixels']:,} labelled pixels" + (f", {m['skipped'] + len(pairs.dropped)} skipped" if
                                                  m["skipped"] or pairs.dropped else "") + ")")
     print(report(m))
-    out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval-{Path(args.split).stem}.json")
     atomic_write_text(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
                                   "model": model.recipe.name, **m}, indent=1) + "\n", out)
     print(f"\nwrote {out}")
