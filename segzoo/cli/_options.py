@@ -89,3 +89,12 @@ def check_new_file(path: str, force: bool, flag: str = "--out", inputs: tuple[An
     and one of the command's ``inputs`` even then; a folder is never a file to write
     (:func:`segzoo.core.files.check_output_path`)."""
     check_output_path(path, inputs, force, flag)
+
+
+def tile_options(args: argparse.Namespace) -> float:
+    """``--overlap`` belongs to ``--tile``: given alone it would be accepted and ignored, so it is refused.
+    Returns the overlap to use (0.25 by default)."""
+    if args.overlap is not None and args.tile is None:
+        raise SegzooError(f"--overlap {args.overlap:g} blends tiles, so it needs --tile S (e.g. --tile 512); without "
+                          "--tile each image is one forward pass")
+    return 0.25 if args.overlap is None else args.overlap

@@ -10,6 +10,7 @@ then a rename). Reads accept regular files only, so a FIFO or a device named by 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import stat
@@ -178,10 +179,14 @@ def atomic_write_text(text: str, path: str | os.PathLike[str], overwrite: bool =
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")), overwrite=overwrite)
 
 
+MAX_TEXT_BYTES = 64 << 20  # settings, label maps, stats and run records are KB; 64 MB is a wrong file
+
+
 def read_text_file(path: str | os.PathLike[str], what: str = "file",
-                   error: type[SegzooError] = SegzooError) -> str:
-    """A regular file's UTF-8 text; a missing, special (FIFO, device, folder), unreadable or non-UTF-8 file
-    is one ``error`` naming it, so nothing blocks on a pipe and nothing ends in a traceback."""
+                   error: type[SegzooError] = SegzooError, limit: int = MAX_TEXT_BYTES) -> str:
+    """A regular file's UTF-8 text; a missing, special (FIFO, device, folder), unreadable, non-UTF-8 or larger than
+    ``limit`` file is one ``error`` naming it, so nothing blocks on a pipe and nothing ends in a traceback.
+    Every text file segzoo reads (YAML, JSON, label maps, records) comes through here."""
     path = Path(path)
     try:
         mode = path.stat().st_mode
@@ -194,12 +199,39 @@ def read_text_file(path: str | os.PathLike[str], what: str = "file",
     if not stat.S_ISREG(mode):
         raise error(f"{what} {path} is not a regular file (a pipe, socket or device); segzoo reads only "
                     "regular files: copy it to a file and pass that")
+    size = os.stat(path).st_size
+    if size > limit:
+        raise error(f"{what} {path} is {size:,} bytes, more than the {limit:,} segzoo reads from such a file; "
+                    "check that it is the right file")
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
     except OSError as exc:
         raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise error(f"{what} {path} grew past {limit:,} bytes while being read; check that it is the right file")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(f"{what} {path} is not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x}); save it as "
                     "UTF-8") from None
+
+
+def read_json_file(path: str | os.PathLike[str], what: str = "file", error: type[SegzooError] = SegzooError,
+                   kind: type | None = dict, limit: int = MAX_TEXT_BYTES) -> Any:
+    """A JSON file read through :func:`read_text_file`, as ``kind`` (a dict by default; ``None``: any JSON value).
+    Bad JSON, NaN/Infinity literals and the wrong top-level type are one ``error`` naming the file."""
+    text = read_text_file(path, what, error, limit)
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        data = json.loads(text, parse_constant=no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise error(f"{what} {path} is not valid JSON ({str(exc)[:120]}); it is damaged: restore or remove it"
+                    ) from None
+    if kind is not None and not isinstance(data, kind):
+        raise error(f"{what} {path} holds a JSON {type(data).__name__}, not the {kind.__name__} segzoo writes there; "
+                    "it is damaged: restore or remove it")
+    return data

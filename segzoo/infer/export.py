@@ -292,6 +292,8 @@ def check_metadata(raw: dict[str, str], path: str | os.PathLike[str]) -> dict[st
 
     try:
         if "normalization" in meta:
+            if not isinstance(meta["normalization"], dict):
+                raise bad(f"normalization {meta['normalization']!r:.40} is not a mapping of mean and std")
             Recipe(name="metadata", backbone="metadata", head="metadata", normalization=meta["normalization"])
         if "recipe" in meta:
             Recipe.from_dict(meta["recipe"], where=f"{path}: its recipe")
