@@ -459,6 +459,7 @@ def test_config_values_are_type_checked_and_print_config_prints_only_valid_setti
     for text, expect in (("flip: 'no'\n", "setting 'flip' must be true or false, got 'no'"),
                          ("epochs: two\n", "setting 'epochs' must be a whole number, got 'two'"),
                          ("scale: [1, a]\n", "setting 'scale' must be a list of 2 numbers"),
+                         ("scale: [1]\n", "--scale must be LOW,HIGH"),
                          ("demo: {train: x}\n", "setting 'demo'"),
                          (b"epochs: \xff\xfe\n", "not UTF-8"),
                          ("? [1, 2]\n: 3\n", "config file")):

@@ -250,8 +250,8 @@ def _fits(value: Any, hint: Any) -> bool:
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             return False
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+        if origin is tuple and args and args[-1] is not Ellipsis:  # the length is the range check's (--scale)
+            return all(_fits(v, args[0]) for v in value)
         return all(_fits(v, args[0]) for v in value) if args else True
     if origin is dict:
         return isinstance(value, dict) and all(isinstance(k, str) and _fits(v, args[1]) for k, v in value.items())
