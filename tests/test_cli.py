@@ -465,7 +465,11 @@ def test_config_values_are_type_checked_and_print_config_prints_only_valid_setti
                          ("? [1, 2]\n: 3\n", "config file")):
         cfg = tmp_path / "c.yaml"
         cfg.write_bytes(text if isinstance(text, bytes) else text.encode())
-        refused(capsys, ["train", "--config", str(cfg), "--print-config"], expect)
+        assert main(["train", "--config", str(cfg), "--print-config"]) == 2
+        captured = capsys.readouterr()
+        errors = [line for line in captured.err.splitlines() if line.startswith("segzoo")]
+        assert len(errors) == 1 and expect in errors[0] and "Traceback" not in captured.err, captured.err
+        assert "epochs:" not in captured.out  # nothing printed as if it were a valid config
 
 
 def _fifo_guard():
@@ -571,3 +575,27 @@ def test_a_float_tiff_with_nan_is_refused_by_predict_and_reported_by_data_check_
     assert "NaN or Inf" in captured.out + captured.err
     refused(capsys, ["data", "stats", str(data), "--split", "all"], "NaN or Inf")
     assert sorted(p.name for p in data.iterdir()) == ["images", "masks"]
+
+
+def test_tampered_optimizer_state_is_one_line_before_training(trained_run, tmp_path, capsys):
+    import torch
+
+    good = torch.load(trained_run / "last.pt", weights_only=True)
+    bad = {**good, "optimizer": {**good["optimizer"], "param_groups": [{"params": [0, 1]}]}}
+    path = tmp_path / "bad" / "last.pt"
+    path.parent.mkdir()
+    torch.save(bad, path)
+    refused(capsys, ["train", "--resume", str(path), "--epochs", "2", "--out", str(tmp_path / "bad")],
+            "its optimizer state does not fit this run")
+    assert sorted(p.name for p in (tmp_path / "bad").iterdir()) == ["config.json", "last.pt"] or not any(
+        p.name.startswith("metrics") for p in (tmp_path / "bad").iterdir())
+
+
+def test_a_full_disk_while_training_is_one_line_and_the_logs_never_run_ahead(demo_data, small_disk, capsys):
+    out = small_disk / "run"
+    line = refused(capsys, ["train", *TINY, "--data", str(demo_data), "--out", str(out)],
+                   f"the disk mounted at {small_disk} is full", "free space there")
+    assert "unexpected" not in line
+    left = sorted(p.name for p in out.rglob("*")) if out.exists() else []
+    assert not any(name.endswith(".tmp") for name in left), left  # no temporary file
+    assert "metrics.jsonl" not in left and "metrics.csv" not in left  # logs never claim an epoch last.pt lacks

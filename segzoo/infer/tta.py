@@ -66,8 +66,13 @@ def tta_probs(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta:
     h, w = x.shape[-2:]
     total = None
     for scale in tta.scales:
-        size = (max(1, round(h * scale)), max(1, round(w * scale)))  # a 1-px image at 0.5 stays 1 px, never 0
-        xs = x if scale == 1.0 else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        if scale == 1.0:
+            xs = x
+        elif int(h * scale) >= 1 and int(w * scale) >= 1:
+            xs = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+        else:  # a view of 0 pixels (a 1-px image at 0.5) is 1 pixel instead
+            xs = F.interpolate(x, size=(max(1, int(h * scale)), max(1, int(w * scale))), mode="bilinear",
+                               align_corners=False)
         for flipped in ((False, True) if tta.flip else (False,)):
             v = xs.flip(-1) if flipped else xs
             p = _softmax(run, v, min_size)
