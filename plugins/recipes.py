@@ -26,7 +26,22 @@ def read_recipes(path: str | os.PathLike[str]) -> dict[str, dict]:
     return recipes
 
 
+def all_recipes() -> dict[str, dict]:
+    """The built-in recipes plus those of a ``SEGZOO_REGISTRY`` file, which adds names but never silently
+    replaces a built-in one: a built-in name with other contents is a :class:`PluginError` naming it."""
+    recipes = read_recipes(DEFAULT)
+    user = os.environ.get("SEGZOO_REGISTRY")
+    if not user or Path(user) == DEFAULT:
+        return recipes
+    for name, recipe in read_recipes(user).items():
+        if name in recipes and recipes[name] != recipe:
+            raise PluginError(f"the recipe '{name}' in SEGZOO_REGISTRY={user} redefines segzoo's built-in recipe of "
+                              "that name; give yours another name (the built-in ones stay as they are)")
+        recipes[name] = recipe
+    return recipes
+
+
 @hookimpl
 def segzoo_register_recipes(registrar):
-    for name, recipe in read_recipes(os.environ.get("SEGZOO_REGISTRY", DEFAULT)).items():
+    for name, recipe in all_recipes().items():
         registrar.recipe(name, recipe)

@@ -23,6 +23,7 @@ from segzoo import (
     Backbone,
     CheckpointError,
     FeatureInfo,
+    InputError,
     UnknownNameError,
     check_fits,
     hf_hub_file,
@@ -81,6 +82,9 @@ def timm_backbone(variant: str, weights: str | None = None, geometry: str = "mod
 
     if not timm.is_model(variant):
         raise UnknownNameError("timm model", variant, timm.list_models(), hint="see timm.list_models()")
+    chans = timm_kwargs.get("in_chans", 3)
+    if type(chans) is not int or not 1 <= chans <= 4096:  # timm itself fails deep inside with 0 or -1
+        raise InputError(f"backbone 'timm-{variant}': in_chans must be an integer from 1 to 4096, got {chans!r:.40}")
     timm_kwargs = {**dynamic_size_options(variant, timm_kwargs), **timm_kwargs}
     if weights == "imagenet":
         weights = pretrained_file(variant)

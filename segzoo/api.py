@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.errors import CheckpointError, UnknownNameError
+from .core.files import check_output_path
 from .core.model import SegmentationModel
 from .core.recipe import Recipe
 from .io.checkpoint import read_checkpoint, safe_load, save_model, state_dict_of
@@ -109,6 +110,7 @@ def convert(src: str | os.PathLike[str], model_name: str, out: str | os.PathLike
     geometry and backbone options the file needs, and ``num_classes`` overrides its classes.
     ``overwrite=False`` leaves an existing ``out`` as it is (a :class:`FileExistsError`).
     """
+    check_output_path(out, (src,), force=True, error=CheckpointError)  # never its own input, even overwrite=True
     registry = get_registry()
     layout = registry.weight_layout(source)
     obj = safe_load(src)

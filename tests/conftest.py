@@ -114,3 +114,17 @@ def tiny_run(tmp_path_factory, demo_data) -> Path:
     run = tmp_path_factory.mktemp("tiny-run") / "run"
     assert main(["train", *TINY_TRAIN, "--data", str(demo_data), "--out", str(run)]) == 0
     return run
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs (mounting needs root; skipped otherwise): a real full disk for the ENOSPC paths."""
+    import os
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
+                                           capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=False)

@@ -130,3 +130,118 @@ def test_tampered_recipes_are_checkpoint_errors(tmp_path):
         torch.save(bad, path)
         with pytest.raises(CheckpointError):
             segzoo.load_model(path)
+
+
+# --- hostile archives: nothing in them is ever unpickled (issue 21, item 1) -----------------------------------
+
+class _Payload:
+    """Unpickling this creates the marker file: the test's proof that a pickle ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _hostile_pt2(tmp_path):
+    """A real torch.export archive whose weight is a pickle that would create ``marker`` if unpickled."""
+    import json
+    import pickle
+    import zipfile
+
+    marker = tmp_path / "PWNED"
+    program = torch.export.export(torch.nn.Conv2d(3, 2, 1), (torch.zeros(1, 3, 4, 4),))
+    good = tmp_path / "good.pt2"
+    torch.export.save(program, good, extra_files={"segzoo.json": json.dumps({"segzoo.num_classes": "2"})})
+    bad = tmp_path / "bad.pt2"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("model_weights_config.json"):
+                cfg = json.loads(data)
+                cfg["config"]["weight"]["use_pickle"] = True
+                data = json.dumps(cfg).encode()
+            elif info.filename.endswith("weights/weight_0"):
+                data = pickle.dumps(_Payload(marker))
+            dst.writestr(info, data)
+    return good, bad, marker
+
+
+def test_a_hostile_pt2_never_runs_its_pickle_on_any_loading_path(tmp_path):
+    from segzoo.infer.export import read_metadata
+    from segzoo.io.checkpoint import load_exported_program
+
+    good, bad, marker = _hostile_pt2(tmp_path)
+    assert load_exported_program(good).module()(torch.zeros(1, 3, 4, 4)).shape == (1, 2, 4, 4)
+    before = bad.read_bytes()
+    with pytest.raises(CheckpointError, match="pickled Python objects|cannot load"):
+        load_exported_program(bad)
+    assert read_metadata(bad) == {"num_classes": 2}  # plain zip data: nothing unpickled
+    with pytest.raises(CheckpointError, match="cannot read"):
+        safe_load(bad)
+    assert not marker.exists()
+    assert bad.read_bytes() == before
+    assert torch.load is not None and torch.load.__module__.startswith("torch")  # the guard put torch back
+
+
+def test_safe_load_refuses_a_plain_pickle_payload(tmp_path):
+    import pickle
+
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(CheckpointError):
+        safe_load(path)
+    assert not marker.exists()
+
+
+def test_archive_readers_refuse_a_fifo_without_blocking(tmp_path):
+    from segzoo.infer.export import read_metadata
+    from segzoo.io.checkpoint import load_exported_program
+
+    fifo = tmp_path / "m.pt2"
+    os.mkfifo(fifo)
+    for load in (load_exported_program, read_metadata, safe_load):
+        with pytest.raises(CheckpointError, match="not a regular file|does not exist"):
+            load(fifo)
+
+
+# --- a full disk is one line naming the disk, and leaves no temporary file (issue 21, item 6) ---------------
+
+def _enospc_after(limit):
+    """An ``open`` whose files raise ENOSPC once ``limit`` bytes were written, as a full disk does."""
+    import errno
+    import io
+
+    class Full(io.BufferedWriter):
+        written = 0
+
+        def write(self, data):
+            Full.written += len(memoryview(data))
+            if Full.written > limit:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(data)
+
+    return Full
+
+
+def test_torch_save_onto_a_full_disk_is_one_line_naming_the_disk(tmp_path, monkeypatch):
+    import io
+
+    from segzoo.core import files
+
+    monkeypatch.setattr(files.os, "fdopen", lambda fd, mode: _enospc_after(1000)(io.FileIO(fd, "w")))
+    with pytest.raises(files.DiskFullError, match=r"cannot write .*m\.pt: the disk mounted at /.* is full .*free "
+                                                  "space there") as info:
+        atomic_save({"w": torch.zeros(10_000)}, tmp_path / "m.pt")
+    assert "unexpected pos" not in str(info.value)
+    assert os.listdir(tmp_path) == []  # no temporary file left behind
+
+
+def test_a_real_full_tmpfs_gives_the_same_line(small_disk):
+    from segzoo.core.files import DiskFullError
+
+    with pytest.raises(DiskFullError, match=f"the disk mounted at {small_disk} is full"):
+        atomic_save({"w": torch.zeros(200_000)}, small_disk / "m.pt")
+    assert os.listdir(small_disk) == []

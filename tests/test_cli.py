@@ -377,3 +377,225 @@ def test_messages_suggest_only_flags_the_command_has(trained_run, demo_data, tmp
     (corrupt / "JPEGImages" / "val_00001.jpg").write_bytes(b"")
     refused(capsys, ["eval", "--checkpoint", str(trained_run / "best.pt"), "--data", str(corrupt), "--json",
                      str(tmp_path / "e.json")], "val_00001.jpg", "--skip-bad")  # eval has it
+
+
+# -- issue 21: nothing replaced, nothing silently wrong, nothing hangs ------------------------------------------
+
+def test_no_command_replaces_its_own_input_or_a_file_it_did_not_write(model_file, demo_data, tmp_path, capsys):
+    ckpt = tmp_path / "net.pt"
+    shutil.copy(model_file, ckpt)
+    mine = tmp_path / "mine.json"
+    mine.write_text("precious")
+    before = digest(tmp_path)
+    refused(capsys, ["eval", "--checkpoint", str(ckpt), "--data", str(demo_data), "--json", str(ckpt)],
+            "--json", "one of this command's inputs")
+    refused(capsys, ["eval", "--checkpoint", str(ckpt), "--data", str(demo_data), "--json", str(ckpt), "--force"],
+            "one of this command's inputs")
+    refused(capsys, ["eval", "--checkpoint", str(ckpt), "--data", str(demo_data), "--json", str(mine)],
+            "exists", "--force")
+    refused(capsys, ["bench", str(ckpt), "--json", str(mine)], "--json", "exists", "--force")
+    refused(capsys, ["bench", str(ckpt), "--json", str(ckpt), "--force"], "one of this command's inputs")
+    refused(capsys, ["convert", str(ckpt), str(ckpt), "--from", "torchfcn", "--model", "vgg16-fcn32s", "--force"],
+            "one of this command's inputs")
+    os.symlink(ckpt, tmp_path / "link.pt")
+    refused(capsys, ["convert", str(ckpt), str(tmp_path / "link.pt"), "--from", "torchfcn", "--model",
+                     "vgg16-fcn32s", "--force"], "one of this command's inputs")
+    (tmp_path / "link.pt").unlink()
+    assert digest(tmp_path) == before
+
+
+def test_predict_outputs_never_collide_and_a_second_predict_into_one_out_stops(model_file, tmp_path, capsys):
+    from PIL import Image
+
+    from segzoo.core.lock import RunLock
+
+    images = tmp_path / "in"
+    images.mkdir()
+    for name in ("a.png", "a_overlay.png"):
+        Image.new("RGB", (64, 64), (10, 20, 30)).save(images / name)
+    out = tmp_path / "out"
+    refused(capsys, ["predict", str(images), "--checkpoint", str(model_file), "--out", str(out), "--workers", "0"],
+            "a.png", "a_overlay.png", "would both write")
+    assert not out.exists()
+    (images / "a_overlay.png").unlink()
+    with RunLock(out):
+        refused(capsys, ["predict", str(images), "--checkpoint", str(model_file), "--out", str(out), "--workers",
+                         "0"], "in use by another segzoo run", f"pid {os.getpid()}")
+        assert sorted(p.name for p in out.iterdir()) == [".segzoo.lock"]
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["predict", "{img}", "--checkpoint", "{ckpt}", "--out", "{out}", "--batch", "0"], "--batch: must be an integer"),
+    (["predict", "{img}", "--checkpoint", "{ckpt}", "--out", "{out}", "--batch", "4"], "--batch runs tiles"),
+    (["predict", "{img}", "--checkpoint", "{ckpt}", "--out", "{out}", "--overlap", "0.5"], "--overlap 0.5 blends"),
+    (["predict", "{img}", "--checkpoint", "{ckpt}", "--out", "{out}", "--workers", "100000"], "--workers: must be"),
+    (["predict", "{img}", "--checkpoint", "{ckpt}", "--out", "{out}", "--tile", "0"], "--tile: must be an integer"),
+    (["predict", "{img}", "--checkpoint", "{ckpt}", "--out", "{out}", "--tta", "scales=" + ",".join(["1"] * 5000)],
+     "at most 64 scales"),
+    (["predict", "{img}", "--checkpoint", "{ckpt}", "--out", "{out}", "--tta", "flip", "--tta",
+      "scales=" + ",".join(["1"] * 40)], "80 views"),
+    (["eval", "--checkpoint", "{ckpt}", "--data", "{data}", "--tile", "0"], "--tile: must be an integer"),
+    (["eval", "--checkpoint", "{ckpt}", "--data", "{data}", "--overlap", "0.1"], "--overlap 0.1 blends"),
+    (["eval", "--checkpoint", "{ckpt}", "--data", "{data}", "--workers", "100000"], "--workers: must be"),
+    (["ablate", "--seeds", "1000000000", "--out", "{out}"], "'seeds' must be a whole number from 1 to 1000"),
+    (["train", *TINY, "--data", "{data}", "--out", "{out}", "--workers", "100000"], "--workers must be >= 0 and <="),
+    (["train", *TINY, "--data", "{data}", "--out", "{out}", "--class-weights", "0,0,0,0,0,0"],
+     "at least one > 0"),
+    (["train", *TINY, "--data", "{data}", "--out", "{out}", "--class-weights=-1,1,1,1,1,1"], ">= 0"),
+])
+def test_options_that_would_be_ignored_or_unbounded_are_refused(argv, expect, model_file, demo_data, tmp_path,
+                                                                 capsys):
+    from PIL import Image
+
+    img = tmp_path / "x.png"
+    Image.new("RGB", (64, 64)).save(img)
+    out = tmp_path / "out"
+    argv = [a.format(img=img, ckpt=model_file, out=out, data=demo_data) for a in argv]
+    refused(capsys, argv, expect)
+    assert not out.exists()
+
+
+def test_config_values_are_type_checked_and_print_config_prints_only_valid_settings(tmp_path, capsys):
+    for text, expect in (("flip: 'no'\n", "setting 'flip' must be true or false, got 'no'"),
+                         ("epochs: two\n", "setting 'epochs' must be a whole number, got 'two'"),
+                         ("scale: [1, a]\n", "setting 'scale' must be a list of 2 numbers"),
+                         ("scale: [1]\n", "--scale must be LOW,HIGH"),
+                         ("demo: {train: x}\n", "setting 'demo'"),
+                         (b"epochs: \xff\xfe\n", "not UTF-8"),
+                         ("? [1, 2]\n: 3\n", "config file")):
+        cfg = tmp_path / "c.yaml"
+        cfg.write_bytes(text if isinstance(text, bytes) else text.encode())
+        assert main(["train", "--config", str(cfg), "--print-config"]) == 2
+        captured = capsys.readouterr()
+        errors = [line for line in captured.err.splitlines() if line.startswith("segzoo")]
+        assert len(errors) == 1 and expect in errors[0] and "Traceback" not in captured.err, captured.err
+        assert "epochs:" not in captured.out  # nothing printed as if it were a valid config
+
+
+def _fifo_guard():
+    """Fail (rather than hang the suite) if a read blocks."""
+    def hung(*_):
+        raise AssertionError("a read blocked on a FIFO")
+
+    signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+
+
+def test_every_file_read_refuses_a_fifo_at_once(model_file, demo_data, tmp_path, capsys):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    out = tmp_path / "out"
+    _fifo_guard()
+    try:
+        refused(capsys, ["train", "--config", str(fifo), "--print-config"], "not a regular file")
+        refused(capsys, ["train", *TINY, "--data", str(demo_data), "--out", str(out), "--label-map", str(fifo)],
+                "not a regular file")
+        refused(capsys, ["train", *TINY, "--data", str(demo_data), "--out", str(out), "--normalization", str(fifo)],
+                "not a regular file")
+        refused(capsys, ["eval", "--checkpoint", str(model_file), "--data", str(demo_data), "--label-map",
+                         str(fifo)], "not a regular file")
+        from segzoo.data.io import read_image
+        from segzoo.studies.ablate import read_result
+
+        with pytest.raises(segzoo.SegzooError, match="not a regular file"):
+            read_result(fifo)
+        with pytest.raises(segzoo.SegzooError, match="not a regular file"):
+            read_image(fifo)
+    finally:
+        signal.alarm(0)
+    assert not out.exists()
+
+
+def test_a_damaged_stats_file_result_or_label_map_is_one_line(demo_data, tmp_path, capsys):
+    import json
+
+    from segzoo.studies.ablate import read_result
+
+    out = tmp_path / "out"
+    stats = tmp_path / "stats.json"
+    for content, expect in (({"format": "segzoo-stats"}, "'mean' and 'std'"),
+                            ({"format": "segzoo-stats", "mean": [0, 0, 0], "std": [0, 1, 1]}, "every std > 0"),
+                            ("[1, 2", "not valid JSON"), ('{"mean": NaN}', "not valid JSON")):
+        stats.write_text(content if isinstance(content, str) else json.dumps(content))
+        from segzoo.data.stats import FORMAT
+        if isinstance(content, dict):
+            stats.write_text(json.dumps({**content, "format": FORMAT}))
+        refused(capsys, ["train", *TINY, "--data", str(demo_data), "--out", str(out), "--normalization", str(stats)],
+                expect)
+    result = tmp_path / "result.json"
+    for content in ('{"variant": 1}', "[]", '{"variant": "a", "seed": 0, "mean_iu": "high"}', "\xff"):
+        result.write_bytes(content.encode("latin-1"))
+        with pytest.raises(segzoo.SegzooError, match="damaged|not valid JSON|not UTF-8|JSON list"):
+            read_result(result)
+    labels = tmp_path / "map.yaml"
+    for content, expect in ((b"\xff: 1\n", "not UTF-8"), (b"? [1]\n: 2\n", "not valid YAML"),
+                            (b"1: 300\n", "training id 300")):
+        labels.write_bytes(content)
+        refused(capsys, ["train", *TINY, "--data", str(demo_data), "--out", str(out), "--label-map", str(labels)],
+                expect)
+    assert not out.exists()
+
+
+def test_ablate_never_replaces_the_users_own_files_in_out(tmp_path, capsys):
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "results.md").write_text("my notes")
+    refused(capsys, ["ablate", "--backbones", "alexnet", "--heads", "fcn32s", "--epochs", "1", "--out", str(out)],
+            "holds files a segzoo study did not write", "results.md")
+    assert digest(out) == {"results.md": hashlib.sha256(b"my notes").hexdigest()}
+
+
+def test_a_float_tiff_with_nan_is_refused_by_predict_and_reported_by_data_check_and_stats(model_file, tmp_path,
+                                                                                          capsys):
+    import numpy as np
+    import tifffile
+
+    from segzoo.data.io import read_image
+
+    img = np.ones((64, 64, 3), np.float32)
+    img[5:9, 7:9] = np.nan
+    img[20, 20] = np.inf
+    path = tmp_path / "x.tif"
+    tifffile.imwrite(path, img)
+    with pytest.raises(segzoo.SegzooError, match=r"holds 27 NaN or Inf values \(the first at row 5, column 7\)"):
+        read_image(path)
+    out = tmp_path / "out"
+    refused(capsys, ["predict", str(path), "--checkpoint", str(model_file), "--out", str(out), "--workers", "0"],
+            str(path), "NaN or Inf")
+    assert not out.exists() or not any(p.name != ".segzoo.lock" for p in out.rglob("*"))
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    tifffile.imwrite(data / "images" / "a.tif", img)
+    from PIL import Image
+
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(data / "masks" / "a.png")
+    main(["data", "check", str(data), "--split", "all"])
+    captured = capsys.readouterr()
+    assert "NaN or Inf" in captured.out + captured.err
+    refused(capsys, ["data", "stats", str(data), "--split", "all"], "NaN or Inf")
+    assert sorted(p.name for p in data.iterdir()) == ["images", "masks"]
+
+
+def test_tampered_optimizer_state_is_one_line_before_training(trained_run, tmp_path, capsys):
+    import torch
+
+    good = torch.load(trained_run / "last.pt", weights_only=True)
+    bad = {**good, "optimizer": {**good["optimizer"], "param_groups": [{"params": [0, 1]}]}}
+    path = tmp_path / "bad" / "last.pt"
+    path.parent.mkdir()
+    torch.save(bad, path)
+    refused(capsys, ["train", "--resume", str(path), "--epochs", "2", "--out", str(tmp_path / "bad")],
+            "its optimizer state does not fit this run")
+    assert sorted(p.name for p in (tmp_path / "bad").iterdir()) == ["config.json", "last.pt"] or not any(
+        p.name.startswith("metrics") for p in (tmp_path / "bad").iterdir())
+
+
+def test_a_full_disk_while_training_is_one_line_and_the_logs_never_run_ahead(demo_data, small_disk, capsys):
+    out = small_disk / "run"
+    line = refused(capsys, ["train", *TINY, "--data", str(demo_data), "--out", str(out)],
+                   f"the disk mounted at {small_disk} is full", "free space there")
+    assert "unexpected" not in line
+    left = sorted(p.name for p in out.rglob("*")) if out.exists() else []
+    assert not any(name.endswith(".tmp") for name in left), left  # no temporary file
+    assert "metrics.jsonl" not in left and "metrics.csv" not in left  # logs never claim an epoch last.pt lacks

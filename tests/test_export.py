@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import pytest
 import torch
@@ -135,3 +136,101 @@ def test_the_built_in_fast_convs_export_as_plain_convolutions(tmp_path):
     assert len(convs) >= sum(isinstance(x, torch.nn.Conv2d) for x in m.modules())
     assert not any(k in op for op in ops for k in ("mm", "matmul", "im2col", "unfold"))
     assert type(m.backbone.fc6) is GemmConv2d
+
+
+# --- hostile and broken files (issue 21, items 2, 4 and 6) -----------------------------------------------------
+
+def _onnx_with(tmp_path, **meta):
+    """A tiny valid ONNX graph (Identity on N x 3 x H x W) carrying the given ``segzoo.*`` metadata."""
+    import json
+
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    graph = helper.make_graph([helper.make_node("Identity", ["image"], ["logits"])], "g", [x], [y])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    proto.ir_version = 8
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = f"segzoo.{key}", value if isinstance(value, str) else json.dumps(value)
+    path = tmp_path / "m.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+GOOD_META = {"normalization": {"mean": [0, 0, 0], "std": [1, 1, 1]}, "num_classes": 3, "in_chans": 3}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"normalization": {"mean": [0, 0, 0], "std": [0, 1, 1]}}, "std must be > 0"),
+    ({"normalization": {"mean": [float("nan"), 0, 0], "std": [1, 1, 1]}}, "finite numbers"),
+    ({"normalization": "{not json"}, "not JSON"),
+    ({"num_classes": 0}, "num_classes 0"),
+    ({"num_classes": True}, "num_classes True"),
+    ({"class_names": ["a"]}, "one name per class"),
+    ({"in_chans": -1}, "in_chans -1"),
+    ({"align": 1.5}, "align 1.5"),
+    ({"recipe": {"backbone": 3}}, "recipe"),
+])
+def test_onnx_metadata_is_checked_like_a_checkpoint_recipe(tmp_path, change, message):
+    pytest.importorskip("onnxruntime")
+    from segzoo.core.errors import CheckpointError
+    from segzoo.infer.runtime import OnnxModel
+
+    path = _onnx_with(tmp_path, **{**GOOD_META, **change})
+    for read in (OnnxModel, read_metadata):
+        with pytest.raises(CheckpointError, match=message):
+            read(path)
+
+
+def test_a_graph_that_contradicts_its_metadata_is_one_error(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from segzoo.core.errors import CheckpointError
+    from segzoo.infer.runtime import OnnxModel
+
+    m = OnnxModel(_onnx_with(tmp_path, **{**GOOD_META, "num_classes": 5}))
+    with pytest.raises(CheckpointError, match="not N x 5 x H x W"):
+        m(torch.zeros(1, 3, 8, 8))
+    assert OnnxModel(_onnx_with(tmp_path, **GOOD_META))(torch.ones(1, 3, 8, 8)).shape == (1, 3, 8, 8)
+
+
+def test_the_export_check_refuses_nan_outputs():
+    from segzoo.infer.export import compare
+
+    net = torch.nn.Conv2d(3, 2, 1)
+    with pytest.raises(ExportError, match="NaN or Inf"):
+        compare(net, lambda x: torch.full((x.shape[0], 2, *x.shape[2:]), float("nan")), 3, ((1, 8, 8),))
+    with torch.no_grad():
+        net.weight.fill_(float("inf"))
+    with pytest.raises(ExportError, match="torch model itself"):
+        compare(net, lambda x: net(x), 3, ((1, 8, 8),))
+
+
+@pytest.mark.parametrize("opset", [16, 100, -1])
+def test_out_of_range_opsets_are_refused_before_any_work(tmp_path, opset):
+    pytest.importorskip("onnx")
+    with pytest.raises(ExportError, match=f"--opset {opset}: segzoo writes ONNX opsets 17 to"):
+        export_model(model("alexnet-fcn32s", "modern"), "onnx", tmp_path / "m.onnx", opset=opset)
+    assert not any(tmp_path.iterdir())
+
+
+def test_export_never_replaces_its_own_checkpoint_even_with_force(tmp_path, capsys):
+    ckpt = tmp_path / "m.pt"
+    segzoo.save_model(model("alexnet-fcn32s", "modern"), ckpt)
+    before = ckpt.read_bytes()
+    for out in (ckpt, tmp_path / "." / "m.pt"):
+        assert main(["export", str(ckpt), "--format", "torchscript", "--out", str(out), "--force"]) == 2
+        assert "one of this command's inputs" in capsys.readouterr().err
+    assert ckpt.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["m.pt"]
+
+
+def test_torchscript_export_onto_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, small_disk, capsys):
+    ckpt = tmp_path / "m.pt"
+    segzoo.save_model(model("alexnet-fcn32s", "modern"), ckpt)
+    for fmt in ("torchscript", "exported"):
+        code = main(["export", str(ckpt), "--format", fmt, "--out", str(small_disk / "m.bin")])
+        err = capsys.readouterr().err
+        assert code == 2 and f"the disk mounted at {small_disk} is full" in err and len(err.splitlines()) == 1
+        assert os.listdir(small_disk) == []

@@ -53,3 +53,10 @@ def test_alexnet_takes_in_chans_too_and_refuses_nonsense():
     assert model.backbone.features[0].in_channels == 5 and len(model.normalization["mean"]) == 5
     with pytest.raises(SegzooError, match="in_chans"):
         segzoo.create_model("alexnet-fcn32s", backbone_kwargs={"in_chans": 0})
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, "3", 10**6])
+def test_timm_refuses_a_nonsense_in_chans_in_one_line(bad):
+    pytest.importorskip("timm")
+    with pytest.raises(SegzooError, match="in_chans must be an integer from 1 to 4096"):
+        segzoo.create_model("timm-resnet18-fcn32s", num_classes=2, backbone_kwargs={"in_chans": bad})

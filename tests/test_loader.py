@@ -56,3 +56,18 @@ def test_disabling_plugins(fake_dist, monkeypatch):
     reg = load_plugins()
     assert "tiny" not in reg.names("backbone") and "vgg16" in reg.names("backbone")
     assert next(p for p in reg.plugins if p.name == "tiny").status == "disabled"
+
+
+def test_strict_mode_with_a_failing_plugin_is_one_line_from_the_cli(fake_dist, monkeypatch, capsys):
+    """The parser's help texts list the registry, so strict loading raised before main's handler (issue 21)."""
+    from segzoo.cli import main
+
+    fake_dist("broken-plugin", {"broken_plugin": "raise RuntimeError('boom')\n"}, {"broken": "broken_plugin"})
+    monkeypatch.setenv("SEGZOO_STRICT_PLUGINS", "1")
+    monkeypatch.setattr(segzoo.api, "_REGISTRY", None)  # the next command loads the plugins afresh
+    assert main(["list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("segzoo: error: plugin 'broken' from distribution 'broken-plugin'") and "boom" in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    monkeypatch.delenv("SEGZOO_STRICT_PLUGINS")
+    segzoo.get_registry(reload=True)  # the tests after this one see the usual registry

@@ -260,3 +260,20 @@ def test_heads_declare_a_parent_that_is_a_registered_head_with_fewer_strides(reg
 def test_backbone_takes_reads_the_factory_signature(registry):
     assert registry.backbone_takes("vgg16", "fc_channels") and registry.backbone_takes("alexnet", "fc_channels")
     assert not registry.backbone_takes("timm-resnet18", "fc_channels")  # **options passed on to timm: unknown
+
+
+def test_a_registry_file_adds_recipes_but_never_silently_shadows_a_built_in_one(tmp_path, monkeypatch):
+    path = tmp_path / "mine.yaml"
+    path.write_text("recipes:\n  my-net: {backbone: alexnet, head: fcn32s, num_classes: 4}\n")
+    monkeypatch.setenv("SEGZOO_REGISTRY", str(path))
+    try:
+        registry = segzoo.get_registry(reload=True)
+        assert "my-net" in registry.list_models() and "vgg16-fcn8s" in registry.list_models()
+        path.write_text("recipes:\n  vgg16-fcn8s: {backbone: alexnet, head: fcn32s, num_classes: 4}\n")
+        registry = segzoo.get_registry(reload=True)
+        failed = [r for r in registry.plugins if r.status == "failed"]
+        assert len(failed) == 1 and "redefines segzoo's built-in recipe" in failed[0].error
+        assert "vgg16-fcn8s" in registry.list_models()  # the composition still exists; the shadow does not
+    finally:
+        monkeypatch.delenv("SEGZOO_REGISTRY")
+        segzoo.get_registry(reload=True)

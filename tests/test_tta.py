@@ -60,3 +60,14 @@ def test_parse_tta():
         parse_tta(["rotate"])
     with pytest.raises(SegzooError, match="scales"):
         parse_tta(["scales=a,b"])
+
+
+def test_scales_on_a_one_pixel_image_never_make_an_empty_view():
+    """0.05 x 1 px was a 0-px view and an 'unexpected RuntimeError' (issue 21)."""
+    from segzoo.infer.tta import TTA, tta_probs
+
+    def run(x):
+        return torch.zeros(x.shape[0], 3, *x.shape[-2:])
+
+    p = tta_probs(run, torch.zeros(1, 3, 1, 1), TTA(flip=True, scales=(0.05, 0.5, 1.0, 2.0)))
+    assert p.shape == (1, 3, 1, 1) and torch.allclose(p, torch.full_like(p, 1 / 3))

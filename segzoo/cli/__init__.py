@@ -69,7 +69,11 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser, handlers = build_parser()
+    try:
+        parser, handlers = build_parser()  # the help texts list the registry: SEGZOO_STRICT_PLUGINS raises here
+    except SegzooError as exc:
+        print(f"segzoo: error: {_cut(str(exc))}", file=sys.stderr)
+        return 2
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # a bad option (said in one line) is an exit code like any other; --help exits as usual

@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..core.errors import SegzooError
+from ..core.files import check_output_path
 from ..studies.summary import parse_input_size
 
 
@@ -84,11 +84,17 @@ def input_size(text: str, flag: str = "--input") -> tuple[int, int, int]:
     return c, h, w
 
 
-def check_new_file(path: str, force: bool, flag: str = "--out") -> None:
-    """Refuse to replace an existing file (segzoo never overwrites what it did not just write) unless ``--force``;
-    a folder is never a file to write."""
-    p = Path(path)
-    if p.is_dir():
-        raise SegzooError(f"{flag} {path} is a folder; name the file to write, e.g. {Path(path) / 'model.pt'}")
-    if p.exists() and not force:
-        raise SegzooError(f"{path} exists; segzoo does not replace it: pass --force to replace it, or another name")
+def check_new_file(path: str, force: bool, flag: str = "--out", inputs: tuple[Any, ...] = ()) -> None:
+    """Refuse to replace an existing file (segzoo never overwrites what it did not just write) unless ``--force``,
+    and one of the command's ``inputs`` even then; a folder is never a file to write
+    (:func:`segzoo.core.files.check_output_path`)."""
+    check_output_path(path, inputs, force, flag)
+
+
+def tile_options(args: argparse.Namespace) -> float:
+    """``--overlap`` belongs to ``--tile``: given alone it would be accepted and ignored, so it is refused.
+    Returns the overlap to use (0.25 by default)."""
+    if args.overlap is not None and args.tile is None:
+        raise SegzooError(f"--overlap {args.overlap:g} blends tiles, so it needs --tile S (e.g. --tile 512); without "
+                          "--tile each image is one forward pass")
+    return 0.25 if args.overlap is None else args.overlap

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from ..api import create_model, load_model
-from ..core.files import atomic_write_text
+from ..core.files import atomic_write_text, check_output_path
+from ..core.limits import MAX_WORKERS
 from ..core.recipe import DEFAULT_INPUT_SIZE
 from ..core.table import format_table
 from ..studies.bench import DTYPES, MODES, benchmark, loader_throughput
@@ -44,12 +45,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int_in(1, 4096), default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--data", default=None, metavar="DIR",
                    help="also time the training input pipeline alone on this dataset (images/s vs the model's)")
-    p.add_argument("--workers", type=int_in(0, 256), default=0, help="loader worker processes for --data (default 0)")
+    p.add_argument("--workers", type=int_in(0, MAX_WORKERS), default=0,
+                   help="loader worker processes for --data (default 0)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results to FILE as JSON")
+    p.add_argument("--force", action="store_true", help="replace an existing --json FILE (never the model file)")
 
 
 def run(args: argparse.Namespace) -> int:
     given_size = input_size(args.input) if args.input else None
+    if args.json:
+        check_output_path(args.json, (args.model, args.data), args.force, flag="--json")
     if args.threads:
         torch.set_num_threads(args.threads)
     if Path(args.model).exists() or args.model.endswith((".pt", ".pth")):  # a file, or meant as one

@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_new_file(args.out, args.force)
+    check_new_file(args.out, args.force, inputs=(args.src,))
     model = convert(args.src, args.model, args.out, source=args.source, num_classes=args.num_classes,
                     overwrite=args.force)
     r = model.recipe

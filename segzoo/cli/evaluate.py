@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..api import load_model
 from ..core.errors import SegzooError
-from ..core.files import atomic_write_text
+from ..core.files import atomic_write_text, check_output_path, read_text_file
+from ..core.limits import MAX_TILE, MAX_WORKERS
 from ..data import SegmentationDataset, eval_transform, find_pairs, load_label_map, window_transform
 from ..infer.tile import TiledModel
 from ..infer.tta import parse_tta
@@ -16,7 +17,7 @@ from ..train import evaluate
 from ..train.metrics import BOUNDARY_PX, report
 from ..train.runtime import setup
 from ..train.setup import eval_loader
-from ._options import int_in
+from ._options import float_in, int_in, tile_options
 
 COMMAND = "eval"
 
@@ -29,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="images per forward pass (default 1: each image at its own size; larger batches pad "
                         "smaller images, which can change predictions near their borders)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--workers", type=int_in(0, 256), default=0, help="data-loading processes (default 0)")
+    p.add_argument("--workers", type=int_in(0, MAX_WORKERS), default=0, help="data-loading processes (default 0)")
     p.add_argument("--label-map", default=None, metavar="FILE.yaml",
                    help="the label map the model was trained with (segzoo train --label-map), for data in the "
                         "dataset's own ids")
@@ -37,18 +38,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--boundary-px", type=int, default=BOUNDARY_PX, metavar="PX",
                    help=f"width of the band around each contour that boundary IoU scores (default {BOUNDARY_PX}; "
                         "docs/metrics.md)")
-    p.add_argument("--tile", type=int, default=None, metavar="S",
+    p.add_argument("--tile", type=int_in(1, MAX_TILE), default=None, metavar="S",
                    help="score each image in S x S tiles blended where they overlap (as predict --tile)")
-    p.add_argument("--overlap", type=float, default=0.25, metavar="F", help="tile overlap, a fraction (default 0.25)")
+    p.add_argument("--overlap", type=float_in(0, 1), default=None, metavar="F",
+                   help="tile overlap, a fraction (default 0.25; only with --tile)")
     p.add_argument("--tta", action="append", default=[], metavar="AUG",
                    help="test-time augmentation: flip, and/or scales=0.75,1,1.25 (repeat the flag to combine)")
     p.add_argument("--json", default=None, metavar="FILE",
-                   help="where to write the metrics (default: eval-<split>.json beside the checkpoint)")
+                   help="where to write the metrics (default: eval-<split>.json beside the checkpoint); an earlier "
+                        "eval's report is replaced, any other existing FILE only with --force")
+    p.add_argument("--force", action="store_true", help="replace an existing --json FILE (never the checkpoint)")
+
+
+def _eval_report(path: Path) -> bool:
+    """Whether ``path`` is a report an earlier ``segzoo eval`` wrote (a JSON object with its keys)."""
+    if not path.is_file() or path.stat().st_size > 1 << 20:
+        return False
+    try:
+        data = json.loads(read_text_file(path, "--json file"))
+    except (SegzooError, ValueError):
+        return False
+    return isinstance(data, dict) and {"checkpoint", "split", "model", "pixels"} <= set(data)
 
 
 def run(args: argparse.Namespace) -> int:
+    args.overlap = tile_options(args)
     if args.boundary_px < 1:
         raise SegzooError(f"--boundary-px must be >= 1, got {args.boundary_px} (the band's width in pixels)")
+    out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval-{Path(args.split).stem}.json")
+    # an earlier eval's report it may replace; never its inputs (not even with --force), nothing else unasked
+    check_output_path(out, (args.checkpoint, args.label_map, args.data), force=args.force or _eval_report(out),
+                      flag="--json")
     rt = setup(args.device)
     model = load_model(args.checkpoint).to(rt.device)
     pairs = find_pairs(args.data, args.split, args.skip_bad)
@@ -66,7 +86,6 @@ def run(args: argparse.Namespace) -> int:
           f"{m['pixels']:,} labelled pixels" + (f", {m['skipped'] + len(pairs.dropped)} skipped" if
                                                  m["skipped"] or pairs.dropped else "") + ")")
     print(report(m))
-    out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval-{Path(args.split).stem}.json")
     atomic_write_text(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
                                   "model": model.recipe.name, **m}, indent=1) + "\n", out)
     print(f"\nwrote {out}")

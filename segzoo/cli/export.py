@@ -11,6 +11,7 @@ import argparse
 
 from ..api import load_model
 from ..infer.export import FORMATS, OPSET, export_model
+from ._options import check_new_file
 
 COMMAND = "export"
 
@@ -26,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_new_file(args.out, args.force, inputs=(args.checkpoint,))
     report = export_model(load_model(args.checkpoint), args.format, args.out, force=args.force, opset=args.opset)
     for line in report.lines():
         print(line)

@@ -221,6 +221,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     if args.print_config:
+        config.check()  # what it prints is what a run would accept: no 'epochs: two'
         print(config_yaml(config.resolved()), end="")
         return 0
     start = time.perf_counter()

@@ -11,7 +11,9 @@ rename). Reads accept regular files only, so a FIFO or a device named by mistake
 from __future__ import annotations
 
 import errno
+import json
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Callable
@@ -42,14 +44,28 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any],
 
 
 def _write_and_rename(path: Path, write: Callable[[BinaryIO], Any], overwrite: bool) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _disk_error(exc, path) from None
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            f = _Recording(raw)
+            try:
+                write(f)  # type: ignore[arg-type]
+                f.flush()
+            except Exception as exc:
+                if f.error is not None:  # the disk's own error, which a writer (torch.save) may have re-worded
+                    raise _disk_error(f.error, path) from None
+                if isinstance(exc, OSError):
+                    raise _disk_error(exc, path) from None
+                raise
             if hasattr(os, "fchmod"):  # POSIX: the mode any other new file would get
                 os.fchmod(f.fileno(), 0o666 & ~current_umask())
-            os.fsync(f.fileno())
+            try:
+                os.fsync(f.fileno())
+            except OSError as exc:
+                raise _disk_error(exc, path) from None
         if overwrite:
             os.replace(tmp, path)
         else:
@@ -57,6 +73,90 @@ def _write_and_rename(path: Path, write: Callable[[BinaryIO], Any], overwrite: b
     finally:
         Path(tmp).unlink(missing_ok=True)  # a no-op once renamed; after any failure or signal, the cleanup
     return path
+
+
+class _Recording:
+    """A binary file that remembers the OSError its last write raised: torch.save turns a full disk into a
+    RuntimeError ("unexpected pos"), and the disk's own error is what the user can act on."""
+
+    def __init__(self, f: BinaryIO):
+        self._f, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._f.flush()
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
+class DiskFullError(SegzooError, OSError):
+    """A write that found no space: one line naming the disk, its free space and what to free."""
+
+
+def mount_point(path: str | os.PathLike[str]) -> Path:
+    """The folder where the file system holding ``path`` is mounted (the disk to name in a message)."""
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    while p != p.parent and os.path.ismount(p) is False:
+        p = p.parent
+    return p
+
+
+def disk_full_message(path: str | os.PathLike[str]) -> str:
+    """``cannot write X: the disk mounted at M is full (F bytes free); free space there ...``."""
+    disk = mount_point(Path(path).parent)
+    try:
+        free = f"{shutil.disk_usage(disk).free / 1e6:,.1f} MB free"
+    except OSError:
+        free = "free space unknown"
+    return (f"cannot write {path}: the disk mounted at {disk} is full ({free}); free space there (old runs' "
+            "last.pt files and exports are the largest) or write elsewhere")
+
+
+def _disk_error(exc: OSError, path: Path) -> OSError:
+    """ENOSPC/EDQUOT as a :class:`DiskFullError` naming the disk; any other OSError as it is."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(disk_full_message(path))
+    return exc
+
+
+def check_output_path(path: str | os.PathLike[str], inputs: Any = (), force: bool = False,
+                      flag: str = "--out", error: type[SegzooError] = SegzooError) -> Path:
+    """The one rule for a file segzoo is asked to write: never one of the command's ``inputs`` (not even with
+    ``force``, and also not through a link or another name of the same file), never a folder, and an existing
+    file only with ``force``. Returns ``path`` as a :class:`Path`."""
+    p = Path(path)
+    for given in inputs or ():
+        if given is not None and _same_file(p, Path(given)):
+            raise error(f"{flag} {p} is one of this command's inputs ({given}); segzoo never replaces its input, "
+                        "even with --force: name another file")
+    if p.is_dir():
+        raise error(f"{flag} {p} is a folder; name the file to write, e.g. {p / 'out.json'}")
+    if (p.exists() or p.is_symlink()) and not force:
+        raise error(f"{flag} {p} exists; segzoo does not replace a file it did not just write: pass --force to "
+                    "replace it, or name another file")
+    return p
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.abspath(a) == os.path.abspath(b)
 
 
 def _make_parent(path: Path) -> None:
@@ -86,10 +186,14 @@ def atomic_write_text(text: str, path: str | os.PathLike[str], overwrite: bool =
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")), overwrite=overwrite)
 
 
+MAX_TEXT_BYTES = 64 << 20  # settings, label maps, stats and run records are KB; 64 MB is a wrong file
+
+
 def read_text_file(path: str | os.PathLike[str], what: str = "file",
-                   error: type[SegzooError] = SegzooError) -> str:
-    """A regular file's UTF-8 text; a missing, special (FIFO, device, folder), unreadable or non-UTF-8 file
-    is one ``error`` naming it, so nothing blocks on a pipe and nothing ends in a traceback."""
+                   error: type[SegzooError] = SegzooError, limit: int = MAX_TEXT_BYTES) -> str:
+    """A regular file's UTF-8 text; a missing, special (FIFO, device, folder), unreadable, non-UTF-8 or larger than
+    ``limit`` file is one ``error`` naming it, so nothing blocks on a pipe and nothing ends in a traceback.
+    Every text file segzoo reads (YAML, JSON, label maps, records) comes through here."""
     path = Path(path)
     try:
         mode = path.stat().st_mode
@@ -102,12 +206,39 @@ def read_text_file(path: str | os.PathLike[str], what: str = "file",
     if not stat.S_ISREG(mode):
         raise error(f"{what} {path} is not a regular file (a pipe, socket or device); segzoo reads only "
                     "regular files: copy it to a file and pass that")
+    size = os.stat(path).st_size
+    if size > limit:
+        raise error(f"{what} {path} is {size:,} bytes, more than the {limit:,} segzoo reads from such a file; "
+                    "check that it is the right file")
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
     except OSError as exc:
         raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise error(f"{what} {path} grew past {limit:,} bytes while being read; check that it is the right file")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(f"{what} {path} is not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x}); save it as "
                     "UTF-8") from None
+
+
+def read_json_file(path: str | os.PathLike[str], what: str = "file", error: type[SegzooError] = SegzooError,
+                   kind: type | None = dict, limit: int = MAX_TEXT_BYTES) -> Any:
+    """A JSON file read through :func:`read_text_file`, as ``kind`` (a dict by default; ``None``: any JSON value).
+    Bad JSON, NaN/Infinity literals and the wrong top-level type are one ``error`` naming the file."""
+    text = read_text_file(path, what, error, limit)
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        data = json.loads(text, parse_constant=no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise error(f"{what} {path} is not valid JSON ({str(exc)[:120]}); it is damaged: restore or remove it"
+                    ) from None
+    if kind is not None and not isinstance(data, kind):
+        raise error(f"{what} {path} holds a JSON {type(data).__name__}, not the {kind.__name__} segzoo writes there; "
+                    "it is damaged: restore or remove it")
+    return data

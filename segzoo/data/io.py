@@ -7,6 +7,7 @@ palette PNGs do; a palette ('P') or greyscale ('L') PNG is read as those indices
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -50,15 +51,17 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     :class:`DataError` naming it.
     """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the reader forever
+            raise DataError(f"image {path} is not a regular file (a folder, pipe or device); pass image files")
         if str(path).lower().endswith(TIFF_SUFFIXES):
             return _read_tiff(path)
         with Image.open(path) as im:
             return _from_pil(im, path)
     except DataError:
         raise
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot read image {path} ({exc}); the file is missing, corrupt or not an image: "
-                        "replace or remove it") from exc
+    except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, struct.error, EOFError...
+        raise DataError(f"cannot read image {path} ({type(exc).__name__}: {str(exc)[:120]}); the file is missing, "
+                        "corrupt or not an image: replace or remove it") from exc
 
 
 def _from_pil(im: Image.Image, path: str | os.PathLike[str]) -> np.ndarray:
@@ -85,7 +88,7 @@ def _read_tiff(path: str | os.PathLike[str]) -> np.ndarray:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             a, axes = series.asarray(), series.axes
-    except (tifffile.TiffFileError, ValueError, KeyError, IndexError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a damaged TIFF raises struct.error, KeyError, IndexError...
         raise DataError(f"cannot read TIFF {path} ({exc}); the file is corrupt or not a TIFF: replace or remove it"
                         ) from exc
     if a.ndim == 3 and axes[-1] not in "SC" and axes[0] in "SC":  # planar bands: C x H x W -> H x W x C
@@ -94,10 +97,22 @@ def _read_tiff(path: str | os.PathLike[str]) -> np.ndarray:
         raise DataError(f"TIFF {path} has {a.ndim} axes ({axes}); segzoo reads one H x W image with bands: "
                         "save each image of a stack as its own file")
     if a.dtype.kind == "f":
-        return _as_hwc(a.astype(np.float32), path)
+        return _as_hwc(finite_pixels(a.astype(np.float32), path), path)
     if a.dtype not in (np.uint8, np.uint16):
         raise DataError(f"TIFF {path} holds {a.dtype} pixels; segzoo reads uint8, uint16 and float TIFFs: convert it")
     return _as_hwc(a, path)
+
+
+def finite_pixels(a: np.ndarray, path: str | os.PathLike[str]) -> np.ndarray:
+    """``a`` if every value is finite; NaN or Inf (a float TIFF's no-data patch) is a :class:`DataError` naming the
+    file, the count and the first place: such a pixel would make every probability of its image NaN."""
+    bad = ~np.isfinite(a)
+    if bad.any():
+        first = np.argwhere(bad)[0]
+        raise DataError(f"image {path} holds {int(bad.sum()):,} NaN or Inf values (the first at row {first[0]}, "
+                        f"column {first[1]}); replace them with finite values (e.g. numpy.nan_to_num, or your "
+                        "no-data value) and save it again")
+    return a
 
 
 def _as_hwc(a: np.ndarray, path: str | os.PathLike[str]) -> np.ndarray:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import yaml
 
 from ..core.errors import DataError
+from ..core.files import read_text_file
 from .io import IGNORE_INDEX
 
 MAX_ID = 255  # masks are read as 8-bit class indices
@@ -50,10 +50,8 @@ class LabelMap:
 def load_label_map(path: str | os.PathLike[str]) -> LabelMap:
     """Read and check a label-map YAML file; every mistake is a :class:`DataError` naming the key and the fix."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DataError(f"cannot read label map {path}: {exc.strerror or exc}; check the path") from None
-    except yaml.YAMLError:
+        data = yaml.safe_load(read_text_file(path, "label map", DataError))  # regular files only: no FIFO hang
+    except (yaml.YAMLError, TypeError, ValueError, RecursionError):  # TypeError: a list as a key
         raise DataError(f"label map {path} is not valid YAML; write one 'dataset_id: training_id' per line") from None
     if not isinstance(data, dict):
         raise DataError(f"label map {path} must be a mapping 'dataset_id: training_id' (plus an optional names: "

@@ -8,6 +8,7 @@ are in [0, 1] units and fit any band count, 16-bit and float images included. Ev
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import DataError
-from ..core.files import atomic_write_text
+from ..core.files import atomic_write_text, read_json_file
 from .formats import find_pairs
 from .io import describe_kind, image_kind, image_scale, read_image
 
@@ -72,8 +73,8 @@ def write_stats(stats: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if path.exists():
         try:
-            ours = json.loads(path.read_text()).get("format") == FORMAT
-        except (OSError, ValueError, AttributeError):
+            ours = read_json_file(path, "stats file", DataError).get("format") == FORMAT
+        except DataError:
             ours = False
         if not ours:
             raise DataError(f"{path} exists and is not a segzoo stats file; choose another --out")
@@ -81,12 +82,18 @@ def write_stats(stats: dict[str, Any], path: str | os.PathLike[str]) -> Path:
 
 
 def read_stats(path: str | os.PathLike[str]) -> dict[str, Any]:
-    try:
-        stats = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read dataset stats {path} ({exc}); run: segzoo data stats DATA_DIR") from None
-    if not isinstance(stats, dict) or stats.get("format") != FORMAT:
+    """A stats file, checked: segzoo's format, and ``mean``/``std`` of one finite number per channel with every
+    std > 0 (a std of 0 or NaN would turn every image into NaN)."""
+    stats = read_json_file(path, "dataset stats", DataError)
+    if stats.get("format") != FORMAT:
         raise DataError(f"{path} is not a segzoo stats file; run: segzoo data stats DATA_DIR")
+    mean, std = stats.get("mean"), stats.get("std")
+    ok = (isinstance(mean, list) and isinstance(std, list) and 1 <= len(mean) == len(std) <= 4096
+          and all(type(v) in (int, float) and math.isfinite(v) for v in (*mean, *std)) and min(std) > 0)
+    if not ok:
+        raise DataError(f"{path}: 'mean' and 'std' must be lists of finite numbers, one per channel, every std > 0 "
+                        f"(got mean {str(mean)[:60]}, std {str(std)[:60]}); measure them again with: "
+                        "segzoo data stats DATA_DIR")
     return stats
 
 

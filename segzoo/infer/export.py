@@ -11,6 +11,7 @@ smallest side the graph takes, so a consumer needs nothing else.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import logging
@@ -26,8 +27,11 @@ from typing import Any
 import torch
 from torch.export import Dim
 
-from ..core.errors import SegzooError
+from ..core.errors import CheckpointError, SegzooError
+from ..core.files import check_output_path, disk_full_message
 from ..core.model import SegmentationModel
+from ..core.recipe import Recipe
+from ..io.checkpoint import load_exported_program, read_archive_file
 
 FORMATS = ("onnx", "torchscript", "exported")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported": ".pt2"}
@@ -95,11 +99,9 @@ def export_model(model: SegmentationModel, fmt: str, out: str | os.PathLike[str]
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    out = Path(out)
-    if out.exists() and not force:
-        raise ExportError(f"{out} exists; choose another --out or pass --force to replace it")
-    if out.is_dir():
-        raise ExportError(f"{out} is a folder; --out names the file to write")
+    if fmt == "onnx":
+        check_opset(opset)
+    out = check_output_path(out, (), force, error=ExportError)
     model = model.eval().float().cpu()  # segzoo.core.accel's fast convs are plain convs to the exporters
     low = min_side(model)
     chans = in_channels(model)
@@ -108,7 +110,10 @@ def export_model(model: SegmentationModel, fmt: str, out: str | os.PathLike[str]
         model(torch.randn(1, chans, low, low))  # eager first: the model's own checks run, frozen layers are recognised
     meta = metadata(model, low)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=SUFFIXES[fmt], dir=out.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=SUFFIXES[fmt], dir=out.parent)
+    except OSError as exc:
+        raise _write_error(exc, out) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -119,6 +124,9 @@ def export_model(model: SegmentationModel, fmt: str, out: str | os.PathLike[str]
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)  # mkstemp's files are owner-only; an export gets the usual permissions
         os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(exc, out) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -135,12 +143,18 @@ def compare(model: torch.nn.Module, runner: Callable[[torch.Tensor], torch.Tenso
         with torch.no_grad():
             want = model(x)
             got = runner(x)
+        if not bool(torch.isfinite(want).all()):
+            raise ExportError(f"the torch model itself gives NaN or Inf logits at {n}x{chans}x{h}x{w}: its weights "
+                              "are broken (a diverged run?); not written")
+        if not bool(torch.isfinite(got).all()):
+            raise ExportError(f"the exported model gives NaN or Inf logits at {n}x{chans}x{h}x{w} where torch does "
+                              "not; not written")
         if tuple(got.shape) != tuple(want.shape):
             raise ExportError(f"the exported model returned {tuple(got.shape)} for an input of {tuple(x.shape)}, "
                               f"torch {tuple(want.shape)}; the export is wrong, please report it")
         diff, scale = float((got - want).abs().max()), float(want.abs().max())
         diffs.append(((n, chans, h, w), diff, scale))
-        if diff > TOLERANCE * max(scale, 1e-12):
+        if not diff <= TOLERANCE * max(scale, 1e-12):  # `not <=`: a NaN difference fails too
             raise ExportError(f"the exported model differs from torch by {diff:.3g} at {n}x{chans}x{h}x{w} "
                               f"(logits' scale {scale:.3g}, allowed {TOLERANCE:g} of it); not written")
     return tuple(diffs)
@@ -169,8 +183,7 @@ def _program(model: torch.nn.Module, example: torch.Tensor, low: int) -> torch.e
 def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, meta: dict[str, str], low: int,
                 opset: int) -> Callable[[torch.Tensor], torch.Tensor]:
     onnx, ort = _onnx_modules()
-    if opset < 17:
-        raise ExportError(f"ONNX export needs opset 17 or newer, got {opset}")
+    check_opset(opset)
     program = _program(model, example, low)
     quiet = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript")]
     levels = [q.level for q in quiet]
@@ -185,11 +198,16 @@ def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, meta:
         for q, level in zip(quiet, levels):
             q.setLevel(level)
     proto = onnx_program.model_proto
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:  # the exporter falls back to its own opset when it cannot convert, without a word
+        raise ExportError(f"ONNX export could not write opset {opset} (the exporter made opset {written}); "
+                          f"pass --opset {written} or newer")
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name = "segzoo"
-    onnx.save(proto, str(path))
+    with open(path, "wb") as f:  # Python's write: a full disk is an OSError, not a C++ abort
+        f.write(proto.SerializeToString())
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
@@ -200,7 +218,9 @@ def _write_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarning, and the FutureWarning that TorchScript is deprecated
         traced = torch.jit.trace(model, (example,), check_trace=False)
-        torch.jit.save(traced, str(path), _extra_files={META_FILE: json.dumps(meta)})
+        buf = io.BytesIO()  # built in memory, written by Python: torch's C++ writer aborts on a full disk
+        torch.jit.save(traced, buf, _extra_files={META_FILE: json.dumps(meta)})
+        path.write_bytes(buf.getbuffer())
         loaded = torch.jit.load(str(path))
     return lambda x: loaded(x)
 
@@ -208,28 +228,93 @@ def _write_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path
 def _write_exported(model: torch.nn.Module, example: torch.Tensor, path: Path, meta: dict[str, str], low: int,
                     opset: int) -> Callable[[torch.Tensor], torch.Tensor]:
     program = _program(model, example, low)
-    torch.export.save(program, str(path), extra_files={META_FILE: json.dumps(meta)})
-    loaded = torch.export.load(str(path)).module()
+    buf = io.BytesIO()  # built in memory, written by Python: torch's C++ writer aborts on a full disk
+    torch.export.save(program, buf, extra_files={META_FILE: json.dumps(meta)})
+    path.write_bytes(buf.getbuffer())
+    loaded = load_exported_program(path).module()
     return lambda x: loaded(x)
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``segzoo.*`` entries of an exported file, decoded (``{"class_names": [...], "normalization": {...}}``)."""
+    """The ``segzoo.*`` entries of an exported file, decoded and checked (:func:`check_metadata`):
+    ``{"class_names": [...], "normalization": {...}, ...}``. Read as plain data: the ONNX protobuf, or the
+    extra file inside a TorchScript or ``torch.export`` zip, so nothing in the file is unpickled or run."""
     path = Path(path)
     if path.suffix == ".onnx":
-        onnx, _ = _onnx_modules()
-        proto = onnx.load(str(path), load_external_data=False)
-        raw = {p.key: p.value for p in proto.metadata_props}
+        raw = onnx_metadata(path)
     else:
-        files = {META_FILE: ""}
-        if is_torchscript(path):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                torch.jit.load(str(path), _extra_files=files)
-        else:
-            torch.export.load(str(path), extra_files=files)
-        raw = json.loads(files[META_FILE] or "{}")
-    return {k.removeprefix("segzoo."): json.loads(v) for k, v in raw.items() if k.startswith("segzoo.")}
+        data = read_archive_file(path, META_FILE)
+        try:
+            raw = json.loads(data.decode("utf-8")) if data else {}
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: its {META_FILE} is not JSON ({exc}); export the model again") from None
+        if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+            raise CheckpointError(f"{path}: its {META_FILE} is not segzoo's metadata; export the model again")
+    return check_metadata(raw, path)
+
+
+MAX_METADATA_BYTES = 16 << 20
+
+
+def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """An ONNX file's ``metadata_props`` as a dict, the graph's tensors left unread (one line for any bad file)."""
+    onnx, _ = _onnx_modules()
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist or is not a regular file; pass an .onnx file written by "
+                              "segzoo export")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and friends
+        raise CheckpointError(f"{path} is not a readable ONNX file ({type(exc).__name__}); export it again") from None
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def check_metadata(raw: dict[str, str], path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Decode the ``segzoo.*`` strings and check them as a checkpoint's recipe is checked: a normalization of
+    finite numbers with every std > 0, a class count from 1 to 255 with one name each, positive sizes. A file
+    that fails is one :class:`CheckpointError`: a tampered or foreign file must not give NaN predictions."""
+    meta: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not key.startswith("segzoo."):
+            continue
+        if len(value) > MAX_METADATA_BYTES:
+            raise CheckpointError(f"{path}: its metadata {key} is {len(value):,} characters; not a file segzoo wrote")
+        try:
+            meta[key.removeprefix("segzoo.")] = json.loads(value)
+        except ValueError:
+            raise CheckpointError(f"{path}: its metadata {key} is not JSON; export the model again") from None
+    if not meta:
+        return meta
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: its segzoo metadata is damaged ({what}); export the model again")
+
+    try:
+        if "normalization" in meta:
+            if not isinstance(meta["normalization"], dict):
+                raise bad(f"normalization {meta['normalization']!r:.40} is not a mapping of mean and std")
+            Recipe(name="metadata", backbone="metadata", head="metadata", normalization=meta["normalization"])
+        if "recipe" in meta:
+            Recipe.from_dict(meta["recipe"], where=f"{path}: its recipe")
+    except SegzooError as exc:
+        raise bad(str(exc)) from None
+    n = meta.get("num_classes")
+    if "num_classes" in meta and not (type(n) is int and 1 <= n <= 255):
+        raise bad(f"num_classes {n!r:.40}, not an integer from 1 to 255")
+    names = meta.get("class_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(c, str) for c in names)
+                                  and (n is None or len(names) == n)):
+        raise bad(f"class_names {names!r:.60} is not one name per class")
+    for key in ("in_chans", "min_size", "align"):
+        v = meta.get(key)
+        if key in meta and not (type(v) is int and 1 <= v <= 1 << 15):
+            raise bad(f"{key} {v!r:.40}, not an integer from 1 to 32768")
+    norm = meta.get("normalization")
+    chans = meta.get("in_chans")
+    if isinstance(norm, dict) and chans is not None and len(norm["mean"]) not in (1, chans):
+        raise bad(f"normalization has {len(norm['mean'])} channels for in_chans {chans}")
+    return meta
 
 
 def is_torchscript(path: str | os.PathLike[str]) -> bool:
@@ -239,6 +324,22 @@ def is_torchscript(path: str | os.PathLike[str]) -> bool:
             return any(n.endswith("/constants.pkl") for n in z.namelist())
     except (OSError, zipfile.BadZipFile) as exc:
         raise ExportError(f"{path} is not a TorchScript or torch.export archive ({exc})") from None
+
+
+def check_opset(opset: int) -> None:
+    """The ONNX opsets segzoo writes: 17 up to the newest the installed ``onnx`` package knows."""
+    onnx, _ = _onnx_modules()
+    newest = int(onnx.defs.onnx_opset_version())
+    if type(opset) is not int or not 17 <= opset <= newest:
+        raise ExportError(f"--opset {opset}: segzoo writes ONNX opsets 17 to {newest} (the newest this onnx package "
+                          f"knows); default {OPSET}")
+
+
+def _write_error(exc: OSError, out: Path) -> SegzooError | OSError:
+    """A full disk while exporting as one line naming the disk; other OS errors as they are."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ExportError(disk_full_message(out))
+    return exc
 
 
 def _onnx_modules() -> tuple[Any, Any]:

@@ -25,7 +25,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..core.errors import DataError
+from ..core.errors import DataError, InputError
+from ..core.lock import RunLock
 from ..data.io import TIFF_SUFFIXES, overlay_image, read_image, voc_palette
 from ..data.loader import worker_init
 from ..data.transforms import image_tensor, normalize
@@ -73,6 +74,13 @@ def _predict(model: Any, image: np.ndarray, emit: Callable[[int, torch.Tensor], 
              tile: int | None, overlap: float, tta: TTA, dtype: str, batch: int, info: dict[str, Any]) -> None:
     run = runner(model, device, dtype)
     norm = info["normalization"]
+    give = emit
+
+    def emit(top: int, p: torch.Tensor) -> None:  # NaN probabilities argmax to class 0: a wrong mask, exit 0
+        if not bool(torch.isfinite(p).all()):
+            raise InputError("the model gives NaN or Inf probabilities for this image: its weights hold NaN or Inf "
+                             "(a diverged run?) or its normalization is broken; nothing was written for it")
+        give(top, p)
 
     def probs_of(x: torch.Tensor) -> torch.Tensor:
         return tta_probs(run, x, tta, info["min_size"])
@@ -169,9 +177,23 @@ def predict_files(model: Any, images: Sequence[str | os.PathLike[str]], out: str
     out = Path(out)
     files = expand_inputs(images)
     plan = [(src, _outputs(out, rel, probs, overlays)) for src, rel in files]
+    with RunLock(out):  # the lock train takes: a second predict into this --out stops at once, naming this one
+        return _predict_plan(model, plan, probs, device, tile, overlap, tta, dtype, workers, batch, force, progress,
+                             overlays)
+
+
+def _predict_plan(model: Any, plan: list[tuple[Path, list[Path]]], probs: bool, device: Any, tile: int | None,
+                  overlap: float, tta: TTA, dtype: str, workers: int, batch: int, force: bool, progress: bool,
+                  overlays: bool) -> list[Path]:
+    files = [(src, Path()) for src, _ in plan]
     inputs = {src.resolve() for src, _ in plan}
+    claimed: dict[Path, Path] = {}
     for src, targets in plan:
         for t in targets:
+            other = claimed.setdefault(t.resolve(), src)
+            if other != src:  # a.png's overlay is a_overlay.png's mask
+                raise DataError(f"{other} and {src} would both write {t}; predict them into different --out folders "
+                                "or rename one")
             if t.resolve() in inputs:
                 raise DataError(f"predicting {src} would overwrite the input {t}; choose an --out folder apart from "
                                 "the images")
@@ -187,16 +209,19 @@ def predict_files(model: Any, images: Sequence[str | os.PathLike[str]], out: str
             raise image
         src, targets = plan[i]
         mask_path = targets[0]
-        if probs:
-            h, w = image.shape[:2]
-            with _atomic(targets[-1]) as tmp:
-                arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(describe(model)["num_classes"],
-                                                                                           h, w))
-                labels = predict_labels(model, image, device, tile, overlap, tta, dtype, batch, probs_into=arr)
-                arr.flush()
-                del arr
-        else:
-            labels = predict_labels(model, image, device, tile, overlap, tta, dtype, batch)
+        try:
+            if probs:
+                h, w = image.shape[:2]
+                with _atomic(targets[-1]) as tmp:
+                    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                                    shape=(describe(model)["num_classes"], h, w))
+                    labels = predict_labels(model, image, device, tile, overlap, tta, dtype, batch, probs_into=arr)
+                    arr.flush()
+                    del arr
+            else:
+                labels = predict_labels(model, image, device, tile, overlap, tta, dtype, batch)
+        except InputError as exc:
+            raise InputError(f"{src}: {exc}") from None
         with _atomic(mask_path) as tmp:
             _save_png(Image.fromarray(labels, mode="P"), tmp, palette=True)
         written.append(mask_path)

@@ -7,7 +7,6 @@ and ``align`` (the coarsest stride, where tiles start so a tile sees what the wh
 
 from __future__ import annotations
 
-import json
 import os
 import weakref
 from collections.abc import Callable
@@ -19,6 +18,7 @@ import torch
 from torch.func import functional_call
 
 from ..core.errors import CheckpointError, SegzooError
+from .export import check_metadata
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -104,21 +104,31 @@ class OnnxModel:
                               "them with: pip install 'segzoo[export]'") from None
         self.path = Path(path)
         if not self.path.is_file():
-            raise CheckpointError(f"{path} does not exist; pass an .onnx file written by segzoo export")
+            raise CheckpointError(f"{path} does not exist or is not a regular file; pass an .onnx file written by "
+                                  "segzoo export")
         try:
             proto = onnx.load(str(self.path), load_external_data=False)
         except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and friends
             raise CheckpointError(f"{path} is not a readable ONNX file ({type(exc).__name__}); export it again"
                                   ) from None
-        meta = {p.key.removeprefix("segzoo."): json.loads(p.value) for p in proto.metadata_props
-                if p.key.startswith("segzoo.")}
-        if "normalization" not in meta:
+        meta = check_metadata({p.key: p.value for p in proto.metadata_props}, self.path)
+        if "normalization" not in meta or "num_classes" not in meta:
             raise CheckpointError(f"{path} has no segzoo metadata (normalization, classes); export it with "
                                   "segzoo export, which embeds them")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(proto.SerializeToString(), options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's Fail, InvalidGraph, NotImplemented...
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise CheckpointError(f"onnxruntime cannot run {path} ({first}); export it again with segzoo export"
+                                  ) from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4 or len(self.session.get_outputs()) < 1:
+            raise CheckpointError(f"{path}'s graph does not take one N x C x H x W image (it takes "
+                                  f"{[i.shape for i in inputs]}); export it again with segzoo export")
         self.input_name = self.session.get_inputs()[0].name
         self.normalization: dict[str, Any] = dict(meta["normalization"])
         self.num_classes = int(meta["num_classes"])
@@ -129,7 +139,15 @@ class OnnxModel:
         self.recipe = meta.get("recipe", {})
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(None, {self.input_name: x.detach().float().cpu().contiguous().numpy()})[0]
+        try:
+            out = self.session.run(None, {self.input_name: x.detach().float().cpu().contiguous().numpy()})[0]
+        except Exception as exc:  # noqa: BLE001 - a graph that does not fit its own metadata
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise CheckpointError(f"onnxruntime failed on {self.path} for an input of {tuple(x.shape)} ({first}); "
+                                  "the file's graph or metadata is damaged: export it again") from None
+        if out.ndim != 4 or out.shape[0] != x.shape[0] or out.shape[1] != self.num_classes:
+            raise CheckpointError(f"{self.path}'s graph returned {tuple(out.shape)} for {tuple(x.shape)}, not "
+                                  f"N x {self.num_classes} x H x W as its metadata says; export it again")
         return torch.from_numpy(out)
 
     def eval(self) -> OnnxModel:

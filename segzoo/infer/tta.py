@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import SegzooError
+from ..core.limits import MAX_TTA_VIEWS
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ def parse_tta(specs: Sequence[str] | None) -> TTA:
         if spec == "flip":
             flip = True
         elif spec.startswith("scales="):
+            if spec.count(",") >= MAX_TTA_VIEWS:
+                raise SegzooError(f"--tta scales=: at most {MAX_TTA_VIEWS} scales (each is a whole forward pass), "
+                                  f"got {spec.count(',') + 1}")
             try:
                 scales = tuple(float(v) for v in spec[len("scales="):].split(",") if v.strip())
             except ValueError:
@@ -45,7 +49,11 @@ def parse_tta(specs: Sequence[str] | None) -> TTA:
                                   "--tta scales=0.75,1,1.25")
         else:
             raise SegzooError(f"--tta {spec!r} is not an augmentation: use --tta flip and/or --tta scales=0.75,1,1.25")
-    return TTA(flip, scales)
+    tta = TTA(flip, scales)
+    if tta.views > MAX_TTA_VIEWS:
+        raise SegzooError(f"--tta: {tta.views} views (scales x flips) is more than {MAX_TTA_VIEWS}; each is a whole "
+                          "forward pass: give fewer scales")
+    return tta
 
 
 def tta_probs(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta: TTA = TTA(),
@@ -55,9 +63,16 @@ def tta_probs(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta:
     A view smaller than ``min_size`` (the model's smallest input) is padded bottom/right with zeros (the mean,
     once normalized) and the padding cropped from its scores.
     """
+    h, w = x.shape[-2:]
     views = []
     for scale in tta.scales:
-        xs = x if scale == 1.0 else F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+        if scale == 1.0:
+            xs = x
+        elif int(h * scale) >= 1 and int(w * scale) >= 1:
+            xs = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+        else:  # a view of 0 pixels (a 1-px image at 0.5) is 1 pixel instead
+            xs = F.interpolate(x, size=(max(1, int(h * scale)), max(1, int(w * scale))), mode="bilinear",
+                               align_corners=False)
         for flipped in ((False, True) if tta.flip else (False,)):
             v = xs.flip(-1) if flipped else xs
             p = _softmax(run, v, min_size)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import pickle
+import threading
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +18,18 @@ from ..core.errors import CheckpointError, SegzooError
 from ..core.files import atomic_write
 from ..core.recipe import Recipe
 
-__all__ = ["FORMAT", "VERSION", "atomic_save", "read_checkpoint", "read_state_dict", "safe_load", "save_model",
-           "state_dict_of"]
+__all__ = ["FORMAT", "VERSION", "atomic_save", "load_exported_program", "read_archive_file", "read_checkpoint",
+           "read_state_dict", "safe_load", "save_model", "state_dict_of"]
 
 FORMAT = "segzoo-model"
 VERSION = 1
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str], overwrite: bool = True) -> Path:
-    """``torch.save`` that never leaves a partial file behind (``overwrite=False``: never replaces a file)."""
+    """``torch.save`` that never leaves a partial file behind (``overwrite=False``: never replaces a file).
+
+    torch writes through the Python file :func:`~segzoo.core.files.atomic_write` gives it, which keeps the
+    disk's own error (torch would turn a full disk into "unexpected pos")."""
     return atomic_write(path, lambda f: torch.save(obj, f), overwrite=overwrite)
 
 
@@ -113,3 +121,94 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
         raise CheckpointError(f"{path} holds no state_dict; the checkpoint is damaged or was not written by segzoo")
     # The file's own weights replace any weights its recipe names.
     return recipe.replace(backbone_weights=None, weights=None), ckpt
+
+
+# Archives torch writes (``torch.export``'s .pt2, TorchScript) hold several members; a hostile one is refused
+# before anything in it is unpickled.
+MAX_ARCHIVE_BYTES = 1 << 34  # 16 GiB: far above any segzoo model, below what would exhaust memory silently
+_GUARD = threading.Lock()
+
+
+def read_archive_file(path: str | os.PathLike[str], name: str) -> bytes | None:
+    """The bytes of the member ``<archive>/extra/<name>`` (or ``extra_files/<name>``) of a torch zip archive,
+    read as plain zip data: nothing in the archive is unpickled or run. ``None`` when there is no such member."""
+    path = _regular_file(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                parts = info.filename.split("/")
+                if parts[-1] == name and len(parts) >= 2 and parts[-2] in ("extra", "extra_files"):
+                    if info.file_size > 64 << 20:
+                        raise CheckpointError(f"{path}: its {name} is {info.file_size:,} bytes; metadata is a few KB, "
+                                              "so the file is not one segzoo wrote")
+                    return z.read(info)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a torch archive (.pt2 or TorchScript) ({exc}); export it again"
+                              ) from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return None
+
+
+def load_exported_program(path: str | os.PathLike[str]) -> Any:
+    """``torch.export.load`` that never unpickles code: torch itself falls back to ``torch.load(weights_only=False)``
+    and plain ``pickle.loads`` for members it cannot read safely. Here every ``torch.load`` inside is
+    ``weights_only=True`` and every other unpickler refuses, so a hostile .pt2 is one :class:`CheckpointError`.
+    The file is read once, so it cannot change between the check and the load."""
+    path = _regular_file(path)
+    size = path.stat().st_size
+    if size > MAX_ARCHIVE_BYTES:
+        raise CheckpointError(f"{path} is {size:,} bytes, more than the {MAX_ARCHIVE_BYTES:,} segzoo reads")
+    data = path.read_bytes()
+    try:
+        with _no_unsafe_unpickling(path):
+            return torch.export.load(io.BytesIO(data))
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad archive
+        raise CheckpointError(f"cannot load {path} as a torch.export program ({_first_line(exc)}); export it again"
+                              ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:120]}" if lines else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _no_unsafe_unpickling(path: Path) -> Iterator[None]:
+    """While torch reads ``path``: ``torch.load`` is forced to ``weights_only=True``; ``pickle.load(s)`` and
+    torch's C++ object unpickler refuse. One loader at a time (the patches are process-wide)."""
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise CheckpointError(f"cannot read {path}: it holds pickled Python objects, which segzoo never unpickles; "
+                              "export the model again with segzoo export")
+
+    real_load = torch.load
+
+    def weights_only_load(f: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs["weights_only"] = True
+        try:
+            return real_load(f, *args, **kwargs)
+        except pickle.UnpicklingError:
+            refuse()
+
+    patches = [(torch, "load", weights_only_load), (pickle, "load", refuse), (pickle, "loads", refuse),
+               (torch._C, "_pickle_load_obj", refuse)]
+    with _GUARD:
+        saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
+        try:
+            for obj, name, value in patches:
+                setattr(obj, name, value)
+            yield
+        finally:
+            for obj, name, value in saved:
+                setattr(obj, name, value)
+
+
+def _regular_file(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no such file: {path}; check the path")
+    if not path.is_file():
+        raise CheckpointError(f"{path} is not a regular file (a folder, pipe or device); pass the file itself")
+    return path

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .. import train as training  # looked up at each call: tests replace segzoo.train.train
 from ..api import load_model
 from ..core.errors import SegzooError
-from ..core.files import atomic_write_text
+from ..core.files import atomic_write_text, read_json_file, read_text_file
 from ..data import SegmentationDataset, eval_transform, find_pairs, window_transform
 from ..data import demo as demo_data  # likewise write_demo_dataset
 from ..data.dataset import shared_decoding
@@ -96,6 +96,7 @@ def run_study(study: Study, progress: bool | None = None, restart: bool = False,
     settings = {r: run_settings(r, train) for r in todo}
     recorded = {r: recorded_settings(s) for r, s in settings.items()}  # a preset without this model's lr fails here
     out = Path(study.out)
+    check_study_folder(out)
     if not restart:
         check_settings(out, recorded)
     if applied:
@@ -137,6 +138,24 @@ def _data_folder(out: Path, train: dict[str, Any]) -> str:
     return str(demo_data.write_demo_dataset(out / "demo-data", **(train.get("demo") or TrainConfig().demo)))
 
 
+def check_study_folder(out: Path) -> None:
+    """``--out`` is new, empty, or an earlier study's (its study.json): ablate writes results.md, results.csv and
+    the variant folders there, and never over files it did not write (the user's own results.md)."""
+    if out.exists() and not out.is_dir():
+        raise SegzooError(f"--out {out} is a file; name a folder for the study")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    marker = out / "study.json"
+    try:
+        ours = "train" in read_json_file(marker, "study file")
+    except SegzooError:
+        ours = False
+    if not ours:
+        found = sorted(p.name for p in out.iterdir())[:5]
+        raise SegzooError(f"--out {out} holds files a segzoo study did not write ({', '.join(found)}) and no "
+                          "study.json of its own; ablate would replace them: choose a new or empty folder")
+
+
 def check_settings(out: Path, recorded: dict[Run, dict[str, Any]]) -> None:
     """Stop if a run in ``out`` finished or began training with settings other than the study's for it."""
     stale = {}
@@ -144,8 +163,8 @@ def check_settings(out: Path, recorded: dict[Run, dict[str, Any]]) -> None:
         folder = out / r.folder
         if (folder / "result.json").exists() or (folder / "last.pt").exists():
             try:
-                before = json.loads((folder / "settings.json").read_text())
-            except (OSError, ValueError):
+                before = read_json_file(folder / "settings.json", "run settings")
+            except SegzooError:
                 before = None
             if before is None or _differ(before, settings):
                 stale[r.folder] = before, settings
@@ -207,7 +226,7 @@ def run_one(study: Study, r: Run, settings: dict[str, Any], recorded: dict[str, 
     folder = out / r.folder
     done = folder / "result.json"
     if done.exists():
-        return json.loads(done.read_text())
+        return read_result(done)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps(recorded, indent=1) + "\n", folder / "settings.json")
     config = {**settings, "data": data, "out_dir": str(folder), "progress": progress}
@@ -256,12 +275,27 @@ def _train(config: dict[str, Any], r: Run, progress: bool, clock: _Clock | None,
         return training.train(cfg, on_epoch=on_epoch, log=write)
 
 
+def read_result(path: Path) -> dict[str, Any]:
+    """A finished run's result.json, checked for what the report reads; a damaged one is one line saying how to
+    train that run again (remove the file)."""
+    row = read_json_file(path, "run result")
+    numbers = ("mean_iu", "pixel_acc", "mean_acc", "fw_iu", "train_s")
+    ok = (isinstance(row.get("variant"), str) and type(row.get("seed")) is int
+          and all(type(row.get(k)) in (int, float) for k in numbers if k in row)
+          and isinstance(row.get("per_class_iu", {}), dict) and isinstance(row.get("history", []), list))
+    if not ok:
+        raise SegzooError(f"run result {path} is damaged (not the variant, seed and metrics a study writes); remove "
+                          "it and run the study again to retrain that run")
+    return row
+
+
 def _epochs_done(folder: Path) -> int:
     """Epochs an interrupted run has finished (the lines of its metrics.jsonl), for its bar."""
     try:
-        return sum(1 for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip())
-    except OSError:
+        text = read_text_file(folder / "metrics.jsonl", "metrics.jsonl")
+    except SegzooError:
         return 0
+    return sum(1 for line in text.splitlines() if line.strip())
 
 
 def _evaluate(model: Any, config: dict[str, Any], px: int) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import yaml
 from ..api import get_registry
 from ..core.errors import SegzooError, UnknownNameError
 from ..core.files import read_text_file
+from ..core.limits import MAX_SEEDS
 from ..train import TrainConfig
 from ..train.metrics import BOUNDARY_PX
 
@@ -96,10 +97,10 @@ class Study:
         if not staged or not all(isinstance(s, bool) for s in staged) or len(set(staged)) != len(staged):
             raise SegzooError(f"'staged' must be true, false or a list of them such as [false, true], got "
                               f"{self.staged!r}")
-        for key, least in (("seeds", 1), ("boundary_px", 1)):
+        for key, least, most in (("seeds", 1, MAX_SEEDS), ("boundary_px", 1, 1024)):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise SegzooError(f"'{key}' must be a whole number >= {least}, got {value!r} "
+            if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+                raise SegzooError(f"'{key}' must be a whole number from {least} to {most}, got {value!r:.40} "
                                   f"(--{key.replace('_', '-')} N)")
         if not isinstance(self.out, str | os.PathLike) or not str(self.out):
             raise SegzooError(f"'out' must be a folder, got {self.out!r}")

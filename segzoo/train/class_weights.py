@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import DataError
-from ..core.files import atomic_write_text
+from ..core.errors import DataError, SegzooError
+from ..core.files import atomic_write_text, read_json_file
 from ..data import IGNORE_INDEX, SegmentationDataset
 
 CACHE = "class_weights.json"
@@ -81,7 +81,7 @@ def auto_class_weights(dataset: SegmentationDataset, out_dir: Path, source: dict
 
 def _read(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = read_json_file(path, "class-weights cache")
+    except SegzooError:
         return None
     return data if isinstance(data, dict) else None

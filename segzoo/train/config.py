@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -11,6 +14,8 @@ from typing import Any, ClassVar
 import yaml
 
 from ..core.errors import SegzooError, UnknownNameError
+from ..core.files import read_text_file
+from ..core.limits import MAX_BATCH, MAX_EPOCHS, MAX_WORKERS
 from .optim import optimizer_defaults
 from .presets import resolve_preset
 
@@ -92,13 +97,33 @@ class TrainConfig:
         "accumulate": (1, "1 steps the optimiser after every batch"),
     }
 
+    # Upper bounds of the counts in LEAST (segzoo.core.limits: chosen from the machine where that makes sense).
+    MOST: ClassVar[dict[str, int]] = {
+        "epochs": MAX_EPOCHS, "batch_size": MAX_BATCH, "eval_every": MAX_EPOCHS, "save_every_steps": 1 << 40,
+        "save_every_epochs": MAX_EPOCHS, "workers": MAX_WORKERS, "early_stop": MAX_EPOCHS, "accumulate": 1_000_000,
+    }
+
+    def check_types(self) -> None:
+        """Every setting has its field's type (a YAML ``flip: "no"`` is a string, not false; ``epochs: two`` is
+        no number): one :class:`SegzooError` naming the setting, the type it needs and the value given."""
+        hints = typing.get_type_hints(TrainConfig)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not _fits(value, hints[f.name]):
+                example = json.dumps(_example(f), default=list)
+                raise SegzooError(f"setting '{f.name}' must be {_type_name(hints[f.name])}, got {_shown(value)} "
+                                  f"({type(value).__name__}); e.g. '{f.name}: {example[:60]}'")
+
     def check(self) -> None:
         """A :class:`SegzooError` for a setting out of range, named as the CLI option that sets it, before
         anything is built or written (a NaN learning rate or a crop of 0 would otherwise run, or crash later)."""
+        self.check_types()
         for name, (least, meaning) in self.LEAST.items():
             value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value < least):
-                raise SegzooError(f"--{name.replace('_', '-')} must be >= {least}, got {_shown(value)} ({meaning}; "
+            most = self.MOST.get(name)
+            if value is not None and (not _is_int(value) or value < least or (most is not None and value > most)):
+                span = f">= {least}" + (f" and <= {most}" if most is not None else "")
+                raise SegzooError(f"--{name.replace('_', '-')} must be {span}, got {_shown(value)} ({meaning}; "
                                   "a whole number)")
         for name, (low, high, meaning) in self.INT_RANGES.items():
             value = getattr(self, name)
@@ -121,6 +146,11 @@ class TrainConfig:
         if isinstance(self.class_weights, str) and self.class_weights != "auto":
             raise SegzooError(f"--class-weights {self.class_weights!r}: give 'auto' (median-frequency balancing) or "
                               "one number per class, e.g. --class-weights 1,2,2")
+        weights = self.class_weights
+        if isinstance(weights, (list, tuple)) and (not all(math.isfinite(w) and w >= 0 for w in weights)
+                                                   or not any(w > 0 for w in weights)):
+            raise SegzooError(f"--class-weights {_shown(list(weights))}: every weight must be a finite number >= 0 and "
+                              "at least one > 0 (all 0 would train nothing: the loss is 0 everywhere)")
         scale = self.scale
         if (not isinstance(scale, (tuple, list)) or len(scale) != 2 or not all(_is_number(v) and math.isfinite(v)
                                                                                 for v in scale)
@@ -201,6 +231,56 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (from YAML, JSON or the CLI) is of the annotated type: bool is no int, an int is a float."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return _is_int(value)
+    if hint is float:
+        return _is_number(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:  # the length is the range check's (--scale)
+            return all(_fits(v, args[0]) for v in value)
+        return all(_fits(v, args[0]) for v in value) if args else True
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) and _fits(v, args[1]) for k, v in value.items())
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", type(None): "null"}
+    if hint in names:
+        return names[hint]
+    if origin in (list, tuple):
+        many = {float: "numbers", int: "whole numbers", str: "strings", bool: "true/false values"}
+        count = f"{len(args)} " if origin is tuple and args and args[-1] is not Ellipsis else ""
+        return f"a list of {count}{many.get(args[0], 'values')}" if args else "a list"
+    if origin is dict:
+        return "a mapping"
+    return str(hint)
+
+
+def _example(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING and f.default is not None:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else "..."
+
+
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:60] + "..."
@@ -214,9 +294,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
     error naming the closest.
     """
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SegzooError(f"cannot read config file {path}: {exc.strerror or exc}; check the path") from None
+        data = yaml.safe_load(read_text_file(path, "config file"))  # regular files only: a pipe would block
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
@@ -229,8 +307,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise SegzooError(f"config file {path} must be a mapping of training settings (TrainConfig field names), "
                           f"e.g. 'epochs: 20', not a {type(data).__name__}")
     try:
-        TrainConfig.from_dict(data)
-    except (UnknownNameError, TypeError) as exc:
+        TrainConfig.from_dict(data).check_types()
+    except (UnknownNameError, TypeError, SegzooError) as exc:
         raise SegzooError(f"config file {path}: {exc}") from None
     return data
 

@@ -17,20 +17,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import TrainingError
+from ..core.errors import SegzooError, TrainingError
+from ..core.files import read_text_file
+from ..core.lock import LOCK_NAME, RunLock
 from .config import TrainConfig
 
 RUN_FILES = ("last.pt", "best.pt", "config.json", "metrics.jsonl", "metrics.csv")
-LOCK_NAME = ".segzoo.lock"
 # What a run may have written before its first checkpoint: all ``resume="auto"`` ever removes, by name.
 LEFTOVERS = ("config.json", "metrics.jsonl", "metrics.csv")
+__all__ = ["LEFTOVERS", "LOCK_NAME", "RUN_FILES", "RunLock", "auto_resume", "check_new_run", "check_resume_target",
+           "run_files"]
 
 
 def run_files(out: str | os.PathLike[str]) -> list[str]:
@@ -71,8 +72,8 @@ def check_resume_target(out: str | os.PathLike[str], checkpoint: str | os.PathLi
 
 def _same_settings(out: Path, stored: dict[str, Any]) -> bool:
     try:
-        written = json.loads((out / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        written = json.loads(read_text_file(out / "config.json", "config.json"))
+    except (SegzooError, ValueError):
         return False
     if not isinstance(written, dict):
         return False
@@ -85,117 +86,6 @@ def _same_dir(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
     except OSError:
         return False
-
-
-class RunLock:
-    """An exclusive lock on a run folder for as long as the ``with`` block runs (the folder is created).
-
-    A second holder, in this process or another, gets a :class:`TrainingError` naming the first one's pid
-    and host. Without ``fcntl`` (Windows) the lock file itself is the lock, with a dead pid's file taken over.
-    """
-
-    def __init__(self, out: str | os.PathLike[str], notice: Callable[[str], None] | None = None):
-        self.out = Path(out)
-        self.path = self.out / LOCK_NAME
-        self.notice = notice or (lambda text: print(text, file=sys.stderr))
-        self.fd: int | None = None
-        self.created_dir = False
-
-    def __enter__(self) -> RunLock:
-        self.created_dir = not self.out.exists()
-        self.out.mkdir(parents=True, exist_ok=True)
-        for _ in range(5):  # a holder that releases between our open and our lock: try the new file
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                if not _try_lock(fd, self.path):
-                    raise TrainingError(
-                        f"{self.out} is in use by another segzoo run ({_describe(_read(fd))}); wait for it to end, "
-                        "or train into another --out")
-                if _same_file(fd, self.path):
-                    break
-            except BaseException:
-                os.close(fd)
-                raise
-            os.close(fd)  # we locked a lock file its holder had just removed
-        else:  # pragma: no cover - needs five releases in a row racing us
-            raise TrainingError(f"could not lock {self.path}; try again")
-        previous = _read(fd)
-        if previous:
-            self.notice(f"note: took over the lock of {self.out} left by a run that is gone ({_describe(previous)})")
-        mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                           "since": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": " ".join(sys.argv)[:300]})
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, mine.encode(), 0)
-        self.fd = fd
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.fd is None:
-            return
-        try:
-            self.path.unlink(missing_ok=True)  # while still locked, so no one else's file is removed
-        finally:
-            os.close(self.fd)  # releases the lock
-            self.fd = None
-        if self.created_dir:
-            try:
-                self.out.rmdir()  # a run that wrote nothing leaves no empty folder behind
-            except OSError:
-                pass
-
-
-def _try_lock(fd: int, path: Path) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: the file's content decides
-        holder = _read(fd)
-        return not holder or not _alive(holder)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    except OSError:  # a file system without locks: fall back to the holder's pid
-        holder = _read(fd)
-        return not holder or not _alive(holder)
-    return True
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        a, b = os.fstat(fd), os.stat(path)
-    except OSError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
-def _read(fd: int) -> dict[str, Any]:
-    try:
-        data = os.pread(fd, 4096, 0)
-        holder = json.loads(data.decode("utf-8")) if data.strip() else {}
-    except (OSError, ValueError):
-        return {"pid": "?", "host": "?"}
-    return holder if isinstance(holder, dict) else {"pid": "?", "host": "?"}
-
-
-def _alive(holder: dict[str, Any]) -> bool:
-    """Whether the holder may still run: another host's, or an unreadable pid, counts as alive."""
-    pid = holder.get("pid")
-    if holder.get("host") != socket.gethostname() or not isinstance(pid, int):
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
-def _describe(holder: dict[str, Any]) -> str:
-    text = f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"
-    if holder.get("since"):
-        text += f", since {holder['since']}"
-    return text
 
 
 def auto_resume(config: TrainConfig, main: bool = True, notice: Callable[[str], None] | None = None) -> TrainConfig:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..core.errors import SegzooError, TrainingError
+from ..core.errors import CheckpointError, SegzooError, TrainingError
 from ..core.files import atomic_write_text
 from ..io.checkpoint import save_model
 from . import runtime as rtm
@@ -103,10 +103,17 @@ class Trainer:
         self.good_checkpoint = self.ckpt_path
         c, parts = self.ckpt, self.parts
         parts.model.load_state_dict(c["state_dict"])
-        parts.optimizer.load_state_dict(c["optimizer"])
-        parts.scheduler.load_state_dict(c["scheduler"])
-        if c.get("scaler"):
-            parts.step.scaler.load_state_dict(c["scaler"])
+        for what, load, state in (("optimizer", parts.optimizer.load_state_dict, c["optimizer"]),
+                                  ("scheduler", parts.scheduler.load_state_dict, c["scheduler"]),
+                                  ("scaler", parts.step.scaler.load_state_dict, c.get("scaler"))):
+            if what == "scaler" and not state:
+                continue
+            try:
+                load(state)
+            except (ValueError, KeyError, TypeError, IndexError, RuntimeError, AttributeError) as exc:
+                raise CheckpointError(f"{self.ckpt_path}: its {what} state does not fit this run "
+                                      f"({type(exc).__name__}: {str(exc)[:100]}); the checkpoint is damaged or was "
+                                      "not written by segzoo: resume from another one") from None
         self.epoch, self.step, self.batches_done = c["epoch"], c["step"], c["batches_done"]
         self.history, self.best = [EpochRecord.from_dict(r) for r in c["history"]], c.get("best")
         self.partial = {**self._new_partial(), **c["partial"]}
@@ -283,17 +290,19 @@ class Trainer:
                  + (f"  {record.skipped} skipped (bad samples)" if record.skipped else "")
                  + (f"  val: {summary_line(record.val)}" + ("  (best)" if is_best else "") if record.val is not None
                     else ""))
+        # the checkpoints first, then the logs: a save that fails (a full disk) leaves logs that do not claim an
+        # epoch the checkpoint lacks
+        if self.epoch == cfg.epochs or self.step_save_due() or self.stopper.should_stop or (
+                cfg.save_every_epochs and self.epoch % cfg.save_every_epochs == 0):
+            self.save("last.pt")
+        if is_best:
+            self.save("best.pt")
         if self.rt.is_main:
             self.written.update(write_logs(self.out, self.history))
         if self.tb is not None:
             self.tb.epoch(record)
             if record.val is not None:
                 self.tb.predictions(record.epoch, self.sample_predictions())
-        if self.epoch == cfg.epochs or self.step_save_due() or self.stopper.should_stop or (
-                cfg.save_every_epochs and self.epoch % cfg.save_every_epochs == 0):
-            self.save("last.pt")
-        if is_best:
-            self.save("best.pt")
         if self.on_epoch is not None:
             self.on_epoch(record)
 
