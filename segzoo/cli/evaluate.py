@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import zipfile
 from pathlib import Path
 
 from ..api import load_model
@@ -45,9 +46,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where to write the metrics (default: eval-<split>.json beside the checkpoint)")
 
 
+def exported_kind(path: str) -> str | None:
+    """``ONNX``, ``torch.export`` or ``TorchScript`` for a file segzoo export wrote, else None (a checkpoint, or
+    something load_model will name)."""
+    p = Path(path)
+    if p.suffix.lower() == ".onnx":
+        return "ONNX"
+    if p.suffix.lower() == ".pt2":
+        return "torch.export"
+    try:
+        with zipfile.ZipFile(p) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return None
+    if any(n.endswith("/constants.pkl") for n in names):
+        return "TorchScript"
+    return "torch.export" if any(n.endswith("/serialized_exported_program.json") for n in names) else None
+
+
+def check_checkpoint(path: str) -> None:
+    """eval runs checkpoints (segzoo train, save_model); an exported model is refused by name, not called corrupt."""
+    kind = exported_kind(path)
+    if kind is not None:
+        raise SegzooError(
+            f"{path} is an exported {kind} model; eval takes a checkpoint (.pt from segzoo train or save_model): "
+            "evaluate the checkpoint it was exported from, or run the export with segzoo predict --checkpoint "
+            f"{path}")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.boundary_px < 1:
         raise SegzooError(f"--boundary-px must be >= 1, got {args.boundary_px} (the band's width in pixels)")
+    check_checkpoint(args.checkpoint)
     rt = setup(args.device)
     model = load_model(args.checkpoint).to(rt.device)
     pairs = find_pairs(args.data, args.split, args.skip_bad)
