@@ -251,6 +251,8 @@ def test_cli_flags_build_the_study_and_print_the_table(tmp_path, fake, capsys):
 
     args = build_parser()[0].parse_args(["ablate", "--staged"])
     assert build_study(args).staged is True and build_study(args).heads[-1] == "fcn4s"
+    assert build_study(build_parser()[0].parse_args(["ablate", "--test-split", "test"])).test_split == "test"
+    assert "results.json" in printed and "best epoch:" in printed and "last epoch (8)" in printed
 
 
 # -- real training, small ----------------------------------------------------------------------------------

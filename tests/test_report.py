@@ -153,7 +153,7 @@ def test_a_class_at_iu_0_in_every_seed_is_flagged_in_table_csv_and_plot(tmp_path
     try:
         ax = figures[0].axes[0]
         labels = [t.get_text() for t in ax.texts]
-        assert "0.420\nIU 0: disc, ring" in labels and "0.480" in labels
+        assert "0.420\nIU 0:\ndisc\nring" in labels and "0.480" in labels
         assert [p.get_hatch() for p in ax.patches] == ["//", None]
     finally:
         for fig in figures:

@@ -150,7 +150,7 @@ def never_learned(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         by_variant.setdefault(r["variant"], []).append(r)
     return [f"warning: {v} never learned {', '.join(zero)} (IU 0 in all {len(group)} seed(s) at the last epoch); "
-            "its mean IU averages in a 0: train longer, try --lr (segzoo train --lr-find) or --class-weights auto"
+            "its mean IU averages in a 0: train longer, with another --lr, or with --class-weights auto"
             for v, group in by_variant.items() if (zero := zero_classes(group))]
 
 

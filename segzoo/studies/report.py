@@ -286,7 +286,8 @@ def write_report(rows: list[dict[str, Any]], out: Path, baseline: str | None = N
                 "best_epoch", *(f"best_{k}" for k in METRICS)]
     rows = [{**r, **{f"best_{k}": (r.get("best") or {}).get(k) for k in METRICS}} for r in rows]
     atomic_write_text(_csv([{k: r.get(k) for k in run_keys} for r in rows]), out / "runs.csv")
-    _plot_bars(rows, summaries, out / "results.png")
+    split = next((r.get("split") for r in rows if r.get("split")), None) or "val"
+    _plot_bars(rows, summaries, out / "results.png", f"mean IU ({split}, last epoch)")
     _plot_curves(summaries, out / "curves.png")
     return summaries
 
@@ -322,7 +323,8 @@ def _csv(records: list[dict[str, Any]]) -> str:
 
 # -- the plots --------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _figure(path: Path, figsize: tuple[float, float], title: str, xlabel: str | None = None) -> Iterator[Any]:
+def _figure(path: Path, figsize: tuple[float, float], title: str, xlabel: str | None = None,
+            ylabel: str = "mean IU (val)") -> Iterator[Any]:
     """An Agg figure with one axes, labelled, laid out and saved to ``path`` (through a temporary file) when the
     block ends. The legend goes to the right of the axes, off the data."""
     import matplotlib  # matplotlib.pyplot takes about 1.1 s to import here (-X importtime): only plots pay it
@@ -333,7 +335,7 @@ def _figure(path: Path, figsize: tuple[float, float], title: str, xlabel: str | 
     fig, ax = plt.subplots(figsize=figsize)
     try:
         yield ax
-        ax.set_ylabel("mean IU (val)")
+        ax.set_ylabel(ylabel)
         ax.set_title(title)
         if xlabel:
             ax.set_xlabel(xlabel)
@@ -355,7 +357,8 @@ def _series(row: dict[str, Any]) -> str:
     return row["head"] + ("-staged" if row.get("staged") else "")
 
 
-def _plot_bars(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], path: Path) -> None:
+def _plot_bars(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], path: Path,
+               ylabel: str = "mean IU (val)") -> None:
     """Mean IU per variant grouped by backbone: a bar at the mean over seeds, with the standard deviation as an
     error bar and a point per seed."""
     backbones = list(dict.fromkeys(s["backbone"] for s in summaries))
@@ -364,7 +367,7 @@ def _plot_bars(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], path
     seeds = max((len(s["seeds"]) for s in summaries), default=1)
     # 2.6 in. besides the groups: the legend, and the title's width with a single backbone
     with _figure(path, (2.6 + 0.45 * len(series) * len(backbones) + 0.6 * len(backbones), 3.6),
-                 "mean IU per variant") as ax:
+                 "mean IU per variant", ylabel=ylabel) as ax:
         if seeds > 1:
             ax.set_xlabel(f"{seeds} seeds: bar = mean, line = ± std, dot = a seed", fontsize=7)
         for i, name in enumerate(series):
@@ -382,14 +385,16 @@ def _plot_bars(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], path
                 if len(points) > 1:
                     ax.plot([x] * len(points), points, "o", color="black", markersize=2.5, zorder=3)
             bars = ax.bar(xs, ys, width, label=name, yerr=errs if seeds > 1 else None, capsize=2)
-            ax.bar_label(bars, labels=[f"{y:.3f}" + (f"\nIU 0: {', '.join(z)}" if z else "")
-                                       for y, z in zip(ys, zeros)], fontsize=7, padding=2)
+            # a class never learned: named one per line above its bar, so neighbouring bars' names do not overlap
+            ax.bar_label(bars, labels=[f"{y:.3f}" + ("\nIU 0:\n" + "\n".join(z) if z else "")
+                                       for y, z in zip(ys, zeros)], fontsize=6, padding=2)
             for bar, z in zip(bars, zeros):
                 if z:  # a variant that never learned a class: hatched, and named above the bar
                     bar.set_hatch("//")
                     bar.set_edgecolor("red")
         ax.set_xticks(range(len(backbones)), backbones)
-        ax.margins(y=0.15)  # room for the value labels above the bars
+        lines = max((len(s.get("zero_classes") or []) for s in summaries), default=0)
+        ax.margins(y=0.15 + (0.1 * (lines + 1) if lines else 0))  # room for the labels above the bars
 
 
 def _plot_curves(summaries: list[dict[str, Any]], path: Path) -> None:
