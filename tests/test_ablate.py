@@ -50,14 +50,19 @@ def fake(monkeypatch):
             if on_epoch:
                 on_epoch(history[-1])
         Path(cfg.out_dir, "last.pt").write_text("fake")
+        best = {**final, "mean_iu": miou + 0.1, "epoch": 1}  # the best epoch is the first, 0.1 better
         return SimpleNamespace(final_metrics=final, history=history, last_checkpoint=Path(cfg.out_dir, "last.pt"),
-                               model=None)
+                               best_metrics=best, best_epoch=1, best_checkpoint=None, model=None)
 
     monkeypatch.setattr(segzoo.train, "train", train)
     monkeypatch.setattr(ablate, "_measure", lambda checkpoint, side: {"params_m": 1.0, "gflops": 0.1,
                                                                       "latency_ms": 2.0, "infer_peak_mib": 3.0})
-    monkeypatch.setattr(segzoo.data.demo, "write_demo_dataset",
-                        lambda out, **kw: state.demo.append(kw) or Path(out))
+    def write_demo(out, **kw):  # an empty folder: the fake training reads nothing
+        state.demo.append(kw)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        return Path(out)
+
+    monkeypatch.setattr(segzoo.data.demo, "write_demo_dataset", write_demo)
     return state
 
 
@@ -107,7 +112,7 @@ def test_seeds_and_the_staged_axis_resume_seed_by_seed(tmp_path, fake):
     md = (out / "results.md").read_text()
     # fcn8s is 0.05 above fcn32s for both seeds: no spread in the difference, a zero-width interval, marked
     line = next(line for line in md.splitlines() if line.startswith("| alexnet-fcn8s-staged "))
-    assert [c.strip() for c in line.split("|")[2:5]] == ["2", "0.4550 ± 0.0071", "+0.0500 [+0.0500, +0.0500] *"]
+    assert [c.strip() for c in line.split("|")[2:6]] == ["2", "8", "0.4550 ± 0.0071", "+0.0500 [+0.0500, +0.0500] *"]
     assert md.count("baseline") >= 2 and "## Per-class IU" in md and "45.5 (+5.0)" in md
 
 
@@ -134,12 +139,60 @@ def test_a_rerun_with_other_settings_stops_and_restart_trains_every_run_again(tm
 
 def test_boundary_iou_at_another_width_is_measured_again(tmp_path, fake, monkeypatch):
     seen = []
-    monkeypatch.setattr(ablate, "_evaluate", lambda model, config, px: seen.append(px) or {
+    monkeypatch.setattr(ablate, "_evaluate", lambda model, config, px, split=None: seen.append(px) or {
         "mean_iu": 0.5, "pixel_acc": 0.8, "mean_acc": 0.5, "fw_iu": 0.7, "boundary_iou": 0.1, "boundary_px": px,
         "per_class_iu": {}})
     [row] = run_study(Study(backbones=["alexnet"], heads=["fcn32s"], out=str(tmp_path / "s"), boundary_px=4),
                       progress=False, log=lambda _: None)
     assert seen == [4] and (row["boundary_iou"], row["boundary_px"]) == (0.1, 4)
+    assert "boundary_iou" not in row["best"]  # no best.pt to measure at 4 px: not shown at the trainer's 2 px
+
+
+def test_results_say_which_epoch_and_show_the_best_beside_the_last(tmp_path, fake):
+    out = tmp_path / "s"
+    rows = run_study(Study(backbones=["alexnet"], heads=["fcn32s", "fcn8s"], seeds=2, out=str(out),
+                           train={"epochs": 3}), progress=False, log=lambda _: None)
+    assert [(r["epoch"], r["best_epoch"], r["split"], r["selected_on"]) for r in rows] == [(3, 1, "val", "val")] * 4
+    assert rows[0]["best"]["mean_iu"] == pytest.approx(rows[0]["mean_iu"] + 0.1)
+    md = (out / "results.md").read_text()
+    assert "each run's last epoch (3) on split 'val'" in md and "so it is optimistic" in md
+    last, best = md.split("## Last epoch")[1].split("## Best epoch")
+    line = next(x for x in best.splitlines() if x.startswith("| alexnet-fcn8s "))
+    assert [c.strip() for c in line.split("|")[3:5]] == ["1", "0.5550 ± 0.0071"]  # epoch 1, 0.1 above the last
+    line = next(x for x in last.splitlines() if x.startswith("| alexnet-fcn8s "))
+    assert [c.strip() for c in line.split("|")[3:5]] == ["3", "0.4550 ± 0.0071"]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["best_epoch"][1]["mean_iu"] == pytest.approx(0.555)
+
+
+def test_a_test_split_reports_last_and_best_on_it_and_chooses_on_val(tmp_path, fake, monkeypatch):
+    measured = []
+
+    def evaluate(model, config, px, split=None):
+        measured.append((model, split))
+        return {"mean_iu": 0.3 if model == "best.pt" else 0.2, "pixel_acc": 0.8, "mean_acc": 0.5, "fw_iu": 0.7,
+                "per_class_iu": {}}
+
+    monkeypatch.setattr(ablate, "_evaluate", evaluate)
+    monkeypatch.setattr(ablate, "load_model", lambda path: Path(path).name)
+    train = segzoo.train.train
+
+    def with_best(cfg, **kw):  # as the trainer does: a best.pt beside last.pt
+        result = train(cfg, **kw)
+        result.best_checkpoint = Path(cfg.out_dir, "best.pt")
+        result.best_checkpoint.write_text("fake")
+        result.model = "last model"
+        return result
+
+    monkeypatch.setattr(segzoo.train, "train", with_best)
+    out = tmp_path / "s"
+    [row] = run_study(Study(backbones=["alexnet"], heads=["fcn32s"], out=str(out), test_split="test"),
+                      progress=False, log=lambda _: None)
+    assert measured == [("last model", "test"), ("best.pt", "test")]
+    assert (row["mean_iu"], row["best"]["mean_iu"], row["split"], row["selected_on"]) == (0.2, 0.3, "test", "val")
+    assert "on split 'val' (what best.pt keeps), measured on split 'test'." in (out / "results.md").read_text()
+    with pytest.raises(segzoo.SegzooError, match="is the split the best epoch is chosen on"):
+        Study(backbones=["alexnet"], heads=["fcn32s"], test_split="val").check()
 
 
 def ablate_cli(*args):
@@ -198,6 +251,8 @@ def test_cli_flags_build_the_study_and_print_the_table(tmp_path, fake, capsys):
 
     args = build_parser()[0].parse_args(["ablate", "--staged"])
     assert build_study(args).staged is True and build_study(args).heads[-1] == "fcn4s"
+    assert build_study(build_parser()[0].parse_args(["ablate", "--test-split", "test"])).test_split == "test"
+    assert "results.json" in printed and "best epoch:" in printed and "last epoch (8)" in printed
 
 
 def test_a_named_model_is_one_more_row_compared_with_the_first_variant(tmp_path, fake, capsys):
@@ -294,3 +349,68 @@ def test_progress_shows_a_study_bar_and_a_variant_bar_or_neither(tmp_path, demo_
     err = capsys.readouterr().err
     bars = {"study": "study:", "variant (epochs)": "alexnet-fcn32s/seed-0:", "the epoch's batches": "epoch 1/1:"}
     assert {name: text in err for name, text in bars.items()} == dict.fromkeys(bars, shown), err
+
+
+# -- the data a study trains on, by content --------------------------------------------------------------
+def folder_data(root: Path) -> Path:
+    (root / "masks").mkdir(parents=True)
+    for name in ("a", "b"):
+        (root / "masks" / f"{name}.png").write_bytes(name.encode() * 10)
+    return root
+
+
+def test_a_dataset_edited_between_seeds_stops_the_study_in_one_line(tmp_path, fake):
+    data = folder_data(tmp_path / "d")
+    study = Study(backbones=["alexnet"], heads=["fcn32s"], seeds=3, out=str(tmp_path / "s"),
+                  train={"data": str(data), "num_classes": 3})
+    fake.stop = lambda cfg: cfg.seed == 0 and (data / "masks" / "a.png").write_bytes(b"edited") and False
+    with pytest.raises(segzoo.SegzooError, match=r"d changed while the study ran, before alexnet-fcn32s/seed-1 "
+                                                 r"\(changed masks/a.png\).*--restart"):
+        run_study(study, progress=False, log=lambda _: None)
+    assert [c.seed for c in fake.calls] == [0]  # seed 1 never trained on the edited data
+    # resumed later over the edited data: refused too, by what changed, until --restart
+    with pytest.raises(segzoo.SegzooError, match=r"trained on other data than .* holds now \(changed masks/a.png\)"):
+        run_study(study, progress=False, log=lambda _: None)
+    fake.stop = None
+    assert len(run_study(study, progress=False, restart=True, log=lambda _: None)) == 3
+
+
+def test_the_same_files_elsewhere_are_the_same_data_and_settings_compare_by_content(tmp_path, fake):
+    import shutil
+
+    data = folder_data(tmp_path / "d")
+    study = Study(backbones=["alexnet"], heads=["fcn32s"], out=str(tmp_path / "s"),
+                  train={"data": str(data), "num_classes": 3})
+    [row] = run_study(study, progress=False, log=lambda _: None)
+    recorded = json.loads((tmp_path / "s" / "data.json").read_text())
+    assert recorded["count"] == 2 and row["data_digest"] == recorded["digest"] and recorded["digest"].startswith("sha")
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(data, moved)  # new times, same bytes
+    study.train = {**study.train, "data": str(moved)}
+    study.seeds = 2
+    fake.calls.clear()
+    run_study(study, progress=False, log=lambda _: None)
+    assert [c.seed for c in fake.calls] == [1]  # seed 0 is read back: same content, other path
+    (moved / "masks" / "b.png").unlink()
+    study.seeds = 3
+    with pytest.raises(segzoo.SegzooError, match=r"other data .*removed masks/b.png"):
+        run_study(study, progress=False, log=lambda _: None)
+
+
+def test_a_variant_that_never_learns_a_class_is_flagged_in_the_log(tmp_path, fake, monkeypatch):
+    train = segzoo.train.train
+
+    def no_disc(cfg, **kw):
+        result = train(cfg, **kw)
+        if cfg.model.endswith("fcn32s"):
+            result.final_metrics = {**result.final_metrics, "per_class_iu": {"background": 0.9, "disc": 0.0}}
+        return result
+
+    monkeypatch.setattr(segzoo.train, "train", no_disc)
+    logs = []
+    run_study(Study(backbones=["alexnet"], heads=["fcn32s", "fcn8s"], seeds=2, out=str(tmp_path / "s")),
+              progress=False, log=logs.append)
+    warned = [line for line in logs if line.startswith("warning:")]
+    assert warned == [warned[0]] and warned[0].startswith("warning: alexnet-fcn32s never learned disc (IU 0 in all 2")
+    md = (tmp_path / "s" / "results.md").read_text()
+    assert "⚠ disc" in md and "Never learned: alexnet-fcn32s: disc" in md

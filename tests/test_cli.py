@@ -303,6 +303,8 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(monkeypat
     assert "SEGZOO_DEBUG=1" in line
     assert main(["--debug", "list"]) == 1
     assert "Traceback" in capsys.readouterr().err
+    assert main(["list", "--debug"]) == 1  # after the command too, as the hint is read
+    assert "Traceback" in capsys.readouterr().err
     monkeypatch.setenv("SEGZOO_DEBUG", "1")
     assert main(["build", "vgg16-fcn9s"]) == 2
     err = capsys.readouterr().err

@@ -257,3 +257,73 @@ def test_resume_auto_is_one_command_that_survives_requeues(tmp_path):
     assert (ckpt["epoch"], ckpt["step"]) == (2, 48)
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in logged] == [1, 2]
+
+
+def test_print_config_on_real_data_shows_the_resolved_optimizer_defaults_and_no_demo_block(demo_data, capsys):
+    import yaml
+
+    assert main(["train", "--data", str(demo_data), "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert (printed["optimizer"], printed["lr"], printed["weight_decay"], printed["batch_size"]) == (
+        "adamw", 1e-4, 1e-4, 8)
+    assert "demo" not in printed and "momentum" in printed and printed["momentum"] is None  # AdamW has none
+    assert main(["train", "--data", str(demo_data), "--optimizer", "sgd-poly", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert (printed["lr"], printed["momentum"], printed["weight_decay"]) == (1e-2, 0.9, 5e-4)
+    assert main(["train", "--print-config"]) == 0  # the demo: its block and its lr
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["demo"]["train"] == 160 and printed["lr"] == 3e-4
+
+
+def fake_train(monkeypatch, stopped=False):
+    """segzoo.train.train replaced: it writes what a finished run does (both checkpoints), or stops at once."""
+    from types import SimpleNamespace
+
+    import segzoo.train
+
+    calls = []
+
+    def train(config, **kw):
+        from pathlib import Path
+
+        calls.append(config)
+        out = Path(config.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "metrics.jsonl", "last.pt", "best.pt"):
+            (out / name).write_text("{}")
+        return SimpleNamespace(stopped_early=stopped, rank=0, out_dir=out, best_checkpoint=out / "best.pt",
+                               final_metrics=None)
+
+    monkeypatch.setattr(segzoo.train, "train", train)
+    return calls
+
+
+def test_restart_clears_a_run_that_stopped_before_its_first_checkpoint_and_nothing_else(tmp_path, demo_data,
+                                                                                         monkeypatch, capsys):
+    calls = fake_train(monkeypatch, stopped=True)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": "alexnet-fcn8s", "epochs": 1, "out_dir": str(run)}))
+    (run / "metrics.jsonl").write_text("")
+    (run / "notes.txt").write_text("mine")
+    args = [*TRAIN, "--data", str(demo_data), "--out", str(run)]
+    assert main(args) == 2 and "already holds part of a run" in capsys.readouterr().err and calls == []
+    assert main([*args, "--restart"]) == 0 and len(calls) == 1
+    assert "--restart: removed config.json, metrics.jsonl" in capsys.readouterr().out
+    assert (run / "notes.txt").read_text() == "mine"  # not segzoo's: kept
+    # a folder with a checkpoint is never cleared
+    assert main([*args, "--restart"]) == 2
+    err = capsys.readouterr().err
+    assert "holds last.pt, best.pt; continue it with --resume" in err and (run / "last.pt").exists()
+    assert main([*args, "--restart", "--resume"]) == 2
+
+
+@pytest.mark.parametrize("keep, left", [("best", {"best.pt"}), ("last", {"last.pt"}),
+                                        ("both", {"best.pt", "last.pt"})])
+def test_keep_removes_the_other_checkpoint_of_a_finished_run(tmp_path, demo_data, monkeypatch, capsys, keep, left):
+    fake_train(monkeypatch)
+    run = tmp_path / "run"
+    assert main([*TRAIN, "--data", str(demo_data), "--out", str(run), "--keep", keep]) == 0
+    assert {p.name for p in run.glob("*.pt")} == left
+    out = capsys.readouterr().out
+    assert ("removed" in out) == (keep != "both")

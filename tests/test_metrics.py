@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from segzoo.train.metrics import ConfusionMatrix, metrics_from_confusion, report
+from segzoo.train.metrics import ConfusionMatrix, metrics_from_confusion, report, summary_line
 
 
 def test_hand_computed_example_with_void_pixels():
@@ -140,3 +140,15 @@ def test_boundary_iou_accumulates_over_the_split_and_reports_beside_the_region_m
     m = {**cm.compute(["bg", "fg"]), **boundary_from_counts(batch.counts, 2, ["bg", "fg"])}
     text = report(m)
     assert "boundary IoU (2 px)" in text and "boundary IoU %" in text
+
+
+def test_a_class_in_the_truth_but_never_predicted_is_named_in_the_summary_line():
+    cm = ConfusionMatrix(4)
+    target = torch.tensor([0, 0, 1, 1, 2, 2])
+    cm.update(torch.tensor([0, 0, 0, 0, 2, 2]), target)  # class 1 is there, never predicted; class 3 is nowhere
+    m = cm.compute(["bg", "grey", "white", "csf"])
+    assert m["never_predicted"] == ["grey"] and m["per_class_iu"]["grey"] == 0.0
+    assert summary_line(m).endswith("  never predicted: grey")
+    cm.update(torch.tensor([1, 1]), torch.tensor([1, 0]))
+    done = cm.compute(["bg", "grey", "white", "csf"])
+    assert done["never_predicted"] == [] and "never predicted" not in summary_line(done)

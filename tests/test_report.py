@@ -131,3 +131,47 @@ def test_the_bar_plot_shows_a_point_per_seed_and_keeps_its_title_whole(tmp_path,
     finally:
         for fig in figures:
             close(fig)
+
+
+def test_a_class_at_iu_0_in_every_seed_is_flagged_in_table_csv_and_plot(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    rows = three_seeds()
+    for r in rows:
+        if r["variant"] == "alexnet-fcn32s":
+            r["per_class_iu"] = {"background": 0.9, "disc": 0.0, "ring": None}
+    rows[0]["per_class_iu"]["ring"] = 0.0  # ring: 0 once, undefined otherwise: never learned either
+    rows[1]["per_class_iu"]["disc"] = 0.0  # fcn8s misses disc in one seed only: not flagged
+    fcn32s, fcn8s = summarize(rows)
+    assert fcn32s["zero_classes"] == ["disc", "ring"] and fcn8s["zero_classes"] == []
+    table = results_table(rows)
+    assert "⚠ disc, ring" in table and "Never learned: alexnet-fcn32s: disc, ring" in table
+    assert "0.0 (+0.0) ⚠" not in per_class_table(summarize(rows)) and "0.0 ⚠" in per_class_table(summarize(rows))
+    figures, close = [], plt.close
+    monkeypatch.setattr(plt, "close", figures.append)
+    write_report(rows, tmp_path)
+    try:
+        ax = figures[0].axes[0]
+        labels = [t.get_text() for t in ax.texts]
+        assert "0.420\nIU 0:\ndisc\nring" in labels and "0.480" in labels
+        assert [p.get_hatch() for p in ax.patches] == ["//", None]
+    finally:
+        for fig in figures:
+            close(fig)
+    with open(tmp_path / "results.csv") as f:
+        assert [r["iu0_every_seed"] for r in csv.DictReader(f)] == ["disc;ring", ""]
+
+
+def test_timing_columns_carry_their_spread_and_results_json_the_raw_values(tmp_path):
+    import json
+
+    rows = three_seeds()
+    for r, ms in zip(rows[::2], (1127.0, 51.0, 447.0)):  # the three seeds of fcn32s, as measured under load
+        r["latency_ms"] = ms
+    table = results_table(rows)
+    assert "541.7 ± 544.2" in table and "± is their spread over seeds" in table
+    write_report(rows, tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["last_epoch"][0]["latency_ms_values"] == [1127.0, 51.0, 447.0]
+    assert saved["best_epoch"] == []  # rows without best-epoch metrics: no best table
+    assert "## Best epoch" not in (tmp_path / "results.md").read_text()

@@ -233,3 +233,32 @@ def test_resume_auto_waits_its_turn_behind_a_running_run(run, tmp_path):
     with RunLock(r), pytest.raises(TrainingError, match="in use by another segzoo run"):
         _auto(r)
     assert digest(r) == before
+
+
+def test_restart_removes_only_segzoos_files_of_a_run_without_a_checkpoint(tmp_path):
+    from segzoo.core.errors import TrainingError
+    from segzoo.train.run_folder import restart_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"model": "m", "epochs": 1, "out_dir": "run"}')
+    (run / "class_weights.json").write_text("{}")
+    (run / "mine.txt").write_text("x")
+    assert restart_run(run) == ["config.json", "class_weights.json"] and {p.name for p in run.iterdir()} == {"mine.txt"}
+    (run / "config.json").write_text('{"something": "else"}')
+    with pytest.raises(TrainingError, match="is not a segzoo run's config"):
+        restart_run(run)
+    (run / "best.pt").write_text("x")
+    with pytest.raises(TrainingError, match="holds best.pt"):
+        restart_run(run)
+    assert (run / "best.pt").exists() and (run / "config.json").exists()
+
+
+def test_keep_checkpoints_keeps_what_is_asked_and_never_the_only_one(tmp_path):
+    from segzoo.train.run_folder import keep_checkpoints
+
+    (tmp_path / "last.pt").write_text("x")
+    assert keep_checkpoints(tmp_path, "best") == [] and (tmp_path / "last.pt").exists()  # no best.pt: nothing goes
+    (tmp_path / "best.pt").write_text("x")
+    assert keep_checkpoints(tmp_path, "both") == []
+    assert keep_checkpoints(tmp_path, "best") == ["last.pt"] and not (tmp_path / "last.pt").exists()

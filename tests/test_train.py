@@ -342,3 +342,31 @@ def test_sync_bn_converts_batchnorm_and_keeps_the_model():
     rt = SimpleNamespace(distributed=True, device=torch.device("cpu"), world_size=2)
     with pytest.raises(SegzooError, match="--sync-bn needs CUDA GPUs"):
         train_setup.convert_sync_bn(model, rt, print)
+
+
+def test_grey_16_bit_data_with_its_own_stats_trains_and_the_log_says_settings_and_classes_never_predicted(tmp_path):
+    """Grey statistics meet an RGB model (they are repeated, as the image is); the resolved real-data defaults and,
+    at each validation, the classes never predicted are in the log."""
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "grey"
+    for split in ("train", "val"):
+        for sub in ("images", "masks"):
+            (data / split / sub).mkdir(parents=True)
+        for i in range(2):
+            rng = np.random.default_rng(i)
+            image = rng.integers(0, 65535, (64, 64), dtype=np.uint16)
+            Image.fromarray(image).save(data / split / "images" / f"{i}.png")
+            Image.fromarray(rng.integers(0, 3, (64, 64)).astype(np.uint8)).save(data / split / "masks" / f"{i}.png")
+    (data / "class_names.txt").write_text("background\ngrey\nwhite\n")
+    lines: list[str] = []
+    result = train(tiny(tmp_path, data, epochs=1, normalization="stats", batch_size=2), log=lines.append)
+    assert len(result.model.normalization["mean"]) == 3  # grey stats repeated for the 3-channel model
+    assert "settings: batch 2, loss mean, AdamW lr 0.0001 weight decay 0.0001" in "\n".join(lines)
+    validated = [line for line in lines if line.startswith(("before training:", "epoch 1/1"))]
+    assert len(validated) == 2 and result.initial_metrics["never_predicted"]  # untrained: one class everywhere
+    for line, metrics in zip(validated, (result.initial_metrics, result.final_metrics)):
+        missed = metrics["never_predicted"]
+        assert ("never predicted: " + ", ".join(missed) in line) if missed else "never predicted" not in line
+        assert set(missed) <= {"background", "grey", "white"}

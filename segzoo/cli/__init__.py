@@ -50,6 +50,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         p = sub.add_parser(module.COMMAND, help=(module.__doc__ or "").strip().splitlines()[0],
                            description=(module.__doc__ or "").strip())
         module.add_arguments(p)
+        # errors say "run with --debug": after the command as well as before it (SUPPRESS: not given here keeps
+        # the value given before the command)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="on an error, also print the full traceback (also SEGZOO_DEBUG=1)")
         handlers[module.COMMAND] = module.run
     return parser, handlers
 

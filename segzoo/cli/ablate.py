@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--boundary-px", type=int, default=None, metavar="PX",
       help=f"band width of boundary IoU in pixels (default {BOUNDARY_PX}; docs/metrics.md)")
     a("--data", default=None, metavar="DIR", help="dataset (default: the embedded demo dataset)")
+    a("--test-split", default=None, metavar="SPLIT",
+      help="report every run's last and best epoch on this split, the best epoch chosen on the validation split "
+           "(default: report on the validation split, where the best epoch is optimistic)")
     a("--num-classes", type=int, default=None,
       help="classes (default: the dataset's class_names.txt, else counted in the masks)")
     demo = DEMO_STUDY_SETTINGS
@@ -89,7 +92,7 @@ def build_study(args: argparse.Namespace) -> Study:
         study.models = _names(args.models)
     if args.staged is not None:
         study.staged = _staged(args.staged)
-    for key in ("seeds", "baseline", "boundary_px", "out"):
+    for key in ("seeds", "baseline", "boundary_px", "out", "test_split"):
         if getattr(args, key) is not None:
             setattr(study, key, getattr(args, key))
     study.train = dict(study.train)
@@ -107,5 +110,6 @@ def run(args: argparse.Namespace) -> int:
     study = build_study(args)
     rows = run_study(study, progress=args.progress, restart=args.restart)
     print(results_table(rows, study.baseline or study.heads[0]))
-    print(f"\nwrote {study.out}/results.md (with per-class IU), results.csv, runs.csv, results.png, curves.png")
+    print(f"\nwrote {study.out}/results.md (with per-class IU), results.json, results.csv, runs.csv, results.png, "
+          "curves.png")
     return 0

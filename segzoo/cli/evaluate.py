@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import zipfile
 from pathlib import Path
 
 from ..api import load_model
@@ -61,6 +62,34 @@ def _eval_report(path: Path) -> bool:
     return isinstance(data, dict) and {"checkpoint", "split", "model", "pixels"} <= set(data)
 
 
+def exported_kind(path: str) -> str | None:
+    """``ONNX``, ``torch.export`` or ``TorchScript`` for a file segzoo export wrote, else None (a checkpoint, or
+    something load_model will name)."""
+    p = Path(path)
+    if p.suffix.lower() == ".onnx":
+        return "ONNX"
+    if p.suffix.lower() == ".pt2":
+        return "torch.export"
+    try:
+        with zipfile.ZipFile(p) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return None
+    if any(n.endswith("/constants.pkl") for n in names):
+        return "TorchScript"
+    return "torch.export" if any(n.endswith("/serialized_exported_program.json") for n in names) else None
+
+
+def check_checkpoint(path: str) -> None:
+    """eval runs checkpoints (segzoo train, save_model); an exported model is refused by name, not called corrupt."""
+    kind = exported_kind(path)
+    if kind is not None:
+        raise SegzooError(
+            f"{path} is an exported {kind} model; eval takes a checkpoint (.pt from segzoo train or save_model): "
+            "evaluate the checkpoint it was exported from, or run the export with segzoo predict --checkpoint "
+            f"{path}")
+
+
 def run(args: argparse.Namespace) -> int:
     args.overlap = tile_options(args)
     if args.boundary_px < 1:
@@ -69,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     # an earlier eval's report it may replace; never its inputs (not even with --force), nothing else unasked
     check_output_path(out, (args.checkpoint, args.label_map, args.data), force=args.force or _eval_report(out),
                       flag="--json")
+    check_checkpoint(args.checkpoint)
     rt = setup(args.device)
     model = load_model(args.checkpoint).to(rt.device)
     pairs = find_pairs(args.data, args.split, args.skip_bad)

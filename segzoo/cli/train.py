@@ -15,7 +15,7 @@ from ..train.config import config_yaml, load_config
 from ..train.demo import backbone_of, demo_defaults, describe
 from ..train.metrics import report
 from ..train.presets import preset_help
-from ..train.run_folder import auto_resume, check_new_run
+from ..train.run_folder import KEEP, auto_resume, check_new_run, keep_checkpoints, restart_run
 from ..train.runtime import placement
 from ..train.setup import default_run_folder
 from ._options import int_in, parse_options
@@ -94,6 +94,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
       help="continue the run in --out (its last.pt), or the given checkpoint. auto: one command that survives "
            "requeues: start if --out holds no run, continue its last.pt if it does, start again if the run there "
            "stopped before its first checkpoint (give every setting, as for a new run; ./auto is a file named auto)")
+    a("--restart", action="store_true",
+      help="train again into an --out whose run stopped before its first checkpoint (removes only that run's "
+           "config.json, metric logs and class-weight cache; a folder with a checkpoint is refused)")
+    a("--keep", default="both", choices=KEEP,
+      help="when the run finishes: best removes last.pt (optimizer state included, about twice best.pt's size; the "
+           "run can no longer be resumed), last removes best.pt (default both)")
     a("--save-every-steps", type=int, default=None, help="also checkpoint every N steps (default 0: not mid-epoch)")
     a("--save-every-minutes", type=float, default=None, metavar="M",
       help="also checkpoint (last.pt) when M minutes have passed since the last one, e.g. 30 on a cluster whose "
@@ -148,7 +154,7 @@ def resume_config(args: argparse.Namespace) -> TrainConfig:
     ignored = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
                if k not in RESUMABLE and k not in ("resume", "out", "command", "plugin_flags", "no_external_plugins",
                                                    "model", "backbone_opt", "head_opt", "skip_bad", "no_flip", "debug",
-                                                   "print_config", "loss_opt")
+                                                   "print_config", "loss_opt", "restart", "keep")
                and v is not None]
     if ignored and _is_rank_0():
         print(f"resuming: {', '.join(ignored)} ignored (a resumed run keeps its own settings; only "
@@ -161,7 +167,7 @@ FIELDS = {"out": "out_dir", "loss": "loss_reduction", "loss_fn": "loss"}
 # Options that are no training setting (the segzoo command's own among them), or that build_config reads itself
 NOT_SETTINGS = {"command", "plugin_flags", "no_external_plugins", "debug", "config", "print_config", "resume",
                 "backbone_opt", "head_opt", "loss_opt", "fc_channels", "scale", "class_weights", "val_split",
-                "skip_bad", "no_flip"}
+                "skip_bad", "no_flip", "restart", "keep"}
 DEFAULT_MODEL = "vgg16-fcn8s"
 
 
@@ -173,6 +179,8 @@ def _note(args: argparse.Namespace, text: str) -> None:
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
     """The run's settings: the defaults, then the --config file's, then the flags given (which win)."""
+    if getattr(args, "restart", False) and args.resume is not False:
+        raise SegzooError("--restart trains a run again from the start and --resume continues one; give one")
     auto = args.resume == "auto"
     if auto:
         if args.out is None:
@@ -205,6 +213,11 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     merged["model"] = model
     out = merged.get("out_dir")
     if out and _is_rank_0() and not getattr(args, "print_config", False) and not auto:  # rank 0 writes
+        if getattr(args, "restart", False):
+            removed = restart_run(out)
+            if removed:
+                _note(args, f"--restart: removed {', '.join(removed)} of the run that stopped in {out} before its "
+                            "first checkpoint")
         check_new_run(out)  # before the demo data or a model is made; the trainer checks again, locked
     if merged.get("data") is None:  # segzoo.train.demo decides what the demo gets; any setting given wins
         applied = demo_defaults(merged, [backbone_of(model)], merged.get("preset"))
@@ -229,7 +242,10 @@ def run(args: argparse.Namespace) -> int:
     if result.stopped_early or result.rank != 0:  # under torchrun every rank runs this; rank 0 reports
         return 0
     minutes = (time.perf_counter() - start) / 60
-    files = "last.pt, best.pt, metrics.jsonl" if result.best_checkpoint else "last.pt, metrics.jsonl"
+    removed = keep_checkpoints(result.out_dir, args.keep)
+    files = ", ".join(n for n in ("last.pt", "best.pt") if (Path(result.out_dir) / n).is_file()) + ", metrics.jsonl"
+    if removed:
+        files += f"; --keep {args.keep} removed {', '.join(removed)}"
     print(f"\nfinished in {minutes:.1f} min; run folder {result.out_dir} ({files})")
     final = result.final_metrics
     if final is not None:

@@ -147,17 +147,57 @@ class SegmentationDataset(Dataset):
 
 
 def classes_in_masks(pairs: PairList) -> int:
-    """The class count the masks of ``pairs`` show: their largest label other than 255 (void), plus one."""
-    top = -1
+    """The class count the masks of ``pairs`` show: their largest label other than 255 (void), plus one.
+
+    Ids are classes only if they look like them: when fewer than half of the ids from 0 to the largest one
+    appear in any mask (a stray 50 in a 3-class set would make 51 classes), it is a :class:`DataError` naming
+    the stray ids and the file each first appears in, and asking for class_names.txt or ``--num-classes``.
+    """
+    first: dict[int, str] = {}  # id -> the first mask it is in
     for _, mask_path in pairs.pairs:
         values = np.unique(read_mask(mask_path))
-        values = values[values != IGNORE_INDEX]
-        if values.size:
-            top = max(top, int(values.max()))
-    if top < 0:
+        for v in values[values != IGNORE_INDEX].tolist():
+            first.setdefault(int(v), str(mask_path))
+    if not first:
         raise DataError(f"the masks of split '{pairs.split}' of {pairs.root} are all void (255): no class to learn; "
                         "check the masks, or write class_names.txt and pass --num-classes N")
+    top = max(first)
+    absent = [i for i in range(top + 1) if i not in first]
+    if len(absent) > len(first):
+        above = _above_gap(sorted(first))
+        files: dict[str, list[str]] = {}
+        for v in above[:3]:
+            files.setdefault(first[v], []).append(str(v))
+        where = "; ".join(f"{', '.join(v)} first in {f}" for f, v in files.items()) + (" ..." if len(above) > 3 else "")
+        voc = " (21 for PASCAL VOC)" if pairs.layout == "voc" else ""
+        raise DataError(
+            f"the masks of split '{pairs.split}' of {pairs.root} hold ids {_spans(sorted(first))} ({where}): "
+            f"counted from the masks that is {top + 1} classes, {len(absent)} of them in no mask. Say how many "
+            f"classes there are: class_names.txt (one name per line) or --num-classes N{voc}; an id at or above N "
+            "is then reported with its mask, to fix or set to 255 (void)")
+    if absent:
+        print(f"note: class ids {_spans(absent)} appear in no mask of split '{pairs.split}' of {pairs.root}; they "
+              f"count as classes (0-{top}), but nothing teaches them", file=sys.stderr)
     return top + 1
+
+
+def _above_gap(ids: list[int]) -> list[int]:
+    """The ids (sorted) above the widest gap in ``ids``, highest first: the likeliest strays."""
+    gaps = [(b - a, b) for a, b in zip(ids, ids[1:])]
+    start = max(gaps)[1] if gaps else ids[0]
+    return sorted((i for i in ids if i >= start), reverse=True)
+
+
+def _spans(ids: list[int]) -> str:
+    """``[0, 1, 2, 50]`` -> ``0-2, 50``."""
+    out, start = [], None
+    for i, v in enumerate(ids):
+        if start is None:
+            start = v
+        if i + 1 == len(ids) or ids[i + 1] != v + 1:
+            out.append(str(start) if start == v else f"{start}-{v}")
+            start = None
+    return ", ".join(out)
 
 
 def open_dataset(root: str | os.PathLike[str], split: str = "train", num_classes: int | None = None,

@@ -97,19 +97,31 @@ def read_stats(path: str | os.PathLike[str]) -> dict[str, Any]:
     return stats
 
 
-def stats_normalization(stats: dict[str, Any]) -> dict[str, Any]:
-    """The model normalization (segzoo.core.model) that standardises images with these stats."""
-    return {"mean": list(stats["mean"]), "std": list(stats["std"]), "scale": 1.0, "bgr": False}
+def stats_normalization(stats: dict[str, Any], channels: int | None = None) -> dict[str, Any]:
+    """The model normalization (segzoo.core.model) that standardises images with these stats.
+
+    ``channels``: what the model takes. Grey statistics (one channel) for a model of more channels are
+    repeated, as the grey image is (:func:`segzoo.data.transforms.match_channels`): without that the image
+    would stay grey and the model refuse it. Any other mismatch is a :class:`DataError` with the fix.
+    """
+    mean, std = list(stats["mean"]), list(stats["std"])
+    if channels is not None and len(mean) != channels:
+        if len(mean) != 1:
+            raise DataError(f"the dataset's statistics have {len(mean)} channels but the model takes {channels}; "
+                            f"build the model with --backbone-opt in_chans={len(mean)}, or convert the images")
+        mean, std = mean * channels, std * channels
+    return {"mean": mean, "std": std, "scale": 1.0, "bgr": False}
 
 
-def normalization_for(spec: str, data: str | os.PathLike[str] | None, split: str = "train") -> dict[str, Any]:
+def normalization_for(spec: str, data: str | os.PathLike[str] | None, split: str = "train",
+                      channels: int | None = None) -> dict[str, Any]:
     """``train --normalization``: ``stats`` (DATA/segzoo_stats.json, measured and written first if absent) or
-    the path of a stats file."""
+    the path of a stats file, for a model of ``channels`` input channels."""
     if spec != "stats":
-        return stats_normalization(read_stats(spec))
+        return stats_normalization(read_stats(spec), channels)
     if data is None:
         raise DataError("--normalization stats needs --data DIR (the statistics are the dataset's)")
     path = Path(data) / STATS_FILE
     if not path.exists():
         write_stats(dataset_stats(data, split), path)
-    return stats_normalization(read_stats(path))
+    return stats_normalization(read_stats(path), channels)

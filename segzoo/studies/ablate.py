@@ -6,8 +6,14 @@ settings fill the ones not given, and a backbone option (``fc_channels``) goes o
 factory takes it. A finished run leaves ``result.json`` and is never trained again; an interrupted one
 resumes from its own ``last.pt``. Each run records the settings it is trained with (``settings.json``): a
 rerun into the same folder with other settings stops with an error rather than mixing two schedules in one
-table (``restart=True`` trains every run again). The runs share the decoded images, and after the first
+table (``restart=True`` trains every run again). Settings are compared by content: the dataset by its
+fingerprint (:mod:`segzoo.data.fingerprint`, kept in ``data.json``), checked again before every run, so a
+dataset edited in place between seeds, or a resumed study over other data, stops the study in one line;
+another path to the same files is the same data. The runs share the decoded images, and after the first
 epoch the study says how long it expects to take.
+
+Each run reports its last epoch and its best one (highest validation mean IU, what ``best.pt`` keeps);
+with ``study.test_split`` both are measured on that split, the best epoch still chosen on validation.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from ..core.files import atomic_write_text, read_json_file, read_text_file
 from ..data import SegmentationDataset, eval_transform, find_pairs, window_transform
 from ..data import demo as demo_data  # likewise write_demo_dataset
 from ..data.dataset import shared_decoding
+from ..data.fingerprint import differences, file_digest, fingerprint
 from ..train import TrainConfig, evaluate
 from ..train.demo import DEMO_STUDY_SETTINGS, demo_defaults, describe, options_for
 from ..train.metrics import BOUNDARY_PX
@@ -38,7 +45,7 @@ from ..train.run_folder import run_files
 from ..train.runtime import setup
 from ..train.setup import eval_loader
 from .bench import benchmark
-from .report import write_report
+from .report import write_report, zero_classes
 from .study import Run, Study, json_ready, runs
 from .summary import summarize
 
@@ -97,6 +104,13 @@ def run_study(study: Study, progress: bool | None = None, restart: bool = False,
     recorded = {r: recorded_settings(s) for r, s in settings.items()}  # a preset without this model's lr fails here
     out = Path(study.out)
     check_study_folder(out)
+    data_print = None
+    if train.get("data") is not None:  # the given data, by content, before anything is written
+        data_print = check_data(out, str(train["data"]), recorded, restart)
+    for r in todo:
+        recorded[r].update(content_digests(settings[r]))
+        if data_print is not None:
+            recorded[r]["data_digest"] = data_print["digest"]
     if not restart:
         check_settings(out, recorded)
     if applied:
@@ -109,6 +123,11 @@ def run_study(study: Study, progress: bool | None = None, restart: bool = False,
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps({**study.to_dict(), "train": train}, indent=2) + "\n", out / "study.json")
     data = _data_folder(out, train)
+    if data_print is None:  # the demo, which the study wrote itself
+        data_print = check_data(out, data, recorded, restart)
+        for r in todo:
+            recorded[r]["data_digest"] = data_print["digest"]
+    atomic_write_text(json.dumps(data_print, indent=1) + "\n", out / "data.json")
     show = _show_progress(study, progress)
     clock = _Clock(todo, out, train)
     rows = []
@@ -116,10 +135,76 @@ def run_study(study: Study, progress: bool | None = None, restart: bool = False,
                                                        position=0, dynamic_ncols=True) as bar:
         for r in todo:
             bar.set_postfix_str(r.folder)
+            if not (out / r.folder / "result.json").exists():
+                data_print = same_data(data, data_print, r.folder)
             rows.append(run_one(study, r, settings[r], recorded[r], out, data, progress=show, clock=clock, log=log))
             bar.update()
     write_report(rows, out, study.baseline or study.heads[0])
+    for line in never_learned(rows):
+        log(line)
     return rows
+
+
+def never_learned(rows: list[dict[str, Any]]) -> list[str]:
+    """One warning per variant with a class at IU 0 in every seed (at its last epoch)."""
+    by_variant: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_variant.setdefault(r["variant"], []).append(r)
+    return [f"warning: {v} never learned {', '.join(zero)} (IU 0 in all {len(group)} seed(s) at the last epoch); "
+            "its mean IU averages in a 0: train longer, with another --lr, or with --class-weights auto"
+            for v, group in by_variant.items() if (zero := zero_classes(group))]
+
+
+def check_data(out: Path, data: str, recorded: dict[Run, dict[str, Any]], restart: bool) -> dict[str, Any]:
+    """The data's fingerprint now; a :class:`SegzooError` if ``out`` holds runs trained on other data."""
+    before = _read_json(out / "data.json")
+    now = fingerprint(data, before, exclude=out)
+    if restart or before is None or before.get("digest") == now["digest"]:
+        return now
+    begun = [r.folder for r in recorded
+             if (out / r.folder / "result.json").exists() or (out / r.folder / "last.pt").exists()]
+    if not begun:
+        return now
+    raise SegzooError(
+        f"{out} holds runs ({', '.join(begun[:3])}{' ...' if len(begun) > 3 else ''}) trained on other data than "
+        f"{data} holds now ({_changes(before, now)}); one study never mixes runs on different data: write to a new "
+        "--out, or pass --restart to train every run again on this data")
+
+
+def same_data(data: str, before: dict[str, Any], folder: str) -> dict[str, Any]:
+    """Stop if the data changed since the study began (checked before each run): the runs would differ in it."""
+    now = fingerprint(data, before, exclude=before.get("exclude"))
+    if now["digest"] != before["digest"]:
+        raise SegzooError(
+            f"{data} changed while the study ran, before {folder} ({_changes(before, now)}); the runs so far were "
+            "trained on the old data: restore it and run the study again to go on, or pass --restart to train "
+            "every run on the new data")
+    return now
+
+
+def _changes(before: dict[str, Any], now: dict[str, Any]) -> str:
+    found = differences(before, now)
+    return (", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")) or "files differ"
+
+
+def content_digests(settings: dict[str, Any]) -> dict[str, str]:
+    """The settings that name a file (label map, a stats file), as digests of its bytes: compared by content."""
+    out = {}
+    for key in ("label_map", "normalization", "backbone_weights"):
+        value = settings.get(key)
+        if isinstance(value, str) and Path(value).is_file():
+            out[f"{key}_digest"] = file_digest(value)
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        value = json.loads(read_text_file(path, "study record"))
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _decoding_budget() -> int:
@@ -185,7 +270,16 @@ def check_settings(out: Path, recorded: dict[Run, dict[str, Any]]) -> None:
 
 
 def _differ(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    return [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+    """The settings that differ; a path recorded with its content's digest on both sides compares by digest."""
+    keys = set(before) | set(now)
+    for key in ("data", "label_map", "normalization", "backbone_weights"):
+        if f"{key}_digest" in before and f"{key}_digest" in now:
+            keys.discard(key)
+        elif f"{key}_digest" in before or f"{key}_digest" in now:
+            keys.discard(f"{key}_digest")  # a record written before digests: its path is all there is
+    # a record written before the optimizer's defaults were resolved into the settings has None for them
+    resolved_later = {k for k in ("lr", "weight_decay", "momentum") if before.get(k) is None}
+    return [k for k in sorted(keys) if before.get(k) != now.get(k) and k not in resolved_later]
 
 
 def _show_progress(study: Study, progress: bool | None) -> bool:
@@ -240,22 +334,47 @@ def run_one(study: Study, r: Run, settings: dict[str, Any], recorded: dict[str, 
     if clock is not None:
         clock.run_started()
     result = _train(config, r, progress, clock, log)
-    final = result.final_metrics or {}
-    if final and study.boundary_px != BOUNDARY_PX:
-        final = _evaluate(result.model, config, study.boundary_px)
+    final, best = _reported(study, result, config)
     history = [{"epoch": h.epoch, "train_loss": h.train_loss, "mean_iu": h.val["mean_iu"]}
                for h in result.history if h.val is not None]
     v = r.variant
     row = {"variant": v.name, "backbone": v.backbone, "head": v.head, "staged": v.staged, "seed": r.seed,
-           **{k: float(final[k]) for k in ("mean_iu", "pixel_acc", "mean_acc", "fw_iu") if k in final},
-           **({"boundary_iou": float(final["boundary_iou"]), "boundary_px": final["boundary_px"]}
-              if final.get("boundary_iou") is not None else {}),
-           "per_class_iu": final.get("per_class_iu", {}),
+           "epoch": result.history[-1].epoch if result.history else None,
+           "split": study.test_split or config.get("val_split") or "val",
+           "selected_on": config.get("val_split") or "val",
+           **_metrics(final),
+           "best_epoch": getattr(result, "best_epoch", None), "best": _metrics(best) if best else None,
            # summed per epoch, so a resumed run counts the time of both of its parts
-           "train_s": sum(h.time_s for h in result.history), "history": history}
+           "train_s": sum(h.time_s for h in result.history), "history": history,
+           "data_digest": recorded.get("data_digest")}
     row.update(_measure(result.last_checkpoint, int(settings.get("input_size") or 320)))
     atomic_write_text(json.dumps(row, indent=1) + "\n", done)  # written last: its presence means "finished"
     return row
+
+
+def _metrics(m: dict[str, Any]) -> dict[str, Any]:
+    """The metrics a row keeps from an evaluation's."""
+    return {**{k: float(m[k]) for k in ("mean_iu", "pixel_acc", "mean_acc", "fw_iu") if k in m},
+            **({"boundary_iou": float(m["boundary_iou"]), "boundary_px": m["boundary_px"]}
+               if m.get("boundary_iou") is not None else {}),
+            "per_class_iu": m.get("per_class_iu", {})}
+
+
+def _reported(study: Study, result: Any, config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The last epoch's and the best epoch's metrics on the split the study reports (the validation split unless
+    ``test_split``) at its boundary width; measured again only where the trainer's validation does not say."""
+    final = result.final_metrics or {}
+    best = getattr(result, "best_metrics", None)
+    split = study.test_split
+    if not final or (split is None and study.boundary_px == BOUNDARY_PX):
+        return final, best
+    final = _evaluate(result.model, config, study.boundary_px, split)
+    best_path = getattr(result, "best_checkpoint", None)
+    if best is not None and best_path is not None and Path(best_path).is_file():
+        best = _evaluate(load_model(best_path), config, study.boundary_px, split)
+    elif best is not None:  # no best.pt to measure again: on validation, without the boundary at the trainer's width
+        best = None if split else {k: v for k, v in best.items() if not k.startswith(("boundary", "per_class_b"))}
+    return final, best
 
 
 def _train(config: dict[str, Any], r: Run, progress: bool, clock: _Clock | None, log: Callable[[str], None]) -> Any:
@@ -298,10 +417,11 @@ def _epochs_done(folder: Path) -> int:
     return sum(1 for line in text.splitlines() if line.strip())
 
 
-def _evaluate(model: Any, config: dict[str, Any], px: int) -> dict[str, Any]:
-    """The final metrics again with boundary IoU at ``px`` (the trainer's validation uses the default)."""
+def _evaluate(model: Any, config: dict[str, Any], px: int, split: str | None = None) -> dict[str, Any]:
+    """Metrics on ``split`` (default the validation split) with boundary IoU at ``px`` (the trainer's
+    validation uses the default width)."""
     rt = setup(config.get("device") or "auto", config.get("amp"))
-    pairs = find_pairs(config["data"], config.get("val_split") or "val", bool(config.get("skip_bad")))
+    pairs = find_pairs(config["data"], split or config.get("val_split") or "val", bool(config.get("skip_bad")))
     window = window_transform(model)  # a valid-convolution model sees each image mirrored out to its window
     dataset = SegmentationDataset(pairs, model.num_classes, eval_transform(model.normalization, window))
     loader = eval_loader(dataset, rt, int(config.get("batch_size") or 1))

@@ -9,6 +9,12 @@ The difference in mean IU from the baseline is paired by seed: with ``d_s`` = va
 each seed ``s`` both have, its mean ± ``t(0.975, n-1) * sd(d) / sqrt(n)`` is the 95% confidence interval
 (Student t), marked ``*`` where it excludes 0. Pairing takes out what a seed does to both (data order,
 initialisation), which is most of the noise on a small dataset.
+
+What is measured is said, not assumed: the tables name the epoch they report (the last, and beside it the
+best one, which ``best.pt`` keeps, chosen on the validation split and so optimistic unless a test split
+reports it), a class with IU 0 in every seed of a variant is flagged in the table, the plot and the log
+(the variant never learned it), and the timing columns carry their spread over seeds (the raw values are
+in ``results.json``): latency and training time are measured on the machine as loaded while the study ran.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -31,6 +38,8 @@ METRICS = {"mean_iu": "mean IU", "boundary_iou": "boundary IoU", "pixel_acc": "p
 # resident before it (the weights), as segzoo.studies.bench measures it
 COSTS = {"params_m": "params (M)", "gflops": "GFLOPs", "latency_ms": "latency (ms)",
          "infer_peak_mib": "infer peak (MiB)", "train_s": "train (s)"}
+# measured, so they vary from run to run (with the load on the machine): shown with their spread over seeds
+SPREAD = ("latency_ms", "infer_peak_mib", "train_s")
 
 # t(0.975, df) for df = 1 .. 30 (two-sided 95%)
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -94,9 +103,13 @@ def summarize(rows: list[dict[str, Any]], baseline: str | None = None) -> list[d
         first = group[0]
         s: dict[str, Any] = {k: first.get(k) for k in ("variant", "backbone", "head", "staged")}
         s["seeds"] = [r.get("seed", 0) for r in group]
+        s["epochs"] = [r.get("epoch") for r in group]
         for key in (*METRICS, *COSTS):
             values = [r[key] for r in group if r.get(key) is not None]
             s[key], s[f"{key}_std"] = mean_std(values) if values else (None, None)
+        for key in COSTS:
+            s[f"{key}_values"] = [r.get(key) for r in group]
+        s["zero_classes"] = zero_classes(group)
         s["boundary_px"] = first.get("boundary_px")
         classes = list(dict.fromkeys(c for r in group for c in r.get("per_class_iu", {})))
         s["per_class_iu"] = {}
@@ -110,6 +123,31 @@ def summarize(rows: list[dict[str, Any]], baseline: str | None = None) -> list[d
             s["delta"] = paired_difference(_by_seed(group), _by_seed(by_variant[base]))
         s["history"] = _mean_history(group)
         out.append(s)
+    return out
+
+
+def zero_classes(group: list[dict[str, Any]]) -> list[str]:
+    """The classes with IU 0 in every run of ``group`` (one variant's seeds): never learned by that variant.
+
+    A class whose IU is undefined in a run (in neither the truth nor the prediction) does not count against
+    it, but a class must have IU 0 in at least one run to be flagged."""
+    classes = list(dict.fromkeys(c for r in group for c in r.get("per_class_iu") or {}))
+    out = []
+    for c in classes:
+        values = [(r.get("per_class_iu") or {}).get(c) for r in group]
+        known = [v for v in values if v is not None]
+        if known and all(v == 0 for v in known):
+            out.append(c)
+    return out
+
+
+def best_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with each run's best-epoch metrics (``row["best"]``) in place of its last-epoch ones; a run
+    without them (trained before they were recorded) keeps its last."""
+    out = []
+    for r in rows:
+        best = r.get("best")
+        out.append({**r, **best, "epoch": r.get("best_epoch")} if best else dict(r))
     return out
 
 
@@ -145,17 +183,29 @@ def _delta(s: dict[str, Any]) -> str:
 def _headers(summaries: list[dict[str, Any]]) -> list[str]:
     px = next((s["boundary_px"] for s in summaries if s.get("boundary_px")), None)
     labels = {**METRICS, "boundary_iou": f"boundary IoU ({px} px)" if px else "boundary IoU"}
-    return ["variant", "seeds", labels["mean_iu"], "Δ mean IU (95% CI)",
+    return ["variant", "seeds", "epoch", labels["mean_iu"], "Δ mean IU (95% CI)", "IU 0 in every seed",
             *(labels[k] for k in METRICS if k != "mean_iu"), *COSTS.values()]
+
+
+def _epochs(s: dict[str, Any]) -> str:
+    """The epochs the runs report: one number if they agree, else each run's."""
+    epochs = [e for e in s.get("epochs") or [] if e is not None]
+    if not epochs:
+        return "-"
+    return str(epochs[0]) if len(set(epochs)) == 1 else ",".join(map(str, epochs))
+
+
+def _zero(s: dict[str, Any]) -> str:
+    return "⚠ " + ", ".join(s["zero_classes"]) if s.get("zero_classes") else "-"
 
 
 def _cells(summaries: list[dict[str, Any]]) -> list[list[Any]]:
     rows = []
     for s in summaries:
-        rows.append([s["variant"], len(s["seeds"]), _value(s["mean_iu"], s["mean_iu_std"]), _delta(s),
-                     *(_value(s[k], s[f"{k}_std"]) for k in METRICS if k != "mean_iu"),
-                     *(_value(s[k], None, 1 if k in ("latency_ms", "train_s", "infer_peak_mib") else 2)
-                       for k in COSTS)])
+        rows.append([s["variant"], len(s["seeds"]), _epochs(s), _value(s["mean_iu"], s["mean_iu_std"]), _delta(s),
+                     _zero(s), *(_value(s[k], s[f"{k}_std"]) for k in METRICS if k != "mean_iu"),
+                     *(_value(s[k], s[f"{k}_std"] if k in SPREAD else None,
+                              1 if k in ("latency_ms", "train_s", "infer_peak_mib") else 2) for k in COSTS)])
     return rows
 
 
@@ -166,13 +216,38 @@ def _footnote(summaries: list[dict[str, Any]]) -> str:
     if n < 2:
         text += (" With one seed there is no spread and no interval: a difference may be seed noise "
                  "(--seeds 3 or more tells).")
+    text += (" 'IU 0 in every seed' names the classes a variant never learned (IU 0 in each of its runs). Latency "
+             "(inference, batch 1), peak memory and training time were measured while the study ran, on the machine "
+             "as loaded then: ± is their spread over seeds, and results.json has each run's value.")
+    if any(s.get("zero_classes") for s in summaries):
+        flagged = "; ".join(f"{s['variant']}: {', '.join(s['zero_classes'])}" for s in summaries if s["zero_classes"])
+        text += f" ⚠ Never learned: {flagged}; the mean IU of these variants averages in a 0."
+    return text
+
+
+def epoch_note(rows: list[dict[str, Any]]) -> str:
+    """Which epoch the tables report, and on which split it was chosen and measured."""
+    last = sorted({r["epoch"] for r in rows if r.get("epoch") is not None})
+    split = next((r.get("split") for r in rows if r.get("split")), None) or "val"
+    chosen = next((r.get("selected_on") for r in rows if r.get("selected_on")), None) or split
+    which = f" ({', '.join(map(str, last))})" if last else ""
+    text = f"Reported: the metrics of each run's last epoch{which} on split '{split}'."
+    if any(r.get("best") for r in rows):
+        text += (f" 'Best epoch' reports each run's epoch of highest mean IU on split '{chosen}' (what best.pt "
+                 "keeps), measured on " + (f"split '{split}'." if split != chosen else
+                                           "the same split, so it is optimistic: a --test-split reports it on data "
+                                           "it was not chosen on."))
     return text
 
 
 def results_table(rows: list[dict[str, Any]], baseline: str | None = None) -> str:
-    """The table as the terminal shows it, with its footnote."""
+    """The tables as the terminal shows them (last epoch, and best epoch where the runs have it), with notes."""
     summaries = summarize(rows, baseline)
-    return format_table(_headers(summaries), _cells(summaries)) + "\n" + _footnote(summaries)
+    text = (epoch_note(rows) + "\n\nlast epoch:\n" + format_table(_headers(summaries), _cells(summaries)))
+    if any(r.get("best") for r in rows):
+        best = summarize(best_rows(rows), baseline)
+        text += "\n\nbest epoch:\n" + format_table(_headers(best), _cells(best))
+    return text + "\n" + _footnote(summaries)
 
 
 def per_class_table(summaries: list[dict[str, Any]], markdown: bool = False) -> str:
@@ -186,7 +261,8 @@ def per_class_table(summaries: list[dict[str, Any]], markdown: bool = False) -> 
         for c in classes:
             v = s["per_class_iu"].get(c)
             b = base["per_class_iu"].get(c) if base else None
-            cells.append("-" if v is None else f"{100 * v:.1f}" + (f" ({100 * (v - b):+.1f})" if b is not None else ""))
+            cells.append("-" if v is None else f"{100 * v:.1f}" + (f" ({100 * (v - b):+.1f})" if b is not None else "")
+                         + (" ⚠" if c in s.get("zero_classes", ()) else ""))
         rows.append([s["variant"], *cells])
     return format_table(["variant", *classes], rows, markdown=markdown)
 
@@ -195,17 +271,32 @@ def write_report(rows: list[dict[str, Any]], out: Path, baseline: str | None = N
     """results.md, results.csv, runs.csv, results.png and curves.png in ``out``; returns the summaries."""
     out = Path(out)
     summaries = summarize(rows, baseline)
-    md = ["# Ablation results", "", format_table(_headers(summaries), _cells(summaries), markdown=True), "",
-          _footnote(summaries), "", "## Per-class IU (%)", "",
-          "Mean over seeds; in brackets the difference from the variant's baseline.", "",
-          per_class_table(summaries, markdown=True), ""]
+    has_best = any(r.get("best") for r in rows)
+    best = summarize(best_rows(rows), baseline) if has_best else []
+    md = ["# Ablation results", "", epoch_note(rows), "", "## Last epoch", "",
+          format_table(_headers(summaries), _cells(summaries), markdown=True), ""]
+    if has_best:
+        md += ["## Best epoch", "", format_table(_headers(best), _cells(best), markdown=True), ""]
+    md += [_footnote(summaries), "", "## Per-class IU (%)", "",
+           "Last epoch, mean over seeds; in brackets the difference from the variant's baseline; ⚠ marks a class "
+           "with IU 0 in every seed.", "", per_class_table(summaries, markdown=True), ""]
     atomic_write_text("\n".join(md), out / "results.md")
+    atomic_write_text(json.dumps({"last_epoch": _json_summaries(summaries), "best_epoch": _json_summaries(best)},
+                                 indent=1) + "\n", out / "results.json")
     atomic_write_text(_csv(_summary_records(summaries)), out / "results.csv")
-    run_keys = ["variant", "backbone", "head", "staged", "seed", *METRICS, "boundary_px", *COSTS]
+    run_keys = ["variant", "backbone", "head", "staged", "seed", "epoch", *METRICS, "boundary_px", *COSTS,
+                "best_epoch", *(f"best_{k}" for k in METRICS)]
+    rows = [{**r, **{f"best_{k}": (r.get("best") or {}).get(k) for k in METRICS}} for r in rows]
     atomic_write_text(_csv([{k: r.get(k) for k in run_keys} for r in rows]), out / "runs.csv")
-    _plot_bars(rows, summaries, out / "results.png")
+    split = next((r.get("split") for r in rows if r.get("split")), None) or "val"
+    _plot_bars(rows, summaries, out / "results.png", f"mean IU ({split}, last epoch)")
     _plot_curves(summaries, out / "curves.png")
     return summaries
+
+
+def _json_summaries(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The summaries as results.json keeps them (the mean curve left out; the raw cost values kept)."""
+    return [{k: v for k, v in s.items() if k != "history"} for s in summaries]
 
 
 def _summary_records(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -218,7 +309,8 @@ def _summary_records(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             **{k: s[k] for key in METRICS for k in (key, f"{key}_std")},
             "baseline": s["baseline"], "delta_mean_iu": d.get("mean"), "delta_ci_low": d.get("lo"),
             "delta_ci_high": d.get("hi"), "delta_excludes_zero": d.get("excludes_zero"),
-            **{k: s[k] for k in COSTS}})
+            "iu0_every_seed": ";".join(s["zero_classes"]),
+            **{k: s[k] for k in COSTS}, **{f"{k}_std": s[f"{k}_std"] for k in SPREAD}})
     return records
 
 
@@ -233,7 +325,8 @@ def _csv(records: list[dict[str, Any]]) -> str:
 
 # -- the plots --------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _figure(path: Path, figsize: tuple[float, float], title: str, xlabel: str | None = None) -> Iterator[Any]:
+def _figure(path: Path, figsize: tuple[float, float], title: str, xlabel: str | None = None,
+            ylabel: str = "mean IU (val)") -> Iterator[Any]:
     """An Agg figure with one axes, labelled, laid out and saved to ``path`` (through a temporary file) when the
     block ends. The legend goes to the right of the axes, off the data."""
     import matplotlib  # matplotlib.pyplot takes about 1.1 s to import here (-X importtime): only plots pay it
@@ -244,7 +337,7 @@ def _figure(path: Path, figsize: tuple[float, float], title: str, xlabel: str | 
     fig, ax = plt.subplots(figsize=figsize)
     try:
         yield ax
-        ax.set_ylabel("mean IU (val)")
+        ax.set_ylabel(ylabel)
         ax.set_title(title)
         if xlabel:
             ax.set_xlabel(xlabel)
@@ -266,7 +359,8 @@ def _series(row: dict[str, Any]) -> str:
     return row["head"] + ("-staged" if row.get("staged") else "")
 
 
-def _plot_bars(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], path: Path) -> None:
+def _plot_bars(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], path: Path,
+               ylabel: str = "mean IU (val)") -> None:
     """Mean IU per variant grouped by backbone: a bar at the mean over seeds, with the standard deviation as an
     error bar and a point per seed."""
     backbones = list(dict.fromkeys(s["backbone"] for s in summaries))
@@ -275,11 +369,11 @@ def _plot_bars(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], path
     seeds = max((len(s["seeds"]) for s in summaries), default=1)
     # 2.6 in. besides the groups: the legend, and the title's width with a single backbone
     with _figure(path, (2.6 + 0.45 * len(series) * len(backbones) + 0.6 * len(backbones), 3.6),
-                 "mean IU per variant") as ax:
+                 "mean IU per variant", ylabel=ylabel) as ax:
         if seeds > 1:
             ax.set_xlabel(f"{seeds} seeds: bar = mean, line = ± std, dot = a seed", fontsize=7)
         for i, name in enumerate(series):
-            xs, ys, errs = [], [], []
+            xs, ys, errs, zeros = [], [], [], []
             for g, backbone in enumerate(backbones):
                 s = next((s for s in summaries if s["backbone"] == backbone and _series(s) == name), None)
                 if s is None or s["mean_iu"] is None:
@@ -288,13 +382,21 @@ def _plot_bars(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], path
                 xs.append(x)
                 ys.append(s["mean_iu"])
                 errs.append(s["mean_iu_std"] or 0.0)
+                zeros.append(s.get("zero_classes") or [])
                 points = [r["mean_iu"] for r in rows if r["variant"] == s["variant"] and r.get("mean_iu") is not None]
                 if len(points) > 1:
                     ax.plot([x] * len(points), points, "o", color="black", markersize=2.5, zorder=3)
             bars = ax.bar(xs, ys, width, label=name, yerr=errs if seeds > 1 else None, capsize=2)
-            ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
+            # a class never learned: named one per line above its bar, so neighbouring bars' names do not overlap
+            ax.bar_label(bars, labels=[f"{y:.3f}" + ("\nIU 0:\n" + "\n".join(z) if z else "")
+                                       for y, z in zip(ys, zeros)], fontsize=6, padding=2)
+            for bar, z in zip(bars, zeros):
+                if z:  # a variant that never learned a class: hatched, and named above the bar
+                    bar.set_hatch("//")
+                    bar.set_edgecolor("red")
         ax.set_xticks(range(len(backbones)), backbones)
-        ax.margins(y=0.15)  # room for the value labels above the bars
+        lines = max((len(s.get("zero_classes") or []) for s in summaries), default=0)
+        ax.margins(y=0.15 + (0.1 * (lines + 1) if lines else 0))  # room for the labels above the bars
 
 
 def _plot_curves(summaries: list[dict[str, Any]], path: Path) -> None:

@@ -32,6 +32,8 @@ class Study:
 
     ``staged``: a bool or a list of them (``[False, True]`` puts both in one table). ``baseline``: a head
     (each variant against that head of its backbone and staging) or a variant name; None: the first head.
+    ``test_split``: the split the metrics are reported on (each run's last epoch and its best one, chosen on
+    the validation split); None reports on the validation split.
     ``train``: any ``TrainConfig`` field; on the demo dataset (no ``data``) the demo's settings fill the
     ones left out (:func:`segzoo.train.demo.demo_defaults`).
     """
@@ -43,6 +45,7 @@ class Study:
     seeds: int = 1
     baseline: str | None = None
     boundary_px: int = BOUNDARY_PX
+    test_split: str | None = None  # report on this split; the best epoch is still chosen on validation
     train: dict[str, Any] = field(default_factory=dict)
     models: list[str] = field(default_factory=list)  # extra rows by model or recipe name (unet-classic)
 
@@ -122,6 +125,15 @@ class Study:
             if not isinstance(self.baseline, str) or self.baseline not in names:
                 raise SegzooError(f"baseline {self.baseline!r} is not in the study; give one of its heads "
                                   f"({', '.join(self.heads)}) or variants ({', '.join(names[len(self.heads):])})")
+        if self.test_split is not None:
+            val = self.train.get("val_split", "val")
+            if not isinstance(self.test_split, str) or not self.test_split.strip():
+                raise SegzooError(f"'test_split' must be a split name or file, got {self.test_split!r}")
+            if val is None or self.test_split == val:
+                raise SegzooError(f"test split {self.test_split!r} " + (
+                    "needs a validation split to choose the best epoch on; give train: val_split"
+                    if val is None else "is the split the best epoch is chosen on; name another split "
+                    "(--test-split test), or leave it out to report on validation"))
         if "model" in self.train:
             raise SegzooError("train: 'model' is not a study setting; a study's models are its backbones x heads")
         try:

@@ -190,8 +190,15 @@ class TrainConfig:
             head_kwargs = {**p["head_kwargs"], **head_kwargs}
         values = {k: v for k, v in {**self.FALLBACKS, **preset}.items() if getattr(self, k) is None}
         optimizer = values.get("optimizer", self.optimizer)
-        if "momentum" not in optimizer_defaults(optimizer):  # the preset's SGD momentum, with AdamW chosen instead
+        defaults = optimizer_defaults(optimizer)
+        if "momentum" not in defaults:  # the preset's SGD momentum, with AdamW chosen instead
             values.pop("momentum", None)
+        # then the optimizer's own lr, weight decay and momentum, so the values a run trains with are written
+        # down (config.json, --print-config); a preset's per-model lr is left to resolve per model
+        for key in ("lr", "weight_decay", "momentum"):
+            if key in defaults and getattr(self, key) is None and key not in values and not (
+                    key == "lr" and self.preset and not per_model):
+                values[key] = defaults[key]
         return dataclasses.replace(self, head_kwargs=head_kwargs, **values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -314,5 +321,9 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 
 def config_yaml(config: TrainConfig) -> str:
-    """A config as the YAML ``load_config`` reads back (what ``segzoo train --print-config`` writes)."""
-    return yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
+    """A config as the YAML ``load_config`` reads back (what ``segzoo train --print-config`` writes); the demo
+    dataset's block only when the run trains on it."""
+    d = config.to_dict()
+    if config.data is not None:
+        del d["demo"]
+    return yaml.safe_dump(d, sort_keys=False, default_flow_style=None)

@@ -14,6 +14,10 @@ mean accuracy; its IU is 0 if it was predicted anywhere (those are false positiv
 hence left out of mean IU, only if it appears in neither the ground truth nor the prediction. Such
 undefined values are reported as ``None`` per class.
 
+``never_predicted`` lists the classes that have pixels in the truth but none in the prediction: a class the
+model has not learned (yet), which a mean over classes would otherwise hide; the training log names them at
+every validation (:func:`summary_line`).
+
 Boundary IoU (Cheng et al., CVPR 2021) weighs only the pixels near a contour, where a finer head should
 help and region IU barely notices: :class:`BoundaryIoU` (docs/metrics.md has the formula and an example).
 """
@@ -133,6 +137,8 @@ def metrics_from_confusion(matrix: torch.Tensor, class_names: Sequence[str] | No
         "per_class_iu": {names[i]: (None if math.isnan(iu[i]) else iu[i]) for i in range(n)},
         "per_class_acc": {names[i]: (None if math.isnan(acc[i]) else acc[i]) for i in range(n)},
         "pixels": int(total),
+        # classes the data has but the model predicted nowhere: not learned (yet)
+        "never_predicted": [names[i] for i in range(n) if gt[i] > 0 and pred[i] == 0],
     }
 
 
@@ -153,6 +159,9 @@ def summary_line(metrics: dict[str, Any]) -> str:
             f"mean IU {100 * metrics['mean_iu']:.1f}  f.w. IU {100 * metrics['fw_iu']:.1f}")
     if "boundary_iou" in metrics:
         line += f"  boundary IoU@{metrics['boundary_px']}px {_fmt(metrics['boundary_iou'])}"
+    missed = metrics.get("never_predicted")
+    if missed:
+        line += f"  never predicted: {', '.join(missed)}"
     return line
 
 

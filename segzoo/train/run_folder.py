@@ -52,6 +52,61 @@ def check_new_run(out: str | os.PathLike[str]) -> None:
                         "pass another --out, or move those files away yourself (segzoo never replaces them)")
 
 
+# What else a run writes into its folder before its first checkpoint (segzoo.train.class_weights' cache).
+EARLY_FILES = ("class_weights.json",)
+KEEP = ("both", "best", "last")
+
+
+def restart_run(out: str | os.PathLike[str]) -> list[str]:
+    """Clear a run that stopped before its first checkpoint, so ``--restart`` can train it again in ``out``.
+
+    Only segzoo's own files go (config.json, the metric logs, the class-weight cache), under the run's
+    lock; a folder holding a checkpoint (a run that can be resumed, or a trained model) is refused, and so is
+    a config.json that is not a run's. Returns the names removed.
+    """
+    out = Path(out)
+    found = run_files(out)
+    checkpoints = [n for n in found if n.endswith(".pt")]
+    if checkpoints:
+        raise TrainingError(f"--restart clears only a run that stopped before its first checkpoint, and {out} holds "
+                            f"{', '.join(checkpoints)}; continue it with --resume --out {out}, or pass another --out "
+                            "(segzoo never deletes a checkpoint)")
+    if "config.json" in found and not _is_run_config(out / "config.json"):
+        raise TrainingError(f"{out / 'config.json'} is not a segzoo run's config; --restart removes only segzoo's "
+                            "own files: move it away yourself, or pass another --out")
+    removed = []
+    with RunLock(out):
+        for name in (*found, *EARLY_FILES):
+            if (out / name).is_file():
+                (out / name).unlink()
+                removed.append(name)
+    return removed
+
+
+def _is_run_config(path: Path) -> bool:
+    try:
+        written = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(written, dict) and {"model", "epochs", "out_dir"} <= set(written)
+
+
+def keep_checkpoints(out: str | os.PathLike[str], keep: str) -> list[str]:
+    """After a finished run, ``--keep best`` removes last.pt (it holds the optimizer state, about twice best.pt:
+    the run can no longer be resumed) and ``--keep last`` removes best.pt; ``both`` removes nothing. A run
+    without the checkpoint to keep (no validation, so no best.pt) keeps everything. Returns the names removed."""
+    if keep not in KEEP:
+        raise TrainingError(f"--keep takes {', '.join(KEEP)}, got {keep!r}")
+    out = Path(out)
+    if keep == "both" or not (out / f"{keep}.pt").is_file():
+        return []
+    other = out / ("last.pt" if keep == "best" else "best.pt")
+    if not other.is_file():
+        return []
+    other.unlink()
+    return [other.name]
+
+
 def check_resume_target(out: str | os.PathLike[str], checkpoint: str | os.PathLike[str],
                         stored: dict[str, Any] | None = None) -> None:
     """Resuming ``checkpoint`` into ``out``: fine in the checkpoint's own folder, in a folder without a run, or in

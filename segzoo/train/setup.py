@@ -183,7 +183,9 @@ def build_run(cfg: TrainConfig, rt: rtm.Runtime, out: Path, resuming: bool = Fal
     model = build_model(cfg, splits.num_classes)
     model.recipe = model.recipe.replace(class_names=tuple(splits.class_names))
     if cfg.normalization:  # the data's own statistics, kept in the recipe so predict and export use them too
-        model.recipe = model.recipe.replace(normalization=normalization_for(cfg.normalization, data, cfg.train_split))
+        # as many channels as the model takes: grey statistics are repeated for an RGB model, as the image is
+        model.recipe = model.recipe.replace(normalization=normalization_for(
+            cfg.normalization, data, cfg.train_split, channels=len(model.normalization["mean"])))
     if cfg.preset and not cfg.init_from and not resuming:
         coarse = resolve_preset(cfg.preset, cfg.model, need_lr=False)["init_from"]
         if coarse:

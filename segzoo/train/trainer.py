@@ -163,8 +163,8 @@ class Trainer:
                     else "")
                  + (f" x {self.rt.world_size} processes" if self.rt.distributed else "")
                  + (f", amp {str(self.rt.amp_dtype).removeprefix('torch.')}" if self.rt.amp_dtype else ""))
-        if cfg.preset:
-            self.log(f"preset {cfg.preset}: {self.settings_line()}")
+        # the settings as resolved, preset or not: the real-data defaults (AdamW, lr 1e-4, poly) are said, not implied
+        self.log(f"{f'preset {cfg.preset}' if cfg.preset else 'settings'}: {self.settings_line()}")
         if self.ckpt is None and self.parts.data.val_loader is not None:
             self.initial_metrics = self.validate()
             self.log(f"before training: {summary_line(self.initial_metrics)}")
