@@ -184,3 +184,13 @@ def test_train_on_the_demo_gets_the_library_demo_settings_and_prints_them(tmp_pa
                                           "--out", str(tmp_path / "t")]))
     assert cfg.epochs == 2 and cfg.backbone_kwargs == {}  # given wins; timm's factory does not take fc_channels
     assert "--fc-channels" not in capsys.readouterr().out
+
+
+def test_amp_takes_force_or_nothing_and_no_amp_turns_it_off(capsys):
+    import yaml
+
+    for flags, want in ((["--amp", "force"], "force"), (["--amp"], True), (["--no-amp"], False), ([], None)):
+        assert main(["train", "--model", "alexnet-fcn8s", *flags, "--print-config"]) == 0
+        assert yaml.safe_load(capsys.readouterr().out)["amp"] == want
+    assert main(["train", "--model", "alexnet-fcn8s", "--amp", "always", "--print-config"]) == 2
+    assert "'force'" in capsys.readouterr().err

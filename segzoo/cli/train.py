@@ -14,9 +14,11 @@ from ..core.model import GEOMETRIES
 from ..train import OPTIMIZERS, TrainConfig, load_training_checkpoint
 from ..train.config import config_yaml, load_config
 from ..train.demo import backbone_of, demo_defaults, describe
+from ..train.lr_find import find_lr
 from ..train.metrics import report
 from ..train.presets import preset_help
 from ..train.run_folder import check_new_run
+from ..train.runtime import AMP_FORCE
 from ..train.setup import default_run_folder
 from ._options import int_in, parse_options
 
@@ -28,6 +30,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--config", default=None, metavar="FILE.yaml",
       help="training settings from a YAML file, keyed by TrainConfig's field names (a study file's train: schema, "
            "e.g. 'epochs: 20'); flags given as well win")
+    a("--lr-find", action="store_true",
+      help="instead of training: a learning-rate range test on the training data (at most --lr-find-steps steps, lr "
+           "growing exponentially from 1e-7 to 1, stopped when the smoothed loss diverges); plots loss against lr "
+           "(RUN_DIR/lr_find.png), suggests an lr and says why; keeps no weights")
+    a("--lr-find-steps", type=int_in(2, 1000), default=100, metavar="N", help="steps of --lr-find (default 100)")
     a("--print-config", action="store_true",
       help="print the resolved settings as YAML (a file --config reads) and exit without training")
     a("--model", default=None, help="<backbone>-<head> or a recipe of registry.yaml (default vgg16-fcn8s)")
@@ -86,7 +93,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--init-from", default=None, metavar="CKPT", help="staged training: start from the checkpoint of the net with "
                                                          "this head's registered parent, as the paper's presets do")
     a("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
-    a("--amp", default=None, action=argparse.BooleanOptionalAction, help="mixed precision (default: on for CUDA)")
+    a("--amp", default=None, nargs="?", const=True, type=_amp_value, metavar="force",
+      help="mixed precision (default: on for CUDA). On a CPU bf16 pays only with AMX or AVX-512 BF16: --amp measures "
+           "the bf16 matmul peak against fp32's and trains in fp32, saying so, below 2x; --amp force trains in bf16 "
+           "anyway")
+    a("--no-amp", dest="amp", action="store_const", const=False, help="full float32, also on CUDA")
     a("--workers", type=int, default=None, help="data-loading processes (default 0)")
     a("--seed", type=int, default=None, help="random seed (default 0)")
     a("--out", default=None, metavar="RUN_DIR", help="run folder (default runs/<model>, numbered if it exists)")
@@ -112,6 +123,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
            "images (needs pip install 'segzoo[tb]')")
     a("--skip-bad", action="store_true", help="skip (and count) bad image/mask pairs instead of stopping")
     a("--progress", default=None, action=argparse.BooleanOptionalAction, help="progress bars (default: on a terminal)")
+
+
+def _amp_value(text: str) -> str:
+    if text != AMP_FORCE:
+        raise argparse.ArgumentTypeError(f"takes no value, or '{AMP_FORCE}' (bf16 on a CPU even where it does not "
+                                         f"pay), not {text!r}")
+    return text
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -142,7 +160,7 @@ def resume_config(args: argparse.Namespace) -> TrainConfig:
     ignored = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
                if k not in RESUMABLE and k not in ("resume", "out", "command", "plugin_flags", "no_external_plugins",
                                                    "model", "backbone_opt", "head_opt", "skip_bad", "no_flip", "debug",
-                                                   "print_config", "loss_opt")
+                                                   "print_config", "loss_opt", "lr_find", "lr_find_steps")
                and v is not None]
     if ignored and _is_rank_0():
         print(f"resuming: {', '.join(ignored)} ignored (a resumed run keeps its own settings; only "
@@ -154,6 +172,7 @@ def resume_config(args: argparse.Namespace) -> TrainConfig:
 FIELDS = {"out": "out_dir", "loss": "loss_reduction", "loss_fn": "loss"}
 # Options that are no training setting (the segzoo command's own among them), or that build_config reads itself
 NOT_SETTINGS = {"command", "plugin_flags", "no_external_plugins", "debug", "config", "print_config", "resume",
+                "lr_find", "lr_find_steps",
                 "backbone_opt", "head_opt", "loss_opt", "fc_channels", "scale", "class_weights", "val_split",
                 "skip_bad", "no_flip"}
 DEFAULT_MODEL = "vgg16-fcn8s"
@@ -168,6 +187,8 @@ def _note(args: argparse.Namespace, text: str) -> None:
 def build_config(args: argparse.Namespace) -> TrainConfig:
     """The run's settings: the defaults, then the --config file's, then the flags given (which win)."""
     if args.resume is not False:
+        if getattr(args, "lr_find", False):
+            raise SegzooError("--lr-find starts from fresh weights, so it cannot --resume a run; leave one of them out")
         return resume_config(args)
     from_file = load_config(args.config) if getattr(args, "config", None) else {}
     given = {FIELDS.get(k, k): v for k, v in vars(args).items() if v is not None and k not in NOT_SETTINGS}
@@ -207,6 +228,11 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     if args.print_config:
         print(config_yaml(config.resolved()), end="")
+        return 0
+    if args.lr_find:
+        found, path = find_lr(config, steps=args.lr_find_steps)
+        print(found.reason)
+        print(f"plot: {path}" + (f"; train with --lr {found.suggestion:.2g}" if found.suggestion else ""))
         return 0
     start = time.perf_counter()
     result = training.train(config)

@@ -13,6 +13,7 @@ import yaml
 from ..core.errors import SegzooError, UnknownNameError
 from .optim import optimizer_defaults
 from .presets import resolve_preset
+from .runtime import check_amp
 
 
 @dataclass
@@ -54,7 +55,7 @@ class TrainConfig:
     preset: str | None = None  # a training preset a plugin registered: paper-heavy, paper-cvpr
     init_from: str | None = None  # staged training: a coarser net's checkpoint (fcn32s -> fcn16s -> fcn8s)
     device: str = "auto"
-    amp: bool | None = None  # None: on for CUDA
+    amp: bool | str | None = None  # None: on for CUDA; on a CPU True trains bf16 only where it pays; "force": always
     workers: int = 0
     seed: int = 0
     eval_every: int = 1  # epochs
@@ -114,6 +115,7 @@ class TrainConfig:
                 span = f"{'>' if low_open else '>='} {low:g}" + (
                     f" and {'<' if high_open else '<='} {high:g}" if high is not None else "")
                 raise SegzooError(f"--{name.replace('_', '-')} must be a finite number {span}, got {_shown(value)}")
+        check_amp(self.amp)
         if self.early_stop and self.val_split is None:
             raise SegzooError(f"--early-stop {self.early_stop} watches validation mean IU, but validation is off "
                               "(--val-split none); give a --val-split, or leave --early-stop out")
