@@ -138,3 +138,16 @@ def test_an_amp_value_other_than_force_is_a_user_error(value):
         runtime.setup("cpu", value)
     with pytest.raises(SegzooError, match="force"):
         TrainConfig(model="m", amp=value).check()
+
+
+@pytest.mark.parametrize("compile_s, eager, compiled, steps, pays", [
+    (30.0, 1.0, 0.5, 60, True),  # 30 s saved back after 60 half-second savings: exactly the first epoch
+    (30.0, 1.0, 0.5, 59, False),
+    (1.0, 0.5, 0.6, 10_000, False),  # a slower compiled step never pays
+])
+def test_compile_pays_only_within_the_first_epoch(compile_s, eager, compiled, steps, pays):
+    from segzoo.train.runtime import compile_payback_steps, compile_pays
+
+    assert compile_pays(compile_s, eager, compiled, steps) is pays
+    assert compile_payback_steps(compile_s, eager, compiled) == (compile_s / (eager - compiled) if eager > compiled
+                                                                 else float("inf"))

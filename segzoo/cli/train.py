@@ -62,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
            "momentum 0.9, lr 1e-4, weight decay 5e-4, biases at 2x lr without decay, constant lr), what --preset "
            "paper-cvpr uses for its first, coarsest net; --preset also sets the batch, loss, geometry and head")
     a("--lr", type=float, default=None, help="learning rate (default: the preset's for this net, else the "
-                                              "optimizer's; demo 3e-4 without --preset)")
+                                              "optimizer's; demo 1e-3 without --preset)")
     a("--weight-decay", type=float, default=None, help="weight decay (default: the preset's, else the optimizer's)")
     a("--momentum", type=float, default=None, help="SGD momentum (default: the preset's, else 0.9)")
     a("--loss", default=None, choices=["mean", "sum"],

@@ -126,6 +126,18 @@ def setup(device: str = "auto", amp: bool | str | None = None, log: Callable[[st
     return Runtime(dev, rank, world_size, amp_dtype, channels_last=True)
 
 
+def compile_payback_steps(compile_s: float, eager_step_s: float, compiled_step_s: float) -> float:
+    """Steps after which ``torch.compile`` has paid for itself: its compile time over what each compiled step saves
+    (``inf`` when a compiled step is no faster)."""
+    saved = eager_step_s - compiled_step_s
+    return compile_s / saved if saved > 0 else float("inf")
+
+
+def compile_pays(compile_s: float, eager_step_s: float, compiled_step_s: float, steps_per_epoch: int) -> bool:
+    """Whether compiling pays back within the run's first epoch, the rule for using it by default."""
+    return compile_payback_steps(compile_s, eager_step_s, compiled_step_s) <= steps_per_epoch
+
+
 def _rank0_speedup() -> float:
     """Rank 0's measured bf16 speed-up, given to every rank, so that all of them decide alike."""
     ratio = torch.tensor([bf16_matmul_speedup("cpu") if dist.get_rank() == 0 else 0.0], dtype=torch.float64)
