@@ -3,9 +3,9 @@ Lightning's ``lr_find``): train for a few hundred steps at most while the learni
 the smoothed loss, stop when it diverges, and suggest a learning rate from the curve.
 
 The sweep (:func:`lr_range_test`) knows nothing of models: it calls ``step(lr)``, one training step at that rate
-returning the loss, so it is tested on any function. :func:`model_step` makes that step from a model, an optimiser,
-a loss and a stream of batches; the caller throws the trained weights away (nothing of the sweep is kept but the
-plot and the suggestion).
+returning the loss, so it is tested on any function. :func:`find_lr` makes that step from a run's own training
+step (:mod:`segzoo.train.step`), :func:`model_step` from a plain model and loss; the swept weights are thrown away
+(nothing of the sweep is kept but the plot and the suggestion).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from ..core.errors import SegzooError
 from ..core.files import atomic_write
 from . import runtime as rtm
 from .config import TrainConfig
-from .evaluate import to_device
 from .run_folder import RunLock
+from .step import Diverged, TrainStep
 from .trainer import Trainer
 
 
@@ -105,28 +105,37 @@ def suggest(found: LRFind) -> None:
                     f"{found.stopped}")
 
 
-def model_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               loss_of: Callable[[torch.nn.Module, Any], torch.Tensor],
+def lr_stepper(optimizer: torch.optim.Optimizer, train_one: Callable[[Any], float],
                batches: Iterable[Any]) -> Callable[[float], float]:
-    """``step(lr)`` for :func:`lr_range_test`: one optimiser step on the next batch (``batches`` cycled) at ``lr``.
-
-    Each parameter group gets ``lr`` times its ``lr_mult`` (segzoo's optimisers give biases their own multiple), and
-    ``loss_of(model, batch)`` is the training loss, so the sweep trains as the run would.
-    """
+    """``step(lr)`` for :func:`lr_range_test`: ``train_one(batch)`` (a whole training step, returning its loss) on
+    the next batch (``batches`` cycled), every parameter group at ``lr`` times its ``lr_mult`` (segzoo's optimisers
+    give biases their own multiple), so the sweep trains as the run would."""
     stream = _cycle(batches)
 
     def step(lr: float) -> float:
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_mult", 1.0)
+        return train_one(next(stream))
+
+    return step
+
+
+def model_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               loss_of: Callable[[torch.nn.Module, Any], torch.Tensor],
+               batches: Iterable[Any]) -> Callable[[float], float]:
+    """:func:`lr_stepper` for a plain model and loss (a user's own loop): ``loss_of(model, batch)`` is the loss; a
+    non-finite one is returned without a step."""
+
+    def train_one(batch: Any) -> float:
         model.train()
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_of(model, next(stream))
+        loss = loss_of(model, batch)
         if torch.isfinite(loss.detach()):
             loss.backward()
             optimizer.step()
         return float(loss.detach())
 
-    return step
+    return lr_stepper(optimizer, train_one, batches)
 
 
 def _cycle(batches: Iterable[Any]) -> Iterator[Any]:
@@ -172,10 +181,11 @@ def plot(found: LRFind, path: str | Path, title: str = "learning-rate range test
 
 def find_lr(config: TrainConfig, log: Callable[[str], None] = print, steps: int = 100, start: float = 1e-7,
             end: float = 1.0) -> tuple[LRFind, Path]:
-    """The range test on ``config``'s run as it would train (model, data, augmentation, optimiser, loss, autocast),
-    its plot written into the run folder (``lr_find.png``, ``lr_find-2.png``... never replacing one); returns the
-    result and the plot's path. The swept weights are dropped: the folder holds no run afterwards, so the run
-    itself can be started there.
+    """The range test on ``config``'s run as it would train: the run's parts (:func:`segzoo.train.setup.build_run`:
+    model, data, augmentation, optimiser, loss, autocast) and its one training step (:class:`TrainStep`, without
+    the schedule: the sweep sets the rate). The plot goes into the run folder (``lr_find.png``, ``lr_find-2.png``...
+    never replacing one); returns the result and the plot's path. The swept weights are dropped: the folder holds
+    no run afterwards, so the run itself can be started there.
     """
     rt = rtm.setup(config.device, config.amp, log)
     try:
@@ -185,23 +195,29 @@ def find_lr(config: TrainConfig, log: Callable[[str], None] = print, steps: int 
         trainer = Trainer(config, rt, None, log)
         with RunLock(trainer.out, notice=log):
             trainer.build()
-            found = lr_range_test(model_step(trainer.model, trainer.optimizer, _loss_of(trainer.criterion, rt),
-                                             _Epochs(trainer.loader, trainer.sampler)), start, end, steps)
+            parts = trainer.parts
+            parts.net.train()
+            step = TrainStep(parts.net, parts.model, parts.criterion, parts.optimizer, rt)
+            found = lr_range_test(lr_stepper(parts.optimizer, _loss_of(step),
+                                             _Epochs(parts.data.loader, parts.data.sampler)), start, end, steps)
             path = _free_name(trainer.out, "lr_find", ".png")
-            plot(found, path, f"{config.model}: lr range test ({len(found.lrs)} steps, batch {trainer.cfg.batch_size})")
+            plot(found, path, f"{trainer.cfg.model}: lr range test ({len(found.lrs)} steps, batch "
+                              f"{trainer.cfg.batch_size})")
     finally:
         rtm.teardown(rt)
     return found, path
 
 
-def _loss_of(criterion: Callable[..., torch.Tensor], rt: rtm.Runtime) -> Callable[[torch.nn.Module, Any], torch.Tensor]:
-    def loss_of(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        x, target = to_device(batch, rt)
-        with rt.autocast():
-            scores = model(x)
-        return criterion(scores, target)
+def _loss_of(step: TrainStep) -> Callable[[dict[str, Any]], float]:
+    """The step's mean loss on a batch; a diverged (non-finite) loss is returned, which ends the sweep."""
 
-    return loss_of
+    def train_one(batch: dict[str, Any]) -> float:
+        try:
+            return step(batch).loss
+        except Diverged as exc:
+            return exc.value
+
+    return train_one
 
 
 class _Epochs:

@@ -49,7 +49,7 @@ def train(config: TrainConfig, on_epoch: Callable[[EpochRecord], None] | None = 
           log: Callable[[str], None] = print) -> TrainResult:
     """Run (or, with ``config.resume``, continue) one training run; ``on_epoch`` gets each epoch's record."""
     owned = not torch.distributed.is_initialized()
-    rt = rtm.setup(config.device, config.amp)
+    rt = rtm.setup(config.device, config.amp, log)
     try:
         return Trainer(config, rt, on_epoch, log).run()
     finally:
