@@ -310,3 +310,15 @@ def test_sync_bn_converts_batchnorm_and_keeps_the_model():
     rt = SimpleNamespace(distributed=True, device=torch.device("cpu"), world_size=2)
     with pytest.raises(SegzooError, match="--sync-bn needs CUDA GPUs"):
         train_setup.convert_sync_bn(model, rt, print)
+
+
+def test_compile_wraps_the_training_forward_and_says_what_the_first_step_took(tmp_path, demo_data, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda m: compiled.append(m) or m)  # inductor takes minutes on 2 cores
+    lines = []
+    result = train(tiny(tmp_path, demo_data, compile=True), log=lines.append)
+    assert compiled == [result.model]  # the forward, built once; the model itself is what is saved
+    assert sum("--compile: the first step took" in line for line in lines) == 1
+    lines.clear()
+    train(tiny(tmp_path, demo_data, out_dir=str(tmp_path / "plain")), log=lines.append)
+    assert len(compiled) == 1 and not any("--compile" in line for line in lines)

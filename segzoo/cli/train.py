@@ -118,6 +118,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
            "count; default 0: never)")
     a("--min-delta", type=float, default=None, metavar="D",
       help="how much mean IU must rise to count as better for --early-stop (default 0, e.g. 0.001)")
+    a("--compile", action="store_true", default=None,
+      help="torch.compile (inductor) the training forward: the first step compiles (its time is printed); off by "
+           "default, as the compile time did not pay back within a first epoch where measured (docs/performance.md; "
+           "segzoo bench --mode train --compile measures it for a model)")
     a("--tensorboard", action="store_true", default=None,
       help="also log to TensorBoard in RUN_DIR/tensorboard: scalars per epoch and a few validation predictions as "
            "images (needs pip install 'segzoo[tb]')")
@@ -147,7 +151,7 @@ def _is_rank_0() -> bool:
 # Options a resumed run may change (CLI name -> config field); the rest of the run's settings come from its checkpoint.
 RESUMABLE = {"epochs": "epochs", "device": "device", "amp": "amp", "workers": "workers", "progress": "progress",
              "save_every_steps": "save_every_steps", "save_every_epochs": "save_every_epochs",
-             "early_stop": "early_stop", "min_delta": "min_delta", "tensorboard": "tensorboard"}
+             "early_stop": "early_stop", "min_delta": "min_delta", "tensorboard": "tensorboard", "compile": "compile"}
 
 
 def resume_config(args: argparse.Namespace) -> TrainConfig:

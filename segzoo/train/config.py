@@ -71,11 +71,12 @@ class TrainConfig:
     accumulate: int = 1  # batches whose gradients make one optimiser step (the loss is divided by it)
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over all processes (SyncBatchNorm)
     tensorboard: bool = False  # also write TensorBoard logs (out_dir/tensorboard; needs segzoo[tb])
+    compile: bool = False  # torch.compile (inductor) the training forward; off unless asked: docs/performance.md
 
     # Settings a resumed run may change; everything else comes from the checkpoint, so the run goes on as itself.
     RUNTIME: ClassVar[tuple[str, ...]] = ("out_dir", "epochs", "device", "amp", "workers", "progress", "resume",
                                           "stop_at_step", "save_every_steps", "save_every_epochs", "early_stop",
-                                          "min_delta", "tensorboard")
+                                          "min_delta", "tensorboard", "compile")
 
     # What a setting left at None becomes when no preset sets it (the others stay None: "the model's" or
     # "the optimizer preset's", resolved where they are used).
