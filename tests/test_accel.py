@@ -128,13 +128,28 @@ def test_winograd_falls_back_where_nnpack_cannot_run(monkeypatch):
     assert calls == []
 
 
-def test_gemm_steps_aside_for_autocast_and_other_dtypes(gemm_calls):
-    conv = GemmConv2d(16, 64, 3, padding=1)
+def test_gemm_runs_in_bf16_under_cpu_autocast_as_the_conv_would(gemm_calls):
+    # --amp where bf16 pays: fc6/fc7 as bf16 GEMMs instead of oneDNN's per-call weight reorder
+    ref, conv = twin(GemmConv2d, 16, 32, 3, padding=1)
+    x = torch.randn(2, 16, 8, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert conv(torch.randn(1, 16, 8, 8)).dtype == torch.bfloat16
+        got, want = conv(x), ref(x)
+        assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want.float(), rtol=0.05, atol=0.05)
+    got.float().sum().backward()
+    assert conv.weight.grad.dtype == torch.float32 and conv.bias.grad.dtype == torch.float32  # fp32 masters
+    assert gemm_calls == [conv]
+
+
+def test_gemm_steps_aside_for_other_dtypes_and_when_turned_off(gemm_calls):
+    conv = GemmConv2d(16, 64, 3, padding=1)
+    with torch.autocast("cpu", dtype=torch.float16):
+        conv(torch.randn(1, 16, 8, 8))
     assert conv.to(torch.bfloat16)(torch.randn(1, 16, 8, 8, dtype=torch.bfloat16)).dtype == torch.bfloat16
     with levers(gemm=False):
         conv.float()(torch.randn(1, 16, 8, 8))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            conv(torch.randn(1, 16, 8, 8))
     assert gemm_calls == []
 
 

@@ -80,6 +80,26 @@ def test_low_precision_inference_is_timed_beside_fp32_and_checked_against_it():
         assert any("no native bf16" in n for n in r.notes)
 
 
+def test_bf16_training_is_timed_beside_an_fp32_step_on_its_own_copy_of_the_model():
+    model = tiny_vgg()
+    before = model.head.score_fr.weight.detach().clone()
+    r = bench.benchmark(model, (3, 32, 32), mode="train", dtype="bf16", warmup=1, iters=2, measure_peak=False)
+    assert r.reference == "fp32" and r.fp32_ms_median is not None and r.speedup_vs_fp32 is not None
+    assert r.agreement_vs_fp32 is None and r.payback_steps is None  # no argmax check in training; nothing compiled
+    assert "fp32's throughput" in dict(r.rows())["vs fp32"]
+    assert not torch.equal(model.head.score_fr.weight.detach(), before)  # the timed model itself trained
+
+
+def test_compiled_training_is_timed_beside_the_eager_step_and_says_when_it_pays_back(monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda m: compiled.append(m) or m)  # inductor takes minutes on 2 cores
+    r = bench.benchmark(tiny_vgg(), (3, 32, 32), mode="train", compile=True, warmup=1, iters=3, measure_peak=False)
+    assert len(compiled) == 1 and r.compiled and r.reference == "eager" and r.compile_s is not None
+    rows = dict(r.rows())
+    assert "vs eager" in rows
+    assert (r.payback_steps is not None and "compile pays back" in rows) or any("never pays back" in n for n in r.notes)
+
+
 def test_low_precision_on_cpu_is_compared_with_the_fp32_peak_in_the_same_run():
     r = bench.benchmark(tiny_vgg(), (3, 32, 32), dtype="bf16", warmup=1, iters=1)
     assert r.matmul_peak_gflops > 0 and r.fp32_matmul_peak_gflops > 0

@@ -327,3 +327,13 @@ def test_keep_removes_the_other_checkpoint_of_a_finished_run(tmp_path, demo_data
     assert {p.name for p in run.glob("*.pt")} == left
     out = capsys.readouterr().out
     assert ("removed" in out) == (keep != "both")
+
+
+def test_amp_takes_force_or_nothing_and_no_amp_turns_it_off(capsys):
+    import yaml
+
+    for flags, want in ((["--amp", "force"], "force"), (["--amp"], True), (["--no-amp"], False), ([], None)):
+        assert main(["train", "--model", "alexnet-fcn8s", *flags, "--print-config"]) == 0
+        assert yaml.safe_load(capsys.readouterr().out)["amp"] == want
+    assert main(["train", "--model", "alexnet-fcn8s", "--amp", "always", "--print-config"]) == 2
+    assert "'force'" in capsys.readouterr().err

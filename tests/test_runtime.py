@@ -189,3 +189,69 @@ def test_only_rank_0_prints_under_torchrun(tmp_path, demo_data):
     assert r0["code"] == r1["code"] == 0
     assert "finished in" in r0["stdout"] and "final validation metrics (epoch 1)" in r0["stdout"]
     assert r1["stdout"] == ""
+
+
+# -- --amp on a CPU: bf16 only where its measured matmul peak is at least 2x fp32's ---------------------------------
+def test_amp_on_a_cpu_where_bf16_cannot_pay_says_so_once_and_trains_fp32(monkeypatch):
+    import torch
+
+    from segzoo.train import runtime
+
+    monkeypatch.setattr(runtime, "bf16_matmul_speedup", lambda device_type="cpu": 0.43)
+    lines = []
+    rt = runtime.setup("cpu", True, log=lines.append)
+    assert rt.amp_dtype is None and not rt.channels_last
+    assert len(lines) == 1 and "0.43x" in lines[0] and "training in fp32" in lines[0] and "--amp force" in lines[0]
+    monkeypatch.setattr(runtime, "bf16_matmul_speedup", lambda device_type="cpu": 2.6)
+    rt = runtime.setup("cpu", True, log=lines.append)
+    assert rt.amp_dtype == torch.bfloat16 and rt.channels_last and "2.60x" in lines[-1]
+
+
+def test_amp_force_trains_bf16_without_measuring_and_no_amp_never_measures(monkeypatch):
+    import torch
+
+    from segzoo.train import runtime
+
+    def boom(device_type: str = "cpu") -> float:
+        raise AssertionError("measured")
+
+    monkeypatch.setattr(runtime, "bf16_matmul_speedup", boom)
+    assert runtime.setup("cpu", "force", log=print).amp_dtype == torch.bfloat16
+    assert runtime.setup("cpu", None).amp_dtype is None and runtime.setup("cpu", False).amp_dtype is None
+
+
+def test_the_bf16_speedup_is_measured_once_per_process(monkeypatch):
+    from segzoo.train import runtime
+
+    calls = []
+    monkeypatch.setattr(runtime, "matmul_speedup", lambda dtype, device: calls.append(device) or 1.5)
+    runtime.bf16_matmul_speedup.cache_clear()
+    try:
+        assert runtime.bf16_matmul_speedup("cpu") == runtime.bf16_matmul_speedup("cpu") == 1.5
+        assert calls == ["cpu"]
+    finally:
+        runtime.bf16_matmul_speedup.cache_clear()
+
+
+@pytest.mark.parametrize("value", ["yes", 2, "Force"])
+def test_an_amp_value_other_than_force_is_a_user_error(value):
+    from segzoo.core.errors import SegzooError
+    from segzoo.train import TrainConfig, runtime
+
+    with pytest.raises(SegzooError, match="force"):
+        runtime.setup("cpu", value)
+    with pytest.raises(SegzooError, match="force"):
+        TrainConfig(model="m", amp=value).check()
+
+
+@pytest.mark.parametrize("compile_s, eager, compiled, steps, pays", [
+    (30.0, 1.0, 0.5, 60, True),  # 30 s saved back after 60 half-second savings: exactly the first epoch
+    (30.0, 1.0, 0.5, 59, False),
+    (1.0, 0.5, 0.6, 10_000, False),  # a slower compiled step never pays
+])
+def test_compile_pays_only_within_the_first_epoch(compile_s, eager, compiled, steps, pays):
+    from segzoo.train.runtime import compile_payback_steps, compile_pays
+
+    assert compile_pays(compile_s, eager, compiled, steps) is pays
+    assert compile_payback_steps(compile_s, eager, compiled) == (compile_s / (eager - compiled) if eager > compiled
+                                                                 else float("inf"))

@@ -370,3 +370,15 @@ def test_grey_16_bit_data_with_its_own_stats_trains_and_the_log_says_settings_an
         missed = metrics["never_predicted"]
         assert ("never predicted: " + ", ".join(missed) in line) if missed else "never predicted" not in line
         assert set(missed) <= {"background", "grey", "white"}
+
+
+def test_compile_wraps_the_training_forward_and_says_what_the_first_step_took(tmp_path, demo_data, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda m: compiled.append(m) or m)  # inductor takes minutes on 2 cores
+    lines = []
+    result = train(tiny(tmp_path, demo_data, compile=True), log=lines.append)
+    assert compiled == [result.model]  # the forward, built once; the model itself is what is saved
+    assert sum("--compile: the first step took" in line for line in lines) == 1
+    lines.clear()
+    train(tiny(tmp_path, demo_data, out_dir=str(tmp_path / "plain")), log=lines.append)
+    assert len(compiled) == 1 and not any("--compile" in line for line in lines)

@@ -26,7 +26,9 @@ def test_demo_defaults_fill_what_is_not_given_and_a_preset_keeps_its_batch_and_l
     assert set(demo_defaults({}, ["vgg16"], preset="paper-cvpr")) == set(DEMO_SETTINGS) - {"batch_size", "lr"} | {
         "backbone_kwargs"}
     assert "backbone_kwargs" not in demo_defaults({}, ["timm-resnet18"])  # no backbone of the run takes it
-    # a study's coarse heads need a higher rate to leave the all-background start within the epochs
-    assert demo_defaults({}, ["vgg16"], settings=DEMO_STUDY_SETTINGS)["lr"] == 1e-3 > DEMO_SETTINGS["lr"]
+    # the demo run trains at the rate the demo study measured (FCN-8s 75.1 mean IU, every class found); at 3e-4 the
+    # run ended at 45.1 with a class at 0, and a study's coarse heads never left the all-background start
+    study = demo_defaults({}, ["vgg16"], settings=DEMO_STUDY_SETTINGS)
+    assert study["lr"] == demo_defaults({}, ["vgg16"])["lr"] == 1e-3
     assert describe({"epochs": 8, "scale": (0.75, 1.25), "backbone_kwargs": {"fc_channels": 512}}) == (
         "--epochs 8 --scale 0.75,1.25 --fc-channels 512")

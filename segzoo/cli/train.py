@@ -13,10 +13,11 @@ from ..core.model import GEOMETRIES
 from ..train import OPTIMIZERS, TrainConfig, load_training_checkpoint
 from ..train.config import config_yaml, load_config
 from ..train.demo import backbone_of, demo_defaults, describe
+from ..train.lr_find import find_lr
 from ..train.metrics import report
 from ..train.presets import preset_help
 from ..train.run_folder import KEEP, auto_resume, check_new_run, keep_checkpoints, restart_run
-from ..train.runtime import placement
+from ..train.runtime import AMP_FORCE, placement
 from ..train.setup import default_run_folder
 from ._options import int_in, parse_options
 
@@ -28,6 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--config", default=None, metavar="FILE.yaml",
       help="training settings from a YAML file, keyed by TrainConfig's field names (a study file's train: schema, "
            "e.g. 'epochs: 20'); flags given as well win")
+    a("--lr-find", action="store_true",
+      help="instead of training: a learning-rate range test on the training data (at most --lr-find-steps steps, lr "
+           "growing exponentially from 1e-7 to 1, stopped when the smoothed loss diverges); plots loss against lr "
+           "(RUN_DIR/lr_find.png), suggests an lr and says why; keeps no weights")
+    a("--lr-find-steps", type=int_in(2, 1000), default=100, metavar="N", help="steps of --lr-find (default 100)")
     a("--print-config", action="store_true",
       help="print the resolved settings as YAML (a file --config reads) and exit without training")
     a("--model", default=None, help="<backbone>-<head> or a recipe of registry.yaml (default vgg16-fcn8s)")
@@ -55,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
            "momentum 0.9, lr 1e-4, weight decay 5e-4, biases at 2x lr without decay, constant lr), what --preset "
            "paper-cvpr uses for its first, coarsest net; --preset also sets the batch, loss, geometry and head")
     a("--lr", type=float, default=None, help="learning rate (default: the preset's for this net, else the "
-                                              "optimizer's; demo 3e-4 without --preset)")
+                                              "optimizer's; demo 1e-3 without --preset)")
     a("--weight-decay", type=float, default=None, help="weight decay (default: the preset's, else the optimizer's)")
     a("--momentum", type=float, default=None, help="SGD momentum (default: the preset's, else 0.9)")
     a("--loss", default=None, choices=["mean", "sum"],
@@ -86,7 +92,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--init-from", default=None, metavar="CKPT", help="staged training: start from the checkpoint of the net with "
                                                          "this head's registered parent, as the paper's presets do")
     a("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
-    a("--amp", default=None, action=argparse.BooleanOptionalAction, help="mixed precision (default: on for CUDA)")
+    a("--amp", default=None, nargs="?", const=True, type=_amp_value, metavar="force",
+      help="mixed precision (default: on for CUDA). On a CPU bf16 pays only with AMX or AVX-512 BF16: --amp measures "
+           "the bf16 matmul peak against fp32's and trains in fp32, saying so, below 2x; --amp force trains in bf16 "
+           "anyway")
+    a("--no-amp", dest="amp", action="store_const", const=False, help="full float32, also on CUDA")
     a("--workers", type=int, default=None, help="data-loading processes (default 0)")
     a("--seed", type=int, default=None, help="random seed (default 0)")
     a("--out", default=None, metavar="RUN_DIR", help="run folder (default runs/<model>, numbered if it exists)")
@@ -118,11 +128,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
            "count; default 0: never)")
     a("--min-delta", type=float, default=None, metavar="D",
       help="how much mean IU must rise to count as better for --early-stop (default 0, e.g. 0.001)")
+    a("--compile", action="store_true", default=None,
+      help="torch.compile (inductor) the training forward: the first step compiles (its time is printed); off by "
+           "default, as the compile time did not pay back within a first epoch where measured (docs/performance.md; "
+           "segzoo bench --mode train --compile measures it for a model)")
     a("--tensorboard", action="store_true", default=None,
       help="also log to TensorBoard in RUN_DIR/tensorboard: scalars per epoch and a few validation predictions as "
            "images (needs pip install 'segzoo[tb]')")
     a("--skip-bad", action="store_true", help="skip (and count) bad image/mask pairs instead of stopping")
     a("--progress", default=None, action=argparse.BooleanOptionalAction, help="progress bars (default: on a terminal)")
+
+
+def _amp_value(text: str) -> str:
+    if text != AMP_FORCE:
+        raise argparse.ArgumentTypeError(f"takes no value, or '{AMP_FORCE}' (bf16 on a CPU even where it does not "
+                                         f"pay), not {text!r}")
+    return text
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -140,8 +161,8 @@ def _is_rank_0() -> bool:
 # Options a resumed run may change (CLI name -> config field); the rest of the run's settings come from its checkpoint.
 RESUMABLE = {"epochs": "epochs", "device": "device", "amp": "amp", "workers": "workers", "progress": "progress",
              "save_every_steps": "save_every_steps", "save_every_epochs": "save_every_epochs",
-             "save_every_minutes": "save_every_minutes",
-             "early_stop": "early_stop", "min_delta": "min_delta", "tensorboard": "tensorboard"}
+             "save_every_minutes": "save_every_minutes", "early_stop": "early_stop", "min_delta": "min_delta",
+             "tensorboard": "tensorboard", "compile": "compile"}
 
 
 def resume_config(args: argparse.Namespace) -> TrainConfig:
@@ -154,7 +175,8 @@ def resume_config(args: argparse.Namespace) -> TrainConfig:
     ignored = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
                if k not in RESUMABLE and k not in ("resume", "out", "command", "plugin_flags", "no_external_plugins",
                                                    "model", "backbone_opt", "head_opt", "skip_bad", "no_flip", "debug",
-                                                   "print_config", "loss_opt", "restart", "keep")
+                                                   "print_config", "loss_opt", "restart", "keep", "lr_find",
+                                                   "lr_find_steps")
                and v is not None]
     if ignored and _is_rank_0():
         print(f"resuming: {', '.join(ignored)} ignored (a resumed run keeps its own settings; only "
@@ -166,6 +188,7 @@ def resume_config(args: argparse.Namespace) -> TrainConfig:
 FIELDS = {"out": "out_dir", "loss": "loss_reduction", "loss_fn": "loss"}
 # Options that are no training setting (the segzoo command's own among them), or that build_config reads itself
 NOT_SETTINGS = {"command", "plugin_flags", "no_external_plugins", "debug", "config", "print_config", "resume",
+                "lr_find", "lr_find_steps",
                 "backbone_opt", "head_opt", "loss_opt", "fc_channels", "scale", "class_weights", "val_split",
                 "skip_bad", "no_flip", "restart", "keep"}
 DEFAULT_MODEL = "vgg16-fcn8s"
@@ -181,6 +204,8 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     """The run's settings: the defaults, then the --config file's, then the flags given (which win)."""
     if getattr(args, "restart", False) and args.resume is not False:
         raise SegzooError("--restart trains a run again from the start and --resume continues one; give one")
+    if getattr(args, "lr_find", False) and args.resume is not False:
+        raise SegzooError("--lr-find starts from fresh weights, so it cannot --resume a run; leave one of them out")
     auto = args.resume == "auto"
     if auto:
         if args.out is None:
@@ -236,6 +261,11 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         config.check()  # what it prints is what a run would accept: no 'epochs: two'
         print(config_yaml(config.resolved()), end="")
+        return 0
+    if args.lr_find:
+        found, path = find_lr(config, steps=args.lr_find_steps)
+        print(found.reason)
+        print(f"plot: {path}" + (f"; train with --lr {found.suggestion:.2g}" if found.suggestion else ""))
         return 0
     start = time.perf_counter()
     result = training.train(config)

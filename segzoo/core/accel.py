@@ -94,6 +94,12 @@ def _eager_cpu32(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
 
 
+def _cpu_bf16_autocast(x: torch.Tensor) -> bool:
+    """An eager CPU call under bf16 autocast (``--amp`` where bf16 pays): fc6/fc7 then run as bf16 GEMMs."""
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+
+
 def _nnpack(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
     if bias is None:
         bias = weight.new_zeros(weight.shape[0])
@@ -155,8 +161,9 @@ class GemmConv2d(nn.Conv2d):
     fc6/fc7 are 100-400 MB of weights applied to a 10x10-20x20 map: oneDNN reorders the whole weight
     into its blocked layout on every call, while the (out, in*k*k) view that the weight already is
     goes straight into an MKL GEMM. Autograd differentiates the product (grad_w and grad_cols are GEMMs
-    too). Square, stride-1, undilated, ungrouped, zero-padded convs take the path in eager CPU fp32 calls
-    (and under ``torch.compile``); the ordinary conv runs otherwise, under export, and when the unfolded
+    too). Square, stride-1, undilated, ungrouped, zero-padded convs take the path in eager CPU fp32 calls, under
+    CPU bf16 autocast (the product then runs in bf16, the weight cast once per forward as autocast casts any
+    weight) and under ``torch.compile``; the ordinary conv runs otherwise, under export, and when the unfolded
     input would exceed ``MAX_COLS_BYTES``.
     """
 
@@ -167,7 +174,8 @@ class GemmConv2d(nn.Conv2d):
         self.gemm_shaped = _square_stride1(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.gemm_shaped and x.dim() == 4 and _eager_cpu32(x) and not _exporting() and lever_on("gemm"):
+        if (self.gemm_shaped and x.dim() == 4 and (_eager_cpu32(x) or _cpu_bf16_autocast(x)) and not _exporting()
+                and lever_on("gemm")):
             k, p = self.kernel_size[0], self.padding[0]
             n, c, h, w = x.shape
             ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
@@ -178,9 +186,9 @@ class GemmConv2d(nn.Conv2d):
     def _gemm(self, x: torch.Tensor, k: int, p: int, ho: int, wo: int) -> torch.Tensor:
         n, c, h, w = x.shape
         cols = x.reshape(n, c, h * w) if k == 1 and p == 0 else F.unfold(x, k, padding=p)
-        out = torch.matmul(self.weight.reshape(self.out_channels, -1), cols)
+        out = torch.matmul(self.weight.reshape(self.out_channels, -1), cols)  # autocast: a bf16 GEMM
         if self.bias is not None:
-            out = out + self.bias[:, None]
+            out = out + self.bias.to(out.dtype)[:, None]
         return out.view(n, self.out_channels, ho, wo)
 
 

@@ -18,6 +18,7 @@ from ..core.files import read_text_file
 from ..core.limits import MAX_BATCH, MAX_EPOCHS, MAX_WORKERS
 from .optim import optimizer_defaults
 from .presets import resolve_preset
+from .runtime import check_amp
 
 
 @dataclass
@@ -59,7 +60,7 @@ class TrainConfig:
     preset: str | None = None  # a training preset a plugin registered: paper-heavy, paper-cvpr
     init_from: str | None = None  # staged training: a coarser net's checkpoint (fcn32s -> fcn16s -> fcn8s)
     device: str = "auto"
-    amp: bool | None = None  # None: on for CUDA
+    amp: bool | str | None = None  # None: on for CUDA; on a CPU True trains bf16 only where it pays; "force": always
     workers: int = 0
     seed: int = 0
     eval_every: int = 1  # epochs
@@ -76,11 +77,12 @@ class TrainConfig:
     accumulate: int = 1  # batches whose gradients make one optimiser step (the loss is divided by it)
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over all processes (SyncBatchNorm)
     tensorboard: bool = False  # also write TensorBoard logs (out_dir/tensorboard; needs segzoo[tb])
+    compile: bool = False  # torch.compile (inductor) the training forward; off unless asked: docs/performance.md
 
     # Settings a resumed run may change; everything else comes from the checkpoint, so the run goes on as itself.
     RUNTIME: ClassVar[tuple[str, ...]] = ("out_dir", "epochs", "device", "amp", "workers", "progress", "resume",
                                           "stop_at_step", "save_every_steps", "save_every_epochs",
-                                          "save_every_minutes", "early_stop", "min_delta", "tensorboard")
+                                          "save_every_minutes", "early_stop", "min_delta", "tensorboard", "compile")
 
     # What a setting left at None becomes when no preset sets it (the others stay None: "the model's" or
     # "the optimizer preset's", resolved where they are used).
@@ -140,6 +142,7 @@ class TrainConfig:
                 span = f"{'>' if low_open else '>='} {low:g}" + (
                     f" and {'<' if high_open else '<='} {high:g}" if high is not None else "")
                 raise SegzooError(f"--{name.replace('_', '-')} must be a finite number {span}, got {_shown(value)}")
+        check_amp(self.amp)
         if self.early_stop and self.val_split is None:
             raise SegzooError(f"--early-stop {self.early_stop} watches validation mean IU, but validation is off "
                               "(--val-split none); give a --val-split, or leave --early-stop out")

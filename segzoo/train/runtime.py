@@ -9,15 +9,23 @@ existing process group (Ray Train, Lightning Fabric, a user's own ``init_process
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from ..core.errors import SegzooError
+from ..core.hardware import matmul_speedup
+
+# bf16 training on a CPU pays only where the bf16 matmul peak is at least this many times fp32's: a training step
+# also runs memory-bound work (casts, optimiser, activations) that bf16 speeds up far less than the products.
+BF16_PAYS = 2.0
+# What --amp accepts besides on/off: train in bf16 on a CPU even where it does not pay (for experiments).
+AMP_FORCE = "force"
 
 
 @dataclass(frozen=True)
@@ -186,12 +194,50 @@ def _expand_host(item: str) -> list[str]:
     return out
 
 
-def setup(device: str = "auto", amp: bool | None = None) -> Runtime:
+@functools.cache
+def bf16_matmul_speedup(device_type: str = "cpu") -> float:
+    """This machine's bf16 matmul peak over its fp32 one, measured once per process (about a second) and cached."""
+    return matmul_speedup(torch.bfloat16, device_type)
+
+
+def cpu_amp(amp: bool | str | None, log: Callable[[str], None] = print,
+            speedup: Callable[[], float] | None = None) -> torch.dtype | None:
+    """The dtype a CPU run trains in for ``--amp`` (``amp``): bfloat16 only where it pays, or when forced.
+
+    ``True`` measures :func:`bf16_matmul_speedup` (or calls ``speedup``); below :data:`BF16_PAYS` it says so in one
+    line (with the measured ratio) and the run trains in fp32. ``"force"`` trains in bf16 whatever the ratio;
+    ``None``/``False`` in fp32.
+    """
+    if amp == AMP_FORCE:
+        return torch.bfloat16
+    if not amp:
+        return None
+    ratio = speedup() if speedup is not None else bf16_matmul_speedup("cpu")
+    if ratio < BF16_PAYS:
+        log(f"--amp: this CPU's bf16 matmul peak is {ratio:.2f}x its fp32 one (measured now; bf16 training pays from "
+            f"{BF16_PAYS:g}x, with AMX or AVX-512 BF16): training in fp32 (--amp force trains in bf16 anyway)")
+        return None
+    log(f"--amp: this CPU's bf16 matmul peak is {ratio:.2f}x its fp32 one (measured now): training in bf16, "
+        "channels-last, fc6/fc7 as bf16 GEMMs")
+    return torch.bfloat16
+
+
+def check_amp(amp: object) -> None:
+    """A :class:`SegzooError` for an ``amp`` setting that is neither on/off/unset nor ``"force"``."""
+    if amp is not None and not isinstance(amp, bool) and amp != AMP_FORCE:
+        raise SegzooError(f"--amp takes no value, or '{AMP_FORCE}' (bf16 on a CPU even where it does not pay); "
+                          f"got {amp!r}")
+
+
+def setup(device: str = "auto", amp: bool | str | None = None, log: Callable[[str], None] = print) -> Runtime:
     """Pick the device, join the process group when a launcher started several processes (see :func:`placement`).
 
-    AMP (on by default on CUDA): bfloat16 where the GPU supports it, else float16 with a grad scaler.
-    nccl on CUDA, gloo on CPU; each rank drives ``cuda:LOCAL_RANK``.
+    AMP (on by default on CUDA): bfloat16 where the GPU supports it, else float16 with a grad scaler. On a CPU
+    (off by default) bfloat16 where it pays (:func:`cpu_amp`, which also says what it decided; rank 0 only), in
+    channels-last, the layout oneDNN's bf16 kernels take. nccl on CUDA, gloo on CPU; each rank drives
+    ``cuda:LOCAL_RANK``.
     """
+    check_amp(amp)
     where = placement()
     rank, world_size, local_rank = where.rank, where.world_size, where.local_rank
     dev = resolve_device(device, local_rank)
@@ -203,14 +249,33 @@ def setup(device: str = "auto", amp: bool | None = None) -> Runtime:
             os.environ.setdefault("MASTER_PORT", str(where.master_port))
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world_size,
                                 init_method="env://")
-    use_amp = dev.type == "cuda" if amp is None else amp
+    if dev.type == "cpu":
+        speedup = _rank0_speedup if world_size > 1 else None
+        amp_dtype = cpu_amp(amp, log if rank == 0 else (lambda _: None), speedup)
+        return Runtime(dev, rank, world_size, amp_dtype, channels_last=amp_dtype is not None)
     amp_dtype = None
-    if use_amp:
-        if dev.type != "cuda":
-            amp_dtype = torch.bfloat16  # CPU autocast supports bfloat16 only
-        else:
-            amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return Runtime(dev, rank, world_size, amp_dtype, channels_last=dev.type == "cuda")
+    if amp is None or amp:
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return Runtime(dev, rank, world_size, amp_dtype, channels_last=True)
+
+
+def compile_payback_steps(compile_s: float, eager_step_s: float, compiled_step_s: float) -> float:
+    """Steps after which ``torch.compile`` has paid for itself: its compile time over what each compiled step saves
+    (``inf`` when a compiled step is no faster)."""
+    saved = eager_step_s - compiled_step_s
+    return compile_s / saved if saved > 0 else float("inf")
+
+
+def compile_pays(compile_s: float, eager_step_s: float, compiled_step_s: float, steps_per_epoch: int) -> bool:
+    """Whether compiling pays back within the run's first epoch, the rule for using it by default."""
+    return compile_payback_steps(compile_s, eager_step_s, compiled_step_s) <= steps_per_epoch
+
+
+def _rank0_speedup() -> float:
+    """Rank 0's measured bf16 speed-up, given to every rank, so that all of them decide alike."""
+    ratio = torch.tensor([bf16_matmul_speedup("cpu") if dist.get_rank() == 0 else 0.0], dtype=torch.float64)
+    dist.broadcast(ratio, src=0)
+    return float(ratio.item())
 
 
 def all_reduce_sum(t: torch.Tensor, rt: Runtime) -> torch.Tensor:

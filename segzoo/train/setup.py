@@ -213,6 +213,8 @@ def build_run(cfg: TrainConfig, rt: rtm.Runtime, out: Path, resuming: bool = Fal
     criterion = make_loss(cfg.loss, weight, cfg.loss_reduction, cfg.loss_kwargs)
     net = (DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
            if rt.distributed else model)
+    if cfg.compile:  # the forward (and so its backward) through inductor; the model itself is what gets saved
+        net = torch.compile(net)
     conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
     void = (conv.in_channels if conv is not None else 3, cfg.input_size, cfg.input_size)
     step = TrainStep(net, model, criterion, optimizer, rt, scheduler, rt.grad_scaler(), void_input=void)

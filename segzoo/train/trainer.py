@@ -50,7 +50,7 @@ def train(config: TrainConfig, on_epoch: Callable[[EpochRecord], None] | None = 
           log: Callable[[str], None] = print) -> TrainResult:
     """Run (or, with ``config.resume``, continue) one training run; ``on_epoch`` gets each epoch's record."""
     owned = not torch.distributed.is_initialized()
-    rt = rtm.setup(config.device, config.amp)
+    rt = rtm.setup(config.device, config.amp, log)
     try:
         config = auto_resume(config, main=rt.is_main, notice=log)  # resume="auto": decided once the rank is known
         return Trainer(config, rt, on_epoch, log).run()
@@ -90,6 +90,7 @@ class Trainer:
     def restore(self) -> None:
         """Put back everything a checkpoint holds, so the run continues exactly where it stopped."""
         self.epoch, self.step, self.batches_done = 0, 0, 0
+        self.compiled = False  # --compile: whether the first (compiling) step has run
         self.history: list[EpochRecord] = []
         self.best: dict[str, Any] | None = None
         self.partial = self._new_partial()
@@ -244,8 +245,15 @@ class Trainer:
         """The run's one step (segzoo.train.step) on a batch, in its accumulation group; a diverged loss names the
         epoch, the step and the checkpoint to resume from."""
         group, last = accumulation_group(self.batches_done, self.cfg.accumulate, self.parts.data.steps_per_epoch)
+        first = self.cfg.compile and not self.compiled
+        start = time.perf_counter()
         try:
-            return self.parts.step(batch, group, last)
+            done = self.parts.step(batch, group, last)
+            if first:
+                self.compiled = True
+                self.log(f"--compile: the first step took {time.perf_counter() - start:.1f} s (torch.compile "
+                         "compiling); the epoch's img/s includes it")
+            return done
         except Diverged as exc:
             where = f"{exc} at epoch {self.epoch + 1}, step {self.step + 1}: the run diverged"
             if self.good_checkpoint is None:

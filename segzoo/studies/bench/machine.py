@@ -18,11 +18,15 @@ import contextlib
 import ctypes
 import gc
 import platform
-import statistics
-import time
 from collections.abc import Iterator
 
 import torch
+
+# The matmul probe lives in the core, where the trainer's bf16 decision (segzoo.train.runtime) can reach it too.
+from ...core.hardware import cpu_has_native_bf16, measure_matmul_peak, synchronize
+
+__all__ = ["CUDA_BF16_PEAK_TFLOPS", "cpu_has_native_bf16", "cpu_name", "cuda_bf16_peak_tflops", "measure_matmul_peak",
+           "peak_memory", "synchronize"]
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, from the vendors' data sheets. The first
 # substring found in torch.cuda.get_device_name() wins, so the more specific names come first.
@@ -39,55 +43,6 @@ def cuda_bf16_peak_tflops(device_name: str) -> float | None:
         if key.lower() in device_name.lower():
             return tflops
     return None
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measure_matmul_peak(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-                        n: int | None = None, reps: int = 3) -> float:
-    """GFLOP/s of an n x n x n matmul (2n^3 FLOPs), the median of ``reps`` after one warm-up.
-
-    This is the practical peak a conv net can hope for on this machine, now, under its current load.
-    Without ``n``: 2048 on CPU (smaller products suffer most from threads descheduled by other
-    processes), except that for a reduced precision the size grows from 256 until one product takes
-    ~50 ms, so a dtype the CPU only emulates (bf16 without AVX-512 BF16/AMX) does not take minutes;
-    8192 on CUDA.
-    """
-    device = torch.device(device)
-    if n is None and device.type == "cpu" and dtype != torch.float32:
-        n = 256
-        while n < 2048 and _time_mm(n, dtype, device) < 0.05:
-            n *= 2
-    n = n or (8192 if device.type == "cuda" else 2048)
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    times = [_time_mm_once(a, b, device) for _ in range(reps + 1)][1:]
-    return 2 * n**3 / statistics.median(times) / 1e9
-
-
-def _time_mm(n: int, dtype: torch.dtype, device: torch.device) -> float:
-    a = torch.randn(n, n, device=device).to(dtype)
-    _time_mm_once(a, a, device)
-    return _time_mm_once(a, a, device)
-
-
-def _time_mm_once(a: torch.Tensor, b: torch.Tensor, device: torch.device) -> float:
-    synchronize(device)
-    t0 = time.perf_counter()
-    torch.mm(a, b)
-    synchronize(device)
-    return time.perf_counter() - t0
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively here (AVX-512 BF16 or AMX); otherwise it is emulated, and slow."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def _proc_status_kib(key: str) -> int | None:

@@ -44,8 +44,10 @@ class BenchResult:
     device_peak_tflops: float | None
     fraction_of_device_peak: float | None
     agreement_vs_fp32: float | None
-    fp32_ms_median: float | None = None  # bf16/fp16 inference: fp32 timed in the same rounds
-    speedup_vs_fp32: float | None = None  # median per-round fp32 time / this dtype's time
+    fp32_ms_median: float | None = None  # the reference's median ms, timed in the same rounds (see ``reference``)
+    speedup_vs_fp32: float | None = None  # median per-round reference time / this run's time
+    reference: str | None = None  # what the two above time: "fp32" (bf16/fp16, either mode) or "eager" (--compile)
+    payback_steps: float | None = None  # --compile: steps after which the compile time is won back (None: never)
     notes: list[str] = field(default_factory=list)
     loader_images_per_s: float | None = None  # the input pipeline alone (loader_throughput), when asked for
     loader_workers: int | None = None
@@ -85,8 +87,12 @@ class BenchResult:
             rows.append(["device bf16 peak", f"{self.device_peak_tflops:.0f} TFLOP/s; fraction (MFU) "
                                              f"{self.fraction_of_device_peak:.1%}"])
         if self.speedup_vs_fp32 is not None:
-            rows.append(["vs fp32", f"{self.speedup_vs_fp32:.2f}x fp32's throughput (fp32 {self.fp32_ms_median:.1f} ms "
-                                    "median, timed in the same rounds)"])
+            ref = self.reference or "fp32"
+            rows.append([f"vs {ref}", f"{self.speedup_vs_fp32:.2f}x {ref}'s throughput ({ref} "
+                                      f"{self.fp32_ms_median:.1f} ms median, timed in the same rounds)"])
+        if self.payback_steps is not None:
+            rows.append(["compile pays back", f"after {self.payback_steps:.0f} steps (compile time / time saved a "
+                                              "step)"])
         if self.agreement_vs_fp32 is not None:
             rows.append(["argmax agreement vs fp32", f"{self.agreement_vs_fp32:.2%} of pixels"])
         if self.loader_images_per_s is not None:

@@ -9,6 +9,8 @@ optimiser step). The model's own speed-ups (:mod:`segzoo.core.accel`) apply as t
 
 from __future__ import annotations
 
+import copy
+import math
 import os
 import statistics
 import time
@@ -22,7 +24,7 @@ from ...core.errors import SegzooError
 from ...data import SegmentationDataset, ShardedSampler, find_pairs, make_loader, train_transform
 from ...infer.runtime import DTYPES, runner
 from ...train.loss import PixelCrossEntropy
-from ...train.runtime import Runtime, resolve_device
+from ...train.runtime import Runtime, compile_payback_steps, resolve_device
 from ...train.step import TrainStep
 from ..summary import summarize
 from .machine import (
@@ -61,6 +63,17 @@ def make_step(model: torch.nn.Module, x: torch.Tensor, mode: str, dtype: str = "
     step = TrainStep(model, model, PixelCrossEntropy(), optimizer, rt,
                      scaler=torch.amp.GradScaler(device.type, enabled=low == torch.float16 and device.type == "cuda"))
     return lambda: step(batch)
+
+
+def _train_reference(model: torch.nn.Module, x: torch.Tensor, device: torch.device, dtype: str, channels_last: bool,
+                     low: bool) -> tuple[Callable[[], Any], str]:
+    """The training step a low-precision or compiled one is compared with, timed in the same rounds: fp32 (eager,
+    in fp32's own default layout) for a low precision, else the same dtype uncompiled. It trains a copy of the
+    model, so the two never share weights or optimiser state."""
+    twin = copy.deepcopy(model)
+    layout = default_options(device, "fp32")["channels_last"] if low else channels_last
+    twin, x = prepare(twin, x.clone(), layout)
+    return make_step(twin, x, "train", "fp32" if low else dtype, channels_last=layout), ("fp32" if low else "eager")
 
 
 def _output_channels(model: torch.nn.Module, x: torch.Tensor) -> int:
@@ -156,14 +169,16 @@ def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch
     x = torch.randn(shape, generator=gen).to(dev)
     with levers(gemm=gemm, winograd=winograd):
         used = {"gemm": lever_on("gemm"), "winograd": lever_on("winograd")}
-        reference = None
+        reference, against = None, None
         if mode == "infer" and low:
-            reference = make_step(model, x, "infer")  # fp32 as predict runs it, before any layout change
+            reference, against = make_step(model, x, "infer"), "fp32"  # as predict runs it, before any layout change
+        elif mode == "train" and (low or compile):
+            reference, against = _train_reference(model, x, dev, dtype, channels_last, low)
         # low-precision inference lays out its own weight copy and input (runner); the model stays as it is
-        model, x = prepare(model, x, channels_last and reference is None, compile)
+        model, x = prepare(model, x, channels_last and not (mode == "infer" and low), compile)
         step = make_step(model, x, mode, dtype, channels_last=channels_last)
         agreement = None
-        if reference is not None and check_agreement:
+        if reference is not None and check_agreement and mode == "infer":
             agreement = float((step().argmax(1) == reference().argmax(1)).float().mean())
         probes: list[float] = []
         probes32: list[float] = []
@@ -178,7 +193,7 @@ def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch
                     probes32.append(measure_matmul_peak(torch.float32, dev, reps=2))
 
         if reference is not None:
-            reference()  # warm the fp32 path too
+            reference()  # warm the reference path too
         first, times = time_iterations(step, dev, warmup, iters, between=between)
         with peak_memory(dev) as mem:
             step()
@@ -190,6 +205,12 @@ def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch
             notes.append(f"this CPU's {dtype} matmul peak is {ratio:.2f}x its fp32 one (measured in this run): "
                          f"{dtype} cannot beat fp32 here; use fp32")
     p25, med, p75 = quantiles(times)
+    payback = None
+    if compile and times32:  # the steps after which the compile time is won back, against the eager reference
+        payback = compile_payback_steps(max(first - med, 0.0), statistics.median(times32), med)
+        if math.isinf(payback):
+            payback = None
+            notes.append("a compiled step was no faster than the eager one here: compiling never pays back")
     achieved = gflops_per_iter / med
     frac = None
     if probes:
@@ -213,6 +234,7 @@ def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch
         agreement_vs_fp32=agreement,
         fp32_ms_median=statistics.median(times32) * 1e3 if times32 else None,
         speedup_vs_fp32=statistics.median(t32 / t for t32, t in zip(times32, times)) if times32 else None,
+        reference=against, payback_steps=payback,
         notes=notes,
     )
 
