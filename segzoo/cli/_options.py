@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..core.errors import SegzooError
+from ..core.files import local_path
+from ..io.remote import kind, locate
 from ..studies.summary import parse_input_size
 
 
@@ -86,9 +87,24 @@ def input_size(text: str, flag: str = "--input") -> tuple[int, int, int]:
 
 def check_new_file(path: str, force: bool, flag: str = "--out") -> None:
     """Refuse to replace an existing file (segzoo never overwrites what it did not just write) unless ``--force``;
-    a folder is never a file to write."""
-    p = Path(path)
-    if p.is_dir():
-        raise SegzooError(f"{flag} {path} is a folder; name the file to write, e.g. {Path(path) / 'model.pt'}")
-    if p.exists() and not force:
+    a folder is never a file to write. ``path`` may be a URL (s3://, memory://...), checked where it points."""
+    found = kind(locate(path, writing=True))
+    if found == "directory":
+        raise SegzooError(f"{flag} {path} is a folder; name the file to write, e.g. {path.rstrip('/')}/model.pt")
+    if found and not force:
         raise SegzooError(f"{path} exists; segzoo does not replace it: pass --force to replace it, or another name")
+
+
+def local_folder(flag: str, what: str) -> Callable[[str], str]:
+    """An argparse ``type`` for an output that stays on this machine (a run folder, predictions): a URL is one line
+    saying so, where ``Path`` would have made the folder ``s3:`` of it."""
+
+    def parse(text: str) -> str:
+        try:
+            local_path(text, f"{flag} ({what})")
+        except SegzooError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    parse.__name__ = "local path"
+    return parse

@@ -8,10 +8,11 @@ from pathlib import Path
 
 from ..api import load_model
 from ..core.errors import SegzooError
-from ..core.files import atomic_write_text
+from ..core.files import atomic_write_text, url_scheme
 from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, load_label_map, make_loader
 from ..infer.tile import TiledModel
 from ..infer.tta import parse_tta
+from ..io.hub import is_hub_id
 from ..train import evaluate
 from ..train.metrics import BOUNDARY_PX, report
 from ..train.runtime import setup
@@ -42,7 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="append", default=[], metavar="AUG",
                    help="test-time augmentation: flip, and/or scales=0.75,1,1.25 (repeat the flag to combine)")
     p.add_argument("--json", default=None, metavar="FILE",
-                   help="where to write the metrics (default: eval-<split>.json beside the checkpoint)")
+                   help="where to write the metrics (default: eval-<split>.json beside the checkpoint, or in the "
+                        "current folder for a URL or Hub id)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
           f"{m['pixels']:,} labelled pixels" + (f", {m['skipped'] + len(pairs.dropped)} skipped" if
                                                  m["skipped"] or pairs.dropped else "") + ")")
     print(report(m))
-    out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval-{Path(args.split).stem}.json")
+    name = f"eval-{Path(args.split).stem}.json"
+    remote = url_scheme(args.checkpoint) or is_hub_id(args.checkpoint)  # never a name derived from a URL
+    out = Path(args.json) if args.json else Path(name) if remote else Path(args.checkpoint).with_name(name)
     atomic_write_text(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
                                   "model": model.recipe.name, **m}, indent=1) + "\n", out)
     print(f"\nwrote {out}")

@@ -27,7 +27,9 @@ import torch
 from torch.export import Dim
 
 from ..core.errors import SegzooError
+from ..core.files import current_umask
 from ..core.model import SegmentationModel
+from ..io.remote import kind, locate, upload
 
 FORMATS = ("onnx", "torchscript", "exported")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported": ".pt2"}
@@ -45,7 +47,7 @@ class ExportError(SegzooError):
 class ExportReport:
     """What :func:`export_model` wrote and how closely it reproduces the torch model at each checked size."""
 
-    path: Path
+    path: Path | str  # the local file, or the URL it was uploaded to
     format: str
     diffs: tuple[tuple[tuple[int, ...], float, float], ...]  # (input shape, max abs diff, logits' scale)
 
@@ -92,14 +94,16 @@ def export_model(model: SegmentationModel, fmt: str, out: str | os.PathLike[str]
     """Export ``model`` (put in eval mode) as ``fmt`` to ``out``, checked at three sizes (see the module's doc).
 
     An existing ``out`` is refused unless ``force``; nothing is written when the export or its check fails.
+    ``out`` may be a URL (``s3://``, ``memory://``...: :mod:`segzoo.io.remote`): the checked file is uploaded.
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    out = Path(out)
-    if out.exists() and not force:
-        raise ExportError(f"{out} exists; choose another --out or pass --force to replace it")
-    if out.is_dir():
-        raise ExportError(f"{out} is a folder; --out names the file to write")
+    loc = locate(out, "export", writing=True)
+    found = kind(loc)
+    if found == "directory":
+        raise ExportError(f"{loc.text} is a folder; --out names the file to write")
+    if found and not force:
+        raise ExportError(f"{loc.text} exists; choose another --out or pass --force to replace it")
     model = model.eval().float().cpu()  # segzoo.core.accel's fast convs are plain convs to the exporters
     low = min_side(model)
     chans = in_channels(model)
@@ -107,22 +111,24 @@ def export_model(model: SegmentationModel, fmt: str, out: str | os.PathLike[str]
     with torch.no_grad():
         model(torch.randn(1, chans, low, low))  # eager first: the model's own checks run, frozen layers are recognised
     meta = metadata(model, low)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=SUFFIXES[fmt], dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with contextlib.ExitStack() as stack:
+        # beside the target, so the rename is atomic; for a URL, a local folder, then one upload
+        folder = loc.local.parent if loc.local is not None else Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="segzoo-export-")))
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{loc.name}.", suffix=SUFFIXES[fmt], dir=folder)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        stack.callback(tmp.unlink, missing_ok=True)  # a no-op once renamed; after any failure, the cleanup
         write = {"onnx": _write_onnx, "torchscript": _write_torchscript, "exported": _write_exported}[fmt]
         runner = write(model, example, tmp, meta, low, opset)
         diffs = compare(model, runner, chans, check_sizes) if check else ()
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's files are owner-only; an export gets the usual permissions
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return ExportReport(out, fmt, diffs)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's files are owner-only; an export gets the usual ones
+        if loc.local is None:
+            upload(tmp, loc, overwrite=force)
+            return ExportReport(loc.text, fmt, diffs)
+        os.replace(tmp, loc.local)
+    return ExportReport(loc.local, fmt, diffs)
 
 
 def compare(model: torch.nn.Module, runner: Callable[[torch.Tensor], torch.Tensor], chans: int = 3,

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import yaml
 
 from ..core.errors import SegzooError, UnknownNameError
+from ..core.files import local_path
 from .optim import optimizer_defaults
 from .presets import resolve_preset
 
@@ -94,6 +95,7 @@ class TrainConfig:
     def check(self) -> None:
         """A :class:`SegzooError` for a setting out of range, named as the CLI option that sets it, before
         anything is built or written (a NaN learning rate or a crop of 0 would otherwise run, or crash later)."""
+        local_path(self.out_dir or ".", "--out (the run folder: its lock, logs and checkpoints)")
         for name, (least, meaning) in self.LEAST.items():
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < least):
