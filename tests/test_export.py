@@ -57,13 +57,14 @@ def test_torch_export_keeps_batch_height_and_width_dynamic(backbone, geometry):
     low = min_side(m)
     shapes = ({0: Dim("b", max=64), 2: Dim("h", min=low, max=4096), 3: Dim("w", min=low, max=4096)},)
     program = torch.export.export(m, (torch.randn(2, 3, low, low + 1),), dynamic_shapes=shapes)
-    sizes = [(low + 33, low + 3)] + ([(225, 240)] if geometry == "modern" else [])
-    for h, w in sizes:
-        x = torch.randn(1, 3, h, w)
-        with torch.no_grad():
-            with levers(gemm=False, winograd=False):  # the exported graph's convs are the plain ones
-                assert torch.equal(program.module()(x), m(x))
-            torch.testing.assert_close(program.module()(x), m(x), rtol=1e-4, atol=1e-6)  # eager's own fast paths
+    x = torch.randn(1, 3, low + 33, low + 3)
+    with torch.no_grad():
+        with levers(gemm=False, winograd=False):  # the exported graph's convs are the plain ones
+            assert torch.equal(program.module()(x), m(x))
+        torch.testing.assert_close(program.module()(x), m(x), rtol=1e-4, atol=1e-6)  # eager's own fast paths
+        if geometry == "modern":  # far above the example: no guard may have tied the graph to small sizes
+            x = torch.randn(1, 3, 225, 240)
+            torch.testing.assert_close(program.module()(x), m(x), rtol=1e-4, atol=1e-6)
 
 
 def test_frozen_bilinear_upsampling_exports_too():

@@ -276,3 +276,34 @@ def test_torchvision_weight_names_are_accepted_for_vgg16(caches):
     model = segzoo.create_model("vgg16-fcn32s", backbone_weights="DEFAULT", backbone_kwargs=NARROW)
     assert torch.equal(model.backbone.features[28].weight, tv.features[28].weight)
     assert torch.equal(model.backbone.fc6.weight, tv.classifier[0].weight.reshape(16, 512, 7, 7))
+
+
+def test_the_papers_weights_publish_as_docs_hub_md_says(tmp_path, monkeypatch, capsys):
+    """segzoo convert --from torchfcn, then push_to_hub: the card and config carry the paper's geometry and its
+    BGR 0-255 normalization, and the planted Hub copy loads as the converted file does."""
+    import json
+
+    import huggingface_hub
+
+    from segzoo.core.model import CAFFE_NORM
+    from tests.torchfcn_reference import torchfcn_state
+
+    torch.save(torchfcn_state("fcn32s", 3, 16, seed=0), tmp_path / "fcn32s_from_caffe.pth")
+    assert main(["convert", "--from", "torchfcn", str(tmp_path / "fcn32s_from_caffe.pth"), "--model", "vgg16-fcn32s",
+                 str(tmp_path / "fcn32s.pt")]) == 0
+    uploaded = {}
+
+    def upload_folder(self, *, repo_id, folder_path, **kw):
+        import shutil
+
+        shutil.copytree(folder_path, tmp_path / "uploaded")
+        uploaded["repo"] = repo_id
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: None)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    converted = segzoo.load_model(tmp_path / "fcn32s.pt")
+    segzoo.push_to_hub(converted, "org/vgg16-fcn32s-pascal")
+    config = json.loads((tmp_path / "uploaded" / "config.json").read_text())
+    assert uploaded["repo"] == "org/vgg16-fcn32s-pascal" and config["recipe"]["geometry"] == "caffe"
+    assert config["normalization"] == CAFFE_NORM
+    assert same_weights(segzoo.load_model(tmp_path / "uploaded"), converted)

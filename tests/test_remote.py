@@ -164,13 +164,13 @@ def test_cli_build_and_convert_write_to_urls(mem, capsys, tmp_path, monkeypatch)
 def test_export_writes_a_checked_file_to_a_url(mem, small_model):
     from segzoo.infer.export import export_model
 
-    url = f"{mem}/m.pt2"
-    report = export_model(small_model, "exported", url, check_sizes=((1, 97, 131),))
+    url = f"{mem}/m.pt"
+    report = export_model(small_model, "torchscript", url, check_sizes=((1, 97, 131),))
     assert report.path == url and len(report.diffs) == 1
     local = fsspec.filesystem("memory").cat_file(url.removeprefix("memory://"))
-    assert local[:2] == b"PK"  # a zip archive, as torch.export writes
+    assert local[:2] == b"PK"  # a zip archive, as torch.jit.save writes
     with pytest.raises(SegzooError, match="exists"):
-        export_model(small_model, "exported", url)
+        export_model(small_model, "torchscript", url)
 
 
 def test_hf_urls_resolve_through_fsspec():
@@ -186,3 +186,32 @@ def test_eval_of_a_url_checkpoint_writes_its_json_here_not_under_a_folder_named_
     segzoo.save_model(segzoo.create_model("alexnet-fcn32s", num_classes=6, backbone_kwargs=NARROW), url)
     assert main(["eval", "--checkpoint", url, "--data", str(demo_data), "--split", "val", "--workers", "0"]) == 0
     assert [p.name for p in tmp_path.iterdir()] == ["eval-val.json"]
+
+
+def test_a_store_that_refuses_a_write_or_a_look_is_one_line(mem, monkeypatch, small_model):
+    fs_type = type(fsspec.filesystem("memory"))
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError("AccessDenied: no write permission on bucket")
+
+    monkeypatch.setattr(fs_type, "put_file", denied)
+    with pytest.raises(RemoteError, match=r"cannot write memory://.*/m\.pt \(PermissionError: AccessDenied.*"
+                                          r"nothing was replaced") as err:
+        segzoo.save_model(small_model, f"{mem}/m.pt")
+    assert "\n" not in str(err.value)
+    monkeypatch.setattr(fs_type, "info", denied)
+    with pytest.raises(RemoteError, match=r"cannot reach memory://.*AccessDenied"):
+        remote.kind(locate(f"{mem}/m.pt"))
+
+
+def test_convert_reads_and_writes_urls_and_records_the_url_it_came_from(mem, capsys):
+    from segzoo.io.checkpoint import safe_load
+    from tests.torchfcn_reference import torchfcn_state
+
+    src, out = f"{mem}/fcn32s.pth", f"{mem}/converted/fcn32s.pt"
+    with fsspec.open(src, "wb") as f:
+        torch.save(torchfcn_state("fcn32s", 3, 16, seed=0), f)
+    assert main(["convert", "--from", "torchfcn", src, "--model", "vgg16-fcn32s", out]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert safe_load(out)["converted_from"] == {"path": src, "layout": "torchfcn"}
+    assert segzoo.load_model(out).recipe.geometry == "caffe"

@@ -114,7 +114,14 @@ def kind(loc: Location) -> str:
         info = loc.fs.info(loc.path)
     except FileNotFoundError:
         return ""
+    except Exception as exc:  # noqa: BLE001 - credentials, network, permissions: each store has its own errors
+        raise RemoteError(f"cannot reach {loc.text} ({_why(exc)})") from None
     return "directory" if info.get("type") == "directory" else "file"
+
+
+def _why(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:160]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def read_bytes(loc: Location, error: type[SegzooError]) -> bytes:
@@ -129,8 +136,7 @@ def read_bytes(loc: Location, error: type[SegzooError]) -> bytes:
     except SegzooError:
         raise
     except Exception as exc:  # noqa: BLE001 - credentials, network, permissions: each store has its own errors
-        text = " ".join(str(exc).split())[:160]
-        raise error(f"cannot read {loc.text} ({type(exc).__name__}: {text})") from None
+        raise error(f"cannot read {loc.text} ({_why(exc)})") from None
 
 
 def write_file(dest: str | os.PathLike[str], write: Callable[[BinaryIO], Any], overwrite: bool = True,
@@ -158,10 +164,18 @@ def upload(src: Path, loc: Location, overwrite: bool = True) -> str:
         raise RemoteError(f"{loc.text} is a folder; name the file to write")
     if found and not overwrite:
         raise FileExistsError(17, "File exists", loc.text)
-    parent = str(PurePosixPath(path).parent)
+    try:
+        _put(src, fs, path, loc)
+    except Exception as exc:  # noqa: BLE001 - credentials, quota, network: one line, the old file (if any) intact
+        raise RemoteError(f"cannot write {loc.text} ({_why(exc)}); nothing was replaced") from None
+    return loc.text
+
+
+def _put(src: Path, fs: Any, path: str, loc: Location) -> None:
     if loc.atomic_put:
         fs.put_file(str(src), path)
-        return loc.text
+        return
+    parent = str(PurePosixPath(path).parent)
     fs.makedirs(parent, exist_ok=True)
     staged = f"{parent.rstrip('/')}/.{loc.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
@@ -170,7 +184,6 @@ def upload(src: Path, loc: Location, overwrite: bool = True) -> str:
     finally:
         if fs.exists(staged):
             fs.rm(staged)
-    return loc.text
 
 
 __all__ = ["OBJECT_STORES", "Location", "RemoteError", "kind", "locate", "read_bytes", "upload", "write_file"]
