@@ -59,11 +59,15 @@ class AlexNet(ConvolutionalizedClassifier):
         self.declare([64, 64, 192], caffe, in_chans)
 
 
-def imagenet_file() -> str:
-    """torchvision's ImageNet AlexNet (``AlexNet_Weights.IMAGENET1K_V1``) from torch hub's cache (fetched if online)."""
+# torchvision's names for its AlexNet weights (``AlexNet_Weights``), as torchvision spells them
+TORCHVISION_WEIGHTS = ("IMAGENET1K_V1", "DEFAULT")
+
+
+def imagenet_file(name: str = "IMAGENET1K_V1") -> str:
+    """torchvision's ImageNet AlexNet (``AlexNet_Weights.<name>``) from torch hub's cache (fetched if online)."""
     from torchvision.models import AlexNet_Weights
 
-    return str(torch_hub_file(AlexNet_Weights.IMAGENET1K_V1.url, "backbone 'alexnet' ImageNet weights (torchvision)"))
+    return str(torch_hub_file(AlexNet_Weights[name].url, f"backbone 'alexnet' ImageNet weights (torchvision {name})"))
 
 
 def alexnet(weights: str | None = None, fc_channels: int = 4096, dropout: float = 0.5,
@@ -72,9 +76,12 @@ def alexnet(weights: str | None = None, fc_channels: int = 4096, dropout: float 
 
     ``in_chans`` other than 3 widens conv1 from the RGB ``weights`` as timm's ``adapt_input_conv`` does.
 
-    ``weights``: a local ImageNet classifier file, or ``"imagenet"`` for torchvision's, convolutionalized.
+    ``weights``: a local ImageNet classifier file, or ``"imagenet"`` for torchvision's, convolutionalized; torchvision's
+    own names ``"IMAGENET1K_V1"`` and ``"DEFAULT"`` (``AlexNet_Weights``) are the same file.
     """
     check_fc_options(fc_channels, dropout)
+    if weights in TORCHVISION_WEIGHTS:
+        weights = imagenet_file(weights)
     return build_convolutionalized(lambda channels: AlexNet(fc_channels, dropout, geometry, in_chans=channels),
                                    "alexnet", weights, in_chans, CLASSIFIER_LAYOUTS, 256, 6, imagenet_file)
 

@@ -3,7 +3,7 @@
 ``weights`` is a local file holding the state dict of the same timm model as an ImageNet classifier
 (timm's layout; torchvision's ResNets share it; ``.safetensors`` or a torch file), or ``"imagenet"``:
 timm's own pretrained weights for the model, from the Hugging Face cache (``$HF_HOME``) where timm
-keeps them, fetched once if online (see :mod:`segzoo.io.hub`). It is checked strictly against that classifier, only
+keeps them, fetched once if online (see :mod:`segzoo.io.cache`). It is checked strictly against that classifier, only
 its classification head (``pretrained_cfg['classifier']``: ``fc``, ``head.fc``, ``classifier``...) may
 differ or be absent, and is then loaded by timm itself, which drops what the feature extractor lacks.
 """

@@ -63,11 +63,16 @@ class VGG16(ConvolutionalizedClassifier):
                 nn.init.zeros_(m.bias)
 
 
-def imagenet_file() -> str:
-    """torchvision's ImageNet VGG16 (``VGG16_Weights.IMAGENET1K_V1``) from torch hub's cache (fetched if online)."""
+# torchvision's names for its VGG16 weights that hold the classifier (fc6/fc7), as torchvision spells them;
+# IMAGENET1K_FEATURES has no classifier, so it cannot give fc6/fc7
+TORCHVISION_WEIGHTS = ("IMAGENET1K_V1", "DEFAULT")
+
+
+def imagenet_file(name: str = "IMAGENET1K_V1") -> str:
+    """torchvision's ImageNet VGG16 (``VGG16_Weights.<name>``) from torch hub's cache (fetched if online)."""
     from torchvision.models import VGG16_Weights
 
-    return str(torch_hub_file(VGG16_Weights.IMAGENET1K_V1.url, "backbone 'vgg16' ImageNet weights (torchvision)"))
+    return str(torch_hub_file(VGG16_Weights[name].url, f"backbone 'vgg16' ImageNet weights (torchvision {name})"))
 
 
 def vgg16(weights: str | None = None, fc_channels: int = 4096, dropout: float = 0.5,
@@ -78,9 +83,12 @@ def vgg16(weights: str | None = None, fc_channels: int = 4096, dropout: float = 
     conv1_1 is then adapted from them as timm's ``adapt_input_conv`` does (summed for 1 channel; for more, R, G,
     B repeated and scaled by 3 / in_chans).
 
-    ``weights``: a local ImageNet classifier file, or ``"imagenet"`` for torchvision's, convolutionalized.
+    ``weights``: a local ImageNet classifier file, or ``"imagenet"`` for torchvision's, convolutionalized; torchvision's
+    own names ``"IMAGENET1K_V1"`` and ``"DEFAULT"`` (``VGG16_Weights``) are the same file.
     """
     check_fc_options(fc_channels, dropout)
+    if weights in TORCHVISION_WEIGHTS:
+        weights = imagenet_file(weights)
     return build_convolutionalized(lambda channels: VGG16(fc_channels, dropout, geometry, in_chans=channels), "vgg16",
                                    weights, in_chans, CLASSIFIER_LAYOUTS, 512, 7, imagenet_file)
 

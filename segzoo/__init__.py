@@ -9,6 +9,7 @@ from .api import (
     build,
     convert,
     create_model,
+    from_pretrained,
     get_registry,
     list_backbones,
     list_heads,
@@ -40,8 +41,9 @@ from .core.model import (
     Strides,
 )
 from .core.recipe import Preset, Recipe, WeightLayout
-from .io.checkpoint import read_state_dict
-from .io.hub import hf_hub_file, read_weights_file, torch_hub_file
+from .io.cache import hf_hub_file, torch_hub_file
+from .io.checkpoint import read_state_dict, read_weights_file
+from .io.hub import push_to_hub, save_pretrained
 from .io.weights import build_convolutionalized, check_fits, load_classifier_weights, load_fitting
 from .zoo.check import assert_plugin_passes
 from .zoo.contract import assert_contract, run_contract
@@ -52,9 +54,9 @@ __all__ = [
     "CAFFE_NORM", "GEOMETRIES", "IMAGENET_NORM", "Backbone", "Batch", "CheckpointError", "DataError", "FeatureInfo",
     "GeometryError", "Head", "InputError", "PluginError", "Preset", "Recipe", "SegmentationModel", "SegzooError",
     "Strides", "TrainingError", "UnknownNameError", "WeightLayout", "Window", "assert_contract",
-    "assert_plugin_passes", "build",
-    "check_fits", "convert", "create_model", "get_registry", "hf_hub_file", "hookimpl", "list_backbones",
-    "list_heads", "list_models", "list_presets", "load_classifier_weights", "build_convolutionalized",
-    "load_fitting", "load_model",
+    "assert_plugin_passes", "build", "check_fits", "convert", "create_model", "from_pretrained", "get_registry",
+    "hf_hub_file", "hookimpl", "list_backbones", "list_heads", "list_models", "list_presets",
+    "load_classifier_weights", "build_convolutionalized", "load_fitting", "load_model", "push_to_hub",
+    "save_pretrained",
     "read_state_dict", "read_weights_file", "run_contract", "save_model", "torch_hub_file",
 ]

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from .core.errors import CheckpointError, UnknownNameError
-from .core.files import check_output_path
+from .core.files import check_output_path, url_scheme
 from .core.model import SegmentationModel
 from .core.recipe import Recipe
 from .io.checkpoint import read_checkpoint, safe_load, save_model, state_dict_of
+from .io.hub import CONFIG_NAME, is_hub_id, read_pretrained
+from .io.remote import kind, locate
 from .io.weights import apply_weights, detect_format
 from .zoo.loader import load_plugins
 from .zoo.registry import Registry
@@ -52,7 +54,7 @@ def create_model(
     ``backbone_weights`` is a local ImageNet classification state dict (torchvision or timm layout), or
     ``"imagenet"``: the backbone plugin's named ImageNet weights (torchvision's for vgg16/alexnet, timm's
     for ``timm-*``) from the libraries' caches, downloaded once if absent unless ``SEGZOO_OFFLINE=1``
-    (see :mod:`segzoo.io.hub`). ``geometry`` is "modern" (the default, or the recipe's) or "caffe", the
+    (see :mod:`segzoo.io.cache`). ``geometry`` is "modern" (the default, or the recipe's) or "caffe", the
     paper's reference nets. ``weights`` is a whole model's weights: a segzoo checkpoint or state dict,
     or a layout a plugin registered (the published FCN weights in torchfcn's layout, with ``geometry="caffe"``),
     e.g. ``create_model("vgg16-fcn8s", geometry="caffe", weights="fcn8s_from_caffe.pth")``. ``registry``
@@ -81,8 +83,40 @@ def build(recipe: Recipe, registry: Registry | None = None) -> SegmentationModel
 
 
 def load_model(path: str | os.PathLike[str], map_location: Any = "cpu") -> SegmentationModel:
-    """Rebuild a model saved by :func:`save_model` (or a trainer checkpoint) from its file alone."""
+    """Rebuild a saved model from what it was saved as alone.
+
+    ``path`` is a checkpoint of :func:`save_model` (or a trainer's), as a local file or a URL (``s3://``,
+    ``memory://``, ``https://``...: :mod:`segzoo.io.remote`), a folder of :func:`segzoo.save_pretrained`, or a
+    Hub model ``"hf-hub:org/name"`` (:func:`from_pretrained`).
+    """
+    if _pretrained_folder(path):
+        return from_pretrained(path)
     recipe, ckpt = read_checkpoint(path, map_location=map_location)
+    return _rebuild(recipe, ckpt["state_dict"], path)
+
+
+def from_pretrained(source: str | os.PathLike[str]) -> SegmentationModel:
+    """A model from a Hub id (``"hf-hub:org/name"`` or ``"org/name"``, from the Hugging Face cache when there, so
+    it works offline once fetched) or a folder (local or URL) written by :func:`segzoo.save_pretrained`."""
+    text = os.fspath(source)
+    if not is_hub_id(text) and not url_scheme(text) and not Path(text).exists() and text.count("/") == 1:
+        text = f"hf-hub:{text}"  # org/name, as huggingface_hub writes repo ids
+    recipe, state, _ = read_pretrained(text)
+    return _rebuild(recipe, state, text)
+
+
+def _pretrained_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a Hub id or a folder holding config.json (http(s) URLs are files: never probed)."""
+    text = os.fspath(path)
+    if is_hub_id(text):
+        return True
+    if url_scheme(text) in ("http", "https"):
+        return False
+    return kind(locate(text)) == "directory" and kind(locate(f"{text.rstrip('/')}/{CONFIG_NAME}")) == "file"
+
+
+def _rebuild(recipe: Recipe, state: Any, path: str | os.PathLike[str]) -> SegmentationModel:
+    """The model ``recipe`` builds, with ``state`` loaded strictly; a missing plugin names its distribution."""
     try:
         model = get_registry().build(recipe)
     except UnknownNameError as exc:
@@ -94,7 +128,7 @@ def load_model(path: str | os.PathLike[str], map_location: Any = "cpu") -> Segme
         raise CheckpointError(
             f"{path} was made with {exc.kind} '{exc.name}' from plugin '{plugin}' (distribution {dist}), which is "
             f"not installed or not loaded; install it (pip install {dist.split(' ')[0]}) or enable it") from None
-    missing, unexpected = model.load_state_dict(state_dict_of(ckpt["state_dict"], path), strict=False)
+    missing, unexpected = model.load_state_dict(state_dict_of(state, path), strict=False)
     if missing or unexpected:
         raise CheckpointError(
             f"{path} does not match the model its recipe builds: missing {missing[:5]}, unexpected {unexpected[:5]}"
@@ -124,7 +158,8 @@ def convert(src: str | os.PathLike[str], model_name: str, out: str | os.PathLike
         options["num_classes"] = num_classes
     model = create_model(model_name, **options)
     model.load_state_dict(layout.to_model(model, state, str(src)))
-    save_model(model, out, overwrite=overwrite, converted_from={"path": str(Path(src).resolve()), "layout": source})
+    where = os.fspath(src) if url_scheme(src) else str(Path(src).resolve())  # a URL is never made a local path
+    save_model(model, out, overwrite=overwrite, converted_from={"path": where, "layout": source})
     return model
 
 
@@ -145,5 +180,5 @@ def list_presets(pattern: str = "*") -> list[str]:
     return [n for n in get_registry().names("preset") if fnmatch.fnmatchcase(n, pattern)]
 
 
-__all__ = ["build", "convert", "create_model", "get_registry", "list_backbones", "list_heads", "list_models",
-           "list_presets", "load_model", "loaded_registry", "save_model"]
+__all__ = ["build", "convert", "create_model", "from_pretrained", "get_registry", "list_backbones", "list_heads",
+           "list_models", "list_presets", "load_model", "loaded_registry", "save_model"]

@@ -11,7 +11,8 @@ from typing import Any
 import yaml
 
 from ..core.errors import SegzooError
-from ..core.files import check_output_path
+from ..core.files import check_output_path, local_path
+from ..io.remote import kind, locate
 from ..studies.summary import parse_input_size
 
 
@@ -87,8 +88,17 @@ def input_size(text: str, flag: str = "--input") -> tuple[int, int, int]:
 def check_new_file(path: str, force: bool, flag: str = "--out", inputs: tuple[Any, ...] = ()) -> None:
     """Refuse to replace an existing file (segzoo never overwrites what it did not just write) unless ``--force``,
     and one of the command's ``inputs`` even then; a folder is never a file to write
-    (:func:`segzoo.core.files.check_output_path`)."""
-    check_output_path(path, inputs, force, flag)
+    (:func:`segzoo.core.files.check_output_path`). ``path`` may be a URL (s3://, memory://...), checked where it
+    points."""
+    loc = locate(path, writing=True)
+    if loc.local is not None:
+        check_output_path(loc.local, inputs, force, flag)
+        return
+    found = kind(loc)
+    if found == "directory":
+        raise SegzooError(f"{flag} {path} is a folder; name the file to write, e.g. {path.rstrip('/')}/model.pt")
+    if found and not force:
+        raise SegzooError(f"{path} exists; segzoo does not replace it: pass --force to replace it, or another name")
 
 
 def tile_options(args: argparse.Namespace) -> float:
@@ -98,3 +108,18 @@ def tile_options(args: argparse.Namespace) -> float:
         raise SegzooError(f"--overlap {args.overlap:g} blends tiles, so it needs --tile S (e.g. --tile 512); without "
                           "--tile each image is one forward pass")
     return 0.25 if args.overlap is None else args.overlap
+
+
+def local_folder(flag: str, what: str) -> Callable[[str], str]:
+    """An argparse ``type`` for an output that stays on this machine (a run folder, predictions): a URL is one line
+    saying so, where ``Path`` would have made the folder ``s3:`` of it."""
+
+    def parse(text: str) -> str:
+        try:
+            local_path(text, f"{flag} ({what})")
+        except SegzooError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    parse.__name__ = "local path"
+    return parse

@@ -11,6 +11,7 @@ from ..studies.report import results_table
 from ..studies.study import Study
 from ..train.demo import DEMO_BACKBONE_OPTIONS, DEMO_STUDY_SETTINGS
 from ..train.metrics import BOUNDARY_PX
+from ._options import local_folder
 
 COMMAND = "ablate"
 
@@ -60,7 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--fc-channels", type=int, default=None,
       help=f"fc6/fc7 width, for the backbones that take it (default 4096; demo "
            f"{DEMO_BACKBONE_OPTIONS['fc_channels']})")
-    a("--out", default=None, metavar="DIR", help="results folder (default runs/ablation)")
+    a("--out", default=None, metavar="DIR", type=local_folder("--out", "a study's run folders"),
+      help="results folder (default runs/ablation)")
     a("--restart", action="store_true",
       help="delete this study's variants in --out and train them all again (needed to change the settings of a "
            "study that has begun)")

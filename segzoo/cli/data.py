@@ -10,7 +10,7 @@ from ..core.errors import DataError
 from ..data import check_dataset, open_dataset, write_demo_dataset
 from ..data.demo import CLASSES, DEMO_LIMITS
 from ..data.stats import STATS_FILE, dataset_stats, write_stats
-from ._options import NUM_CLASSES, int_in
+from ._options import NUM_CLASSES, int_in, local_folder
 
 COMMAND = "data"
 
@@ -18,8 +18,8 @@ COMMAND = "data"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     demo = sub.add_parser("demo", help="write the demo dataset (VOC layout, deterministic, no download)")
-    demo.add_argument("--out", required=True, metavar="DIR", help="folder to write (created; reused if it holds "
-                                                                   "the same demo)")
+    demo.add_argument("--out", required=True, metavar="DIR", type=local_folder("--out", "the demo dataset"),
+                      help="folder to write (created; reused if it holds the same demo)")
     demo.add_argument("--train", type=int_in(*DEMO_LIMITS["train"]), default=160,
                       help="training images (default 160)")
     demo.add_argument("--val", type=int_in(*DEMO_LIMITS["val"]), default=40, help="validation images (default 40)")
@@ -32,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     stats = sub.add_parser("stats", help="per-channel mean and std of a split's images (for --normalization stats)")
     stats.add_argument("data", metavar="DIR", help="a VOC folder or a folder pair")
     stats.add_argument("--split", default="train", help="split name or list file (default train)")
-    stats.add_argument("--out", default=None, metavar="FILE", help=f"where to write (default DIR/{STATS_FILE})")
+    stats.add_argument("--out", default=None, metavar="FILE", type=local_folder("--out", "the stats file"),
+                       help=f"where to write (default DIR/{STATS_FILE})")
 
 
 def run(args: argparse.Namespace) -> int:

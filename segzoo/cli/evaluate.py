@@ -9,11 +9,12 @@ from pathlib import Path
 
 from ..api import load_model
 from ..core.errors import SegzooError
-from ..core.files import atomic_write_text, check_output_path, read_text_file
+from ..core.files import atomic_write_text, check_output_path, read_text_file, url_scheme
 from ..core.limits import MAX_TILE, MAX_WORKERS
 from ..data import SegmentationDataset, eval_transform, find_pairs, load_label_map, window_transform
 from ..infer.tile import TiledModel
 from ..infer.tta import parse_tta
+from ..io.hub import is_hub_id
 from ..train import evaluate
 from ..train.metrics import BOUNDARY_PX, report
 from ..train.runtime import setup
@@ -46,8 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="append", default=[], metavar="AUG",
                    help="test-time augmentation: flip, and/or scales=0.75,1,1.25 (repeat the flag to combine)")
     p.add_argument("--json", default=None, metavar="FILE",
-                   help="where to write the metrics (default: eval-<split>.json beside the checkpoint); an earlier "
-                        "eval's report is replaced, any other existing FILE only with --force")
+                   help="where to write the metrics (default: eval-<split>.json beside the checkpoint, or in the "
+                        "current folder for a URL or Hub id); an earlier eval's report is replaced, any other existing "
+                        "FILE only with --force")
     p.add_argument("--force", action="store_true", help="replace an existing --json FILE (never the checkpoint)")
 
 
@@ -94,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
     args.overlap = tile_options(args)
     if args.boundary_px < 1:
         raise SegzooError(f"--boundary-px must be >= 1, got {args.boundary_px} (the band's width in pixels)")
-    out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval-{Path(args.split).stem}.json")
+    name = f"eval-{Path(args.split).stem}.json"
+    remote = url_scheme(args.checkpoint) or is_hub_id(args.checkpoint)  # never a name derived from a URL
+    out = Path(args.json) if args.json else Path(name) if remote else Path(args.checkpoint).with_name(name)
     # an earlier eval's report it may replace; never its inputs (not even with --force), nothing else unasked
     check_output_path(out, (args.checkpoint, args.label_map, args.data), force=args.force or _eval_report(out),
                       flag="--json")

@@ -18,7 +18,7 @@ from ..infer.predict import predict_files
 from ..infer.runtime import DTYPES, OnnxModel
 from ..infer.tta import parse_tta
 from ..train.runtime import resolve_device
-from ._options import float_in, int_in, tile_options
+from ._options import float_in, int_in, local_folder, tile_options
 
 COMMAND = "predict"
 
@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or quoted globs ('data/**/*.tif')")
     p.add_argument("--checkpoint", "--model", required=True, metavar="FILE",
                    help="a model or training checkpoint (.pt), or an exported .onnx file")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for the outputs (never one of the inputs)")
+    p.add_argument("--out", required=True, metavar="DIR", type=local_folder("--out", "the predictions"),
+                   help="folder for the outputs (never one of the inputs)")
     p.add_argument("--probs", action="store_true", help="also save per-class softmax probabilities (C x H x W .npy)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--tile", type=int_in(1, MAX_TILE), default=None, metavar="S",

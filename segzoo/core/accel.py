@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .tracing import exporting, tracing
+
 # None: each layer's own choice (the measured default); True/False: forced by :func:`levers`.
 _FORCED: dict[str, bool | None] = {"gemm": None, "winograd": None}
 
@@ -76,11 +78,6 @@ def winograd_pays() -> bool:
     training, since oneDNN's AVX-512 kernels do twice the work per instruction of NNPACK's AVX2 ones.
     """
     return nnpack_available() and torch.backends.cpu.get_cpu_capability() == "AVX2"
-
-
-def _exporting() -> bool:
-    """Whether ``torch.export`` (and the ONNX exporter on it) or ``torch.jit.trace`` is recording this call."""
-    return torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def _square_stride1(conv: nn.Conv2d) -> bool:
@@ -148,9 +145,10 @@ class WinogradConv2d(nn.Conv2d):
         self.winograd_shaped = _square_stride1(self) and self.kernel_size[0] == 3 and self.padding[0] < 3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.winograd_shaped and _eager_cpu32(x) and x.dim() == 4 and x.is_contiguous()
-                and min(x.shape[-2:]) >= self.MIN_SIZE and not torch.compiler.is_compiling()
-                and not torch.jit.is_tracing() and lever_on("winograd")):
+        # the tracer test comes before the size test: a size compared under torch.export becomes a guard that
+        # ties the exported graph to the example's size ("Guard failed: torch.sym_min(...) < 16")
+        if (self.winograd_shaped and not tracing() and _eager_cpu32(x) and x.dim() == 4 and x.is_contiguous()
+                and min(x.shape[-2:]) >= self.MIN_SIZE and lever_on("winograd")):
             return _WinogradConv.apply(x, self.weight, self.bias, self.padding[0])
         return self._conv_forward(x, self.weight, self.bias)
 
@@ -174,7 +172,7 @@ class GemmConv2d(nn.Conv2d):
         self.gemm_shaped = _square_stride1(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.gemm_shaped and x.dim() == 4 and (_eager_cpu32(x) or _cpu_bf16_autocast(x)) and not _exporting()
+        if (self.gemm_shaped and x.dim() == 4 and (_eager_cpu32(x) or _cpu_bf16_autocast(x)) and not exporting()
                 and lever_on("gemm")):
             k, p = self.kernel_size[0], self.padding[0]
             n, c, h, w = x.shape

@@ -6,6 +6,10 @@ crash, a full disk or a signal leaves the old file or the new one, never half of
 file; SIGTERM and SIGINT are held while a file is written and acted on right after it is in place.
 ``overwrite=False`` refuses to replace a file that exists (atomically: a hard link, not a check then a
 rename). Reads accept regular files only, so a FIFO or a device named by mistake cannot block.
+
+A URL (``s3://bucket/m.pt``) is never a local path here: ``Path`` would fold it into a folder named ``s3:``.
+These functions refuse one (:func:`local_path`); :mod:`segzoo.io.remote` reads and writes URLs where a
+command can honour them.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -22,6 +27,28 @@ from typing import Any, BinaryIO
 
 from .errors import SegzooError
 from .signals import deferred_signals
+
+# scheme://...; two letters at least, so a Windows drive (C:\\ or C:/) is never taken for a scheme
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
+# what Path makes of one: Path("s3://b/m.pt") is "s3:/b/m.pt" (a file under a folder named "s3:")
+_FOLDED_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/(?!/)")
+
+
+def url_scheme(path: str | os.PathLike[str]) -> str | None:
+    """``"s3"`` for ``s3://bucket/key``, lower-cased; None for a local path."""
+    match = _URL.match(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else None
+    return match.group(1).lower() if match else None
+
+
+def local_path(path: str | os.PathLike[str], what: str = "this output") -> Path:
+    """``path`` as a local :class:`Path`; a URL is a :class:`SegzooError` saying that ``what`` stays local (so is
+    a URL that ``Path`` already folded, ``s3:/b/m.pt``, e.g. a name derived from a URL with ``Path.with_name``)."""
+    folded = _FOLDED_URL.match(os.fspath(path))
+    scheme = url_scheme(path) or (folded.group(1).lower() if folded else None)
+    if scheme:
+        raise SegzooError(f"{what} stays on this machine, so it cannot be the URL {os.fspath(path)}; give a local "
+                          f"path and copy the result to {scheme}:// afterwards")
+    return Path(path)
 
 
 def current_umask() -> int:
@@ -35,9 +62,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any],
     """Write through ``write(f)`` to a temporary file beside ``path``, fsync, then rename it into place.
 
     The file gets ``0o666 & ~umask`` (``mkstemp`` alone would leave it 0600). With ``overwrite=False``
-    an existing ``path`` is a :class:`FileExistsError` and is left untouched.
+    an existing ``path`` is a :class:`FileExistsError` and is left untouched. A URL is refused (:func:`local_path`).
     """
-    path = Path(path)
+    path = local_path(path, "this file")
     _make_parent(path)
     with deferred_signals():  # a SIGTERM inside torch.save would be a C++ error; held, it comes after the rename
         return _write_and_rename(path, write, overwrite)

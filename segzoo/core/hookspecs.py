@@ -21,7 +21,7 @@ def segzoo_register_backbones(registrar):
 
     ``factory(weights=None, **options)`` returns a :class:`segzoo.Backbone`; ``weights`` is a local
     file of ImageNet classification weights, a name the factory knows (segzoo's take ``"imagenet"``,
-    fetched through :mod:`segzoo.io.hub`), or ``None`` for random initialisation: the factory owns
+    fetched through :mod:`segzoo.io.cache`), or ``None`` for random initialisation: the factory owns
     its conversion from the classifier's key layout (read the file with :func:`segzoo.read_state_dict`,
     check it with :func:`segzoo.check_fits`, which raises a :class:`segzoo.CheckpointError`). A name
     ending in ``*`` (``"timm-*"``) registers a family: ``factory(variant, weights=None, **options)``

@@ -11,6 +11,7 @@ from torch import nn
 from .accel import GemmConv2d
 from .errors import SegzooError
 from .model import CAFFE_NORM, Backbone, FeatureInfo
+from .tracing import tracing
 
 
 def bilinear_kernel(channels: int, factor: int, size: int | None = None) -> torch.Tensor:
@@ -59,7 +60,7 @@ class BilinearUpsample(nn.Module):
         w = self.deconv.weight
         if w.requires_grad:
             return False
-        if _tracing():  # export/compile: fake tensors have no storage; keep the answer found eagerly
+        if tracing():  # export/compile: fake tensors have no storage; keep the answer found eagerly
             return self._bilinear_at is not None
         key = (w.data_ptr(), w._version)
         if self._bilinear_at != key:
@@ -89,7 +90,7 @@ class CeilMaxPool2d(nn.MaxPool2d):
             raise ValueError("CeilMaxPool2d takes unpadded pools whose kernel is at least their stride")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _tracing():
+        if not tracing():
             return super().forward(x)
         extra = _first(self.stride) - 1
         x = F.pad(x, (0, extra, 0, extra), value=float("-inf"))
@@ -103,7 +104,7 @@ def fit_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     so alignment never shifts the map, it only trims or extends its far edges. Under a tracer the same
     values come from gathers (:func:`_take`), so ``torch.export`` and ONNX keep height and width dynamic.
     """
-    if _tracing():
+    if tracing():
         return _take(x, 0, size)
     h, w = int(size[0]), int(size[1])
     x = x[..., :h, :w]
@@ -122,11 +123,6 @@ def _take(x: torch.Tensor, offset: int, size: tuple[int, int]) -> torch.Tensor:
     rows = torch.arange(size[0], device=x.device).add(offset).clamp(max=x.shape[-2] - 1)
     cols = torch.arange(size[1], device=x.device).add(offset).clamp(max=x.shape[-1] - 1)
     return x.index_select(-2, rows).index_select(-1, cols)
-
-
-def _tracing() -> bool:
-    """Whether a tracer (torch.export, torch.compile, torch.jit.trace, ONNX) is running this forward."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 def grid_through(layers: Iterable[nn.Module], stride: int = 1, centre: float = 0.0) -> tuple[int, float]:
@@ -169,7 +165,7 @@ def grid_upsampled(stride: float, centre: float, kernel: int, factor: int, paddi
 
 def crop(x: torch.Tensor, offset: int, size: tuple[int, int]) -> torch.Tensor:
     """Caffe's crop layer: ``size`` rows and columns of ``x`` starting at ``offset`` in both axes."""
-    if _tracing():  # no guard on the sizes: the exported graph stays dynamic (the eager call checked them)
+    if tracing():  # no guard on the sizes: the exported graph stays dynamic (the eager call checked them)
         return _take(x, offset, size)
     h, w = int(size[0]), int(size[1])
     if x.shape[-2] < offset + h or x.shape[-1] < offset + w:

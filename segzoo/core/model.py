@@ -17,6 +17,7 @@ from torch import nn
 from .batch import Window
 from .errors import GeometryError, InputError, PluginError
 from .recipe import Recipe
+from .tracing import tracing
 
 # A label map holds one class index per pixel; this value means "not labelled": no loss, no metric.
 IGNORE_INDEX = 255
@@ -215,7 +216,7 @@ class SegmentationModel(nn.Module):
         features = self.backbone(x)
         # until an input large enough to tell a wrong stride (then never again); a tracer skips the checks,
         # whose size comparisons would fix the traced graph to the example's size
-        if not self._checked and not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
+        if not self._checked and not tracing():
             self._checked = self.check_features(features, (x.shape[-2], x.shape[-1]))
             out = self.head(features, x.shape[-2:])
             self.check_output(out, x)

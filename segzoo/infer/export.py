@@ -28,10 +28,11 @@ import torch
 from torch.export import Dim
 
 from ..core.errors import CheckpointError, SegzooError
-from ..core.files import check_output_path, disk_full_message
+from ..core.files import check_output_path, current_umask, disk_full_message
 from ..core.model import SegmentationModel
 from ..core.recipe import Recipe
 from ..io.checkpoint import load_exported_program, read_archive_file
+from ..io.remote import kind, locate, upload
 
 FORMATS = ("onnx", "torchscript", "exported")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported": ".pt2"}
@@ -49,7 +50,7 @@ class ExportError(SegzooError):
 class ExportReport:
     """What :func:`export_model` wrote and how closely it reproduces the torch model at each checked size."""
 
-    path: Path
+    path: Path | str  # the local file, or the URL it was uploaded to
     format: str
     diffs: tuple[tuple[tuple[int, ...], float, float], ...]  # (input shape, max abs diff, logits' scale)
 
@@ -96,12 +97,21 @@ def export_model(model: SegmentationModel, fmt: str, out: str | os.PathLike[str]
     """Export ``model`` (put in eval mode) as ``fmt`` to ``out``, checked at three sizes (see the module's doc).
 
     An existing ``out`` is refused unless ``force``; nothing is written when the export or its check fails.
+    ``out`` may be a URL (``s3://``, ``memory://``...: :mod:`segzoo.io.remote`): the checked file is uploaded.
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "onnx":
         check_opset(opset)
-    out = check_output_path(out, (), force, error=ExportError)
+    loc = locate(out, "export", writing=True)
+    if loc.local is not None:  # never one of its inputs, a folder, or an existing file without --force
+        check_output_path(loc.local, (), force, error=ExportError)
+    else:
+        found = kind(loc)
+        if found == "directory":
+            raise ExportError(f"{loc.text} is a folder; --out names the file to write")
+        if found and not force:
+            raise ExportError(f"{loc.text} exists; choose another --out or pass --force to replace it")
     model = model.eval().float().cpu()  # segzoo.core.accel's fast convs are plain convs to the exporters
     low = min_side(model)
     chans = in_channels(model)
@@ -109,28 +119,27 @@ def export_model(model: SegmentationModel, fmt: str, out: str | os.PathLike[str]
     with torch.no_grad():
         model(torch.randn(1, chans, low, low))  # eager first: the model's own checks run, frozen layers are recognised
     meta = metadata(model, low)
-    out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=SUFFIXES[fmt], dir=out.parent)
+        with contextlib.ExitStack() as stack:
+            # beside the target, so the rename is atomic; for a URL, a local folder, then one upload
+            folder = loc.local.parent if loc.local is not None else Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="segzoo-export-")))
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{loc.name}.", suffix=SUFFIXES[fmt], dir=folder)
+            os.close(fd)
+            tmp = Path(tmp_name)
+            stack.callback(tmp.unlink, missing_ok=True)  # a no-op once renamed; after any failure, the cleanup
+            write = {"onnx": _write_onnx, "torchscript": _write_torchscript, "exported": _write_exported}[fmt]
+            runner = write(model, example, tmp, meta, low, opset)
+            diffs = compare(model, runner, chans, check_sizes) if check else ()
+            os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's files are owner-only; an export gets the usual ones
+            if loc.local is None:
+                upload(tmp, loc, overwrite=force)
+                return ExportReport(loc.text, fmt, diffs)
+            os.replace(tmp, loc.local)
     except OSError as exc:
-        raise _write_error(exc, out) from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write = {"onnx": _write_onnx, "torchscript": _write_torchscript, "exported": _write_exported}[fmt]
-        runner = write(model, example, tmp, meta, low, opset)
-        diffs = compare(model, runner, chans, check_sizes) if check else ()
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's files are owner-only; an export gets the usual permissions
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise _write_error(exc, out) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return ExportReport(out, fmt, diffs)
+        raise _write_error(exc, loc.local if loc.local is not None else Path(loc.name)) from None
+    return ExportReport(loc.local, fmt, diffs)
 
 
 def compare(model: torch.nn.Module, runner: Callable[[torch.Tensor], torch.Tensor], chans: int = 3,

@@ -1,4 +1,8 @@
-"""Reading and writing weights safely: atomic writes, ``weights_only`` reads, errors that say what to do."""
+"""Reading and writing weights safely: atomic writes, ``weights_only`` reads, errors that say what to do.
+
+Every path goes through :func:`segzoo.io.remote.locate`: a local file, or a URL (``s3://``, ``hf://``,
+``memory://``, ``https://``...) where fsspec (or torch hub's cache, for http) can reach it.
+"""
 
 from __future__ import annotations
 
@@ -15,22 +19,24 @@ from typing import Any
 import torch
 
 from ..core.errors import CheckpointError, SegzooError
-from ..core.files import atomic_write
 from ..core.recipe import Recipe
+from .cache import hub_module
+from .remote import locate, read_bytes, write_file
 
 __all__ = ["FORMAT", "VERSION", "atomic_save", "load_exported_program", "read_archive_file", "read_checkpoint",
-           "read_state_dict", "safe_load", "save_model", "state_dict_of"]
+           "read_state_dict", "read_weights_file", "safe_load", "save_model", "state_dict_of"]
 
 FORMAT = "segzoo-model"
 VERSION = 1
 
 
-def atomic_save(obj: Any, path: str | os.PathLike[str], overwrite: bool = True) -> Path:
+def atomic_save(obj: Any, path: str | os.PathLike[str], overwrite: bool = True) -> Path | str:
     """``torch.save`` that never leaves a partial file behind (``overwrite=False``: never replaces a file).
 
-    torch writes through the Python file :func:`~segzoo.core.files.atomic_write` gives it, which keeps the
-    disk's own error (torch would turn a full disk into "unexpected pos")."""
-    return atomic_write(path, lambda f: torch.save(obj, f), overwrite=overwrite)
+    ``path`` may be a URL (:mod:`segzoo.io.remote`); the return value is the local Path or the URL. A local file is
+    written through :func:`~segzoo.core.files.atomic_write`, which keeps the disk's own error (torch would turn a
+    full disk into "unexpected pos")."""
+    return write_file(path, lambda f: torch.save(obj, f), overwrite=overwrite, what="weights")
 
 
 def safe_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
@@ -39,7 +45,13 @@ def safe_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
     Whatever is wrong with the file (missing, a folder or a pipe, empty, truncated, pickled code) is one
     :class:`CheckpointError` that names it and says what to do.
     """
-    path = Path(path)
+    loc = locate(path, "weights")
+    if loc.local is None:
+        data = read_bytes(loc, CheckpointError)
+        if not data:
+            raise CheckpointError(f"{loc.text} is empty (0 bytes): an interrupted upload; upload it again")
+        return _torch_load(io.BytesIO(data), loc.text, map_location)
+    path = loc.local
     if not path.exists():
         raise CheckpointError(f"no such weights file: {path}; check the path")
     if not path.is_file():
@@ -50,8 +62,13 @@ def safe_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
         raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
     if size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): an interrupted copy or download; copy it again")
+    return _torch_load(path, path, map_location)
+
+
+def _torch_load(source: Path | io.BytesIO, path: Any, map_location: Any) -> Any:
+    """``torch.load(weights_only=True)`` of a file or the bytes of a remote one; ``path`` names it in errors."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(source, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc).lower()  # torch's refusal of what it would have to run (a global, a class, a reduce)
         if "weights only load failed" in text and "unsupported operand" not in text:
@@ -67,7 +84,7 @@ def safe_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
         raise CheckpointError(_unreadable(path, exc)) from None
 
 
-def _unreadable(path: Path, exc: BaseException) -> str:
+def _unreadable(path: Any, exc: BaseException) -> str:
     text = str(exc)
     if "Unsupported operand" in text:  # torch's weights-only unpickler met bytes that are no pickle at all
         text = "not a pickle"
@@ -93,10 +110,32 @@ def state_dict_of(obj: Any, path: str | os.PathLike[str]) -> dict[str, torch.Ten
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def save_model(model: torch.nn.Module, path: str | os.PathLike[str], overwrite: bool = True, **extra: Any) -> Path:
+def read_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """A state dict from a ``.safetensors`` file or a torch file (``weights_only``: nothing is unpickled).
+
+    ``path`` may be a URL, as for :func:`safe_load`."""
+    if not os.fspath(path).endswith(".safetensors"):
+        return read_state_dict(path)
+    loc = locate(path, "weights")
+    st = hub_module("safetensors.torch")
+    try:
+        if loc.local is None:
+            return st.load(read_bytes(loc, CheckpointError))
+        return st.load_file(str(loc.local))
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
+        text = " ".join(str(exc).split())[:160]
+        raise CheckpointError(f"cannot read {path} as safetensors ({type(exc).__name__}: {text}); the file is "
+                              "corrupt or truncated: delete it so it is fetched again") from None
+
+
+def save_model(model: torch.nn.Module, path: str | os.PathLike[str], overwrite: bool = True,
+               **extra: Any) -> Path | str:
     """Save weights plus the recipe that rebuilds them, so ``load_model`` needs no other argument.
 
-    ``overwrite=False``: an existing ``path`` is a :class:`FileExistsError`, the file untouched."""
+    ``overwrite=False``: an existing ``path`` is a :class:`FileExistsError`, the file untouched. ``path`` may be a
+    URL (``s3://``, ``memory://``...; :mod:`segzoo.io.remote`): the return value is then that URL."""
     recipe = getattr(model, "recipe", None)
     if not isinstance(recipe, Recipe):
         raise CheckpointError("only a model built by segzoo.create_model carries the recipe needed to save it")

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import yaml
 
 from ..core.errors import SegzooError, UnknownNameError
-from ..core.files import read_text_file
+from ..core.files import local_path, read_text_file
 from ..core.limits import MAX_BATCH, MAX_EPOCHS, MAX_WORKERS
 from .optim import optimizer_defaults
 from .presets import resolve_preset
@@ -120,6 +120,7 @@ class TrainConfig:
         """A :class:`SegzooError` for a setting out of range, named as the CLI option that sets it, before
         anything is built or written (a NaN learning rate or a crop of 0 would otherwise run, or crash later)."""
         self.check_types()
+        local_path(self.out_dir or ".", "--out (the run folder: its lock, logs and checkpoints)")
         for name, (least, meaning) in self.LEAST.items():
             value = getattr(self, name)
             most = self.MOST.get(name)
