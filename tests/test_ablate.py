@@ -280,3 +280,19 @@ def test_progress_shows_a_study_bar_and_a_variant_bar_or_neither(tmp_path, demo_
     err = capsys.readouterr().err
     bars = {"study": "study:", "variant (epochs)": "alexnet-fcn32s/seed-0:", "the epoch's batches": "epoch 1/1:"}
     assert {name: text in err for name, text in bars.items()} == dict.fromkeys(bars, shown), err
+
+
+def test_the_image_label_axes_give_each_run_its_fraction_and_weight_and_the_gain_paired_by_seed(tmp_path, fake,
+                                                                                                 capsys):
+    out = tmp_path / "o"
+    assert ablate_cli("--backbones", "alexnet", "--heads", "fcn8s", "--pixel-fraction", "0.25,1", "--weak",
+                      "false,true", "--seeds", "2", "--weak-weight", "0.5", "--out", str(out)) == 0
+    got = [(Path(c.out_dir).parent.name, c.seed, c.pixel_fraction, c.weak_weight) for c in fake.calls]
+    assert got == [("alexnet-fcn8s-px25", 0, 0.25, 0.0), ("alexnet-fcn8s-px25-weak", 0, 0.25, 0.5),
+                   ("alexnet-fcn8s-px100", 0, 1.0, 0.0), ("alexnet-fcn8s-px25", 1, 0.25, 0.0),
+                   ("alexnet-fcn8s-px25-weak", 1, 0.25, 0.5), ("alexnet-fcn8s-px100", 1, 1.0, 0.0)]
+    printed = capsys.readouterr().out
+    weak_line = next(ln for ln in printed.splitlines() if "px25-weak" in ln)
+    assert "+0.0000" in weak_line or "0.0000" in weak_line  # the fake's mean IU ignores image labels: no gain
+    assert "alexnet-fcn8s-px25" in json.loads((out / "alexnet-fcn8s-px25-weak" / "seed-0" / "result.json"
+                                               ).read_text())["paired_with"]
