@@ -8,19 +8,29 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..core.errors import SegzooError
 from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, make_loader, train_transform
 from ..data.demo import write_demo_dataset
 from ..data.formats import PairList
 from ..data.label_map import LabelMap, load_label_map
+from ..data.sampler import MixedSampler
+from ..data.weak import (
+    ImageLabelDataset,
+    MixedDataset,
+    WeakItem,
+    folder_items,
+    hide_masks,
+    listed_items,
+    unknown_classes_error,
+)
 from . import runtime as rtm
 from .config import TrainConfig
 from .run_folder import LOCK_NAME, run_files
@@ -75,6 +85,8 @@ class RunSplits:
     class_names: list[str]
     num_classes: int
     label_map: LabelMap | None = None  # dataset ids -> training ids (--label-map)
+    weak: list[WeakItem] = field(default_factory=list)  # image-labelled training images (docs/weak-labels.md)
+    hidden: int = 0  # training images whose masks --pixel-fraction hid (in ``weak`` with their classes)
 
 
 def find_splits(cfg: TrainConfig, data: Path) -> RunSplits:
@@ -88,7 +100,26 @@ def find_splits(cfg: TrainConfig, data: Path) -> RunSplits:
     # checks classes before any model is built
     probe = SegmentationDataset(pairs["train"], num_classes, label_map=label_map)
     check_class_weights(cfg.class_weights, probe.class_names)
-    return RunSplits(pairs, list(probe.class_names), probe.num_classes, label_map)
+    names = list(probe.class_names)
+    pairs["train"], hidden = hide_masks(pairs["train"], cfg.pixel_fraction, cfg.seed, probe.num_classes, label_map)
+    splits = RunSplits(pairs, names, probe.num_classes, label_map, hidden=len(hidden))
+    if cfg.trains_image_labels:  # otherwise image-labelled images are not read, nor their class names checked
+        splits.weak = image_labelled(cfg, pairs["train"], names, label_map) + hidden
+    return splits
+
+
+def image_labelled(cfg: TrainConfig, pairs: PairList, names: list[str], label_map: LabelMap | None) -> list[WeakItem]:
+    """The image-labelled images of the training split (image_labels.txt) and of ``--weak-data``; a class name
+    that maps to nothing is an error naming where it was written."""
+    weak, unknown = listed_items(pairs, names, label_map)
+    if unknown:
+        raise unknown_classes_error(unknown, str(pairs.labels_file), names)
+    if cfg.weak_data:
+        more, unknown = folder_items(cfg.weak_data, names, label_map)
+        if unknown:
+            raise unknown_classes_error(unknown, f"--weak-data {cfg.weak_data} (its folder names)", names)
+        weak += more
+    return weak
 
 
 @dataclass
@@ -97,10 +128,11 @@ class RunData:
 
     train_set: SegmentationDataset
     val_set: SegmentationDataset | None
-    sampler: ShardedSampler
+    sampler: ShardedSampler | MixedSampler
     loader: DataLoader
     val_loader: DataLoader | None
     steps_per_epoch: int
+    weak_set: ImageLabelDataset | None = None  # the image-labelled images the loader mixes in, if any
 
 
 def make_data(cfg: TrainConfig, rt: rtm.Runtime, splits: RunSplits, normalization: dict[str, Any]) -> RunData:
@@ -112,13 +144,21 @@ def make_data(cfg: TrainConfig, rt: rtm.Runtime, splits: RunSplits, normalizatio
                                     cfg.skip_bad, cfg.seed, label_map=splits.label_map)
     val_set = (SegmentationDataset(pairs["val"], splits.num_classes, eval_transform(normalization), cfg.skip_bad,
                                    label_map=splits.label_map) if "val" in pairs else None)
-    sampler = ShardedSampler(len(train_set), True, cfg.seed, rt.rank, rt.world_size, pad=True, tag_epoch=True)
+    sampler: ShardedSampler | MixedSampler
+    weak_set, source = None, train_set
+    if cfg.trains_image_labels and splits.weak:  # both kinds in every batch; an epoch is one pass over the masks
+        weak_set = ImageLabelDataset(splits.weak, splits.num_classes, train_set.transform, cfg.seed)
+        source = MixedDataset(train_set, weak_set)
+        sampler = MixedSampler(len(train_set), len(weak_set), cfg.batch_size, cfg.weak_ratio, cfg.seed, rt.rank,
+                               rt.world_size, tag_epoch=True)
+    else:
+        sampler = ShardedSampler(len(train_set), True, cfg.seed, rt.rank, rt.world_size, pad=True, tag_epoch=True)
 
-    def loader(dataset: SegmentationDataset, s: ShardedSampler) -> DataLoader:
+    def loader(dataset: Dataset, s: Sampler) -> DataLoader:
         return make_loader(dataset, s, cfg.batch_size, cfg.workers, pin_memory=rt.device.type == "cuda",
                            seed=cfg.seed)
 
     val_loader = (loader(val_set, ShardedSampler(len(val_set), False, 0, rt.rank, rt.world_size, pad=False))
                   if val_set else None)
-    return RunData(train_set, val_set, sampler, loader(train_set, sampler), val_loader,
-                   math.ceil(len(sampler) / cfg.batch_size))
+    return RunData(train_set, val_set, sampler, loader(source, sampler), val_loader,
+                   math.ceil(len(sampler) / cfg.batch_size), weak_set)
