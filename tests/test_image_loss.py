@@ -1,4 +1,4 @@
-"""segzoo.train.image_loss: the image-level loss, checked against hand computations on a 2x2 example."""
+"""segzoo.core.image_loss: the image-level loss, checked against hand computations on a 2x2 example."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from segzoo.core.errors import SegzooError
-from segzoo.train.image_loss import absent_suppression, image_bce, image_level_loss, pool_scores
+from segzoo.core.image_loss import absent_suppression, image_bce, image_level_loss, pool_scores
 
 # one image, classes background / a / b, 2x2 pixels
 SCORES = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]],

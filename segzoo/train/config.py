@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import yaml
 
 from ..core.errors import SegzooError, UnknownNameError
-from .image_loss import POOLS
+from ..core.image_loss import POOLS
 from .optim import optimizer_defaults
 from .presets import resolve_preset
 

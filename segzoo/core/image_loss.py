@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..core.errors import SegzooError
+from .errors import SegzooError
 
 POOLS = ("max", "lse", "topk")
 
