@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import segzoo
 import segzoo.api
+from segzoo.core.batch import Batch
 from segzoo.core.errors import PluginError, SegzooError, UnknownNameError
 from segzoo.train import TrainConfig, cross_entropy, make_loss, train
 from segzoo.zoo.loader import load_plugins
@@ -21,7 +22,8 @@ def toy_focal(weight=None, ignore_index=255, gamma=2.0):
     """A focal loss, as a third-party plugin would register it."""
     CALLS.append({"gamma": gamma, "weight": weight})
 
-    def loss(scores, target):
+    def loss(scores, batch):
+        target = batch.mask
         ce = F.cross_entropy(scores, target, weight=weight, ignore_index=ignore_index, reduction="none")
         valid = target != ignore_index
         return ((1 - torch.exp(-ce)) ** gamma * ce)[valid].mean()
@@ -29,13 +31,13 @@ def toy_focal(weight=None, ignore_index=255, gamma=2.0):
     return loss
 
 
-def plugin_module(**losses) -> types.ModuleType:
+def plugin_module(sees_batch=True, **losses) -> types.ModuleType:
     module = types.ModuleType("toy_losses")
 
     @segzoo.hookimpl
     def segzoo_register_losses(registrar):
         for name, factory in losses.items():
-            registrar.loss(name, factory)
+            registrar.loss(name, factory, sees_batch=sees_batch)
 
     module.segzoo_register_losses = segzoo_register_losses
     return module
@@ -70,7 +72,8 @@ def test_segzoo_list_shows_the_losses(toy_registry, capsys):
 
 def test_the_builtin_is_cross_entropy_and_plugin_losses_are_checked(toy_registry):
     scores, target = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
-    assert torch.equal(make_loss()(scores, target), cross_entropy(scores, target))
+    batch = Batch.from_masks(target)
+    assert torch.equal(make_loss()(scores, batch), cross_entropy(scores, target))
     with pytest.raises(SegzooError, match="built-in cross-entropy takes no options"):
         make_loss(options={"gamma": 2})
     with pytest.raises(SegzooError, match="loss 'focal' .* takes no reduction, so it cannot honour --loss sum"):
@@ -78,7 +81,7 @@ def test_the_builtin_is_cross_entropy_and_plugin_losses_are_checked(toy_registry
     with pytest.raises(SegzooError, match="does not take the options given"):
         make_loss("focal", options={"alpha": 1})
     with pytest.raises(PluginError, match=r"loss 'vector' .* returned \(2, 3, 4, 4\), not a scalar"):
-        make_loss("vector")(scores, target)
+        make_loss("vector")(scores, batch)
     with pytest.raises(UnknownNameError, match=r"unknown loss 'focall'\. Did you mean: focal"):
         make_loss("focall")
 
@@ -87,3 +90,109 @@ def test_a_plugin_may_not_take_the_builtin_name():
     registry = load_plugins(extra=[("bad-losses", plugin_module(**{"cross-entropy": toy_focal}))])
     record = next(r for r in registry.plugins if r.name == "bad-losses")
     assert record.status == "failed" and "segzoo's built-in cross-entropy" in record.error
+
+
+def test_a_loss_in_the_old_form_warns_and_sees_only_the_masked_samples(monkeypatch):
+    """The 0.1 form loss(scores, target) keeps working for one minor version, with a DeprecationWarning naming the
+    new form; it is handed the samples that carry a mask, and a graph-keeping zero when none does."""
+    seen = []
+
+    def old(ignore_index=255):
+        return lambda scores, target: seen.append((scores.shape[0], target.clone())) or scores.mean()
+
+    with pytest.warns(DeprecationWarning, match=r"loss 'old' .*sees_batch=True.*removed in segzoo 0\.3"):
+        registry = load_plugins(extra=[("old-losses", plugin_module(sees_batch=False, old=old))])
+    monkeypatch.setattr(segzoo.api, "_REGISTRY", registry)
+    loss = make_loss("old")
+    scores = torch.randn(3, 2, 4, 4, requires_grad=True)
+    mask = torch.randint(0, 2, (3, 4, 4))
+    loss(scores, Batch(mask, torch.tensor([True, False, True]), torch.ones(3, 2)))
+    assert seen[0][0] == 2 and torch.equal(seen[0][1], mask[[0, 2]])
+    zero = loss(scores, Batch(torch.full((3, 4, 4), 255), torch.zeros(3, dtype=torch.bool), torch.ones(3, 2)))
+    assert len(seen) == 1 and zero.item() == 0.0 and zero.requires_grad
+
+
+def test_a_loss_in_the_new_form_sees_the_whole_batch(monkeypatch):
+    seen = []
+
+    def aware():
+        return lambda scores, batch: seen.append(batch) or scores.mean()
+
+    registry = load_plugins(extra=[("aware-losses", plugin_module(aware=aware))])
+    monkeypatch.setattr(segzoo.api, "_REGISTRY", registry)
+    batch = Batch(torch.zeros(2, 4, 4, dtype=torch.long), torch.tensor([True, False]), torch.tensor([[1., 0], [1, 1]]))
+    make_loss("aware")(torch.randn(2, 2, 4, 4), batch)
+    assert seen == [batch] and batch.counts() == {"mask": 1, "image": 1}
+
+
+# -- image-level labels (docs/weak-labels.md) ------------------------------------------------------------
+def _mixed_batch(demo_data):
+    """Two pixel-labelled samples and one image-labelled one ("disc and square"), as the loader stacks them."""
+    from segzoo.data import SegmentationDataset, collate, find_pairs, train_transform
+    from segzoo.data.weak import ImageLabelDataset, WeakItem
+
+    pairs = find_pairs(demo_data, "train")
+    pixel = SegmentationDataset(pairs, 6, train_transform(64, None, (1.0, 1.0)))
+    weak = ImageLabelDataset([WeakItem(pairs.pairs[3][0], (1, 2))], 6, pixel.transform)
+    return collate([pixel[(0, 1)], pixel[(0, 2)], weak[(0, 0)]])
+
+
+def test_a_mixed_batch_trains_and_its_gradient_reaches_the_head_from_both_losses(demo_data):
+    from segzoo.core.batch import Batch
+    from segzoo.train import TrainConfig
+    from segzoo.train.loss import WithImageLabels, training_loss
+    from segzoo.train.runtime import setup
+    from segzoo.train.step import TrainStep
+
+    torch.manual_seed(0)
+    model = segzoo.create_model("alexnet-fcn8s", 6, backbone_kwargs={"fc_channels": 16})
+    loader_batch = _mixed_batch(demo_data)
+    loss = training_loss(TrainConfig(model="x", weak_weight=0.5, weak_pool="lse", loss_reduction="mean"))
+    assert isinstance(loss, WithImageLabels)
+    assert not isinstance(training_loss(TrainConfig(model="x", loss_reduction="mean")), WithImageLabels)  # masks only
+    batch = Batch(loader_batch["mask"], loader_batch["has_mask"], loader_batch["image_labels"])
+    scores = model(loader_batch["image"])
+    head = [p for p in model.head.parameters() if p.requires_grad]
+    from_pixels = torch.autograd.grad(loss.pixel(scores, batch), head, retain_graph=True, allow_unused=True)
+    from_labels = torch.autograd.grad(loss.image(scores, batch), head, retain_graph=True, allow_unused=True)
+    reached = [(a is not None and a.abs().sum() > 0, b is not None and b.abs().sum() > 0)
+               for a, b in zip(from_pixels, from_labels)]
+    assert any(a for a, _ in reached) and any(b for _, b in reached)
+    total = torch.autograd.grad(loss(scores, batch), head, retain_graph=True, allow_unused=True)
+    for t, a, b in zip(total, from_pixels, from_labels):
+        if t is not None:
+            expected = (a if a is not None else 0) + 0.5 * (b if b is not None else 0)
+            assert torch.allclose(t, expected, atol=1e-6)
+    # the image-level term reaches only the image-labelled sample's scores, the pixel term only the others'
+    per_sample = torch.autograd.grad(loss.image(scores, batch), scores, retain_graph=True)[0]
+    assert per_sample[:2].abs().sum() == 0 and per_sample[2].abs().sum() > 0
+    per_sample = torch.autograd.grad(loss.pixel(scores, batch), scores)[0]
+    assert per_sample[2].abs().sum() == 0 and per_sample[:2].abs().sum() > 0
+    # one step of the trainer's step function moves the head
+    before = [p.detach().clone() for p in head]
+    step = TrainStep(model, model, loss, torch.optim.SGD(model.parameters(), lr=0.1), setup("cpu"))
+    done = step(loader_batch)
+    assert done.kinds == {"mask": 2, "image": 1} and done.stepped
+    assert any(not torch.equal(b, p) for b, p in zip(before, head))
+
+
+def test_a_plugin_loss_receives_the_image_labels(tmp_path, demo_data, monkeypatch):
+    seen = []
+
+    def seer():
+        def loss(scores, batch):
+            seen.append((batch.has_mask.tolist(), batch.image_labels.clone()))
+            return cross_entropy(scores, batch.mask)
+
+        return loss
+
+    registry = load_plugins(extra=[("toy-seer", plugin_module(seer=seer))])
+    monkeypatch.setattr(segzoo.api, "_REGISTRY", registry)
+    cfg = TrainConfig(model="alexnet-fcn32s", backbone_kwargs={"fc_channels": 16}, input_size=64, batch_size=4,
+                      scale=(1.0, 1.0), progress=False, device="cpu", val_split=None, epochs=1, data=str(demo_data),
+                      out_dir=str(tmp_path / "run"), loss="seer", pixel_fraction=0.5, weak_weight=1.0)
+    result = train(cfg, log=lambda _: None)
+    assert [has for has, _ in seen] == [[True, True, False, False]] * 2  # 4 images keep masks: 2 batches of 2 + 2
+    labels = torch.cat([y for _, y in seen])
+    assert labels.shape == (8, 6) and (labels[:, 0] == 1).all() and (labels[:, 1:].sum(1) > 0).all()
+    assert (result.history[0].mask_samples, result.history[0].image_samples) == (4, 4)

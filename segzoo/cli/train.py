@@ -232,6 +232,10 @@ def run(args: argparse.Namespace) -> int:
     minutes = (time.perf_counter() - start) / 60
     files = "last.pt, best.pt, metrics.jsonl" if result.best_checkpoint else "last.pt, metrics.jsonl"
     print(f"\nfinished in {minutes:.1f} min; run folder {result.out_dir} ({files})")
+    image = sum(r.image_samples for r in result.history)
+    if image:
+        print(f"trained on {sum(r.mask_samples for r in result.history)} samples with masks and {image} "
+              "image-labelled ones (all epochs of this run)")
     final = result.final_metrics
     if final is not None:
         if result.initial_metrics:
