@@ -67,7 +67,7 @@ def test_segzoo_list_shows_the_losses(toy_registry, capsys):
 
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "losses (3)" in out and "cross-entropy" in out and "A focal loss" in out
+    assert "losses (4)" in out and "cross-entropy" in out and "A focal loss" in out and "image-level" in out
 
 
 def test_the_builtin_is_cross_entropy_and_plugin_losses_are_checked(toy_registry):
@@ -177,12 +177,22 @@ def test_a_mixed_batch_trains_and_its_gradient_reaches_the_head_from_both_losses
 
 
 def test_a_plugin_loss_receives_the_image_labels(tmp_path, demo_data, monkeypatch):
+    """The image-label loss docs/plugins.md shows, registered by a plugin, sees both kinds of sample."""
+    from segzoo.core.image_loss import pool_scores
+
     seen = []
 
-    def seer():
+    def seer(weight=None, ignore_index=255, alpha=0.5):
         def loss(scores, batch):
             seen.append((batch.has_mask.tolist(), batch.image_labels.clone()))
-            return cross_entropy(scores, batch.mask)
+            pixel = F.cross_entropy(scores, batch.mask, weight=weight, ignore_index=ignore_index)
+            weak = ~batch.has_mask
+            if batch.image_labels is None or not weak.any():
+                return pixel if (batch.mask != ignore_index).any() else scores.sum() * 0
+            labels = batch.image_labels[weak]
+            target = labels / labels.sum(1, keepdim=True)  # the present classes, equally likely
+            image = -(target * F.log_softmax(pool_scores(scores[weak], "max"), 1)).sum(1).mean()
+            return pixel.nan_to_num(0.0) + alpha * image
 
         return loss
 
@@ -194,5 +204,5 @@ def test_a_plugin_loss_receives_the_image_labels(tmp_path, demo_data, monkeypatc
     result = train(cfg, log=lambda _: None)
     assert [has for has, _ in seen] == [[True, True, False, False]] * 2  # 4 images keep masks: 2 batches of 2 + 2
     labels = torch.cat([y for _, y in seen])
-    assert labels.shape == (8, 6) and (labels[:, 0] == 1).all() and (labels[:, 1:].sum(1) > 0).all()
+    assert labels.shape == (8, 6) and (labels[:, 0] == 1).all() and labels[:, 1:].sum() > 0
     assert (result.history[0].mask_samples, result.history[0].image_samples) == (4, 4)
