@@ -140,16 +140,16 @@ def _mixed_batch(demo_data):
 def test_a_mixed_batch_trains_and_its_gradient_reaches_the_head_from_both_losses(demo_data):
     from segzoo.core.batch import Batch
     from segzoo.train import TrainConfig
-    from segzoo.train.loss import WithImageLabels, training_loss
+    from segzoo.train.loss import WithImageLabels, with_image_labels
     from segzoo.train.runtime import setup
     from segzoo.train.step import TrainStep
 
     torch.manual_seed(0)
     model = segzoo.create_model("alexnet-fcn8s", 6, backbone_kwargs={"fc_channels": 16})
     loader_batch = _mixed_batch(demo_data)
-    loss = training_loss(TrainConfig(model="x", weak_weight=0.5, weak_pool="lse", loss_reduction="mean"))
+    loss = with_image_labels(TrainConfig(model="x", weak_weight=0.5, weak_pool="lse"), make_loss())
     assert isinstance(loss, WithImageLabels)
-    assert not isinstance(training_loss(TrainConfig(model="x", loss_reduction="mean")), WithImageLabels)  # masks only
+    assert with_image_labels(TrainConfig(model="x"), loss.pixel) is loss.pixel  # no weight: masks only
     batch = Batch(loader_batch["mask"], loader_batch["has_mask"], loader_batch["image_labels"])
     scores = model(loader_batch["image"])
     head = [p for p in model.head.parameters() if p.requires_grad]

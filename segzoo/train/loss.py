@@ -140,10 +140,9 @@ class WithImageLabels:
         return self.pixel(scores, batch) + self.weight * self.image(scores, batch)
 
 
-def training_loss(cfg: Any, weight: torch.Tensor | None = None) -> Loss:
-    """The loss a run trains with: ``cfg.loss`` (the built-in cross-entropy or a plugin's), with the image-level
-    term added when ``cfg.weak_weight`` > 0 (docs/weak-labels.md)."""
-    pixel = make_loss(cfg.loss, weight, cfg.loss_reduction, cfg.loss_kwargs)
+def with_image_labels(cfg: Any, pixel: Loss) -> Loss:
+    """The loss a run trains with: its ``pixel`` loss (``cfg.loss``: the built-in cross-entropy or a plugin's),
+    with the image-level term added when ``cfg.weak_weight`` > 0 (docs/weak-labels.md)."""
     if not cfg.weak_weight:
         return pixel
     return WithImageLabels(pixel, cfg.weak_weight, cfg.weak_pool, cfg.weak_temperature, cfg.weak_topk,

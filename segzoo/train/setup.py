@@ -40,7 +40,7 @@ from ..data.weak import (
 from . import runtime as rtm
 from .class_weights import auto_class_weights
 from .config import TrainConfig
-from .loss import Loss, training_loss
+from .loss import Loss, make_loss, with_image_labels
 from .optim import make_optimizer, make_scheduler
 from .presets import resolve_preset
 from .run_folder import LOCK_NAME, run_files
@@ -252,7 +252,7 @@ def build_run(cfg: TrainConfig, rt: rtm.Runtime, out: Path, resuming: bool = Fal
         convert_sync_bn(model, rt, log)
     weights = class_weights(cfg, rt, run_data.train_set, out, log)
     weight = torch.tensor(weights, dtype=torch.float32, device=rt.device) if weights else None
-    criterion = training_loss(cfg, weight)
+    criterion = with_image_labels(cfg, make_loss(cfg.loss, weight, cfg.loss_reduction, cfg.loss_kwargs))
     net = (DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
            if rt.distributed else model)
     conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
