@@ -134,8 +134,12 @@ def image_labelled(cfg: TrainConfig, pairs: PairList, names: list[str], label_ma
     return weak
 
 
-def describe_kinds(cfg: TrainConfig, splits: RunSplits) -> str:
-    """What the run trains on, by kind of label: one line for the log."""
+def describe_kinds(cfg: TrainConfig, splits: RunSplits) -> str | None:
+    """What the run trains on, by kind of label: one line for the log (None for a run of masks alone, which logs
+    as it always has)."""
+    listed = len(splits.pairs["train"].weak) + splits.hidden
+    if not (cfg.trains_image_labels or listed):
+        return None
     pixel = len(splits.pairs["train"].pairs)
     text = f"training images: {pixel} with masks"
     if cfg.pixel_fraction < 1:
@@ -145,8 +149,7 @@ def describe_kinds(cfg: TrainConfig, splits: RunSplits) -> str:
                        f"{cfg.weak_pool}, {weak_per_batch(cfg.batch_size, cfg.weak_ratio)} of every {cfg.batch_size} "
                        "samples a batch)" if splits.weak else "; no image-labelled images, so --weak-weight "
                        "changes nothing")
-    listed = len(splits.pairs["train"].weak) + splits.hidden
-    return text + (f"; {listed} image-labelled ones are not trained on (--weak-weight 0)" if listed else "")
+    return text + f"; {listed} image-labelled ones are not trained on (--weak-weight 0)"
 
 
 @dataclass
@@ -240,7 +243,9 @@ def build_run(cfg: TrainConfig, rt: rtm.Runtime, out: Path, resuming: bool = Fal
     for p in splits.pairs.values():
         if p.dropped:
             log(f"skipped {len(p.dropped)} bad entries of split '{p.split}', e.g.: {p.dropped[0]}")
-    log(describe_kinds(cfg, splits))
+    kinds = describe_kinds(cfg, splits)
+    if kinds:
+        log(kinds)
     run_data = make_data(cfg, rt, splits, model.normalization)
     model.to(rt.device)
     if rt.channels_last:
