@@ -414,3 +414,19 @@ def test_a_variant_that_never_learns_a_class_is_flagged_in_the_log(tmp_path, fak
     assert warned == [warned[0]] and warned[0].startswith("warning: alexnet-fcn32s never learned disc (IU 0 in all 2")
     md = (tmp_path / "s" / "results.md").read_text()
     assert "⚠ disc" in md and "Never learned: alexnet-fcn32s: disc" in md
+
+
+def test_the_image_label_axes_give_each_run_its_fraction_and_weight_and_the_gain_paired_by_seed(tmp_path, fake,
+                                                                                                 capsys):
+    out = tmp_path / "o"
+    assert ablate_cli("--backbones", "alexnet", "--heads", "fcn8s", "--pixel-fraction", "0.25,1", "--weak",
+                      "false,true", "--seeds", "2", "--weak-weight", "0.5", "--out", str(out)) == 0
+    got = [(Path(c.out_dir).parent.name, c.seed, c.pixel_fraction, c.weak_weight) for c in fake.calls]
+    assert got == [("alexnet-fcn8s-px25", 0, 0.25, 0.0), ("alexnet-fcn8s-px25-weak", 0, 0.25, 0.5),
+                   ("alexnet-fcn8s-px100", 0, 1.0, 0.0), ("alexnet-fcn8s-px25", 1, 0.25, 0.0),
+                   ("alexnet-fcn8s-px25-weak", 1, 0.25, 0.5), ("alexnet-fcn8s-px100", 1, 1.0, 0.0)]
+    printed = capsys.readouterr().out
+    weak_line = next(ln for ln in printed.splitlines() if "px25-weak" in ln)
+    assert "+0.0000" in weak_line or "0.0000" in weak_line  # the fake's mean IU ignores image labels: no gain
+    assert "alexnet-fcn8s-px25" in json.loads((out / "alexnet-fcn8s-px25-weak" / "seed-0" / "result.json"
+                                               ).read_text())["paired_with"]

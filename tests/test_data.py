@@ -248,6 +248,8 @@ def test_image_and_mask_of_different_sizes(bad_voc):
 
 def test_a_missing_mask_is_an_error_or_skipped_and_counted(bad_voc):
     (bad_voc / "SegmentationClass" / "train_00004.png").unlink()
+    assert [p.stem for p in find_pairs(bad_voc, "train").weak] == ["train_00004"]  # the demo's image_labels.txt
+    (bad_voc / "image_labels.txt").unlink()
     with pytest.raises(DataError, match=r"train_00004\.jpg has no mask.*--skip-bad"):
         open_dataset(bad_voc, "train")
     pairs = find_pairs(bad_voc, "train", skip_bad=True)

@@ -67,7 +67,7 @@ def test_segzoo_list_shows_the_losses(toy_registry, capsys):
 
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "losses (3)" in out and "cross-entropy" in out and "A focal loss" in out
+    assert "losses (4)" in out and "cross-entropy" in out and "A focal loss" in out and "image-level" in out
 
 
 def test_the_builtin_is_cross_entropy_and_plugin_losses_are_checked(toy_registry):
@@ -123,3 +123,86 @@ def test_a_loss_in_the_new_form_sees_the_whole_batch(monkeypatch):
     batch = Batch(torch.zeros(2, 4, 4, dtype=torch.long), torch.tensor([True, False]), torch.tensor([[1., 0], [1, 1]]))
     make_loss("aware")(torch.randn(2, 2, 4, 4), batch)
     assert seen == [batch] and batch.counts() == {"mask": 1, "image": 1}
+
+
+# -- image-level labels (docs/weak-labels.md) ------------------------------------------------------------
+def _mixed_batch(demo_data):
+    """Two pixel-labelled samples and one image-labelled one ("disc and square"), as the loader stacks them."""
+    from segzoo.data import SegmentationDataset, collate, find_pairs, train_transform
+    from segzoo.data.weak import ImageLabelDataset, WeakItem
+
+    pairs = find_pairs(demo_data, "train")
+    pixel = SegmentationDataset(pairs, 6, train_transform(64, None, (1.0, 1.0)))
+    weak = ImageLabelDataset([WeakItem(pairs.pairs[3][0], (1, 2))], 6, pixel.transform)
+    return collate([pixel[(0, 1)], pixel[(0, 2)], weak[(0, 0)]])
+
+
+def test_a_mixed_batch_trains_and_its_gradient_reaches_the_head_from_both_losses(demo_data):
+    from segzoo.core.batch import Batch
+    from segzoo.train import TrainConfig
+    from segzoo.train.loss import WithImageLabels, with_image_labels
+    from segzoo.train.runtime import setup
+    from segzoo.train.step import TrainStep
+
+    torch.manual_seed(0)
+    model = segzoo.create_model("alexnet-fcn8s", 6, backbone_kwargs={"fc_channels": 16})
+    loader_batch = _mixed_batch(demo_data)
+    loss = with_image_labels(TrainConfig(model="x", weak_weight=0.5, weak_pool="lse"), make_loss())
+    assert isinstance(loss, WithImageLabels)
+    assert with_image_labels(TrainConfig(model="x"), loss.pixel) is loss.pixel  # no weight: masks only
+    batch = Batch(loader_batch["mask"], loader_batch["has_mask"], loader_batch["image_labels"])
+    scores = model(loader_batch["image"])
+    head = [p for p in model.head.parameters() if p.requires_grad]
+    from_pixels = torch.autograd.grad(loss.pixel(scores, batch), head, retain_graph=True, allow_unused=True)
+    from_labels = torch.autograd.grad(loss.image(scores, batch), head, retain_graph=True, allow_unused=True)
+    reached = [(a is not None and a.abs().sum() > 0, b is not None and b.abs().sum() > 0)
+               for a, b in zip(from_pixels, from_labels)]
+    assert any(a for a, _ in reached) and any(b for _, b in reached)
+    total = torch.autograd.grad(loss(scores, batch), head, retain_graph=True, allow_unused=True)
+    for t, a, b in zip(total, from_pixels, from_labels):
+        if t is not None:
+            expected = (a if a is not None else 0) + 0.5 * (b if b is not None else 0)
+            assert torch.allclose(t, expected, atol=1e-6)
+    # the image-level term reaches only the image-labelled sample's scores, the pixel term only the others'
+    per_sample = torch.autograd.grad(loss.image(scores, batch), scores, retain_graph=True)[0]
+    assert per_sample[:2].abs().sum() == 0 and per_sample[2].abs().sum() > 0
+    per_sample = torch.autograd.grad(loss.pixel(scores, batch), scores)[0]
+    assert per_sample[2].abs().sum() == 0 and per_sample[:2].abs().sum() > 0
+    # one step of the trainer's step function moves the head
+    before = [p.detach().clone() for p in head]
+    step = TrainStep(model, model, loss, torch.optim.SGD(model.parameters(), lr=0.1), setup("cpu"))
+    done = step(loader_batch)
+    assert done.kinds == {"mask": 2, "image": 1} and done.stepped
+    assert any(not torch.equal(b, p) for b, p in zip(before, head))
+
+
+def test_a_plugin_loss_receives_the_image_labels(tmp_path, demo_data, monkeypatch):
+    """The image-label loss docs/plugins.md shows, registered by a plugin, sees both kinds of sample."""
+    from segzoo.core.image_loss import pool_scores
+
+    seen = []
+
+    def seer(weight=None, ignore_index=255, alpha=0.5):
+        def loss(scores, batch):
+            seen.append((batch.has_mask.tolist(), batch.image_labels.clone()))
+            pixel = F.cross_entropy(scores, batch.mask, weight=weight, ignore_index=ignore_index)
+            weak = ~batch.has_mask
+            if batch.image_labels is None or not weak.any():
+                return pixel if (batch.mask != ignore_index).any() else scores.sum() * 0
+            labels = batch.image_labels[weak]
+            target = labels / labels.sum(1, keepdim=True)  # the present classes, equally likely
+            image = -(target * F.log_softmax(pool_scores(scores[weak], "max"), 1)).sum(1).mean()
+            return pixel.nan_to_num(0.0) + alpha * image
+
+        return loss
+
+    registry = load_plugins(extra=[("toy-seer", plugin_module(seer=seer))])
+    monkeypatch.setattr(segzoo.api, "_REGISTRY", registry)
+    cfg = TrainConfig(model="alexnet-fcn32s", backbone_kwargs={"fc_channels": 16}, input_size=64, batch_size=4,
+                      scale=(1.0, 1.0), progress=False, device="cpu", val_split=None, epochs=1, data=str(demo_data),
+                      out_dir=str(tmp_path / "run"), loss="seer", pixel_fraction=0.5, weak_weight=1.0)
+    result = train(cfg, log=lambda _: None)
+    assert [has for has, _ in seen] == [[True, True, False, False]] * 2  # 4 images keep masks: 2 batches of 2 + 2
+    labels = torch.cat([y for _, y in seen])
+    assert labels.shape == (8, 6) and (labels[:, 0] == 1).all() and labels[:, 1:].sum() > 0
+    assert (result.history[0].mask_samples, result.history[0].image_samples) == (4, 4)

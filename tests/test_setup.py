@@ -28,3 +28,19 @@ def test_find_splits_reads_classes_from_the_dataset(demo_data):
     splits = find_splits(TrainConfig(data=str(demo_data)), demo_data)
     assert set(splits.pairs) == {"train", "val"} and splits.num_classes == len(splits.class_names) == 6
     assert find_splits(TrainConfig(data=str(demo_data), val_split=None), demo_data).pairs.keys() == {"train"}
+
+
+def test_pixel_fraction_keeps_the_same_images_for_every_variant_of_a_seed(demo_data):
+    def kept(**settings):
+        splits = find_splits(TrainConfig(model="x", data=str(demo_data), pixel_fraction=0.5, **settings), demo_data)
+        return [p[0].stem for p in splits.pairs["train"].pairs], splits
+
+    stems, plain = kept(seed=1)
+    assert len(stems) == 4 and plain.hidden == 4 and plain.weak == []  # no image-level loss: hidden ones unused
+    for other in ({"seed": 1, "weak_weight": 1.0}, {"seed": 1, "weak_weight": 0.5, "weak_pool": "lse", "epochs": 3}):
+        again, splits = kept(**other)
+        assert again == stems
+        assert sorted(i.image.stem for i in splits.weak) == sorted(
+            p.stem for p in (demo_data / "JPEGImages").glob("train_*") if p.stem not in stems)
+    assert kept(seed=2)[0] != stems
+    assert len(find_splits(TrainConfig(model="x"), demo_data).pairs["train"].pairs) == 8

@@ -81,3 +81,30 @@ def test_a_study_file_is_checked_with_its_name_in_the_message(tmp_path):
                                     "seeds": 2, "baseline": "fcn32s", "train": {"epochs": 1}}))
     study = Study.from_yaml(path)
     assert study.stagings == [False, True] and study.seeds == 2 and study.to_dict()["train"] == {"epochs": 1}
+
+
+def test_pixel_fraction_and_weak_axes_pair_each_weak_variant_with_the_same_without():
+    s = Study(backbones=["alexnet"], heads=["fcn8s"], pixel_fraction=[0.1, 0.25, 1.0], weak=[False, True], seeds=2)
+    variants = plan(s)
+    assert [(v.name, v.pixel_fraction, v.weak, v.paired_with) for v in variants] == [
+        ("alexnet-fcn8s-px10", 0.1, False, None), ("alexnet-fcn8s-px10-weak", 0.1, True, "alexnet-fcn8s-px10"),
+        ("alexnet-fcn8s-px25", 0.25, False, None), ("alexnet-fcn8s-px25-weak", 0.25, True, "alexnet-fcn8s-px25"),
+        ("alexnet-fcn8s-px100", 1.0, False, None)]  # at 100% no image is left to label
+    assert len(runs(s)) == 10
+    staged = plan(Study(backbones=["alexnet"], heads=["fcn32s", "fcn8s"], staged=True, pixel_fraction=0.5,
+                        weak=True))
+    assert [(v.name, v.init_from) for v in staged] == [
+        ("alexnet-fcn32s-staged-px50-weak", None),
+        ("alexnet-fcn8s-staged-px50-weak", "alexnet-fcn32s-staged-px50-weak")]
+    assert [v.name for v in plan(Study(backbones=["alexnet"], heads=["fcn8s"]))] == ["alexnet-fcn8s"]  # no axis, no tag
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"pixel_fraction": 0}, "'pixel_fraction' must be a number in \\(0, 1\\]"),
+    ({"pixel_fraction": [0.5, 0.5]}, "'pixel_fraction' must be"),
+    ({"weak": "yes"}, "'weak' must be true, false or a list"),
+    ({"train": {"pixel_fraction": 0.5}}, "'pixel_fraction' is a study axis"),
+])
+def test_bad_image_label_axes_are_one_error(change, message):
+    with pytest.raises(segzoo.SegzooError, match=message):
+        Study(**{"backbones": ["alexnet"], "heads": ["fcn8s"], **change}).check()

@@ -382,3 +382,21 @@ def test_compile_wraps_the_training_forward_and_says_what_the_first_step_took(tm
     lines.clear()
     train(tiny(tmp_path, demo_data, out_dir=str(tmp_path / "plain")), log=lines.append)
     assert len(compiled) == 1 and not any("--compile" in line for line in lines)
+
+
+def test_resume_mid_epoch_with_mixed_batches_equals_an_uninterrupted_run(tmp_path, demo_data):
+    """Half the images keep their masks, the others train from their image labels; stopped inside epoch 2."""
+    kw = {"epochs": 2, "val_split": None, "scale": (0.7, 1.3), "pixel_fraction": 0.5, "weak_weight": 1.0,
+          "weak_pool": "topk", "weak_suppress": 0.5, "backbone_kwargs": {"fc_channels": 32, "dropout": 0.5}}
+    lines = []
+    whole = train(tiny(tmp_path / "a", demo_data, **kw), log=lines.append)
+    first = train(tiny(tmp_path / "b", demo_data, stop_at_step=3, **kw), log=lambda _: None)
+    assert first.stopped_early and len(first.history) == 1
+    resumed = train(tiny(tmp_path / "b", demo_data, resume=True, **kw), log=lambda _: None)
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r.train_loss for r in whole.history] == [r.train_loss for r in resumed.history]
+    assert [(r.mask_samples, r.image_samples) for r in resumed.history] == [(4, 4), (4, 4)]
+    assert any("4 with masks" in ln and "4 image-labelled" in ln for ln in lines)
+    assert any("samples: 4 with masks, 4 image-labelled" in ln for ln in lines)

@@ -38,6 +38,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--seeds", type=int, default=None, metavar="N",
       help="train every variant with N seeds (--seed and the N-1 after it): mean ± std and paired 95%% intervals "
            "(default 1)")
+    a("--pixel-fraction", default=None, metavar="F,F",
+      help="the share of training images that keep their masks, e.g. 0.1,0.25,1 (chosen by seed: the same images "
+           "for every variant of a seed); the others are image-labelled (--weak) or left out (default 1)")
+    a("--weak", default=None, metavar="false,true",
+      help="train the images without masks from image-level labels read off their hidden masks; 'false,true' (or "
+           "both) puts both in one table, with the gain paired by seed (default false)")
+    a("--weak-weight", type=float, default=None, metavar="W",
+      help="weight of the image-level loss in the --weak variants (default 1; docs/weak-labels.md)")
     a("--baseline", default=None, metavar="NAME",
       help="the head (per backbone) or variant the others are compared with (default: the first head)")
     a("--boundary-px", type=int, default=None, metavar="PX",
@@ -74,13 +82,22 @@ def _names(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
-def _staged(text: str) -> bool | list[bool]:
+def _bools(text: str, flag: str = "--staged") -> bool | list[bool]:
     values = []
     for word in _names(text.lower()) or [""]:
         if word not in _STAGED:
-            raise SegzooError(f"--staged takes true, false or both (or false,true), got {text!r}")
+            raise SegzooError(f"{flag} takes true, false or both (or false,true), got {text!r}")
         values += [v for v in _STAGED[word] if v not in values]
     return values if len(values) > 1 else values[0]
+
+
+def _fractions(text: str) -> float | list[float]:
+    try:
+        values = [float(v) for v in _names(text)]
+    except ValueError:
+        raise SegzooError(f"--pixel-fraction takes numbers in (0, 1] separated by commas, e.g. 0.1,0.25,1; got "
+                          f"{text!r}") from None
+    return values if len(values) != 1 else values[0]
 
 
 def build_study(args: argparse.Namespace) -> Study:
@@ -93,12 +110,16 @@ def build_study(args: argparse.Namespace) -> Study:
     if args.models is not None:
         study.models = _names(args.models)
     if args.staged is not None:
-        study.staged = _staged(args.staged)
+        study.staged = _bools(args.staged)
+    if args.pixel_fraction is not None:
+        study.pixel_fraction = _fractions(args.pixel_fraction)
+    if args.weak is not None:
+        study.weak = _bools(args.weak, "--weak")
     for key in ("seeds", "baseline", "boundary_px", "out", "test_split"):
         if getattr(args, key) is not None:
             setattr(study, key, getattr(args, key))
     study.train = dict(study.train)
-    for key in ("data", "num_classes", "epochs", "seed", "batch_size", "input_size", "lr", "preset"):
+    for key in ("data", "num_classes", "epochs", "seed", "batch_size", "input_size", "lr", "preset", "weak_weight"):
         if getattr(args, key) is not None:
             study.train[key] = getattr(args, key)
     if args.fc_channels is not None:

@@ -75,6 +75,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--label-map", default=None, metavar="FILE.yaml",
       help="remap the dataset's label ids to training ids: a YAML mapping dataset_id: training_id (ids not listed "
            "become 255, void) with an optional names: list; docs/label-maps/ has Cityscapes and ADE20K")
+    a("--weak-data", default=None, metavar="DIR",
+      help="image-labelled images in ImageFolder layout (DIR/<class>/<image>), trained with --weak-weight > 0; "
+           "docs/weak-labels.md")
+    a("--pixel-fraction", type=float, default=None, metavar="F",
+      help="keep the masks of a seed-chosen share F of the training images; the others are image-labelled (with "
+           "--weak-weight > 0) by the classes their masks show, or left out (default 1)")
+    a("--weak-weight", type=float, default=None, metavar="W",
+      help="weight of the image-level loss added to the pixel loss; 0 (default) trains from masks only")
+    a("--weak-pool", default=None, choices=list(TrainConfig.WEAK_POOLS),
+      help="how class scores are pooled over an image: max (default, FCN-MIL), lse (log-sum-exp) or topk")
+    a("--weak-temperature", type=float, default=None, metavar="R", help="r of --weak-pool lse (default 5)")
+    a("--weak-topk", type=float, default=None, metavar="K",
+      help="the fraction of pixels --weak-pool topk averages (default 0.1)")
+    a("--weak-suppress", type=float, default=None, metavar="W",
+      help="weight of the per-pixel loss pushing down the classes an image does not hold (default 0: off)")
+    a("--weak-ratio", type=float, default=None, metavar="R",
+      help="the share of each batch that is image-labelled (default 0.5)")
     a("--backbone-weights", default=None, metavar="FILE|imagenet",
       help="a local ImageNet classifier state dict, or imagenet: torchvision's (vgg16, alexnet) or timm's "
            "pretrained weights from their caches (TORCH_HOME, HF_HOME), fetched once if online; SEGZOO_OFFLINE=1 "
@@ -277,6 +294,10 @@ def run(args: argparse.Namespace) -> int:
     if removed:
         files += f"; --keep {args.keep} removed {', '.join(removed)}"
     print(f"\nfinished in {minutes:.1f} min; run folder {result.out_dir} ({files})")
+    image = sum(r.image_samples for r in result.history)
+    if image:
+        print(f"trained on {sum(r.mask_samples for r in result.history)} samples with masks and {image} "
+              "image-labelled ones (all epochs of this run)")
     final = result.final_metrics
     if final is not None:
         if result.initial_metrics:

@@ -23,6 +23,7 @@ from .formats import PairList, find_pairs
 from .io import IGNORE_INDEX, VOC_CLASSES, describe_kind, image_kind, read_image, read_mask
 from .label_map import LabelMap
 from .transforms import Compose, eval_transform, to_tensors
+from .weak import labels_vector, mask_classes
 
 # Decoded (image, mask) arrays by file pair while shared_decoding() is active, and the bytes they may take.
 _DECODED: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
@@ -43,7 +44,8 @@ def shared_decoding(max_bytes: int) -> Iterator[None]:
 
 
 class SegmentationDataset(Dataset):
-    """Samples ``{"image": 3xHxW float, "mask": HxW int64, "index": i}``, augmented reproducibly.
+    """Samples ``{"image": 3xHxW float, "mask": HxW int64, "index": i, "image_labels": C floats, "has_mask": True}``,
+    augmented reproducibly; ``image_labels`` are the classes the whole mask shows (background always 1).
 
     The random transform of sample ``i`` in epoch ``e`` is drawn from ``default_rng([seed, e, i])``,
     so it does not depend on worker count, sample order or where a run was resumed. ``e`` is the
@@ -143,7 +145,8 @@ class SegmentationDataset(Dataset):
             img, target = self.transform(*to_tensors(image, mask), rng)
         except InputError as exc:
             raise DataError(f"image {self.pairs.pairs[index][0]}: {exc}") from None
-        return {"image": img, "mask": target, "index": int(index)}
+        labels = labels_vector(mask_classes(mask, self.num_classes), self.num_classes)
+        return {"image": img, "mask": target, "index": int(index), "image_labels": labels, "has_mask": True}
 
 
 def classes_in_masks(pairs: PairList) -> int:
@@ -207,12 +210,15 @@ def open_dataset(root: str | os.PathLike[str], split: str = "train", num_classes
 
 
 def collate(samples: list[dict[str, Any] | None]) -> dict[str, Any]:
-    """Stack a batch, padding smaller samples at the bottom/right (image 0, mask 255); drop skipped ones."""
+    """Stack a batch, padding smaller samples at the bottom/right (image 0, mask 255); drop skipped ones.
+
+    ``image_labels`` (N x C) and ``has_mask`` (N bool) are stacked when every sample carries them.
+    """
     kept = [s for s in samples if s is not None]
     skipped = len(samples) - len(kept)
     if not kept:
         return {"image": torch.empty(0), "mask": torch.empty(0, dtype=torch.long), "index": torch.empty(0),
-                "skipped": skipped}
+                "skipped": skipped, "has_mask": torch.empty(0, dtype=torch.bool)}
     h = max(s["mask"].shape[0] for s in kept)
     w = max(s["mask"].shape[1] for s in kept)
     images, masks = [], []
@@ -220,8 +226,13 @@ def collate(samples: list[dict[str, Any] | None]) -> dict[str, Any]:
         dh, dw = h - s["mask"].shape[0], w - s["mask"].shape[1]
         images.append(F.pad(s["image"], (0, dw, 0, dh), value=0.0) if dh or dw else s["image"])
         masks.append(F.pad(s["mask"], (0, dw, 0, dh), value=IGNORE_INDEX) if dh or dw else s["mask"])
-    return {"image": torch.stack(images), "mask": torch.stack(masks),
-            "index": torch.tensor([s["index"] for s in kept]), "skipped": skipped}
+    batch = {"image": torch.stack(images), "mask": torch.stack(masks),
+             "index": torch.tensor([s["index"] for s in kept]), "skipped": skipped}
+    if all("has_mask" in s for s in kept):
+        batch["has_mask"] = torch.tensor([bool(s["has_mask"]) for s in kept])
+    if all(s.get("image_labels") is not None for s in kept):
+        batch["image_labels"] = torch.stack([s["image_labels"] for s in kept])
+    return batch
 
 
 def check_dataset(dataset: SegmentationDataset) -> list[str]:

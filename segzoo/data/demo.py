@@ -21,6 +21,7 @@ from .io import IGNORE_INDEX, write_mask
 
 GENERATOR_VERSION = 1
 MARKER = "segzoo-demo.json"
+LABELS_FILE = "image_labels.txt"  # every image's classes by name (image-level labels), see segzoo.data.weak
 CLASSES = ("background", "disc", "square", "triangle", "ring", "cross")
 # class -> (base RGB colour, texture); textures are functions of pixel coordinates in [-1, 1]
 LOOKS = {
@@ -145,6 +146,18 @@ def make_sample(seed: int, split: str, index: int, size: int = 64) -> tuple[np.n
     return np.clip(img, 0, 255).round().astype(np.uint8), label
 
 
+def _labels_line(stem: str, mask: np.ndarray) -> str:
+    """``stem class ...``: the classes ``mask`` shows, by name (background included)."""
+    return " ".join([stem, *(CLASSES[c] for c in np.unique(mask).tolist() if c != IGNORE_INDEX)])
+
+
+def _write_image_labels(out: Path, train: int, val: int, size: int, seed: int) -> Path:
+    """``image_labels.txt`` for a demo written before image labels were: every image's line, regenerated."""
+    lines = [_labels_line(f"{split}_{i:05d}", make_sample(seed, split, i, size)[1])
+             for split, count in (("train", train), ("val", val)) for i in range(count)]
+    return atomic_write_text("\n".join(lines) + "\n", out / LABELS_FILE)
+
+
 # What each setting may be (the CLI's option names): (least, most).
 DEMO_LIMITS = {"train": (1, 100_000), "val": (0, 100_000), "size": (16, 4096), "seed": (0, 2**63 - 1)}
 
@@ -170,6 +183,8 @@ def write_demo_dataset(out: str | os.PathLike[str], train: int = 160, val: int =
         except ValueError:
             found = None
         if found == params:
+            if not (out / LABELS_FILE).exists():  # a demo written before image labels were: add them
+                _write_image_labels(out, train, val, size, seed)
             return out
         if not (isinstance(found, dict) and found.get("complete") is False
                 and {k: v for k, v in found.items() if k != "complete"} == params):
@@ -182,13 +197,16 @@ def write_demo_dataset(out: str | os.PathLike[str], train: int = 160, val: int =
     (out / "JPEGImages").mkdir(parents=True, exist_ok=True)
     (out / "ImageSets" / "Segmentation").mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps({**params, "complete": False}, indent=1) + "\n", marker)  # ours from here on
+    labels = []
     for split, count in (("train", train), ("val", val)):
         stems = [f"{split}_{i:05d}" for i in range(count)]
         for i, stem in enumerate(stems):
             image, mask = make_sample(seed, split, i, size)
             Image.fromarray(image).save(out / "JPEGImages" / f"{stem}.jpg", quality=92)
             write_mask(mask, out / "SegmentationClass" / f"{stem}.png")
+            labels.append(_labels_line(stem, mask))
         atomic_write_text("\n".join(stems) + "\n", out / "ImageSets" / "Segmentation" / f"{split}.txt")
+    atomic_write_text("\n".join(labels) + "\n", out / LABELS_FILE)  # image-level labels (segzoo.data.weak)
     atomic_write_text("\n".join(CLASSES) + "\n", out / "class_names.txt")
     atomic_write_text(json.dumps(params, indent=1) + "\n", marker)  # last: its settings say "complete"
     return out

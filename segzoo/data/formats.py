@@ -9,6 +9,10 @@
 
 Class names come from ``class_names.txt`` (one per line, index = line number) in the root; without
 one the dataset counts the classes in the masks (``SegmentationDataset``), unless told how many.
+
+Image-level labels: an ``image_labels.txt`` (or ``.csv``) in the root lists ``stem class [class ...]`` per
+line (class names or ids). An image of the split that has no mask but is listed there is image-labelled
+(``PairList.weak``) instead of an error; images with a mask take their labels from the mask.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from ..core.files import read_text_file
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 CLASS_FILES = ("class_names.txt", "labels.txt")
+IMAGE_LABEL_FILES = ("image_labels.txt", "image_labels.csv")
 
 
 @dataclass
@@ -34,6 +39,9 @@ class PairList:
     pairs: list[tuple[Path, Path]]
     class_names: list[str] | None
     dropped: list[str] = field(default_factory=list)
+    weak: list[Path] = field(default_factory=list)  # images of the split without a mask, listed with image labels
+    image_labels: dict[str, list[str]] = field(default_factory=dict)  # stem -> its classes (names or ids), as read
+    labels_file: Path | None = None
 
 
 def find_pairs(root: str | os.PathLike[str], split: str = "train", skip_bad: bool = False) -> PairList:
@@ -50,12 +58,40 @@ def find_pairs(root: str | os.PathLike[str], split: str = "train", skip_bad: boo
         raise DataError(
             f"{root} is neither a VOC folder (JPEGImages/ + SegmentationClass/) nor a folder pair "
             f"(images/ + masks/, or {split}/images + {split}/masks); arrange it as one of these")
-    pairs, dropped = _check_pairs(listing, root, split, skip_bad)
+    labels_file, image_labels = read_image_labels(root)
+    pairs, dropped, weak = _check_pairs(listing, root, split, skip_bad, image_labels)
     if not pairs:
         raise DataError(f"split '{split}' of {root} has no usable (image, mask) pairs"
                         + (f" ({len(dropped)} skipped as bad)" if dropped else "")
+                        + (f" ({len(weak)} image-labelled only; training needs some masks)" if weak else "")
                         + "; check the split file and the folder layout")
-    return PairList(root, split, layout, pairs, names, dropped)
+    return PairList(root, split, layout, pairs, names, dropped, weak, image_labels, labels_file)
+
+
+def read_image_labels(root: Path) -> tuple[Path | None, dict[str, list[str]]]:
+    """``image_labels.txt`` (whitespace-separated) or ``.csv`` (commas) in ``root``: stem -> its class tokens.
+
+    A line is ``stem class [class ...]``; ``#`` starts a comment line; a stem with no class holds only
+    background. Tokens stay as written (names or ids): the dataset resolves them against its classes.
+    """
+    for name in IMAGE_LABEL_FILES:
+        path = root / name
+        if not path.exists():
+            continue
+        labels: dict[str, list[str]] = {}
+        text = read_text_file(path, "image labels file", DataError)
+        for number, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            fields = line.replace(",", " ").split() if path.suffix == ".csv" else line.split()
+            stem = Path(fields[0]).stem
+            if stem in labels:
+                raise DataError(f"{path} line {number}: '{stem}' is listed twice; give each image one line "
+                                "with all its classes")
+            labels[stem] = fields[1:]
+        return path, labels
+    return None, {}
 
 
 def read_class_names(root: Path) -> list[str] | None:
@@ -145,18 +181,23 @@ def _from_list_file(root: Path, split_file: Path, images: Path, masks: Path) -> 
     return out
 
 
-def _check_pairs(listing: Listing, root: Path, split: str, skip_bad: bool) -> tuple[list[tuple[Path, Path]], list[str]]:
-    pairs, dropped = [], []
+def _check_pairs(listing: Listing, root: Path, split: str, skip_bad: bool, image_labels: dict[str, list[str]]
+                 ) -> tuple[list[tuple[Path, Path]], list[str], list[Path]]:
+    pairs, dropped, weak = [], [], []
     for image, mask, source in listing:
         problem = None
         if not image.is_file():
             problem = f"image {image} (listed as '{source}' in split '{split}') does not exist"
+        elif mask is None and image.stem in image_labels:
+            weak.append(image)
+            continue
         elif mask is None:
-            problem = f"image {image} has no mask (expected a .png of the same stem in the mask folder)"
+            problem = (f"image {image} has no mask (expected a .png of the same stem in the mask folder, or "
+                       "its line in image_labels.txt to train from its image-level labels)")
         if problem is None:
             pairs.append((image, mask))
         elif skip_bad:
             dropped.append(problem)
         else:
             raise DataError(f"{problem}; add it, remove the entry from the split, or pass --skip-bad to skip it")
-    return pairs, dropped
+    return pairs, dropped, weak

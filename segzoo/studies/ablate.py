@@ -51,6 +51,7 @@ from .summary import summarize
 
 # TrainConfig fields that are not part of what a run learns, or that differ per run by design
 _NOT_RECORDED = ("out_dir", "init_from", "resume", "progress", "workers", "save_every_steps")
+WEAK_WEIGHT = 1.0  # the image-level loss weight of a study's weak variants unless train: weak_weight says
 SHARED_DECODING_BYTES = 2 << 30  # at most, decoded images the runs of a study keep in memory for each other
 
 
@@ -73,7 +74,12 @@ def run_settings(run: Run, train: dict[str, Any]) -> dict[str, Any]:
     backbone's factory takes."""
     v = run.variant
     kwargs, _ = options_for(v.backbone, train.get("backbone_kwargs") or {})
-    return {**train, "model": v.model or f"{v.backbone}-{v.head}", "seed": run.seed, "backbone_kwargs": kwargs}
+    settings = {**train, "model": v.model or f"{v.backbone}-{v.head}", "seed": run.seed, "backbone_kwargs": kwargs}
+    if v.pixel_fraction < 1:  # the image-label axes (see study.label_variants)
+        settings["pixel_fraction"] = v.pixel_fraction
+    if v.weak or "weak_weight" in train:  # train: weak_weight is the weak variants' weight, none for the others
+        settings["weak_weight"] = float(train.get("weak_weight") or WEAK_WEIGHT) if v.weak else 0.0
+    return settings
 
 
 def recorded_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -339,6 +345,8 @@ def run_one(study: Study, r: Run, settings: dict[str, Any], recorded: dict[str, 
                for h in result.history if h.val is not None]
     v = r.variant
     row = {"variant": v.name, "backbone": v.backbone, "head": v.head, "staged": v.staged, "seed": r.seed,
+           **({"pixel_fraction": v.pixel_fraction, "weak": v.weak, "paired_with": v.paired_with}
+              if v.pixel_fraction < 1 or v.weak else {}),
            "epoch": result.history[-1].epoch if result.history else None,
            "split": study.test_split or config.get("val_split") or "val",
            "selected_on": config.get("val_split") or "val",

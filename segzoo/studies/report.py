@@ -81,8 +81,11 @@ def paired_difference(variant: dict[int, float], baseline: dict[int, float]) -> 
 
 
 def baseline_name(row: dict[str, Any], names: Sequence[str], baseline: str | None, first_head: str) -> str:
-    """What ``row``'s variant is compared with: ``baseline`` if it names a variant, else that head (or the first
-    head) of the same backbone and staging, else the study's first variant."""
+    """What ``row``'s variant is compared with: the variant it is paired with (one trained with image labels: the
+    same without them), else ``baseline`` if it names a variant, else that head (or the first head) of the same
+    backbone and staging, else the study's first variant."""
+    if row.get("paired_with"):
+        return row["paired_with"]
     if baseline in names:
         return baseline
     name = f"{row['backbone']}-{baseline or first_head}" + ("-staged" if row.get("staged") else "")

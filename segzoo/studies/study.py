@@ -48,6 +48,8 @@ class Study:
     test_split: str | None = None  # report on this split; the best epoch is still chosen on validation
     train: dict[str, Any] = field(default_factory=dict)
     models: list[str] = field(default_factory=list)  # extra rows by model or recipe name (unet-classic)
+    pixel_fraction: float | list[float] = 1.0  # the share of training images keeping their masks (by seed)
+    weak: bool | list[bool] = False  # whether the others train from image labels read off their hidden masks
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> Study:
@@ -78,6 +80,14 @@ class Study:
     def stagings(self) -> list[bool]:
         return list(self.staged) if isinstance(self.staged, list) else [self.staged]
 
+    @property
+    def fractions(self) -> list[float]:
+        return list(self.pixel_fraction) if isinstance(self.pixel_fraction, list) else [self.pixel_fraction]
+
+    @property
+    def weak_values(self) -> list[bool]:
+        return list(self.weak) if isinstance(self.weak, list) else [self.weak]
+
     def seed_values(self) -> list[int]:
         base = int(self.train.get("seed") or 0)
         return list(range(base, base + self.seeds))
@@ -100,6 +110,17 @@ class Study:
         if not staged or not all(isinstance(s, bool) for s in staged) or len(set(staged)) != len(staged):
             raise SegzooError(f"'staged' must be true, false or a list of them such as [false, true], got "
                               f"{self.staged!r}")
+        fractions = self.fractions
+        if (not fractions or len(set(fractions)) != len(fractions) or not all(
+                isinstance(f, int | float) and not isinstance(f, bool) and 0 < f <= 1 for f in fractions)):
+            raise SegzooError(f"'pixel_fraction' must be a number in (0, 1] or a list of different ones such as "
+                              f"[0.1, 0.25, 1], got {self.pixel_fraction!r}")
+        weak = self.weak_values
+        if not weak or not all(isinstance(w, bool) for w in weak) or len(set(weak)) != len(weak):
+            raise SegzooError(f"'weak' must be true, false or a list of them such as [false, true], got {self.weak!r}")
+        if "pixel_fraction" in self.train:
+            raise SegzooError("train: 'pixel_fraction' is a study axis (pixel_fraction:, --pixel-fraction), set per "
+                              "variant; leave it out of train:")
         for key, least, most in (("seeds", 1, MAX_SEEDS), ("boundary_px", 1, 1024)):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
@@ -170,6 +191,9 @@ class Variant:
     staged: bool = False
     init_from: str | None = None
     model: str | None = None  # the model or recipe name a row trains, when it is not <backbone>-<head>
+    pixel_fraction: float = 1.0
+    weak: bool = False
+    paired_with: str | None = None  # the variant its difference is measured from (weak: the same without)
 
 
 @dataclass(frozen=True)
@@ -185,7 +209,34 @@ class Run:
 
 
 def plan(study: Study) -> list[Variant]:
-    """The variants in training order: per backbone, at once before staged; staged heads coarse to fine."""
+    """The variants in training order: per backbone, at once before staged; staged heads coarse to fine; each of
+    them at every pixel fraction, without and with image labels (see :func:`label_variants`)."""
+    return [v for base in _model_plan(study) for v in label_variants(study, base)]
+
+
+def label_variants(study: Study, base: Variant) -> list[Variant]:
+    """``base`` at each pixel fraction (``-px25``: 25% of the images keep masks) and, with ``weak``, also trained
+    from the others' image labels (``-weak``, compared with the same variant without). Names gain a suffix only
+    for an axis the study sets; at fraction 1 there is no image left to label, so no ``-weak`` variant."""
+    tag_px = study.fractions != [1.0]
+    out = []
+    for f in study.fractions:
+        for weak in study.weak_values:
+            if weak and f >= 1:
+                continue
+
+            def named(name: str | None, weak: bool = weak, f: float = f) -> str | None:
+                if name is None:
+                    return None
+                return name + (f"-px{f * 100:g}" if tag_px else "") + ("-weak" if weak else "")
+
+            out.append(dataclasses.replace(base, name=named(base.name), init_from=named(base.init_from),
+                                           pixel_fraction=float(f), weak=weak,
+                                           paired_with=named(base.name, False) if weak else None))
+    return out
+
+
+def _model_plan(study: Study) -> list[Variant]:
     registry = get_registry()
     variants = []
     for b in study.backbones:

@@ -15,6 +15,7 @@ import yaml
 
 from ..core.errors import SegzooError, UnknownNameError
 from ..core.files import local_path, read_text_file
+from ..core.image_loss import POOLS
 from ..core.limits import MAX_BATCH, MAX_EPOCHS, MAX_WORKERS
 from .optim import optimizer_defaults
 from .presets import resolve_preset
@@ -78,6 +79,15 @@ class TrainConfig:
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over all processes (SyncBatchNorm)
     tensorboard: bool = False  # also write TensorBoard logs (out_dir/tensorboard; needs segzoo[tb])
     compile: bool = False  # torch.compile (inductor) the training forward; off unless asked: docs/performance.md
+    # Image-level labels (docs/weak-labels.md): images known only by the classes they hold, trained beside masks.
+    weak_data: str | None = None  # an image-labelled set in ImageFolder layout (DIR/<class>/<image>)
+    pixel_fraction: float = 1.0  # the share of the training images that keep their masks (chosen by seed)
+    weak_weight: float = 0.0  # weight of the image-level loss; 0: image-labelled images are not trained on
+    weak_pool: str = "max"  # how class scores are pooled over an image: max, lse or topk
+    weak_temperature: float = 5.0  # r of --weak-pool lse
+    weak_topk: float = 0.1  # the fraction of pixels --weak-pool topk averages
+    weak_suppress: float = 0.0  # weight of the per-pixel suppression of classes absent from the image
+    weak_ratio: float = 0.5  # the share of each batch that is image-labelled
 
     # Settings a resumed run may change; everything else comes from the checkpoint, so the run goes on as itself.
     RUNTIME: ClassVar[tuple[str, ...]] = ("out_dir", "epochs", "device", "amp", "workers", "progress", "resume",
@@ -147,6 +157,8 @@ class TrainConfig:
         if self.early_stop and self.val_split is None:
             raise SegzooError(f"--early-stop {self.early_stop} watches validation mean IU, but validation is off "
                               "(--val-split none); give a --val-split, or leave --early-stop out")
+        if self.weak_pool not in self.WEAK_POOLS:
+            raise SegzooError(f"--weak-pool must be one of {', '.join(self.WEAK_POOLS)}, got {_shown(self.weak_pool)}")
         if isinstance(self.class_weights, str) and self.class_weights != "auto":
             raise SegzooError(f"--class-weights {self.class_weights!r}: give 'auto' (median-frequency balancing) or "
                               "one number per class, e.g. --class-weights 1,2,2")
@@ -172,8 +184,18 @@ class TrainConfig:
     FLOAT_RANGES: ClassVar[dict[str, tuple[float, bool, float | None, bool]]] = {
         "lr": (0.0, True, None, False), "weight_decay": (0.0, False, None, False), "momentum": (0.0, False, 1.0, True),
         "min_delta": (0.0, False, None, False), "save_every_minutes": (0.0, False, None, False),
+        "pixel_fraction": (0.0, True, 1.0, False),
+        "weak_weight": (0.0, False, None, False), "weak_temperature": (0.0, True, None, False),
+        "weak_topk": (0.0, True, 1.0, False), "weak_suppress": (0.0, False, None, False),
+        "weak_ratio": (0.0, True, 1.0, True),
     }
+    WEAK_POOLS: ClassVar[tuple[str, ...]] = POOLS
     MAX_SCALE: ClassVar[float] = 8.0
+
+    @property
+    def trains_image_labels(self) -> bool:
+        """Whether image-labelled images join the training batches (their loss has a weight)."""
+        return self.weak_weight > 0
 
     def resolved(self, per_model: bool = True) -> TrainConfig:
         """The settings a run uses: each one left at None takes the preset's value, then its fallback.

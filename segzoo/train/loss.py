@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from ..api import get_registry
 from ..core.batch import Batch
 from ..core.errors import PluginError, SegzooError
+from ..core.image_loss import image_level_loss, pool_scores
 from ..core.model import IGNORE_INDEX
 from ..zoo.registry import BUILTIN_LOSS, call_plugin
 
@@ -119,3 +120,30 @@ class _PluginLoss:
             raise PluginError(f"loss '{self.name}' from {self.source} returned {shape}, not a scalar tensor; "
                               "reduce it to one number")
         return loss
+
+
+class WithImageLabels:
+    """The run's pixel loss plus ``weight`` times the image-level loss (:mod:`segzoo.core.image_loss`) of the
+    samples without a mask: ``--weak-weight`` > 0. Both terms are kept apart (``pixel``, ``image``) so each can
+    be read, and tested, alone."""
+
+    def __init__(self, pixel: Loss, weight: float, pool: str = "max", temperature: float = 5.0, topk: float = 0.1,
+                 suppress: float = 0.0):
+        pool_scores(torch.zeros(1, 1, 1, 1), pool, temperature, topk)  # a bad option fails before training
+        self.pixel, self.weight = pixel, float(weight)
+        self.options = {"pool": pool, "temperature": temperature, "topk": topk, "suppress": suppress}
+
+    def image(self, scores: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return image_level_loss(scores, batch, **self.options)
+
+    def __call__(self, scores: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.pixel(scores, batch) + self.weight * self.image(scores, batch)
+
+
+def with_image_labels(cfg: Any, pixel: Loss) -> Loss:
+    """The loss a run trains with: its ``pixel`` loss (``cfg.loss``: the built-in cross-entropy or a plugin's),
+    with the image-level term added when ``cfg.weak_weight`` > 0 (docs/weak-labels.md)."""
+    if not cfg.weak_weight:
+        return pixel
+    return WithImageLabels(pixel, cfg.weak_weight, cfg.weak_pool, cfg.weak_temperature, cfg.weak_topk,
+                           cfg.weak_suppress)

@@ -15,7 +15,8 @@ class EpochRecord:
     """One epoch of a run: a line of metrics.jsonl, a row of metrics.csv, an entry of the checkpoint's history.
 
     ``val`` holds the validation metrics (segzoo.train.metrics.summarize's dict) of an epoch that was
-    validated, else None.
+    validated, else None. The counts by kind of label are written only for an epoch that had image-labelled
+    samples, so a run from masks alone logs as it always has.
     """
 
     epoch: int
@@ -27,12 +28,16 @@ class EpochRecord:
     images: int
     skipped: int = 0
     val: dict[str, Any] | None = None
+    mask_samples: int = 0  # of ``images``, those with a pixel mask
+    image_samples: int = 0  # of ``images``, those with image-level labels only (docs/weak-labels.md)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, without ``val`` when the epoch was not validated (as metrics.jsonl has always read)."""
         d = dataclasses.asdict(self)
         if d["val"] is None:
             del d["val"]
+        if not d["image_samples"]:
+            del d["mask_samples"], d["image_samples"]
         return d
 
     @classmethod

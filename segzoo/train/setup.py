@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +34,22 @@ from ..data import (
 from ..data.demo import write_demo_dataset
 from ..data.formats import PairList
 from ..data.label_map import LabelMap, load_label_map
+from ..data.sampler import MixedSampler, weak_per_batch
 from ..data.stats import normalization_for
 from ..data.transforms import MirrorToWindow
+from ..data.weak import (
+    ImageLabelDataset,
+    MixedDataset,
+    WeakItem,
+    folder_items,
+    hide_masks,
+    listed_items,
+    unknown_classes_error,
+)
 from . import runtime as rtm
 from .class_weights import auto_class_weights
 from .config import TrainConfig
-from .loss import Loss, make_loss
+from .loss import Loss, make_loss, with_image_labels
 from .optim import make_optimizer, make_scheduler
 from .presets import resolve_preset
 from .run_folder import LOCK_NAME, run_files
@@ -96,6 +106,8 @@ class RunSplits:
     class_names: list[str]
     num_classes: int
     label_map: LabelMap | None = None  # dataset ids -> training ids (--label-map)
+    weak: list[WeakItem] = field(default_factory=list)  # image-labelled training images (docs/weak-labels.md)
+    hidden: int = 0  # training images whose masks --pixel-fraction hid (in ``weak`` with their classes)
 
 
 def find_splits(cfg: TrainConfig, data: Path) -> RunSplits:
@@ -109,7 +121,44 @@ def find_splits(cfg: TrainConfig, data: Path) -> RunSplits:
     # checks classes before any model is built
     probe = SegmentationDataset(pairs["train"], num_classes, label_map=label_map)
     check_class_weights(cfg.class_weights, probe.class_names)
-    return RunSplits(pairs, list(probe.class_names), probe.num_classes, label_map)
+    names = list(probe.class_names)
+    pairs["train"], hidden = hide_masks(pairs["train"], cfg.pixel_fraction, cfg.seed, probe.num_classes, label_map)
+    splits = RunSplits(pairs, names, probe.num_classes, label_map, hidden=len(hidden))
+    if cfg.trains_image_labels:  # otherwise image-labelled images are not read, nor their class names checked
+        splits.weak = image_labelled(cfg, pairs["train"], names, label_map) + hidden
+    return splits
+
+
+def image_labelled(cfg: TrainConfig, pairs: PairList, names: list[str], label_map: LabelMap | None) -> list[WeakItem]:
+    """The image-labelled images of the training split (image_labels.txt) and of ``--weak-data``; a class name
+    that maps to nothing is an error naming where it was written."""
+    weak, unknown = listed_items(pairs, names, label_map)
+    if unknown:
+        raise unknown_classes_error(unknown, str(pairs.labels_file), names)
+    if cfg.weak_data:
+        more, unknown = folder_items(cfg.weak_data, names, label_map)
+        if unknown:
+            raise unknown_classes_error(unknown, f"--weak-data {cfg.weak_data} (its folder names)", names)
+        weak += more
+    return weak
+
+
+def describe_kinds(cfg: TrainConfig, splits: RunSplits) -> str | None:
+    """What the run trains on, by kind of label: one line for the log (None for a run of masks alone, which logs
+    as it always has)."""
+    listed = len(splits.pairs["train"].weak) + splits.hidden
+    if not (cfg.trains_image_labels or listed):
+        return None
+    pixel = len(splits.pairs["train"].pairs)
+    text = f"training images: {pixel} with masks"
+    if cfg.pixel_fraction < 1:
+        text += f" (--pixel-fraction {cfg.pixel_fraction:g}: {splits.hidden} more have their masks hidden)"
+    if cfg.trains_image_labels:
+        return text + (f", {len(splits.weak)} image-labelled (--weak-weight {cfg.weak_weight:g}, pool "
+                       f"{cfg.weak_pool}, {weak_per_batch(cfg.batch_size, cfg.weak_ratio)} of every {cfg.batch_size} "
+                       "samples a batch)" if splits.weak else "; no image-labelled images, so --weak-weight "
+                       "changes nothing")
+    return text + f"; {listed} image-labelled ones are not trained on (--weak-weight 0)"
 
 
 @dataclass
@@ -118,10 +167,11 @@ class RunData:
 
     train_set: SegmentationDataset
     val_set: SegmentationDataset | None
-    sampler: ShardedSampler
+    sampler: ShardedSampler | MixedSampler
     loader: DataLoader
     val_loader: DataLoader | None
     steps_per_epoch: int
+    weak_set: ImageLabelDataset | None = None  # the image-labelled images the loader mixes in, if any
 
 
 def make_data(cfg: TrainConfig, rt: rtm.Runtime, splits: RunSplits, normalization: dict[str, Any],
@@ -136,11 +186,20 @@ def make_data(cfg: TrainConfig, rt: rtm.Runtime, splits: RunSplits, normalizatio
                                     cfg.skip_bad, cfg.seed, label_map=splits.label_map)
     val_set = (SegmentationDataset(pairs["val"], splits.num_classes, eval_transform(normalization, window),
                                    cfg.skip_bad, label_map=splits.label_map) if "val" in pairs else None)
-    sampler = ShardedSampler(len(train_set), True, cfg.seed, rt.rank, rt.world_size, pad=True, tag_epoch=True)
-    loader = make_loader(train_set, sampler, cfg.batch_size, cfg.workers, pin_memory=rt.device.type == "cuda",
+    sampler: ShardedSampler | MixedSampler
+    weak_set, source = None, train_set
+    if cfg.trains_image_labels and splits.weak:  # both kinds in every batch; an epoch is one pass over the masks
+        weak_set = ImageLabelDataset(splits.weak, splits.num_classes, train_set.transform, cfg.seed)
+        source = MixedDataset(train_set, weak_set)
+        sampler = MixedSampler(len(train_set), len(weak_set), cfg.batch_size, cfg.weak_ratio, cfg.seed, rt.rank,
+                               rt.world_size, tag_epoch=True)
+    else:
+        sampler = ShardedSampler(len(train_set), True, cfg.seed, rt.rank, rt.world_size, pad=True, tag_epoch=True)
+    loader = make_loader(source, sampler, cfg.batch_size, cfg.workers, pin_memory=rt.device.type == "cuda",
                          seed=cfg.seed)
     val_loader = eval_loader(val_set, rt, cfg.batch_size, cfg.workers, cfg.seed) if val_set else None
-    return RunData(train_set, val_set, sampler, loader, val_loader, math.ceil(len(sampler) / cfg.batch_size))
+    return RunData(train_set, val_set, sampler, loader, val_loader, math.ceil(len(sampler) / cfg.batch_size),
+                   weak_set)
 
 
 def eval_loader(dataset: SegmentationDataset, rt: rtm.Runtime, batch_size: int = 1, workers: int = 0,
@@ -199,6 +258,9 @@ def build_run(cfg: TrainConfig, rt: rtm.Runtime, out: Path, resuming: bool = Fal
     for p in splits.pairs.values():
         if p.dropped:
             log(f"skipped {len(p.dropped)} bad entries of split '{p.split}', e.g.: {p.dropped[0]}")
+    kinds = describe_kinds(cfg, splits)
+    if kinds:
+        log(kinds)
     run_data = make_data(cfg, rt, splits, model.normalization, window_transform(model))
     model.to(rt.device)
     if rt.channels_last:
@@ -210,7 +272,7 @@ def build_run(cfg: TrainConfig, rt: rtm.Runtime, out: Path, resuming: bool = Fal
         convert_sync_bn(model, rt, log)
     weights = class_weights(cfg, rt, run_data.train_set, out, log)
     weight = torch.tensor(weights, dtype=torch.float32, device=rt.device) if weights else None
-    criterion = make_loss(cfg.loss, weight, cfg.loss_reduction, cfg.loss_kwargs)
+    criterion = with_image_labels(cfg, make_loss(cfg.loss, weight, cfg.loss_reduction, cfg.loss_kwargs))
     net = (DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
            if rt.distributed else model)
     if cfg.compile:  # the forward (and so its backward) through inductor; the model itself is what gets saved

@@ -281,7 +281,8 @@ class Trainer:
             epoch=self.epoch + 1, step=self.step,
             train_loss=self.partial["loss_sum"] / images if images else float("nan"),
             lr=self.parts.optimizer.param_groups[0]["lr"], images_per_s=images / secs if secs else 0.0, time_s=secs,
-            images=images, skipped=self.partial["skipped"])
+            images=images, skipped=self.partial["skipped"], mask_samples=self.partial.get("mask_samples", 0),
+            image_samples=self.partial.get("image_samples", 0))
         last_epoch = self.epoch + 1 == cfg.epochs
         if self.parts.data.val_loader is not None and ((self.epoch + 1) % cfg.eval_every == 0 or last_epoch):
             record.val = self.validate()
@@ -296,6 +297,8 @@ class Trainer:
         self.log(f"epoch {record.epoch}/{cfg.epochs}  loss {record.train_loss:.4f}  "
                  f"{record.images_per_s:.1f} img/s  {record.time_s:.0f}s"
                  + (f"  {record.skipped} skipped (bad samples)" if record.skipped else "")
+                 + (f"  samples: {record.mask_samples} with masks, {record.image_samples} image-labelled"
+                    if record.image_samples else "")
                  + (f"  val: {summary_line(record.val)}" + ("  (best)" if is_best else "") if record.val is not None
                     else ""))
         # the checkpoints first, then the logs: a save that fails (a full disk) leaves logs that do not claim an
