@@ -4,14 +4,18 @@ the edge (argparse types that name the valid range), so a bad value is one line 
 from __future__ import annotations
 
 import argparse
+import json
 import math
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 
 from ..core.errors import SegzooError
+from ..core.files import atomic_write_text
 from ..studies.summary import parse_input_size
 
 
@@ -84,7 +88,7 @@ def input_size(text: str, flag: str = "--input") -> tuple[int, int, int]:
     return c, h, w
 
 
-def check_new_file(path: str, force: bool, flag: str = "--out") -> None:
+def check_new_file(path: str | os.PathLike[str], force: bool, flag: str = "--out") -> None:
     """Refuse to replace an existing file (segzoo never overwrites what it did not just write) unless ``--force``;
     a folder is never a file to write."""
     p = Path(path)
@@ -92,3 +96,63 @@ def check_new_file(path: str, force: bool, flag: str = "--out") -> None:
         raise SegzooError(f"{flag} {path} is a folder; name the file to write, e.g. {Path(path) / 'model.pt'}")
     if p.exists() and not force:
         raise SegzooError(f"{path} exists; segzoo does not replace it: pass --force to replace it, or another name")
+
+
+# -- --json FILE|- : one implementation for every command that reports ------------------------------------------
+STDOUT = "-"
+
+
+def add_json_option(p: argparse.ArgumentParser, what: str, force: bool = True, default: str = "") -> None:
+    """``--json FILE`` (``-`` = standard output, where the table then goes to standard error) and, unless the
+    command has its own, ``--force`` to replace an existing FILE."""
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help=f"write {what} as JSON to FILE, or to standard output with '-' (the human-readable text then "
+                        f"goes to standard error){default}; an existing FILE is refused unless --force")
+    if force:
+        p.add_argument("--force", action="store_true", help="replace the --json file if it exists (default: refuse)")
+
+
+def human(args: argparse.Namespace) -> TextIO:
+    """Where the human-readable text goes: standard error while the JSON holds standard output, else stdout."""
+    return sys.stderr if getattr(args, "json", None) == STDOUT else sys.stdout
+
+
+def check_json_target(path: str | None, force: bool, inputs: Iterable[str | os.PathLike[str] | None] = (),
+                      outputs: Iterable[str | os.PathLike[str] | None] = ()) -> None:
+    """Refuse, before any work, a ``--json`` file that would replace something: an existing file without
+    ``--force``, a folder, and (even with ``--force``) one of the command's own input files or other outputs."""
+    if path is None or path == STDOUT:
+        return
+    target = Path(path)
+    for given, what in [*((i, "inputs") for i in inputs), *((o, "outputs") for o in outputs)]:
+        if given is None or str(given) == STDOUT:
+            continue
+        other = Path(given)
+        if (what == "outputs" or other.is_file()) and _same_file(target, other):
+            raise SegzooError(f"--json {path} is one of this command's {what} ({given}); name another file")
+    check_new_file(path, force, flag="--json")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """The same path, or two names of one existing file (a link)."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except (OSError, RuntimeError):
+        return False
+
+
+def write_json(path: str | None, data: Any, force: bool) -> Path | None:
+    """Write ``data`` as JSON to ``path`` (temp + rename, never replacing a file that appeared meanwhile unless
+    ``force``), or to standard output for ``-``; returns the file written, if any."""
+    if path is None:
+        return None
+    text = json.dumps(data, indent=1, default=str) + "\n"
+    if path == STDOUT:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return None
+    try:
+        return atomic_write_text(text, path, overwrite=force)
+    except FileExistsError:
+        raise SegzooError(f"{path} exists; segzoo does not replace it: pass --force to replace it, or another name")\
+            from None

@@ -66,9 +66,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--loss-fn", dest="loss_fn", default=None, metavar="NAME",
       help="the training loss: cross-entropy (default, built in) or one a plugin registered (Dice, focal...)")
     a("--loss-opt", action="append", default=[], metavar="KEY=VALUE", help="an option of --loss-fn's loss (repeatable)")
-    a("--label-map", default=None, metavar="FILE.yaml",
+    a("--label-map", default=None, metavar="FILE.yaml|NAME",
       help="remap the dataset's label ids to training ids: a YAML mapping dataset_id: training_id (ids not listed "
-           "become 255, void) with an optional names: list; docs/label-maps/ has Cityscapes and ADE20K")
+           "become 255, void) with an optional names: list, or a map that ships with segzoo by name: cityscapes, "
+           "ade20k")
     a("--backbone-weights", default=None, metavar="FILE|imagenet",
       help="a local ImageNet classifier state dict, or imagenet: torchvision's (vgg16, alexnet) or timm's "
            "pretrained weights from their caches (TORCH_HOME, HF_HOME), fetched once if online; SEGZOO_OFFLINE=1 "
