@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         model = create_model(args.model, num_classes=args.num_classes)
     recipe = model.recipe
-    size = given_size or tuple(recipe.input_size or DEFAULT_INPUT_SIZE)
+    c, h, w = given_size or (recipe.input_size or DEFAULT_INPUT_SIZE)
+    size = (c, h, w)
     result = benchmark(
         model, size, batch_size=args.batch_size, device=args.device, dtype=args.dtype, mode=args.mode,
         warmup=args.warmup, iters=args.iters, channels_last=args.channels_last, winograd=args.winograd, gemm=args.gemm,

@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    size = input_size(args.input) if args.input else None
+    given = input_size(args.input) if args.input else None
     if args.out:
         check_new_file(args.out, args.force)
     check_json_target(args.json, args.force, inputs=[args.weights, args.backbone_weights],
@@ -60,10 +60,10 @@ def run(args: argparse.Namespace) -> int:
                          head_kwargs=parse_options(args.head_opt, "--head-opt"), geometry=args.geometry,
                          weights=args.weights)
     r = model.recipe
-    size = size or tuple(r.input_size or DEFAULT_INPUT_SIZE)
+    size = given or tuple(r.input_size or DEFAULT_INPUT_SIZE)
     s = summarize(model, (1, *size))
     strides = " + ".join(str(x) for x in model.head.strides)
-    rows = [
+    rows: list[list[object]] = [
         ["model", r.name],
         ["backbone", f"{r.backbone}  (plugin {r.backbone_plugin}, {r.backbone_dist})"],
         ["head", f"{r.head}  (plugin {r.head_plugin}, {r.head_dist})"],

@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     listed: dict[str, Any] = {"segzoo": __version__}
     for kind in ("backbone", "head", "recipe", "preset", "weight layout", "loss"):
-        rows, records = [], []
+        rows: list[list[str]] = []
+        records: list[dict[str, Any]] = []
         if kind == "loss":  # the default, built into the trainer rather than registered
             rows.append([BUILTIN_LOSS, "-", "segzoo (built in)", "pixel-wise cross-entropy, the default"])
             records.append({"name": BUILTIN_LOSS, "plugin": None, "distribution": "segzoo (built in)",

@@ -146,14 +146,16 @@ def _from_list_file(root: Path, split_file: Path, images: Path, masks: Path) -> 
 
 
 def _check_pairs(listing: Listing, root: Path, split: str, skip_bad: bool) -> tuple[list[tuple[Path, Path]], list[str]]:
-    pairs, dropped = [], []
+    pairs: list[tuple[Path, Path]] = []
+    dropped: list[str] = []
     for image, mask, source in listing:
-        problem = None
+        problem: str | None = None
         if not image.is_file():
             problem = f"image {image} (listed as '{source}' in split '{split}') does not exist"
         elif mask is None:
             problem = f"image {image} has no mask (expected a .png of the same stem in the mask folder)"
         if problem is None:
+            assert mask is not None  # a missing mask is a problem above
             pairs.append((image, mask))
         elif skip_bad:
             dropped.append(problem)

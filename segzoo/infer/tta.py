@@ -30,7 +30,8 @@ class TTA:
 
 def parse_tta(specs: Sequence[str] | None) -> TTA:
     """``["flip", "scales=0.75,1,1.25"]`` (also comma-joined: ``"flip,scales=..."`` is not, use two flags)."""
-    flip, scales = False, (1.0,)
+    flip = False
+    scales: tuple[float, ...] = (1.0,)
     for spec in specs or ():
         spec = spec.strip()
         if spec == "flip":
@@ -56,7 +57,7 @@ def tta_probs(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta:
     once normalized) and the padding cropped from its scores.
     """
     h, w = x.shape[-2:]
-    total = None
+    total: torch.Tensor | None = None
     for scale in tta.scales:
         xs = x if scale == 1.0 else F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
         for flipped in ((False, True) if tta.flip else (False,)):
@@ -66,6 +67,7 @@ def tta_probs(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta:
             if p.shape[-2:] != (h, w):
                 p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
             total = p if total is None else total.add_(p)
+    assert total is not None  # a TTA has at least one view
     return total.div_(tta.views)
 
 

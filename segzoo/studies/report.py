@@ -74,7 +74,7 @@ def paired_difference(variant: dict[int, float], baseline: dict[int, float]) -> 
 def baseline_name(row: dict[str, Any], names: Sequence[str], baseline: str | None, first_head: str) -> str:
     """What ``row``'s variant is compared with: ``baseline`` if it names a variant, else that head (or the first
     head) of the same backbone and staging."""
-    if baseline in names:
+    if baseline is not None and baseline in names:
         return baseline
     return f"{row['backbone']}-{baseline or first_head}" + ("-staged" if row.get("staged") else "")
 

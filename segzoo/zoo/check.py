@@ -109,8 +109,8 @@ def check_head(registry: Registry, entry: Entry, num_classes: int) -> list[Check
         assert isinstance(head, Head), f"the factory returned a {type(head).__name__}, not a segzoo.Head"
         got = tuple(getattr(head, "strides", ()))
         assert got == entry.strides, f"registered with strides {list(entry.strides)}, built with {list(got)}"
-        got = head.num_classes
-        assert got == num_classes, f"asked for {num_classes} classes, got head.num_classes={got}"
+        classes = head.num_classes
+        assert classes == num_classes, f"asked for {num_classes} classes, got head.num_classes={classes}"
         return SegmentationModel(backbone, head, Recipe(backbone="synthetic", head=entry.name,
                                                         num_classes=num_classes))
 
