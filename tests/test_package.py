@@ -152,3 +152,49 @@ def test_the_sdist_ships_what_its_tests_read(tmp_path):
                      "LICENSE", "README.md", "segzoo/data/label_maps/cityscapes.yaml", "segzoo/py.typed"]
     missing = [f for f in read_by_tests if f not in shipped]
     assert not missing, missing
+
+
+def _imports(top_level_only: bool) -> dict[str, set[str]]:
+    """Third-party top-level modules imported by segzoo and the built-in plugins -> the files importing them."""
+    import ast
+
+    found: dict[str, set[str]] = {}
+    for path in [*(ROOT / "segzoo").rglob("*.py"), *(ROOT / "plugins").rglob("*.py")]:
+        tree = ast.parse(path.read_text())
+        nodes = tree.body if top_level_only else list(ast.walk(tree))
+        for node in nodes:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in ("segzoo", "segzoo_plugins"):
+                    found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_every_imported_dependency_is_declared_and_optional_ones_are_imported_lazily():
+    """Each third-party import is a declared dependency (its distribution, by importlib.metadata); one declared only
+    in an extra is never imported at a module's top level, so segzoo imports without it."""
+    import re
+    from importlib.metadata import packages_distributions
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def names(reqs: list[str]) -> set[str]:
+        return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in reqs}
+
+    required = names(project["dependencies"])
+    extras = {k: names(v) for k, v in project["optional-dependencies"].items() if k != "dev"}
+    optional = set().union(*extras.values())
+    dists = packages_distributions()
+    undeclared, eager = [], []
+    top_level = _imports(top_level_only=True)
+    for module, files in sorted(_imports(top_level_only=False).items()):
+        dist = {d.lower().replace("_", "-") for d in dists.get(module, [module])}
+        if not dist & (required | optional):
+            undeclared.append(f"{module} ({', '.join(sorted(files))})")
+        elif not dist & required and module in top_level:
+            eager.append(f"{module} ({', '.join(sorted(top_level[module]))})")
+    assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
+    assert not eager, f"optional dependencies imported at module level (import them inside the function): {eager}"
