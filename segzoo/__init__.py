@@ -18,6 +18,7 @@ from .api import (
     load_model,
     save_model,
 )
+from .core.batch import Batch, Window
 from .core.errors import (
     CheckpointError,
     DataError,
@@ -39,9 +40,9 @@ from .zoo.contract import assert_contract, run_contract
 
 __all__ = [
     "__version__",
-    "CAFFE_NORM", "GEOMETRIES", "IMAGENET_NORM", "Backbone", "CheckpointError", "DataError", "FeatureInfo",
+    "CAFFE_NORM", "GEOMETRIES", "IMAGENET_NORM", "Backbone", "Batch", "CheckpointError", "DataError", "FeatureInfo",
     "GeometryError", "Head", "InputError", "PluginError", "Preset", "Recipe", "SegmentationModel", "SegzooError",
-    "TrainingError", "UnknownNameError", "WeightLayout", "assert_contract", "assert_plugin_passes", "build",
+    "TrainingError", "UnknownNameError", "WeightLayout", "Window", "assert_contract", "assert_plugin_passes", "build",
     "check_fits", "convert", "create_model", "get_registry", "hf_hub_file", "hookimpl", "list_backbones",
     "list_heads", "list_models", "list_presets", "load_classifier_weights", "build_convolutionalized",
     "load_fitting", "load_model",

@@ -12,6 +12,7 @@ from torch import nn
 import segzoo
 from segzoo.core.errors import CheckpointError, SegzooError, TrainingError
 from segzoo.train import TrainConfig, cross_entropy, init_from_checkpoint, make_optimizer, make_scheduler, train
+from segzoo.train import setup as train_setup
 from segzoo.train import trainer as trainer_module
 
 TINY = {"model": "alexnet-fcn8s", "backbone_kwargs": {"fc_channels": 32}, "input_size": 64, "batch_size": 4,
@@ -235,14 +236,14 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, de
     cfg = tiny(tmp_path, demo_data, epochs=1, val_split=None)
     train(cfg, log=lambda _: None)
     before = (tmp_path / "run" / "last.pt").read_bytes()
-    monkeypatch.setattr(trainer_module, "make_loss", lambda *a, **k: lambda s, t: torch.tensor(float("nan")))
+    monkeypatch.setattr(train_setup, "make_loss", lambda *a, **k: lambda s, b: torch.tensor(float("nan")))
     with pytest.raises(TrainingError, match=r"loss became nan at epoch 2.*last\.pt.*lower --lr"):
         train(tiny(tmp_path, demo_data, epochs=2, val_split=None, resume=True), log=lambda _: None)
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
 
 
 def test_a_non_finite_loss_before_any_checkpoint_says_there_is_none(tmp_path, demo_data, monkeypatch):
-    monkeypatch.setattr(trainer_module, "make_loss", lambda *a, **k: lambda s, t: torch.tensor(float("inf")))
+    monkeypatch.setattr(train_setup, "make_loss", lambda *a, **k: lambda s, b: torch.tensor(float("inf")))
     with pytest.raises(TrainingError) as info:
         train(tiny(tmp_path, demo_data, epochs=1, val_split=None), log=lambda _: None)
     message = str(info.value)
@@ -269,14 +270,9 @@ def test_staged_init_16s_from_32s_predicts_what_32s_did(tmp_path):
 
 # -- gradient accumulation and SyncBatchNorm ---------------------------------------------------------
 def test_accumulation_groups_and_the_short_last_group():
-    from types import SimpleNamespace
+    from segzoo.train.step import accumulation_group
 
-    from segzoo.train.trainer import Trainer
-
-    groups = []
-    for b in range(5):
-        fake = SimpleNamespace(cfg=SimpleNamespace(accumulate=2), batches_done=b, batches_per_epoch=5)
-        groups.append(Trainer.accumulation_group(fake))
+    groups = [accumulation_group(b, 2, 5) for b in range(5)]
     assert groups == [(2, False), (2, True), (2, False), (2, True), (1, True)]
 
 
@@ -304,7 +300,6 @@ def test_sync_bn_converts_batchnorm_and_keeps_the_model():
     from types import SimpleNamespace
 
     from segzoo.train import runtime as rtm
-    from segzoo.train.trainer import Trainer
 
     model = segzoo.create_model("timm-resnet18-fcn32s", num_classes=3)
     keys = list(model.state_dict())
@@ -312,7 +307,6 @@ def test_sync_bn_converts_batchnorm_and_keeps_the_model():
     assert isinstance(model, segzoo.SegmentationModel) and model.recipe.backbone == "timm-resnet18"
     assert sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules()) == 20
     assert list(model.state_dict()) == keys  # checkpoints keep their keys
-    fake = SimpleNamespace(rt=SimpleNamespace(distributed=True, device=torch.device("cpu"), world_size=2),
-                           model=model, log=print)
+    rt = SimpleNamespace(distributed=True, device=torch.device("cpu"), world_size=2)
     with pytest.raises(SegzooError, match="--sync-bn needs CUDA GPUs"):
-        Trainer.convert_sync_bn(fake)
+        train_setup.convert_sync_bn(model, rt, print)

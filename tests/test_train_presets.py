@@ -16,7 +16,7 @@ from segzoo.studies.ablate import run_study
 from segzoo.studies.study import Study
 from segzoo.train import TrainConfig
 from segzoo.train import runtime as rtm
-from segzoo.train import trainer as trainer_module
+from segzoo.train import setup as train_setup
 from segzoo.train.optim import optimizer_defaults
 from segzoo.train.presets import resolve_preset
 from segzoo.train.trainer import Trainer
@@ -72,16 +72,16 @@ def upsamplings(model) -> tuple[list[torch.nn.Parameter], list[torch.nn.Paramete
 
 
 def check_optimizer(t: Trainer, preset: dict) -> None:
-    weights, biases = t.optimizer.param_groups
-    assert isinstance(t.optimizer, torch.optim.SGD)
+    weights, biases = t.parts.optimizer.param_groups
+    assert isinstance(t.parts.optimizer, torch.optim.SGD)
     assert (weights["lr"], weights["momentum"], weights["weight_decay"]) == (
         preset["lr"], preset["momentum"], preset["weight_decay"])
     # the "paper" optimizer: Caffe's lr_mult 2 and decay_mult 0 for biases
     assert biases["lr"] == pytest.approx(preset["lr"] * 2.0)
     assert (biases["momentum"], biases["weight_decay"]) == (preset["momentum"], 0.0)
     assert all(p.ndim == 1 for p in biases["params"]) and all(p.ndim > 1 for p in weights["params"])
-    trainable = {id(p) for p in t.model.parameters() if p.requires_grad}
-    assert {id(p) for g in t.optimizer.param_groups for p in g["params"]} == trainable
+    trainable = {id(p) for p in t.parts.model.parameters() if p.requires_grad}
+    assert {id(p) for g in t.parts.optimizer.param_groups for p in g["params"]} == trainable
 
 
 @pytest.mark.parametrize("name, model, fixed", [("paper-heavy", "alexnet-fcn16s", "all"),
@@ -90,12 +90,12 @@ def check_optimizer(t: Trainer, preset: dict) -> None:
 def test_a_preset_sets_the_optimizer_loss_geometry_and_head(tmp_path, demo_data, monkeypatch, name, model, fixed):
     preset = resolve_preset(name, model)
     fresh, logs = trainer(tiny(tmp_path, demo_data, model=model, preset=name))
-    assert fresh.cfg.batch_size == preset["batch_size"] and fresh.loader.batch_size == preset["batch_size"]
+    assert fresh.cfg.batch_size == preset["batch_size"] and fresh.parts.data.loader.batch_size == preset["batch_size"]
     check_optimizer(fresh, preset)
-    assert fresh.model.recipe.geometry == "caffe" and fresh.model.backbone.features[0].padding == (100, 100)
-    assert fresh.model.normalization["bgr"]  # the caffe nets' BGR 0-255 input
-    assert not fresh.model.head.score_fr.weight.any() and not fresh.model.head.score_fr.bias.any()
-    final, twice = upsamplings(fresh.model)
+    assert fresh.parts.model.recipe.geometry == "caffe" and fresh.parts.model.backbone.features[0].padding == (100, 100)
+    assert fresh.parts.model.normalization["bgr"]  # the caffe nets' BGR 0-255 input
+    assert not fresh.parts.model.head.score_fr.weight.any() and not fresh.parts.model.head.score_fr.bias.any()
+    final, twice = upsamplings(fresh.parts.model)
     assert final and not any(p.requires_grad for p in final)
     assert all(p.requires_grad == (fixed == "final") for p in twice)
     assert len(twice) == (1 if model.endswith("16s") else 0)
@@ -109,22 +109,22 @@ def test_a_preset_sets_the_optimizer_loss_geometry_and_head(tmp_path, demo_data,
         assert staged == []
 
     reductions = []
-    real_make_loss = trainer_module.make_loss
+    real_make_loss = train_setup.make_loss
 
     def spy(name, weight, reduction, options):  # the loss the trainer makes, recording its reduction per step
         loss = real_make_loss(name, weight, reduction, options)
-        return lambda scores, target: reductions.append(reduction) or loss(scores, target)
+        return lambda scores, batch: reductions.append(reduction) or loss(scores, batch)
 
-    monkeypatch.setattr(trainer_module, "make_loss", spy)
+    monkeypatch.setattr(train_setup, "make_loss", spy)
     t, logs = trainer(tiny(tmp_path, demo_data, model=model, preset=name, batch_size=2, stop_at_step=2), run=True)
     assert reductions == [preset["loss_reduction"]] * 2
     assert any(line.startswith(f"preset {name}: batch 2, loss {preset['loss_reduction']}, SGD lr {preset['lr']:g} "
                                f"momentum {preset['momentum']:g}") for line in logs)
-    after = dict(t.model.named_parameters())
-    for key, p in fresh.model.named_parameters():  # the fixed upsamplings are still exactly bilinear
+    after = dict(t.parts.model.named_parameters())
+    for key, p in fresh.parts.model.named_parameters():  # the fixed upsamplings are still exactly bilinear
         if not p.requires_grad:
             assert torch.equal(after[key], p), key
-    assert not torch.equal(after["head.score_fr.weight"], fresh.model.head.score_fr.weight)  # it did train
+    assert not torch.equal(after["head.score_fr.weight"], fresh.parts.model.head.score_fr.weight)  # it did train
 
 
 def test_explicit_options_win_over_the_preset(tmp_path, demo_data):
@@ -132,9 +132,9 @@ def test_explicit_options_win_over_the_preset(tmp_path, demo_data):
                   momentum=0.5, loss_reduction="mean", head_kwargs={"learnable_upsampling": True})
     t, _ = trainer(config)
     assert (t.cfg.batch_size, t.cfg.loss_reduction, t.cfg.weight_decay) == (2, "mean", 5e-4)
-    groups = t.optimizer.param_groups
+    groups = t.parts.optimizer.param_groups
     assert (groups[0]["lr"], groups[0]["momentum"], groups[1]["lr"]) == (1e-3, 0.5, 2e-3)
-    final, twice = upsamplings(t.model)
+    final, twice = upsamplings(t.parts.model)
     assert not any(p.requires_grad for p in final) and all(p.requires_grad for p in twice)  # the CVPR way
     modern = TrainConfig(model="alexnet-fcn8s", preset="paper-heavy", geometry="modern", optimizer="adamw").resolved()
     assert (modern.geometry, modern.optimizer, modern.momentum, modern.lr) == ("modern", "adamw", None, 1e-14)
@@ -193,7 +193,7 @@ def test_a_resumed_preset_run_keeps_the_preset_without_being_told(tmp_path, demo
     assert any(line.startswith("resuming") for line in logs)
     assert (resumed.cfg.preset, resumed.cfg.batch_size, resumed.cfg.geometry) == ("paper-cvpr", 2, "caffe")
     check_optimizer(resumed, resolve_preset("paper-cvpr", "alexnet-fcn32s"))
-    assert resumed.step == 2 and not any(p.requires_grad for p in upsamplings(resumed.model)[0])
+    assert resumed.step == 2 and not any(p.requires_grad for p in upsamplings(resumed.parts.model)[0])
 
 
 def test_a_study_file_applies_a_preset_to_every_variant(tmp_path, demo_data):

@@ -7,12 +7,13 @@ from pathlib import Path
 
 from ..api import load_model
 from ..core.errors import SegzooError
-from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, load_label_map, make_loader
+from ..data import SegmentationDataset, eval_transform, find_pairs, load_label_map
 from ..infer.tile import TiledModel
 from ..infer.tta import parse_tta
 from ..train import evaluate
 from ..train.metrics import BOUNDARY_PX, report
 from ..train.runtime import setup
+from ..train.setup import eval_loader
 from ._options import add_json_option, check_json_target, human, int_in, write_json
 
 COMMAND = "eval"
@@ -55,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = SegmentationDataset(pairs, model.num_classes, eval_transform(model.normalization), args.skip_bad,
                                   label_map=label_map)
     names = list(model.recipe.class_names or dataset.class_names)
-    loader = make_loader(dataset, ShardedSampler(len(dataset), shuffle=False), args.batch_size, args.workers,
-                         pin_memory=rt.device.type == "cuda")
+    loader = eval_loader(dataset, rt, args.batch_size, args.workers)
     scorer = TiledModel(model, args.tile, args.overlap, parse_tta(args.tta)) if args.tile or args.tta else model
     m = evaluate(scorer, loader, rt, model.num_classes, names, boundary_px=args.boundary_px)
     print(f"{model.recipe.name} on {args.data} split '{args.split}' ({len(dataset)} images, "

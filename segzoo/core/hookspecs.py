@@ -40,7 +40,8 @@ def segzoo_register_heads(registrar):
     offset)``). ``strides`` (coarsest first) is declared at registration, so studies and checks know
     what a head reads without building it. ``parent`` names the coarser head it is fine-tuned from in
     staged training (FCN-16s from FCN-32s). Like backbones, a factory receives ``geometry=`` when the
-    model's geometry is not "modern".
+    model's geometry is not "modern". A head whose scores cover only a centred window of its input (valid
+    convolutions) says which in ``Head.output_window(size)``; labels, metrics and tiles follow it.
     """
 
 
@@ -66,11 +67,15 @@ def segzoo_register_presets(registrar):
 
 @hookspec
 def segzoo_register_losses(registrar):
-    """Register training losses with ``registrar.loss(name, factory, description="")``.
+    """Register training losses with ``registrar.loss(name, factory, description="", sees_batch=True)``.
 
     ``factory(weight=None, reduction="mean", ignore_index=255, **options)`` returns a callable
-    ``loss(scores, target)``: N x C x H x W float scores and N x H x W int64 labels (``ignore_index`` is
-    void) in, a scalar tensor out. ``weight`` is a per-class tensor (``--class-weights``) and
+    ``loss(scores, batch)``: N x C x h x w float scores (the model's output window) and a
+    :class:`segzoo.Batch` (``batch.mask``: N x h x w int64 labels cropped to that window, ``ignore_index``
+    void, all void for samples without a mask; ``batch.image_labels``: N x C classes each image contains, or
+    None; ``batch.has_mask``: which samples carry a mask) in, a scalar tensor out. Without
+    ``sees_batch=True`` the factory's loss is the deprecated 0.1 form ``loss(scores, target)``, handed only
+    the masked samples' labels (removed in 0.3). ``weight`` is a per-class tensor (``--class-weights``) and
     ``reduction`` "mean" or "sum" (``--loss``); a factory that does not take one of them refuses a run
     that sets it. ``segzoo train --loss-fn NAME`` (``TrainConfig(loss=NAME, loss_kwargs=...)``) trains
     with it; cross-entropy is segzoo's built-in default.

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .batch import Window
 from .errors import GeometryError, InputError, PluginError
 from .recipe import Recipe
 
@@ -83,11 +84,17 @@ class Backbone(nn.Module):
 class Head(nn.Module):
     """Base class for decoders. ``forward(features, size)`` returns N x C x size[0] x size[1] scores.
 
-    ``strides`` lists the feature strides the head reads, coarsest first.
+    ``strides`` lists the feature strides the head reads, coarsest first. A head whose scores cover only a
+    centred window of the input (valid convolutions, as the original U-Net) overrides :meth:`output_window`
+    and returns scores of that window's size; trainer, metrics, tiles and export read it from there.
     """
 
     strides: tuple[int, ...]
     num_classes: int
+
+    def output_window(self, size: tuple[int, int]) -> Window:
+        """Where this head's scores lie on an input of ``size`` (height, width): all of it, by default."""
+        return Window.full(*size)
 
 
 def check_head_fits(head_name: str, strides: tuple[int, ...], info: list[FeatureInfo], backbone_name: str,
@@ -109,7 +116,8 @@ def check_head_fits(head_name: str, strides: tuple[int, ...], info: list[Feature
 
 
 class SegmentationModel(nn.Module):
-    """``backbone`` + ``head``: an image batch in, per-class scores of the same H x W out.
+    """``backbone`` + ``head``: an image batch in, per-class scores of the same H x W out (or of the centred
+    window :meth:`output_window` declares, for valid-convolution models).
 
     ``recipe`` (a :class:`~segzoo.core.recipe.Recipe`) is the plain-data description (names, classes,
     options) that rebuilds this model; checkpoints store it beside the weights. Without one, the model
@@ -145,14 +153,24 @@ class SegmentationModel(nn.Module):
             return out
         return self.head(features, x.shape[-2:])
 
+    def output_window(self, height: int, width: int) -> Window:
+        """Where the scores for an input of ``height`` x ``width`` lie on it: the whole input for same-size
+        models, a centred window for valid-convolution ones (the head declares it). Labels are cropped to it."""
+        size = (int(height), int(width))
+        return self.head.output_window(size) if isinstance(self.head, Head) else Window.full(*size)
+
     def check_output(self, out: torch.Tensor, x: torch.Tensor) -> None:
-        """The head's scores have the input's N x H x W and the model's classes, or the plugin is named."""
-        want = (x.shape[0], self.num_classes, x.shape[-2], x.shape[-1])
+        """The head's scores have the input's N, the model's classes and the output window's H x W, or the plugin
+        is named."""
+        window = self.output_window(x.shape[-2], x.shape[-1])
+        want = (x.shape[0], self.num_classes, window.height, window.width)
         if tuple(out.shape) != want:
+            declared = "" if window.is_full(x.shape[-2], x.shape[-1]) else f" (its declared output window {window})"
             raise PluginError(
                 f"head '{self.recipe.head}' from plugin '{self.recipe.head_plugin or '?'}' "
                 f"({self.recipe.head_dist or '?'}) returned scores of shape {tuple(out.shape)} for an input of "
-                f"{tuple(x.shape)}; a head must return N x num_classes x H x W at the size it is given")
+                f"{tuple(x.shape)}; a head must return N x num_classes x H x W at the size it is given"
+                f"{declared}, or declare a smaller centred window with Head.output_window")
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4:

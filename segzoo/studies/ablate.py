@@ -27,7 +27,7 @@ from .. import train as training  # looked up at each call: tests replace segzoo
 from ..api import load_model
 from ..core.errors import SegzooError
 from ..core.files import atomic_write_text
-from ..data import SegmentationDataset, ShardedSampler, eval_transform, find_pairs, make_loader
+from ..data import SegmentationDataset, eval_transform, find_pairs
 from ..data import demo as demo_data  # likewise write_demo_dataset
 from ..data.dataset import shared_decoding
 from ..train import TrainConfig, evaluate
@@ -36,6 +36,7 @@ from ..train.metrics import BOUNDARY_PX
 from ..train.records import EpochRecord
 from ..train.run_folder import run_files
 from ..train.runtime import setup
+from ..train.setup import eval_loader
 from .bench import benchmark
 from .report import write_report
 from .study import Run, Study, json_ready, runs
@@ -268,8 +269,7 @@ def _evaluate(model: Any, config: dict[str, Any], px: int) -> dict[str, Any]:
     rt = setup(config.get("device") or "auto", config.get("amp"))
     pairs = find_pairs(config["data"], config.get("val_split") or "val", bool(config.get("skip_bad")))
     dataset = SegmentationDataset(pairs, model.num_classes, eval_transform(model.normalization))
-    loader = make_loader(dataset, ShardedSampler(len(dataset), shuffle=False, pad=False),
-                         int(config.get("batch_size") or 1))
+    loader = eval_loader(dataset, rt, int(config.get("batch_size") or 1))
     return evaluate(model.to(rt.device), loader, rt, model.num_classes, model.recipe.class_names, boundary_px=px)
 
 

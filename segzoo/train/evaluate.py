@@ -11,13 +11,7 @@ from tqdm import tqdm
 
 from .metrics import BOUNDARY_PX, BoundaryIoU, ConfusionMatrix, boundary_from_counts
 from .runtime import Runtime, all_reduce_sum
-
-
-def to_device(batch: dict[str, Any], rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
-    x = batch["image"].to(rt.device, non_blocking=True)
-    if rt.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x, batch["mask"].to(rt.device, non_blocking=True)
+from .step import to_batch
 
 
 @torch.no_grad()
@@ -25,7 +19,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, rt: Runtime, num_classe
              class_names: Sequence[str] | None = None, progress: bool = False,
              boundary_px: int = BOUNDARY_PX) -> dict[str, Any]:
     """The four FCN metrics and boundary IoU at ``boundary_px`` over every pixel ``loader`` yields (on every
-    rank together)."""
+    rank together), each mask cropped to where the model's scores lie (its output window)."""
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(num_classes, device=rt.device)
@@ -38,12 +32,12 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, rt: Runtime, num_classe
         skipped += batch["skipped"]
         if batch["image"].numel() == 0:
             continue
-        x, target = to_device(batch, rt)
+        x, targets = to_batch(batch, rt, model)
         with rt.autocast():
             scores = model(x)
         pred = scores.argmax(1)
-        cm.update(pred, target)
-        boundary.update(pred, target)
+        cm.update(pred, targets.mask)
+        boundary.update(pred, targets.mask)
     all_reduce_sum(cm.matrix, rt)
     all_reduce_sum(boundary.counts, rt)
     all_reduce_sum(skipped, rt)

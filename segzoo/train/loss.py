@@ -1,9 +1,13 @@
 """Pixel-wise cross-entropy, the FCN loss (every labelled pixel is a classification, 255 is ignored), and the
-losses plugins register (Dice, focal, Lovász...) through ``segzoo_register_losses``."""
+losses plugins register (Dice, focal, Lovász...) through ``segzoo_register_losses``.
+
+Every training loss is called ``loss(scores, batch)``: N x C x h x w scores (the model's output window) and a
+:class:`segzoo.core.batch.Batch` whose masks are already cropped to that window, with the image-level labels
+and which samples carry a mask. Pixel losses read ``batch.mask``, where samples without a mask are all void.
+"""
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..api import get_registry
+from ..core.batch import Batch
 from ..core.errors import PluginError, SegzooError
 from ..core.model import IGNORE_INDEX
 from ..zoo.registry import BUILTIN_LOSS, call_plugin
@@ -40,9 +45,23 @@ def cross_entropy(scores: torch.Tensor, target: torch.Tensor, weight: torch.Tens
     return total / denom.clamp_min(1e-12) if bool(valid.any()) else total * 0.0
 
 
+Loss = Callable[[torch.Tensor, Batch], torch.Tensor]
+
+
+class PixelCrossEntropy:
+    """The built-in loss: :func:`cross_entropy` over ``batch.mask`` (samples without a mask are all void, so
+    they add nothing to the sum and nothing to the count of valid pixels)."""
+
+    def __init__(self, weight: torch.Tensor | None = None, reduction: str = "mean"):
+        self.weight, self.reduction = weight, reduction
+
+    def __call__(self, scores: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return cross_entropy(scores, batch.mask, weight=self.weight, reduction=self.reduction)
+
+
 def make_loss(name: str = BUILTIN_LOSS, weight: torch.Tensor | None = None, reduction: str = "mean",
-              options: dict[str, Any] | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The training loss ``loss(scores, target)``: the built-in cross-entropy, or one a plugin registered.
+              options: dict[str, Any] | None = None) -> Loss:
+    """The training loss ``loss(scores, batch)``: the built-in cross-entropy, or one a plugin registered.
 
     A plugin's factory is given ``weight``, ``reduction`` and ``ignore_index`` when it takes them; one
     that does not take class weights (or a summed loss) refuses a run that asks for them, in one line,
@@ -53,7 +72,7 @@ def make_loss(name: str = BUILTIN_LOSS, weight: torch.Tensor | None = None, redu
         if options:
             raise SegzooError(f"the built-in cross-entropy takes no options (got {sorted(options)}); leave "
                               "--loss-opt out, or name a plugin's loss with --loss-fn")
-        return functools.partial(cross_entropy, weight=weight, reduction=reduction)
+        return PixelCrossEntropy(weight, reduction)
     entry = get_registry().loss(name)
     try:
         params = inspect.signature(entry.obj).parameters
@@ -72,18 +91,29 @@ def make_loss(name: str = BUILTIN_LOSS, weight: torch.Tensor | None = None, redu
     fn = call_plugin(entry, name, entry.obj, **options)
     if not callable(fn):
         raise PluginError(f"loss '{name}' from {entry.source} returned a {type(fn).__name__}, not a callable "
-                          "loss(scores, target)")
-    return _PluginLoss(fn, name, entry.source)
+                          "loss(scores, batch)")
+    return _PluginLoss(fn, name, entry.source, entry.sees_batch)
 
 
 class _PluginLoss:
-    """A plugin's loss, fed float32 scores (softmax outside autocast) and checked to give one number."""
+    """A plugin's loss, fed float32 scores (softmax outside autocast) and checked to give one number.
 
-    def __init__(self, fn: Callable[..., torch.Tensor], name: str, source: str):
-        self.fn, self.name, self.source = fn, name, source
+    A loss registered in the deprecated form ``loss(scores, target)`` gets only the samples that carry a mask
+    (and a zero that keeps the graph when none does), so it trains as it did before image-level labels existed.
+    """
 
-    def __call__(self, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loss = self.fn(scores.float(), target)
+    def __init__(self, fn: Callable[..., torch.Tensor], name: str, source: str, sees_batch: bool = True):
+        self.fn, self.name, self.source, self.sees_batch = fn, name, source, sees_batch
+
+    def __call__(self, scores: torch.Tensor, batch: Batch) -> torch.Tensor:
+        if self.sees_batch:
+            loss = self.fn(scores.float(), batch)
+        elif bool(batch.has_mask.all()):
+            loss = self.fn(scores.float(), batch.mask)
+        elif bool(batch.has_mask.any()):
+            loss = self.fn(scores.float()[batch.has_mask], batch.mask[batch.has_mask])
+        else:
+            return scores.float().sum() * 0.0
         if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
             raise PluginError(f"loss '{self.name}' from {self.source} returned {shape}, not a scalar tensor; "

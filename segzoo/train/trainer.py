@@ -9,7 +9,6 @@ backbone or head it trains. ``train(config)`` runs (or resumes) a run in ``confi
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import sys
@@ -20,35 +19,29 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..api import create_model
-from ..core.errors import GeometryError, SegzooError, TrainingError
+from ..core.errors import SegzooError, TrainingError
 from ..core.files import atomic_write_text
-from ..data.stats import normalization_for
 from ..io.checkpoint import save_model
 from . import runtime as rtm
-from .class_weights import auto_class_weights
 from .config import TrainConfig
 from .early_stop import EarlyStopping
-from .evaluate import evaluate, to_device
+from .evaluate import evaluate
 from .logs import write_logs
-from .loss import make_loss
 from .metrics import summary_line
-from .optim import make_optimizer, make_scheduler, optimizer_defaults
-from .presets import resolve_preset
+from .optim import optimizer_defaults
 from .records import EpochRecord, TrainResult
 from .run_folder import RunLock, check_new_run, check_resume_target
-from .setup import data_folder, default_run_folder, find_splits, make_data, seed_everything
+from .setup import build_run, default_run_folder
 from .state import (
     check_epochs_left,
-    init_from_checkpoint,
     load_training_checkpoint,
     rng_state,
     save_training_checkpoint,
     set_rng_state,
 )
+from .step import Diverged, StepResult, accumulation_group, output_window
 from .tensorboard_log import TensorBoardLog
 
 
@@ -89,88 +82,8 @@ class Trainer:
 
     # -- set-up ---------------------------------------------------------------------------------
     def build(self) -> None:
-        cfg, rt = self.cfg, self.rt
-        seed_everything(cfg.seed)
-        data = data_folder(cfg, rt, self.out)
-        splits = find_splits(cfg, data)
-        self.class_names = splits.class_names
-        self.model = self.build_model(splits.num_classes)
-        self.model.recipe = self.model.recipe.replace(class_names=tuple(self.class_names))
-        if cfg.normalization:  # the data's own statistics, kept in the recipe so predict and export use them too
-            self.model.recipe = self.model.recipe.replace(
-                normalization=normalization_for(cfg.normalization, data, cfg.train_split))
-        if cfg.preset and not cfg.init_from and self.ckpt is None:
-            coarse = resolve_preset(cfg.preset, cfg.model, need_lr=False)["init_from"]
-            if coarse:
-                self.log(f"note: preset {cfg.preset} fine-tunes {cfg.model} from a trained {coarse}; to do "
-                         f"the same pass that run's checkpoint, e.g. --init-from runs/{coarse}/last.pt (init_from= in "
-                         "Python or a study); training from the backbone's initialisation instead")
-        if cfg.init_from and self.ckpt is None:
-            got = init_from_checkpoint(self.model, cfg.init_from)
-            self.log(f"initialised {len(got['copied'])} tensors from {cfg.init_from}; "
-                     f"{len(got['kept'])} keep their initialisation: {', '.join(got['kept'][:6])}")
-        for p in splits.pairs.values():
-            if p.dropped:
-                self.log(f"skipped {len(p.dropped)} bad entries of split '{p.split}', e.g.: {p.dropped[0]}")
-        self.data = make_data(cfg, rt, splits, self.model.normalization)
-        self.train_set, self.val_set = self.data.train_set, self.data.val_set
-        self.sampler, self.loader, self.val_loader = self.data.sampler, self.data.loader, self.data.val_loader
-        self.batches_per_epoch = self.data.steps_per_epoch
-        # with --accumulate N an optimiser step takes N batches (fewer at the end of an epoch)
-        self.steps_per_epoch = -(-self.batches_per_epoch // cfg.accumulate)
-        self.model.to(rt.device)
-        if rt.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        self.optimizer = make_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
-        self.scheduler = make_scheduler(self.optimizer, cfg.optimizer, cfg.epochs * self.steps_per_epoch)
-        self.scaler = rt.grad_scaler()
-        self.stepped = False
-        if cfg.sync_bn:
-            self.convert_sync_bn()
-        weights = self.class_weights()
-        self.weight = torch.tensor(weights, dtype=torch.float32, device=rt.device) if weights else None
-        self.criterion = make_loss(cfg.loss, self.weight, cfg.loss_reduction, cfg.loss_kwargs)
-        self.net = (DistributedDataParallel(self.model, device_ids=[rt.device.index] if rt.device.type == "cuda"
-                                            else None) if rt.distributed else self.model)
-
-    def convert_sync_bn(self) -> None:
-        """``--sync-bn``: BatchNorm statistics over every process (SyncBatchNorm), which only DDP on GPUs runs."""
-        if not self.rt.distributed:
-            self.log("note: --sync-bn changes nothing in one process (it syncs BatchNorm across torchrun's processes)")
-            return
-        if self.rt.device.type == "cpu":
-            raise SegzooError("--sync-bn needs CUDA GPUs: PyTorch's SyncBatchNorm does not run on CPU (gloo); leave "
-                              "--sync-bn out, or train on GPUs")
-        count = rtm.sync_batchnorm(self.model)
-        self.log(f"--sync-bn: {count} BatchNorm layers synchronised across {self.rt.world_size} processes")
-
-    def class_weights(self) -> list[float] | None:
-        """The configured weights, or with ``"auto"`` median-frequency ones counted once (rank 0) and cached."""
-        cfg, rt = self.cfg, self.rt
-        if cfg.class_weights != "auto":
-            return cfg.class_weights
-        source = {"data": str(Path(cfg.data).resolve()) if cfg.data else "demo", "split": cfg.train_split,
-                  "label_map": str(Path(cfg.label_map).resolve()) if cfg.label_map else None}
-        if rt.is_main:
-            weights = auto_class_weights(self.train_set, self.out, source, log=self.log)
-        rtm.barrier(rt)
-        if not rt.is_main:
-            weights = auto_class_weights(self.train_set, self.out, source, write=False, log=lambda _: None)
-        return weights
-
-    def build_model(self, num_classes: int) -> torch.nn.Module:
-        """The model, in the geometry the config (or its preset) asks for."""
-        cfg = self.cfg
-        try:
-            return create_model(cfg.model, num_classes, cfg.backbone_weights, cfg.backbone_kwargs, cfg.head_kwargs,
-                                geometry=cfg.geometry)
-        except GeometryError as exc:
-            if not cfg.preset:
-                raise
-            raise GeometryError(
-                f"preset '{cfg.preset}' trains in geometry '{cfg.geometry}', which {cfg.model} cannot have "
-                f"({exc}). To keep the preset's other settings on this model, pass --geometry modern "
-                "(geometry='modern')") from exc
+        """The run's parts (segzoo.train.setup.build_run): model, data, optimiser, loss and the training step."""
+        self.parts = build_run(self.cfg, self.rt, self.out, resuming=self.ckpt is not None, log=self.log)
 
     def restore(self) -> None:
         """Put back everything a checkpoint holds, so the run continues exactly where it stopped."""
@@ -185,12 +98,12 @@ class Trainer:
         if self.ckpt is None:
             return
         self.good_checkpoint = self.ckpt_path
-        c = self.ckpt
-        self.model.load_state_dict(c["state_dict"])
-        self.optimizer.load_state_dict(c["optimizer"])
-        self.scheduler.load_state_dict(c["scheduler"])
+        c, parts = self.ckpt, self.parts
+        parts.model.load_state_dict(c["state_dict"])
+        parts.optimizer.load_state_dict(c["optimizer"])
+        parts.scheduler.load_state_dict(c["scheduler"])
         if c.get("scaler"):
-            self.scaler.load_state_dict(c["scaler"])
+            parts.step.scaler.load_state_dict(c["scaler"])
         self.epoch, self.step, self.batches_done = c["epoch"], c["step"], c["batches_done"]
         self.history, self.best = [EpochRecord.from_dict(r) for r in c["history"]], c.get("best")
         self.partial = {**self._new_partial(), **c["partial"]}
@@ -231,17 +144,18 @@ class Trainer:
                 self.tb.close()
 
     def _train(self) -> TrainResult:
-        cfg = self.cfg
-        self.log(f"training {self.model.recipe.name} ({sum(p.numel() for p in self.model.parameters()):,} "
-                 f"parameters) on {len(self.train_set)} images of {cfg.data or 'the demo dataset'}, "
-                 f"{self.steps_per_epoch} steps/epoch x {cfg.epochs} epochs, device {self.rt.device}"
+        cfg, model = self.cfg, self.parts.model
+        self.log(f"training {model.recipe.name} ({sum(p.numel() for p in model.parameters()):,} "
+                 f"parameters) on {len(self.parts.data.train_set)} images of {cfg.data or 'the demo dataset'}, "
+                 f"{self.parts.steps_per_epoch(cfg.accumulate)} steps/epoch x {cfg.epochs} epochs, device "
+                 f"{self.rt.device}"
                  + (f", gradients of {cfg.accumulate} batches of {cfg.batch_size} per step" if cfg.accumulate > 1
                     else "")
                  + (f" x {self.rt.world_size} processes" if self.rt.distributed else "")
                  + (f", amp {str(self.rt.amp_dtype).removeprefix('torch.')}" if self.rt.amp_dtype else ""))
         if cfg.preset:
             self.log(f"preset {cfg.preset}: {self.settings_line()}")
-        if self.ckpt is None and self.val_loader is not None:
+        if self.ckpt is None and self.parts.data.val_loader is not None:
             self.initial_metrics = self.validate()
             self.log(f"before training: {summary_line(self.initial_metrics)}")
         stopped = False
@@ -270,8 +184,8 @@ class Trainer:
 
     def settings_line(self) -> str:
         """The run's batch, loss, optimiser and model settings as resolved (what a preset set, overrides included)."""
-        cfg, groups = self.cfg, self.optimizer.param_groups
-        opt = f"{type(self.optimizer).__name__} lr {groups[0]['lr']:g}"
+        cfg, groups = self.cfg, self.parts.optimizer.param_groups
+        opt = f"{type(self.parts.optimizer).__name__} lr {groups[0]['lr']:g}"
         if "momentum" in groups[0]:
             opt += f" momentum {groups[0]['momentum']:g}"
         opt += f" weight decay {groups[0]['weight_decay']:g}"
@@ -280,33 +194,35 @@ class Trainer:
         head = ", ".join(f"{k}={v}" for k, v in sorted(cfg.head_kwargs.items()))
         schedule = optimizer_defaults(cfg.optimizer)["schedule"]
         return (f"batch {cfg.batch_size}, loss {cfg.loss_reduction}, {opt}, {schedule} lr, geometry "
-                f"{self.model.recipe.geometry}, head {head or 'defaults'}")
+                f"{self.parts.model.recipe.geometry}, head {head or 'defaults'}")
 
     def train_epoch(self) -> bool:
         """One pass over this rank's shard; True if the run stopped early (``stop_at_step``)."""
-        cfg, rt = self.cfg, self.rt
-        self.sampler.set_epoch(self.epoch, skip=self.batches_done * cfg.batch_size)
-        self.net.train()
-        batches = self.loader
+        cfg, rt, data = self.cfg, self.rt, self.parts.data
+        data.sampler.set_epoch(self.epoch, skip=self.batches_done * cfg.batch_size)
+        self.parts.net.train()
+        batches = data.loader
         bar = None
         if self.progress and rt.is_main:
-            bar = batches = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
-                                 dynamic_ncols=True, initial=self.batches_done, total=self.batches_per_epoch)
+            bar = batches = tqdm(data.loader, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
+                                 dynamic_ncols=True, initial=self.batches_done, total=data.steps_per_epoch)
         start = time.perf_counter() - self.partial["time_s"]
         for batch in batches:
-            loss, n, skipped = self.train_step(batch)
-            self.partial["loss_sum"] += loss * n
-            self.partial["images"] += n
-            self.partial["skipped"] += skipped
+            done = self.train_step(batch)
+            self.partial["loss_sum"] += done.loss * done.images
+            self.partial["images"] += done.images
+            self.partial["skipped"] += done.skipped
+            for kind, n in done.kinds.items():
+                self.partial[f"{kind}_samples"] = self.partial.get(f"{kind}_samples", 0) + n
             self.batches_done += 1
             self.partial["time_s"] = time.perf_counter() - start
             if bar is not None:
-                bar.set_postfix({"loss": f"{loss:.4f}",
+                bar.set_postfix({"loss": f"{done.loss:.4f}",
                                  "img/s": f"{self.partial['images'] / max(self.partial['time_s'], 1e-9):.1f}"})
-            if not self.stepped:  # gradients accumulating: no step, so nothing to save or stop at
+            if not done.stepped:  # gradients accumulating: no step, so nothing to save or stop at
                 continue
             self.step += 1
-            if self.step_save_due() and self.batches_done < self.batches_per_epoch:  # else end_epoch saves
+            if self.step_save_due() and self.batches_done < data.steps_per_epoch:  # else end_epoch saves
                 self.save("last.pt")
             if cfg.stop_at_step and self.step >= cfg.stop_at_step:
                 self.save("last.pt")
@@ -314,74 +230,21 @@ class Trainer:
                 return True
         return False
 
-    def train_step(self, batch: dict[str, Any]) -> tuple[float, int, int]:
-        """Forward, the loss checked on every rank together, backward, step.
-
-        Returns (mean loss, images trained on, samples skipped as bad), the counts summed over ranks.
-        """
-        rt = self.rt
-        group, last = self.accumulation_group()
-        if batch["image"].numel() == 0:  # every sample of this batch was skipped as bad
-            if not rt.distributed:
-                self.finish_group(last)
-                return 0.0, 0, int(batch["skipped"])
-            # a zero-gradient stand-in keeps the ranks' all-reduces in step
-            batch = {**self._void_batch(), "skipped": batch["skipped"]}
-        x, target = to_device(batch, rt)
-        # DDP all-reduces gradients at every backward; while they accumulate, only the group's last one must
-        no_sync = rt.distributed and not last and hasattr(self.net, "no_sync")
-        sync = self.net.no_sync() if no_sync else contextlib.nullcontext()
-        with sync:
-            loss, stats = self.forward_backward(x, target, batch, group)
-        self.finish_group(last)
-        total = float(stats[1])
-        return (float(stats[0]) / total if total else 0.0), int(total), int(stats[3])
-
-    def forward_backward(self, x: torch.Tensor, target: torch.Tensor, batch: dict[str, Any],
-                         group: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The loss, checked for divergence on every rank together, and its gradient (divided by the group size)."""
-        rt = self.rt
-        with rt.autocast():
-            scores = self.net(x)
-        loss = self.criterion(scores, target)
-        n = int((batch["index"] >= 0).sum())
-        stats = torch.stack([loss.detach().float() * n, torch.tensor(float(n), device=loss.device),
-                             (~torch.isfinite(loss.detach())).float(),
-                             torch.tensor(float(batch["skipped"]), device=loss.device)])
-        rtm.all_reduce_sum(stats, rt)
-        if stats[2] > 0:
-            where = f"the loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}: the run diverged"
+    def train_step(self, batch: dict[str, Any]) -> StepResult:
+        """The run's one step (segzoo.train.step) on a batch, in its accumulation group; a diverged loss names the
+        epoch, the step and the checkpoint to resume from."""
+        group, last = accumulation_group(self.batches_done, self.cfg.accumulate, self.parts.data.steps_per_epoch)
+        try:
+            return self.parts.step(batch, group, last)
+        except Diverged as exc:
+            where = f"{exc} at epoch {self.epoch + 1}, step {self.step + 1}: the run diverged"
             if self.good_checkpoint is None:
                 raise TrainingError(
                     f"{where} and stopped; no checkpoint was written yet, so there is nothing to resume: start "
-                    "again with a lower --lr (or another --optimizer), or check the data")
+                    "again with a lower --lr (or another --optimizer), or check the data") from None
             raise TrainingError(
                 f"{where} and stopped. The last good checkpoint is {self.good_checkpoint}; resume from it with a "
-                "lower --lr (or another --optimizer), or check the data")
-        self.scaler.scale(loss / group if group > 1 else loss).backward()
-        return loss, stats
-
-    def accumulation_group(self) -> tuple[int, bool]:
-        """The number of batches in the current batch's accumulation group, and whether it is the group's last.
-
-        Groups of ``accumulate`` batches from the start of each epoch; the epoch's last group may be smaller,
-        and its loss is divided by its own size, so every optimiser step sees a mean over its batches.
-        """
-        n, b = self.cfg.accumulate, self.batches_done
-        start = b - b % n
-        size = min(n, self.batches_per_epoch - start)
-        return max(size, 1), b + 1 >= start + size
-
-    def finish_group(self, last: bool) -> None:
-        """At a group's last batch: step (if any gradient arrived: a group of skipped batches has none), then clear."""
-        self.stepped = last
-        if not last:
-            return
-        if any(p.grad is not None for g in self.optimizer.param_groups for p in g["params"]):
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+                "lower --lr (or another --optimizer), or check the data") from None
 
     def step_save_due(self) -> bool:
         return bool(self.cfg.save_every_steps) and self.step % self.cfg.save_every_steps == 0
@@ -391,21 +254,16 @@ class Trainer:
         """The running sums of the epoch in progress (saved in mid-epoch checkpoints)."""
         return {"loss_sum": 0.0, "images": 0, "skipped": 0, "time_s": 0.0}
 
-    def _void_batch(self) -> dict[str, Any]:
-        size = self.cfg.input_size
-        return {"image": torch.zeros(1, 3, size, size), "mask": torch.full((1, size, size), 255, dtype=torch.long),
-                "index": torch.tensor([-1]), "skipped": 0}
-
     def end_epoch(self) -> None:
         cfg = self.cfg
         images, secs = self.partial["images"], self.partial["time_s"]
         record = EpochRecord(
             epoch=self.epoch + 1, step=self.step,
             train_loss=self.partial["loss_sum"] / images if images else float("nan"),
-            lr=self.optimizer.param_groups[0]["lr"], images_per_s=images / secs if secs else 0.0, time_s=secs,
+            lr=self.parts.optimizer.param_groups[0]["lr"], images_per_s=images / secs if secs else 0.0, time_s=secs,
             images=images, skipped=self.partial["skipped"])
         last_epoch = self.epoch + 1 == cfg.epochs
-        if self.val_loader is not None and ((self.epoch + 1) % cfg.eval_every == 0 or last_epoch):
+        if self.parts.data.val_loader is not None and ((self.epoch + 1) % cfg.eval_every == 0 or last_epoch):
             record.val = self.validate()
         self.epoch, self.batches_done = self.epoch + 1, 0
         self.partial = self._new_partial()
@@ -437,23 +295,27 @@ class Trainer:
     @torch.no_grad()
     def sample_predictions(self, count: int = 3) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(image, label, prediction) of the first few validation images, for the TensorBoard log."""
-        was_training = self.model.training
-        self.model.eval()
+        model, val_set = self.parts.model, self.parts.data.val_set
+        was_training = model.training
+        model.eval()
         out = []
-        for i in range(min(count, len(self.val_set))):
-            sample = self.val_set[i]
+        for i in range(min(count, len(val_set))):
+            sample = val_set[i]
             if sample is None:  # a bad pair skipped with --skip-bad
                 continue
-            image, label = self.val_set.load(i)
+            image, label = val_set.load(i)
             with self.rt.autocast():
-                scores = self.model(sample["image"][None].to(self.rt.device))
+                scores = model(sample["image"][None].to(self.rt.device))
+            rows, cols = output_window(model, *sample["image"].shape[-2:]).slices  # a valid-convolution model's
+            image, label = image[rows, cols], label[rows, cols]
             pred = scores.argmax(1)[0].cpu().numpy().astype(np.uint8)
             out.append((image, label, pred[: label.shape[0], : label.shape[1]]))
-        self.model.train(was_training)
+        model.train(was_training)
         return out
 
     def validate(self) -> dict[str, Any]:
-        return evaluate(self.model, self.val_loader, self.rt, self.model.num_classes, self.class_names,
+        parts = self.parts
+        return evaluate(parts.model, parts.data.val_loader, self.rt, parts.model.num_classes, parts.class_names,
                         progress=self.progress and self.rt.is_main)
 
     # -- writing (rank 0 only) ------------------------------------------------------------------
@@ -464,13 +326,15 @@ class Trainer:
         if not self.rt.is_main:
             return
         if name == "best.pt":
-            path = save_model(self.model, self.out / name, kind="best", config=self.cfg.to_dict(), epoch=self.epoch,
-                              best=self.best)
+            path = save_model(self.parts.model, self.out / name, kind="best", config=self.cfg.to_dict(),
+                              epoch=self.epoch, best=self.best)
             self.written.add(path)
             return
+        parts = self.parts
+        scaler = parts.step.scaler
         path = save_training_checkpoint(
-            self.out / name, self.model, config=self.cfg.to_dict(), optimizer=self.optimizer.state_dict(),
-            scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            self.out / name, parts.model, config=self.cfg.to_dict(), optimizer=parts.optimizer.state_dict(),
+            scheduler=parts.scheduler.state_dict(), scaler=scaler.state_dict() if scaler.is_enabled() else {},
             epoch=self.epoch, step=self.step, batches_done=self.batches_done, partial=dict(self.partial),
             history=[r.to_dict() for r in self.history], best=self.best, initial_metrics=self.initial_metrics,
             rng=rng_state(), early_stop=self.stopper.state())
@@ -483,5 +347,5 @@ class Trainer:
             out_dir=self.out, history=self.history, final_metrics=last_val, best_metrics=self.best,
             best_epoch=self.best["epoch"] if self.best else None, last_checkpoint=self.out / "last.pt",
             best_checkpoint=best_path if self.best else None, initial_metrics=self.initial_metrics,
-            stopped_early=stopped, files_written=sorted(self.written), model=self.model, rank=self.rt.rank,
+            stopped_early=stopped, files_written=sorted(self.written), model=self.parts.model, rank=self.rt.rank,
             stop_reason=self.stop_reason)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import inspect
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ class Entry:
     description: str = ""
     strides: tuple[int, ...] = ()
     parent: str | None = None
+    sees_batch: bool = True  # a loss: called as loss(scores, batch) (False: the deprecated loss(scores, target))
 
     @property
     def is_family(self) -> bool:
@@ -87,12 +89,23 @@ class Registrar:
             raise PluginError(f"weight layout '{name}' must be a segzoo.WeightLayout, got {type(layout).__name__}")
         self._add("weight layout", name, layout, layout.description)
 
-    def loss(self, name: str, factory: Callable[..., Any], description: str = "") -> None:
-        """``factory(weight=None, reduction="mean", ignore_index=255, **options)`` -> ``loss(scores, target)``."""
+    def loss(self, name: str, factory: Callable[..., Any], description: str = "", sees_batch: bool = False) -> None:
+        """``factory(weight=None, reduction="mean", ignore_index=255, **options)`` -> ``loss(scores, batch)``.
+
+        ``sees_batch=True`` is the current form: the loss gets the scores and a :class:`segzoo.Batch` (masks,
+        image-level labels, which kind each sample is). Without it the loss is the 0.1 form ``loss(scores,
+        target)``, given only the pixel-labelled samples' masks; that form is deprecated (removed in 0.3).
+        """
         if name == BUILTIN_LOSS:
             raise PluginError(f"loss name '{name}' is segzoo's built-in cross-entropy; register yours under "
                               "another name")
+        if not sees_batch:
+            warnings.warn(f"loss '{name}' from plugin '{self.plugin}' ({self.dist}) is registered in the deprecated "
+                          "form loss(scores, target); register it with registrar.loss(name, factory, "
+                          "sees_batch=True) and take loss(scores, batch: segzoo.Batch) (batch.mask is the target). "
+                          "The old form is removed in segzoo 0.3", DeprecationWarning, stacklevel=2)
         self._add("loss", name, factory, description)
+        self.staged[-1].sees_batch = bool(sees_batch)
 
     def _add(self, kind: str, name: str, obj: Any, description: str) -> None:
         if not isinstance(name, str) or not name or name != name.strip().lower() or " " in name:

@@ -21,8 +21,9 @@ from ...core.accel import fused_kwargs, lever_on, levers
 from ...core.errors import SegzooError
 from ...data import SegmentationDataset, ShardedSampler, find_pairs, make_loader, train_transform
 from ...infer.runtime import DTYPES, runner
-from ...train.loss import cross_entropy
-from ...train.runtime import autocast, resolve_device
+from ...train.loss import PixelCrossEntropy
+from ...train.runtime import Runtime, resolve_device
+from ...train.step import TrainStep
 from ..summary import summarize
 from .machine import (
     cpu_has_native_bf16,
@@ -42,7 +43,7 @@ def make_step(model: torch.nn.Module, x: torch.Tensor, mode: str, dtype: str = "
     """One iteration as a closure: ``infer`` is a forward as ``segzoo predict`` runs it (``dtype`` bf16/fp16: on
     a low-precision copy of the weights, in ``channels_last`` layout); ``train`` is forward under ``dtype``
     autocast, per-pixel cross-entropy against fixed random labels, backward and an SGD-with-momentum step
-    (fused where PyTorch has the kernel, as the trainer does)."""
+    (fused where PyTorch has the kernel), through the trainer's own step (:class:`segzoo.train.step.TrainStep`)."""
     device = x.device
     if mode == "infer":
         run = runner(model, device, dtype, channels_last)
@@ -51,22 +52,15 @@ def make_step(model: torch.nn.Module, x: torch.Tensor, mode: str, dtype: str = "
         raise SegzooError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     model.train()
     num_classes = getattr(model, "num_classes", None) or _output_channels(model, x)
-    target = torch.randint(0, num_classes, (x.shape[0], *x.shape[-2:]), device=device)
+    batch = {"image": x, "mask": torch.randint(0, num_classes, (x.shape[0], x.shape[-2], x.shape[-1]), device=device),
+             "index": torch.arange(x.shape[0]), "skipped": 0}
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, **fused_kwargs(torch.optim.SGD, device))
     low = DTYPES[dtype]
-    scaler = torch.amp.GradScaler(device.type, enabled=low == torch.float16 and device.type == "cuda")
-
-    def train() -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, low):
-            loss = cross_entropy(model(x).float(), target)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        return loss.detach()
-
-    return train
+    rt = Runtime(device, amp_dtype=None if low == torch.float32 else low, channels_last=channels_last)
+    step = TrainStep(model, model, PixelCrossEntropy(), optimizer, rt,
+                     scaler=torch.amp.GradScaler(device.type, enabled=low == torch.float16 and device.type == "cuda"))
+    return lambda: step(batch)
 
 
 def _output_channels(model: torch.nn.Module, x: torch.Tensor) -> int:
