@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.segzoo-installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test typecheck lint clean
 
 install: $(STAMP)
 
@@ -17,11 +17,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/segzoo train --model vgg16-fcn8s
 
-test: $(STAMP)
+# the type check first (seconds; pyproject's [tool.mypy] states its strictness), then the suite
+test: typecheck
 	$(PY) -m pytest -q
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check segzoo plugins tests bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache

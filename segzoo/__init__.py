@@ -5,6 +5,7 @@ The flow, one folder each: ``core`` (the contracts) → ``zoo`` (the registry, f
 ``infer`` → ``studies`` (ablate, bench) → ``cli``. What plugin authors use is importable from here.
 """
 
+from ._version import __version__
 from .api import (
     build,
     convert,
@@ -48,9 +49,8 @@ from .io.weights import build_convolutionalized, check_fits, load_classifier_wei
 from .zoo.check import assert_plugin_passes
 from .zoo.contract import assert_contract, run_contract
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "__version__",
     "CAFFE_NORM", "GEOMETRIES", "IMAGENET_NORM", "Backbone", "Batch", "CheckpointError", "DataError", "FeatureInfo",
     "GeometryError", "Head", "InputError", "PluginError", "Preset", "Recipe", "SegmentationModel", "SegzooError",
     "Strides", "TrainingError", "UnknownNameError", "WeightLayout", "Window", "assert_contract",

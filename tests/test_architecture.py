@@ -15,6 +15,7 @@ PACKAGE = ROOT / "segzoo"
 
 # room -> the rooms it may import (besides itself); a module directly in segzoo/ is its own room
 MAY_IMPORT = {
+    "_version": set(),  # the version string alone (pyproject reads it without importing segzoo)
     "core": set(),
     "zoo": {"core"},
     "io": {"core"},
@@ -23,8 +24,8 @@ MAY_IMPORT = {
     "train": {"api", "data", "io", "core", "zoo"},
     "infer": {"api", "data", "io", "core", "train"},
     "studies": {"train", "infer", "api", "data", "io", "core", "zoo"},
-    "cli": {"studies", "train", "infer", "api", "data", "io", "core", "zoo", "__init__"},
-    "__init__": {"api", "core", "io", "zoo"},
+    "cli": {"studies", "train", "infer", "api", "data", "io", "core", "zoo", "__init__", "_version"},
+    "__init__": {"api", "core", "io", "zoo", "_version"},
     "__main__": {"cli"},
 }
 CONCRETE = re.compile(r"vgg|alexnet|fcn\d+s|torchfcn|score_fr|upscore", re.IGNORECASE)

@@ -1,4 +1,5 @@
-"""Label maps: dataset ids -> training ids from YAML (unlisted ids void), the Cityscapes and ADE20K maps in docs/."""
+"""Label maps: dataset ids -> training ids from YAML (unlisted ids void), the Cityscapes and ADE20K maps shipped
+with the package and used by name."""
 
 from __future__ import annotations
 
@@ -10,22 +11,36 @@ import pytest
 from segzoo.cli import main
 from segzoo.core.errors import DataError
 from segzoo.data import SegmentationDataset, find_pairs, load_label_map
+from segzoo.data.label_map import shipped_label_maps
 from segzoo.train import TrainConfig, train
-
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "label-maps"
 
 
 def test_the_cityscapes_map_gives_19_classes_and_void():
-    m = load_label_map(DOCS / "cityscapes.yaml")
+    m = load_label_map("cityscapes")
     assert m.num_classes == 19 and len(m.mapping) == 34 and m.names[0] == "road" and m.names[-1] == "bicycle"
     ids = np.array([[7, 8, 26, 33], [0, 9, 34, 255]], dtype=np.uint8)  # road sidewalk car bicycle / void ids
     assert m(ids).tolist() == [[0, 1, 13, 18], [255, 255, 255, 255]]
 
 
 def test_the_ade20k_map_shifts_ids_down_and_voids_zero():
-    m = load_label_map(DOCS / "ade20k.yaml")
+    m = load_label_map("ade20k")
     assert m.num_classes == 150 and m.names[:3] == ("wall", "building", "sky") and m.names[-1] == "flag"
     assert m(np.array([0, 1, 2, 150, 151], dtype=np.uint8)).tolist() == [255, 0, 1, 149, 255]
+
+
+def test_a_shipped_map_by_name_a_path_and_an_unknown_name(tmp_path, monkeypatch):
+    """A name finds the file inside the package; a path is a path (even one named like a shipped map)."""
+    assert shipped_label_maps() == ["ade20k", "cityscapes"]
+    by_name = load_label_map("cityscapes")
+    assert Path(by_name.source).parent.name == "label_maps" and Path(by_name.source).is_file()
+    assert load_label_map(by_name.source).mapping == by_name.mapping
+    monkeypatch.chdir(tmp_path)
+    Path("cityscapes").write_text("1: 0\n")  # a file in the working folder wins over the shipped map
+    assert load_label_map("cityscapes").num_classes == 1
+    with pytest.raises(DataError, match="no label map 'mapillary'.*ships with segzoo \\(ade20k, cityscapes\\)"):
+        load_label_map("mapillary")
+    with pytest.raises(DataError, match="cannot read label map nowhere/x.yaml"):
+        load_label_map("nowhere/x.yaml")
 
 
 def write(tmp_path, text: str) -> Path:

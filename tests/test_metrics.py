@@ -64,12 +64,12 @@ def test_batched_predictions_and_matrix_sums():
 
 
 def test_the_documented_rule_and_example_match_the_code():
-    """README and docs/metrics.md say how absent classes leave the means; their worked example is this one."""
+    """docs/metrics.md (linked from the README) says how absent classes leave the means; its example is this one."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     readme, doc = (root / "README.md").read_text(), (root / "docs" / "metrics.md").read_text()
-    assert "absent from both the ground truth and the prediction" in readme and "(docs/metrics.md)" in readme
+    assert "absent from both the ground truth and the prediction" in doc and "(docs/metrics.md)" in readme
     assert "in neither the ground truth nor the prediction" in doc
     cm = ConfusionMatrix(4)
     cm.update(torch.tensor([0, 2, 1]), torch.tensor([0, 0, 1]))  # the example: ground truth 0 0 1, prediction 0 2 1

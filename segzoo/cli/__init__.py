@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .._version import __version__
 from ..api import get_registry, loaded_registry
 from ..core.errors import SegzooError, UnknownNameError
 from ..zoo.loader import normalize
@@ -44,6 +45,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
                         help="load only segzoo's built-in plugins (also SEGZOO_DISABLE_PLUGIN_AUTOLOAD=1)")
     parser.add_argument("--debug", action="store_true",
                         help="on an error, also print the full traceback (also SEGZOO_DEBUG=1)")
+    parser.add_argument("--version", action="version", version=f"segzoo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     handlers = {}
     for module in sorted(_commands(), key=lambda m: m.COMMAND):
@@ -72,12 +74,25 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Shell completion (``pip install 'segzoo[completion]'``): argcomplete answers and exits when the shell asks
+    (it sets _ARGCOMPLETE); otherwise nothing is imported, so the extra costs nothing when absent or unused."""
+    if "_ARGCOMPLETE" not in os.environ:
+        return
+    try:
+        import argcomplete
+    except ImportError:  # the shell was set up for completion, but the extra is not installed: complete nothing
+        return
+    argcomplete.autocomplete(parser)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser, handlers = build_parser()  # the help texts list the registry: SEGZOO_STRICT_PLUGINS raises here
     except SegzooError as exc:
         print(f"segzoo: error: {_cut(str(exc))}", file=sys.stderr)
         return 2
+    _complete(parser)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # a bad option (said in one line) is an exit code like any other; --help exits as usual

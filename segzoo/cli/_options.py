@@ -4,14 +4,18 @@ the edge (argparse types that name the valid range), so a bad value is one line 
 from __future__ import annotations
 
 import argparse
+import json
 import math
-from collections.abc import Callable
-from typing import Any
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TextIO
 
 import yaml
 
 from ..core.errors import SegzooError
-from ..core.files import check_output_path, local_path
+from ..core.files import atomic_write_text, check_output_path, local_path
 from ..io.remote import kind, locate
 from ..studies.summary import parse_input_size
 
@@ -123,3 +127,60 @@ def local_folder(flag: str, what: str) -> Callable[[str], str]:
 
     parse.__name__ = "local path"
     return parse
+
+
+# -- --json FILE|- : one implementation for every command that reports ------------------------------------------
+STDOUT = "-"
+
+
+def add_json_option(p: argparse.ArgumentParser, what: str, force: bool = True, default: str = "") -> None:
+    """``--json FILE`` (``-`` = standard output, where the table then goes to standard error) and, unless the
+    command has its own, ``--force`` to replace an existing FILE."""
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help=f"write {what} as JSON to FILE, or to standard output with '-' (the human-readable text then "
+                        f"goes to standard error){default}; an existing FILE is refused unless --force")
+    if force:
+        p.add_argument("--force", action="store_true", help="replace the --json file if it exists (default: refuse)")
+
+
+def human(args: argparse.Namespace) -> TextIO:
+    """Where the human-readable text goes: standard error while the JSON holds standard output, else stdout."""
+    return sys.stderr if getattr(args, "json", None) == STDOUT else sys.stdout
+
+
+def check_json_target(path: str | None, force: bool, inputs: Iterable[str | os.PathLike[str] | None] = (),
+                      outputs: Iterable[str | os.PathLike[str] | None] = ()) -> None:
+    """Refuse, before any work, a ``--json`` file that would replace something: an existing file without
+    ``--force``, a folder, and (even with ``--force``) one of the command's own input files or other outputs."""
+    if path is None or path == STDOUT:
+        return
+    target = Path(path)
+    for given in outputs:  # the inputs are check_new_file's: never replaced, not even with --force
+        if given is not None and str(given) != STDOUT and _same_file(target, Path(given)):
+            raise SegzooError(f"--json {path} is one of this command's outputs ({given}); name another file")
+    check_new_file(path, force, flag="--json", inputs=tuple(i for i in inputs if i is not None))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """The same path, or two names of one existing file (a link)."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except (OSError, RuntimeError):
+        return False
+
+
+def write_json(path: str | None, data: Any, force: bool) -> Path | None:
+    """Write ``data`` as JSON to ``path`` (temp + rename, never replacing a file that appeared meanwhile unless
+    ``force``), or to standard output for ``-``; returns the file written, if any."""
+    if path is None:
+        return None
+    text = json.dumps(data, indent=1, default=str) + "\n"
+    if path == STDOUT:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return None
+    try:
+        return atomic_write_text(text, path, overwrite=force)
+    except FileExistsError:
+        raise SegzooError(f"{path} exists; segzoo does not replace it: pass --force to replace it, or another name")\
+            from None

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
 
 from ..api import create_model, load_model
-from ..core.files import atomic_write_text, check_output_path
 from ..core.limits import MAX_WORKERS
 from ..core.recipe import DEFAULT_INPUT_SIZE
 from ..core.table import format_table
 from ..studies.bench import DTYPES, MODES, benchmark, loader_throughput
-from ._options import NUM_CLASSES, float_in, input_size, int_in
+from ._options import (
+    NUM_CLASSES,
+    STDOUT,
+    add_json_option,
+    check_json_target,
+    float_in,
+    human,
+    input_size,
+    int_in,
+    write_json,
+)
 
 COMMAND = "bench"
 
@@ -47,14 +57,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also time the training input pipeline alone on this dataset (images/s vs the model's)")
     p.add_argument("--workers", type=int_in(0, MAX_WORKERS), default=0,
                    help="loader worker processes for --data (default 0)")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the results to FILE as JSON")
-    p.add_argument("--force", action="store_true", help="replace an existing --json FILE (never the model file)")
+    add_json_option(p, "the results")
 
 
 def run(args: argparse.Namespace) -> int:
     given_size = input_size(args.input) if args.input else None
-    if args.json:
-        check_output_path(args.json, (args.model, args.data), args.force, flag="--json")
+    check_json_target(args.json, args.force, inputs=[args.model, args.data])
+    out = human(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     if Path(args.model).exists() or args.model.endswith((".pt", ".pth")):  # a file, or meant as one
@@ -62,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         model = create_model(args.model, num_classes=args.num_classes)
     recipe = model.recipe
-    size = given_size or tuple(recipe.input_size or DEFAULT_INPUT_SIZE)
+    c, h, w = given_size or (recipe.input_size or DEFAULT_INPUT_SIZE)
+    size = (c, h, w)
     result = benchmark(
         model, size, batch_size=args.batch_size, device=args.device, dtype=args.dtype, mode=args.mode,
         warmup=args.warmup, iters=args.iters, channels_last=args.channels_last, winograd=args.winograd, gemm=args.gemm,
@@ -74,9 +84,8 @@ def run(args: argparse.Namespace) -> int:
         result.loader_images_per_s = loader_throughput(
             args.data, crop=size[-1], batch_size=args.batch_size, workers=args.workers,
             pin_memory=result.device == "cuda", num_classes=getattr(model, "num_classes", None))
-    print(format_table(["", ""], result.rows()).split("\n", 2)[2])
-    print()
-    print(result.to_json())
-    if args.json:
-        atomic_write_text(result.to_json() + "\n", args.json)
+    print(format_table(["", ""], result.rows()).split("\n", 2)[2], file=out)
+    if args.json != STDOUT:  # as before: the JSON follows the table on standard output (for '-', write_json does)
+        print(f"\n{result.to_json()}")
+    write_json(args.json, json.loads(result.to_json()), args.force)
     return 0

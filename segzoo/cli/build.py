@@ -9,7 +9,16 @@ from ..core.model import GEOMETRIES
 from ..core.recipe import DEFAULT_INPUT_SIZE
 from ..core.table import format_table
 from ..studies.summary import summarize
-from ._options import NUM_CLASSES, check_new_file, input_size, parse_options
+from ._options import (
+    NUM_CLASSES,
+    add_json_option,
+    check_json_target,
+    check_new_file,
+    human,
+    input_size,
+    parse_options,
+    write_json,
+)
 
 COMMAND = "build"
 
@@ -34,22 +43,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="whole-model weights: a segzoo checkpoint or state dict, or a file in a registered weight "
                         "layout (segzoo list)")
     p.add_argument("--out", default=None, metavar="FILE", help="write a checkpoint (weights + recipe) here")
-    p.add_argument("--force", action="store_true", help="replace the --out file if it exists (default: refuse)")
+    add_json_option(p, "the summary", force=False)
+    p.add_argument("--force", action="store_true",
+                   help="replace the --out or --json file if it exists (default: refuse)")
 
 
 def run(args: argparse.Namespace) -> int:
-    size = input_size(args.input) if args.input else None
+    given = input_size(args.input) if args.input else None
     if args.out:
         check_new_file(args.out, args.force)
+    check_json_target(args.json, args.force, inputs=[args.weights, args.backbone_weights],
+                      outputs=[args.out])
+    out = human(args)
     model = create_model(args.model, num_classes=args.num_classes, backbone_weights=args.backbone_weights,
                          backbone_kwargs=parse_options(args.backbone_opt, "--backbone-opt"),
                          head_kwargs=parse_options(args.head_opt, "--head-opt"), geometry=args.geometry,
                          weights=args.weights)
     r = model.recipe
-    size = size or tuple(r.input_size or DEFAULT_INPUT_SIZE)
+    size = given or tuple(r.input_size or DEFAULT_INPUT_SIZE)
     s = summarize(model, (1, *size))
     strides = " + ".join(str(x) for x in model.head.strides)
-    rows = [
+    rows: list[list[object]] = [
         ["model", r.name],
         ["backbone", f"{r.backbone}  (plugin {r.backbone_plugin}, {r.backbone_dist})"],
         ["head", f"{r.head}  (plugin {r.head_plugin}, {r.head_dist})"],
@@ -65,8 +79,15 @@ def run(args: argparse.Namespace) -> int:
         rows.insert(3, ["backbone weights", r.backbone_weights])
     if r.weights:
         rows.insert(3, ["weights", r.weights])
-    print(format_table(["", ""], rows).split("\n", 2)[2])
-    if args.out:
-        path = save_model(model, args.out, overwrite=args.force)
-        print(f"saved {path} (load it with segzoo.load_model)")
+    print(format_table(["", ""], rows).split("\n", 2)[2], file=out)
+    path = save_model(model, args.out, overwrite=args.force) if args.out else None
+    if path is not None:
+        print(f"saved {path} (load it with segzoo.load_model)", file=out)
+    write_json(args.json, {
+        "model": r.name, "backbone": r.backbone, "backbone_plugin": r.backbone_plugin, "head": r.head,
+        "head_plugin": r.head_plugin, "num_classes": r.num_classes, "geometry": r.geometry,
+        "strides": list(model.head.strides), "parameters": s.params, "trainable": s.trainable,
+        "input_shape": list(s.input_shape), "output_shape": list(s.output_shape), "gflops": s.gflops,
+        "weights": r.weights, "backbone_weights": r.backbone_weights, "saved": str(path) if path else None,
+    }, args.force)
     return 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..api import load_model
 from ..core.errors import SegzooError
-from ..core.files import atomic_write_text, check_output_path, read_text_file, url_scheme
+from ..core.files import check_output_path, read_text_file, url_scheme
 from ..core.limits import MAX_TILE, MAX_WORKERS
 from ..data import SegmentationDataset, eval_transform, find_pairs, load_label_map, window_transform
 from ..infer.tile import TiledModel
@@ -19,7 +19,7 @@ from ..train import evaluate
 from ..train.metrics import BOUNDARY_PX, report
 from ..train.runtime import setup
 from ..train.setup import eval_loader
-from ._options import float_in, int_in, tile_options
+from ._options import STDOUT, add_json_option, float_in, human, int_in, tile_options, write_json
 
 COMMAND = "eval"
 
@@ -33,9 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "smaller images, which can change predictions near their borders)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--workers", type=int_in(0, MAX_WORKERS), default=0, help="data-loading processes (default 0)")
-    p.add_argument("--label-map", default=None, metavar="FILE.yaml",
-                   help="the label map the model was trained with (segzoo train --label-map), for data in the "
-                        "dataset's own ids")
+    p.add_argument("--label-map", default=None, metavar="FILE.yaml|NAME",
+                   help="the label map the model was trained with (segzoo train --label-map: a file, or cityscapes "
+                        "/ ade20k), for data in the dataset's own ids")
     p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad pairs instead of stopping")
     p.add_argument("--boundary-px", type=int, default=BOUNDARY_PX, metavar="PX",
                    help=f"width of the band around each contour that boundary IoU scores (default {BOUNDARY_PX}; "
@@ -46,11 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tile overlap, a fraction (default 0.25; only with --tile)")
     p.add_argument("--tta", action="append", default=[], metavar="AUG",
                    help="test-time augmentation: flip, and/or scales=0.75,1,1.25 (repeat the flag to combine)")
-    p.add_argument("--json", default=None, metavar="FILE",
-                   help="where to write the metrics (default: eval-<split>.json beside the checkpoint, or in the "
-                        "current folder for a URL or Hub id); an earlier eval's report is replaced, any other existing "
-                        "FILE only with --force")
-    p.add_argument("--force", action="store_true", help="replace an existing --json FILE (never the checkpoint)")
+    add_json_option(p, "the metrics", default=" (default: eval-<split>.json beside the checkpoint, or in the "
+                    "current folder for a URL or Hub id; an earlier eval's report there is replaced)")
 
 
 def _eval_report(path: Path) -> bool:
@@ -96,13 +93,15 @@ def run(args: argparse.Namespace) -> int:
     args.overlap = tile_options(args)
     if args.boundary_px < 1:
         raise SegzooError(f"--boundary-px must be >= 1, got {args.boundary_px} (the band's width in pixels)")
+    check_checkpoint(args.checkpoint)
     name = f"eval-{Path(args.split).stem}.json"
     remote = url_scheme(args.checkpoint) or is_hub_id(args.checkpoint)  # never a name derived from a URL
-    out = Path(args.json) if args.json else Path(name) if remote else Path(args.checkpoint).with_name(name)
-    # an earlier eval's report it may replace; never its inputs (not even with --force), nothing else unasked
-    check_output_path(out, (args.checkpoint, args.label_map, args.data), force=args.force or _eval_report(out),
-                      flag="--json")
-    check_checkpoint(args.checkpoint)
+    target = args.json or str(Path(name) if remote else Path(args.checkpoint).with_name(name))
+    replace = args.force
+    if target != STDOUT:  # an earlier eval's report it may replace; never its inputs (not even with --force)
+        replace = args.force or _eval_report(Path(target))
+        check_output_path(target, (args.checkpoint, args.label_map, args.data), force=replace, flag="--json")
+    out = human(args)
     rt = setup(args.device)
     model = load_model(args.checkpoint).to(rt.device)
     pairs = find_pairs(args.data, args.split, args.skip_bad)
@@ -118,9 +117,11 @@ def run(args: argparse.Namespace) -> int:
     m = evaluate(scorer, loader, rt, model.num_classes, names, boundary_px=args.boundary_px)
     print(f"{model.recipe.name} on {args.data} split '{args.split}' ({len(dataset)} images, "
           f"{m['pixels']:,} labelled pixels" + (f", {m['skipped'] + len(pairs.dropped)} skipped" if
-                                                 m["skipped"] or pairs.dropped else "") + ")")
-    print(report(m))
-    atomic_write_text(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
-                                  "model": model.recipe.name, **m}, indent=1) + "\n", out)
-    print(f"\nwrote {out}")
+                                                 m["skipped"] or pairs.dropped else "") + ")", file=out)
+    print(report(m), file=out)
+    result = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
+              "model": model.recipe.name, **m}
+    written = write_json(target, result, force=replace)
+    if written is not None:
+        print(f"\nwrote {written}", file=out)
     return 0

@@ -72,9 +72,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--loss-fn", dest="loss_fn", default=None, metavar="NAME",
       help="the training loss: cross-entropy (default, built in) or one a plugin registered (Dice, focal...)")
     a("--loss-opt", action="append", default=[], metavar="KEY=VALUE", help="an option of --loss-fn's loss (repeatable)")
-    a("--label-map", default=None, metavar="FILE.yaml",
+    a("--label-map", default=None, metavar="FILE.yaml|NAME",
       help="remap the dataset's label ids to training ids: a YAML mapping dataset_id: training_id (ids not listed "
-           "become 255, void) with an optional names: list; docs/label-maps/ has Cityscapes and ADE20K")
+           "become 255, void) with an optional names: list, or a map that ships with segzoo by name: cityscapes, "
+           "ade20k")
     a("--weak-data", default=None, metavar="DIR",
       help="image-labelled images in ImageFolder layout (DIR/<class>/<image>), trained with --weak-weight > 0; "
            "docs/weak-labels.md")

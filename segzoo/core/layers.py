@@ -250,7 +250,7 @@ def widen_normalization(norm: Mapping[str, object], in_chans: int) -> dict[str, 
     norm = dict(norm)
     if in_chans == 3:
         return norm
-    mean, std = list(norm["mean"]), list(norm["std"])
+    mean, std = list(norm["mean"]), list(norm["std"])  # type: ignore[call-overload]  # checked by the recipe
     if in_chans == 1:
         return {**norm, "mean": [sum(mean) / 3], "std": [sum(std) / 3], "bgr": False}
     return {**norm, "mean": (mean + [sum(mean) / 3] * in_chans)[:in_chans],

@@ -116,6 +116,7 @@ def _check_normalization(norm: Any) -> None:
     if not ok:
         raise SegzooError(f"a recipe's normalization needs 'mean' and 'std' lists of finite numbers, one per channel; "
                           f"got mean {mean!r:.60}, std {std!r:.60}")
+    assert isinstance(std, (list, tuple))  # for the type checker: ok said so
     if min(std) <= 0:
         raise SegzooError(f"a recipe's normalization has std {list(std)}: every std must be > 0 (a 0 divides by zero)")
     scale = norm.get("scale", 1.0)

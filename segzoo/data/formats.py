@@ -183,9 +183,11 @@ def _from_list_file(root: Path, split_file: Path, images: Path, masks: Path) -> 
 
 def _check_pairs(listing: Listing, root: Path, split: str, skip_bad: bool, image_labels: dict[str, list[str]]
                  ) -> tuple[list[tuple[Path, Path]], list[str], list[Path]]:
-    pairs, dropped, weak = [], [], []
+    pairs: list[tuple[Path, Path]] = []
+    dropped: list[str] = []
+    weak: list[Path] = []
     for image, mask, source in listing:
-        problem = None
+        problem: str | None = None
         if not image.is_file():
             problem = f"image {image} (listed as '{source}' in split '{split}') does not exist"
         elif mask is None and image.stem in image_labels:
@@ -195,6 +197,7 @@ def _check_pairs(listing: Listing, root: Path, split: str, skip_bad: bool, image
             problem = (f"image {image} has no mask (expected a .png of the same stem in the mask folder, or "
                        "its line in image_labels.txt to train from its image-level labels)")
         if problem is None:
+            assert mask is not None  # a missing mask is a problem above
             pairs.append((image, mask))
         elif skip_bad:
             dropped.append(problem)

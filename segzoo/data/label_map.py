@@ -1,9 +1,10 @@
-"""Label maps: a YAML file that turns a dataset's own label ids into training ids (``--label-map FILE.yaml``).
+"""Label maps: a YAML file that turns a dataset's own label ids into training ids (``--label-map FILE.yaml|NAME``).
 
 The file is a mapping ``dataset_id: training_id``; ids it does not list become 255 (void), as does
 any id mapped to 255. An optional ``names:`` list gives the training classes' names (and so their
 number); without it the classes are ``0 .. largest training id``. Cityscapes' 34 ids to its 19
-training classes and ADE20K's 0-is-void shift are in ``docs/label-maps/``::
+training classes and ADE20K's 0-is-void shift ship with segzoo (``segzoo/data/label_maps/``) and are
+used by name: ``--label-map cityscapes``, ``--label-map ade20k`` (:func:`shipped_label_maps` lists them)::
 
     names: [road, sidewalk]
     7: 0      # road
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import yaml
@@ -24,6 +26,28 @@ from ..core.files import read_text_file
 from .io import IGNORE_INDEX
 
 MAX_ID = 255  # masks are read as 8-bit class indices
+SHIPPED = Path(__file__).with_name("label_maps")  # package data: the wheel carries these files
+
+
+def shipped_label_maps() -> list[str]:
+    """The names of the label maps that ship with segzoo (``cityscapes``, ``ade20k``), usable as ``--label-map``."""
+    return sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+
+
+def resolve_label_map(name_or_path: str | os.PathLike[str]) -> Path:
+    """A shipped map's name (no ``/``, no ``.yaml``) is its file in the package; anything else is a path as given.
+
+    A file of that name in the working folder wins over a shipped map, so a path never changes meaning.
+    """
+    text = os.fspath(name_or_path)
+    path = Path(text)
+    if path.exists() or os.sep in text or "/" in text or path.suffix:
+        return path
+    shipped = SHIPPED / f"{text}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise DataError(f"no label map {text!r}: name a YAML file, or one that ships with segzoo "
+                    f"({', '.join(shipped_label_maps())})")
 
 
 @dataclass(frozen=True)
@@ -48,7 +72,9 @@ class LabelMap:
 
 
 def load_label_map(path: str | os.PathLike[str]) -> LabelMap:
-    """Read and check a label-map YAML file; every mistake is a :class:`DataError` naming the key and the fix."""
+    """Read and check a label-map YAML file, or a shipped one by name (``cityscapes``); every mistake is a
+    :class:`DataError` naming the key and the fix."""
+    path = resolve_label_map(path)
     try:
         data = yaml.safe_load(read_text_file(path, "label map", DataError))  # regular files only: no FIFO hang
     except (yaml.YAMLError, TypeError, ValueError, RecursionError):  # TypeError: a list as a key

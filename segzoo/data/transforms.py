@@ -53,13 +53,15 @@ def match_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
     raise InputError(f"a {kind} image{alpha} has {c} channels but the model takes {channels}; build the model "
                      f"with --backbone-opt in_chans={c} (and --normalization stats), or convert the images")
 
+DEFAULT_NORM: dict[str, Any] = IMAGENET_NORM  # typed as the recipes' normalizations are
+
 
 def normalize(image: torch.Tensor, norm: dict[str, Any] | None = None) -> torch.Tensor:
     """Apply the model's normalization contract (segzoo/model.py): scale, optional BGR, then (x - mean) / std.
 
     The image first gets the model's channels (as many as ``norm['mean']`` lists) by :func:`match_channels`.
     """
-    norm = norm or IMAGENET_NORM
+    norm = norm or DEFAULT_NORM
     image = match_channels(image, len(norm["mean"]))
     x = image * float(norm.get("scale", 1.0))
     if norm.get("bgr", False):

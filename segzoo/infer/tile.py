@@ -149,7 +149,8 @@ class TiledModel(torch.nn.Module):
             def keep(top: int, p: torch.Tensor, i: int = i) -> None:
                 out[i, :, top:top + p.shape[1]] = p
 
-            predict_tiled(probs_of, lambda t, b, left, r, i=i: x[i:i + 1, :, t:b, left:r], tuple(x.shape[-2:]),
+            predict_tiled(probs_of, lambda t, b, left, r, i=i: x[i:i + 1, :, t:b, left:r],  # type: ignore[misc]
+                          tuple(x.shape[-2:]),
                           self.num_classes, self.tile, self.overlap, keep, self.align, self.batch)
         return out.to(x.device)
 

@@ -31,7 +31,8 @@ class TTA:
 
 def parse_tta(specs: Sequence[str] | None) -> TTA:
     """``["flip", "scales=0.75,1,1.25"]`` (also comma-joined: ``"flip,scales=..."`` is not, use two flags)."""
-    flip, scales = False, (1.0,)
+    flip = False
+    scales: tuple[float, ...] = (1.0,)
     for spec in specs or ():
         spec = spec.strip()
         if spec == "flip":
@@ -79,11 +80,12 @@ def tta_probs(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta:
             views.append((scale, p.flip(-1) if flipped else p))
     # the scores' own size at scale 1: the input's, or the centred window of a valid-convolution model
     size = next((tuple(p.shape[-2:]) for scale, p in views if scale == 1.0), tuple(x.shape[-2:]))
-    total = None
+    total: torch.Tensor | None = None
     for _, p in views:
         if tuple(p.shape[-2:]) != size:
             p = F.interpolate(p, size=size, mode="bilinear", align_corners=False)
         total = p if total is None else total.add_(p)
+    assert total is not None  # a TTA has at least one view
     return total.div_(tta.views)
 
 

@@ -134,7 +134,8 @@ def _listed(keys: list[str]) -> str:
 
 
 def _checkpoint_hint(model: SegmentationModel, ckpt: dict[str, Any]) -> str:
-    theirs = ckpt.get("recipe") if isinstance(ckpt.get("recipe"), dict) else {}
+    recipe = ckpt.get("recipe")
+    theirs: dict[str, Any] = recipe if isinstance(recipe, dict) else {}
     a = (theirs.get("backbone"), theirs.get("head"), theirs.get("geometry") or "modern")
     b = (model.recipe.backbone, model.recipe.head, model.recipe.geometry)
     if a == b:

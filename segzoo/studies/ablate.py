@@ -436,7 +436,7 @@ def _evaluate(model: Any, config: dict[str, Any], px: int, split: str | None = N
     return evaluate(model.to(rt.device), loader, rt, model.num_classes, model.recipe.class_names, boundary_px=px)
 
 
-def _measure(checkpoint: Path, side: int) -> dict[str, float]:
+def _measure(checkpoint: Path, side: int) -> dict[str, float | None]:
     """Size and speed of the trained net at the study's input size (inference, batch 1).
 
     ``infer_peak_mib`` is the peak of one forward over the memory resident before it (the weights).

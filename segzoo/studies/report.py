@@ -86,7 +86,7 @@ def baseline_name(row: dict[str, Any], names: Sequence[str], baseline: str | Non
     backbone and staging, else the study's first variant."""
     if row.get("paired_with"):
         return row["paired_with"]
-    if baseline in names:
+    if baseline is not None and baseline in names:
         return baseline
     name = f"{row['backbone']}-{baseline or first_head}" + ("-staged" if row.get("staged") else "")
     # a named model's row (unet-classic) has no such head on its backbone: it is compared with the first variant

@@ -52,7 +52,7 @@ class TrainConfig:
     class_weights: list[float] | str | None = None  # one weight per class, or "auto": median-frequency balancing
     loss: str = "cross-entropy"  # the built-in default, or a loss a plugin registered (segzoo_register_losses)
     loss_kwargs: dict[str, Any] = field(default_factory=dict)  # options of a plugin's loss factory
-    label_map: str | None = None  # a YAML file mapping dataset ids to training ids (segzoo.data.label_map)
+    label_map: str | None = None  # a YAML file of dataset ids to training ids, or a shipped map (cityscapes)
     backbone_weights: str | None = None
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     head_kwargs: dict[str, Any] = field(default_factory=dict)

@@ -35,7 +35,8 @@ def optimizer_defaults(name: str) -> dict[str, Any]:
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float, bias_lr_mult: float) -> list[dict[str, Any]]:
     """Weights with decay; biases (any 1-D parameter) at ``bias_lr_mult`` x lr without decay; frozen ones left out."""
-    weights, biases = [], []
+    weights: list[nn.Parameter] = []
+    biases: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (biases if p.ndim <= 1 else weights).append(p)

@@ -64,7 +64,7 @@ def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
                               "resume from the last.pt that 'segzoo train' wrote in its run folder")
     for key, types in TRAINING_FIELDS.items():
         value = ckpt.get(key)
-        if not isinstance(value, types) or isinstance(value, bool) or (types == (int,) and value < 0):
+        if not isinstance(value, types) or isinstance(value, bool) or (isinstance(value, int) and value < 0):
             got = "missing" if key not in ckpt else f"a {type(value).__name__}"
             raise CheckpointError(f"{path}: its '{key}' is {got}, not a {types[0].__name__}; the checkpoint is "
                                   "damaged or was not written by segzoo: resume from another one (best.pt cannot "

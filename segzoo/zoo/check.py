@@ -121,8 +121,8 @@ def check_head(registry: Registry, entry: Entry, num_classes: int) -> list[Check
         got, want = tuple(getattr(head, "strides", ())), entry.reads(info)
         assert got == want, (f"registered with {describe_strides(strides)}, which reads {list(want or ())} on a "
                              f"backbone with strides {sorted(levels)}, built with {list(got)}")
-        got = head.num_classes
-        assert got == num_classes, f"asked for {num_classes} classes, got head.num_classes={got}"
+        classes = head.num_classes
+        assert classes == num_classes, f"asked for {num_classes} classes, got head.num_classes={classes}"
         return SegmentationModel(backbone, head, Recipe(backbone="synthetic", head=entry.name,
                                                         num_classes=num_classes))
 
