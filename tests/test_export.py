@@ -33,7 +33,10 @@ def deepest_head(backbone: str) -> str:
     """The head with the most skips this backbone feeds: it runs every code path of the shallower FCN heads."""
     info = list(REGISTRY.backbone_factory(backbone)[0](**NARROW.get(backbone, {})).feature_info)
     reads = {h: REGISTRY.head(h).reads(info) for h in REGISTRY.names("head")}
-    return max((h for h, r in reads.items() if r), key=lambda h: (len(reads[h]), h))  # fcn8s-atonce over fcn8s
+    # the FCN heads (fixed strides) where they fuse more than one level; U-Net's valid encoder has only U-Net heads
+    fixed = [h for h, r in reads.items() if r and len(r) > 1 and isinstance(REGISTRY.head(h).strides, tuple)]
+    pool = fixed or [h for h, r in reads.items() if r]
+    return max(pool, key=lambda h: (len(reads[h]), h))  # fcn8s-atonce over fcn8s: its scaled skips
 
 
 @functools.cache
