@@ -120,9 +120,9 @@ class UNetHead(Head):
         for up, stride in zip(self.ups, self.strides[1:]):
             x = up(x, features[stride])
         x = self.classifier(x)
-        if self.strides[-1] == 1 and tuple(x.shape[-2:]) == tuple(size):
-            return x
-        return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+        if self.strides[-1] > 1:  # by the stride's factor, then trimmed: a size-based resize would fix a traced size
+            x = F.interpolate(x, scale_factor=self.strides[-1], mode="bilinear", align_corners=False)
+        return fit_to(x, size)
 
 
 def unet(feature_info: list[FeatureInfo], num_classes: int, decoder_channels: int | Sequence[int] = DECODER_CHANNELS,

@@ -14,25 +14,37 @@ from segzoo.cli import main
 from segzoo.core.accel import GemmConv2d, levers
 from segzoo.core.errors import SegzooError
 from segzoo.core.model import GEOMETRIES
-from segzoo.infer.export import ExportError, export_model, min_side, read_metadata
+from segzoo.infer.export import (
+    ExportError,
+    _dynamic_shapes,
+    export_model,
+    min_side,
+    read_metadata,
+    size_step,
+    taken_side,
+)
 
 REGISTRY = segzoo.get_registry()
 BACKBONES = [b for b in REGISTRY.names("backbone") if not b.endswith("*")]
-NARROW = {"vgg16": {"fc_channels": 16}, "alexnet": {"fc_channels": 16}}
+NARROW = {"vgg16": {"fc_channels": 16}, "alexnet": {"fc_channels": 16}, "unet-encoder": {"width": 2, "depth": 2}}
 SMALL_CHECKS = ((1, 97, 131), (2, 64, 72), (1, 70, 66))  # three sizes, one odd, none the export example's
 
 
 def deepest_head(backbone: str) -> str:
     """The head with the most skips this backbone feeds: it runs every code path of the shallower FCN heads."""
-    strides = {f.stride for f in REGISTRY.backbone_factory(backbone)[0](**NARROW.get(backbone, {})).feature_info}
-    fits = [h for h in REGISTRY.names("head") if set(REGISTRY.head(h).strides) <= strides]
-    return max(fits, key=lambda h: (len(REGISTRY.head(h).strides), h))  # fcn8s-atonce over fcn8s: its scaled skips
+    info = list(REGISTRY.backbone_factory(backbone)[0](**NARROW.get(backbone, {})).feature_info)
+    reads = {h: REGISTRY.head(h).reads(info) for h in REGISTRY.names("head")}
+    # the FCN heads (fixed strides) where they fuse more than one level; U-Net's valid encoder has only U-Net heads
+    fixed = [h for h, r in reads.items() if r and len(r) > 1 and isinstance(REGISTRY.head(h).strides, tuple)]
+    pool = fixed or [h for h, r in reads.items() if r]
+    return max(pool, key=lambda h: (len(reads[h]), h))  # fcn8s-atonce over fcn8s: its scaled skips
 
 
 @functools.cache
 def model(name: str, geometry: str, **head_kwargs) -> segzoo.SegmentationModel:
-    backbone = name.split("-fcn")[0]
-    return segzoo.create_model(name, num_classes=3, geometry=geometry, backbone_kwargs=NARROW.get(backbone, {}),
+    recipe = REGISTRY.resolve(name)
+    head_kwargs = {"decoder_channels": 8, **head_kwargs} if recipe.head == "unet" else head_kwargs
+    return segzoo.create_model(name, num_classes=3, geometry=geometry, backbone_kwargs=NARROW.get(recipe.backbone, {}),
                                head_kwargs=head_kwargs or None).eval()
 
 
@@ -56,9 +68,14 @@ def test_torch_export_keeps_batch_height_and_width_dynamic(backbone, geometry):
         assert geometry != "modern" and "geometry" in str(exc)
         pytest.skip(f"{backbone} has no geometry {geometry}")
     low = min_side(m)
-    shapes = ({0: Dim("b", max=64), 2: Dim("h", min=low, max=4096), 3: Dim("w", min=low, max=4096)},)
-    program = torch.export.export(m, (torch.randn(2, 3, low, low + 1),), dynamic_shapes=shapes)
-    x = torch.randn(1, 3, low + 33, low + 3)
+    step = size_step(m, low)  # 1; U-Net's valid encoder takes every 4th side here (depth 2)
+    if step == 1:
+        shapes = ({0: Dim("b", max=64), 2: Dim("h", min=low, max=4096), 3: Dim("w", min=low, max=4096)},)
+    else:
+        shapes = _dynamic_shapes((low, step))
+    side = low if step == 1 else low + 2 * step
+    program = torch.export.export(m, (torch.randn(2, 3, side, side + step),), dynamic_shapes=shapes)
+    x = torch.randn(1, 3, taken_side(m, low + 33), taken_side(m, low + 3))
     with torch.no_grad():
         with levers(gemm=False, winograd=False):  # the exported graph's convs are the plain ones
             assert torch.equal(program.module()(x), m(x))
@@ -241,3 +258,20 @@ def test_torchscript_export_onto_a_full_disk_is_one_line_and_leaves_nothing(tmp_
         err = capsys.readouterr().err
         assert code == 2 and f"the disk mounted at {small_disk} is full" in err and len(err.splitlines()) == 1
         assert os.listdir(small_disk) == []
+
+
+@pytest.mark.parametrize("name", [pytest.param("vgg16-unet", marks=pytest.mark.slow), "alexnet-unet", "unet-classic"])
+def test_unet_exports_check_themselves_and_a_valid_one_records_its_window(tmp_path, name):
+    """U-Net's decoder exports like the FCN heads; the paper's valid network (depth 2, width 2 here) is exported
+    for the sides its geometry takes (low + 4k), records its window, and checks itself on it."""
+    m = model(name, "modern")
+    report = export_model(m, "exported", tmp_path / "m.pt2", check_sizes=SMALL_CHECKS)
+    meta = read_metadata(tmp_path / "m.pt2")
+    if name == "unet-classic":
+        assert [d[0] for d in report.diffs] == [(1, 3, 100, 132), (2, 3, 64, 72), (1, 3, 72, 68)]  # sides it takes
+        assert meta["output_window"] == {"input": [44, 44], "window": [20, 20, 4, 4]} and meta["size_step"] == 4
+        assert min_side(m) == 44
+    else:
+        assert [d[0] for d in report.diffs] == [(n, 3, h, w) for n, h, w in SMALL_CHECKS]
+        assert "output_window" not in meta
+    assert all(diff <= 1e-4 * max(scale, 1e-12) for _, diff, scale in report.diffs)

@@ -162,8 +162,12 @@ def test_a_head_that_does_not_fit_suggests_one_that_does_never_itself():
 
 def test_fitting_heads_put_those_reading_the_coarsest_level_first():
     registry = segzoo.get_registry()
-    assert registry.fitting_heads(SyntheticBackbone(strides=(4, 8, 16)).feature_info) == ["fcn16s-single",
+    # unet (a strides rule: every level) reads all of them, so it comes first wherever it fits
+    assert registry.fitting_heads(SyntheticBackbone(strides=(4, 8, 16)).feature_info) == ["unet", "fcn16s-single",
                                                                                          "fcn8s-single"]
-    assert registry.fitting_heads(SyntheticBackbone(strides=(2, 4, 8)).feature_info, exclude="x") == ["fcn8s-single"]
+    assert registry.fitting_heads(SyntheticBackbone(strides=(2, 4, 8)).feature_info, exclude="unet") == [
+        "fcn8s-single"]
+    assert registry.fitting_heads(SyntheticBackbone(strides=(16,)).feature_info) == ["fcn16s-single"]  # one level
     vgg_like = registry.fitting_heads(SyntheticBackbone().feature_info, exclude="fcn4s")
-    assert vgg_like[:2] == ["fcn8s", "fcn8s-atonce"] and "fcn4s" not in vgg_like and vgg_like[-1] == "fcn8s-single"
+    assert vgg_like[:3] == ["unet", "fcn8s", "fcn8s-atonce"] and "fcn4s" not in vgg_like
+    assert vgg_like[-1] == "fcn8s-single"

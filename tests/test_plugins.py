@@ -416,9 +416,10 @@ def segzoo_register_heads(registrar):
 '''
 
 
-def test_an_adaptive_third_party_head_composes_on_backbones_with_different_strides(fake_dist, capsys):
+def test_an_adaptive_third_party_head_composes_on_backbones_with_different_strides(fake_dist, capsys, monkeypatch):
     fake_dist("segzoo-lite", {"szfx_lite": ADAPTIVE_HEAD}, {"lite": "szfx_lite"})
     importlib.invalidate_caches()
+    monkeypatch.setattr(segzoo.api, "_REGISTRY", None)  # check-plugin's registry must see the new distribution
     registry = load_plugins()
     reads = {}
     for backbone in ("fxdeep", "alexnet", "vgg16"):  # strides 2-32, 4-32 and 2-32

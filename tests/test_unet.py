@@ -114,3 +114,13 @@ def test_a_valid_model_trains_an_epoch_on_cropped_labels_evaluates_and_predicts_
     image = np.random.default_rng(0).integers(0, 255, (50, 71, 3), dtype=np.uint8)
     assert predict_image(model, image).shape == (model.num_classes, 50, 71)
     assert predict_image(model, image, tile=64).shape == (model.num_classes, 50, 71)
+
+
+def test_build_prints_the_window_and_refuses_a_size_with_the_nearest_ones(capsys):
+    from segzoo.cli import main
+
+    assert main(["build", "unet-classic", "--backbone-opt", "width=1", "--input", "3x572x572"]) == 0
+    assert "output window  388 x 388 at row 92, column 92 of the 572 x 572 input" in capsys.readouterr().out
+    assert main(["build", "unet-classic", "--backbone-opt", "width=1", "--input", "3x570x572"]) == 2
+    err = capsys.readouterr().err
+    assert "for 570 use 556 or 572" in err and len(err.splitlines()) == 1

@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         ["parameters", f"{s.params:,} total, {s.trainable:,} trainable"],
         ["input", " x ".join(map(str, s.input_shape))],
         ["output", " x ".join(map(str, s.output_shape))],
+        *_window_row(model, size[-2], size[-1]),
         ["GFLOPs", f"{s.gflops:.1f} (forward, at this input)"],
     ]
     if r.backbone_weights:
@@ -91,3 +92,13 @@ def run(args: argparse.Namespace) -> int:
         "weights": r.weights, "backbone_weights": r.backbone_weights, "saved": str(path) if path else None,
     }, args.force)
     return 0
+
+
+def _window_row(model, height: int, width: int) -> list[list[str]]:
+    """A row saying where the scores lie, for a model whose output is a centred window of its input."""
+    win = model.output_window(height, width)
+    if win.is_full(height, width):
+        return []
+    return [["output window", f"{win.height} x {win.width} at row {win.top}, column {win.left} of the {height} x "
+                              f"{width} input (valid convolutions: labels are cropped to it; predict mirrors and "
+                              "tiles whole images)"]]

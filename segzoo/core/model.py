@@ -254,7 +254,8 @@ class SegmentationModel(nn.Module):
                 f"input {h}x{w} is smaller than backbone '{name}' takes: the minimum is {low}x{low}; "
                 "resize or pad the image"
             )
-        self.backbone.check_size(int(h), int(w))
+        if not (torch.compiler.is_compiling() or torch.jit.is_tracing()):  # a tracer's sizes are symbols
+            self.backbone.check_size(int(h), int(w))
 
     def check_features(self, features: dict[int, torch.Tensor], size: tuple[int, int]) -> bool:
         """Forward calls :func:`check_maps` (so ``segzoo build`` does) until an input decides; see there."""

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.export import Dim
 
-from ..core.errors import CheckpointError, SegzooError
+from ..core.errors import CheckpointError, InputError, SegzooError
 from ..core.files import check_output_path, current_umask, disk_full_message
 from ..core.model import SegmentationModel
 from ..core.recipe import Recipe
@@ -85,10 +85,29 @@ def in_channels(model: torch.nn.Module) -> int:
 
 def min_side(model: SegmentationModel) -> int:
     """The smallest height and width the exported graph promises: the backbone's minimum, and at least twice the
-    coarsest stride, so no feature map is ever a single cell (a 1-wide map would broadcast and specialise the graph).
+    coarsest stride, so no feature map is ever a single cell (a 1-wide map would broadcast and specialise the graph);
+    for a geometry that takes only some sizes (valid convolutions), the first of them from there.
     """
     strides = [f.stride for f in model.backbone.feature_info]
-    return max(int(model.backbone.min_input_size), 2 * max(strides))
+    return taken_side(model, max(int(model.backbone.min_input_size), 2 * max(strides)))
+
+
+def taken_side(model: SegmentationModel, side: int) -> int:
+    """The smallest side from ``side`` up that the model's geometry takes (every side, for most models)."""
+    for n in range(side, side + 4096):
+        try:
+            model.backbone.check_size(n, n)
+            model.output_window(n, n)
+        except InputError:
+            continue
+        return n
+    raise ExportError(f"the model takes no input side from {side} to {side + 4096}")
+
+
+def size_step(model: SegmentationModel, low: int) -> int:
+    """The step between the input sides the model takes from ``low`` (1 for most; 16 for the depth-4 U-Net, whose
+    2x2 pools need even maps): the exported graph's sides are ``low + step * k``."""
+    return taken_side(model, low + 1) - low
 
 
 def export_model(model: SegmentationModel, fmt: str, out: str | os.PathLike[str], force: bool = False,
@@ -114,11 +133,20 @@ def export_model(model: SegmentationModel, fmt: str, out: str | os.PathLike[str]
             raise ExportError(f"{loc.text} exists; choose another --out or pass --force to replace it")
     model = model.eval().float().cpu()  # segzoo.core.accel's fast convs are plain convs to the exporters
     low = min_side(model)
+    step = size_step(model, low)
     chans = in_channels(model)
-    example = torch.randn(2, chans, low, low + 1, generator=torch.Generator().manual_seed(0))
+    # sides low + step * k: an example at k = 0 or 1 would be taken for a constant by torch.export
+    side = low if step == 1 else low + 2 * step
+    example = torch.randn(2, chans, side, side + step, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         model(torch.randn(1, chans, low, low))  # eager first: the model's own checks run, frozen layers are recognised
     meta = metadata(model, low)
+    window = model.output_window(low, low)
+    if step > 1 or not window.is_full(low, low):  # valid convolutions: where the scores lie, which sizes it takes
+        meta["segzoo.output_window"] = json.dumps({"input": [low, low], "window": [window.top, window.left,
+                                                                                   window.height, window.width]})
+        meta["segzoo.size_step"] = json.dumps(step)
+        check_sizes = tuple((n, taken_side(model, h), taken_side(model, w)) for n, h, w in check_sizes)
     try:
         with contextlib.ExitStack() as stack:
             # beside the target, so the rename is atomic; for a URL, a local folder, then one upload
@@ -130,7 +158,7 @@ def export_model(model: SegmentationModel, fmt: str, out: str | os.PathLike[str]
             tmp = Path(tmp_name)
             stack.callback(tmp.unlink, missing_ok=True)  # a no-op once renamed; after any failure, the cleanup
             write = {"onnx": _write_onnx, "torchscript": _write_torchscript, "exported": _write_exported}[fmt]
-            runner = write(model, example, tmp, meta, low, opset)
+            runner = write(model, example, tmp, meta, (low, step), opset)
             diffs = compare(model, runner, chans, check_sizes) if check else ()
             os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's files are owner-only; an export gets the usual ones
             if loc.local is None:
@@ -169,12 +197,17 @@ def compare(model: torch.nn.Module, runner: Callable[[torch.Tensor], torch.Tenso
     return tuple(diffs)
 
 
-def _dynamic_shapes(low: int) -> tuple[dict[int, Any], ...]:
-    return ({0: Dim("batch", min=1, max=1024), 2: Dim("height", min=low, max=1 << 15),
-             3: Dim("width", min=low, max=1 << 15)},)
+def _dynamic_shapes(low: tuple[int, int]) -> tuple[dict[int, Any], ...]:
+    """Batch, height and width dynamic; a geometry that takes every ``step``-th side gets sides ``low + step * k``."""
+    side, step = low
+    if step == 1:
+        return ({0: Dim("batch", min=1, max=1024), 2: Dim("height", min=side, max=1 << 15),
+                 3: Dim("width", min=side, max=1 << 15)},)
+    kh, kw = Dim("kh", min=0, max=(1 << 15) // step), Dim("kw", min=0, max=(1 << 15) // step)
+    return ({0: Dim("batch", min=1, max=1024), 2: step * kh + side, 3: step * kw + side},)
 
 
-def _program(model: torch.nn.Module, example: torch.Tensor, low: int) -> torch.export.ExportedProgram:
+def _program(model: torch.nn.Module, example: torch.Tensor, low: tuple[int, int]) -> torch.export.ExportedProgram:
     shapes = logging.getLogger("torch.fx.experimental.symbolic_shapes")  # sympy's "cannot solve" tracebacks
     level = shapes.level
     shapes.setLevel(logging.ERROR)
@@ -189,8 +222,8 @@ def _program(model: torch.nn.Module, example: torch.Tensor, low: int) -> torch.e
         shapes.setLevel(level)
 
 
-def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, meta: dict[str, str], low: int,
-                opset: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, meta: dict[str, str],
+                low: tuple[int, int], opset: int) -> Callable[[torch.Tensor], torch.Tensor]:
     onnx, ort = _onnx_modules()
     check_opset(opset)
     program = _program(model, example, low)
@@ -222,8 +255,8 @@ def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, meta:
     return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
 
 
-def _write_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path, meta: dict[str, str], low: int,
-                       opset: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def _write_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path, meta: dict[str, str],
+                       low: tuple[int, int], opset: int) -> Callable[[torch.Tensor], torch.Tensor]:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarning, and the FutureWarning that TorchScript is deprecated
         traced = torch.jit.trace(model, (example,), check_trace=False)
@@ -234,8 +267,8 @@ def _write_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path
     return lambda x: loaded(x)
 
 
-def _write_exported(model: torch.nn.Module, example: torch.Tensor, path: Path, meta: dict[str, str], low: int,
-                    opset: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def _write_exported(model: torch.nn.Module, example: torch.Tensor, path: Path, meta: dict[str, str],
+                    low: tuple[int, int], opset: int) -> Callable[[torch.Tensor], torch.Tensor]:
     program = _program(model, example, low)
     buf = io.BytesIO()  # built in memory, written by Python: torch's C++ writer aborts on a full disk
     torch.export.save(program, buf, extra_files={META_FILE: json.dumps(meta)})
