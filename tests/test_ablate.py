@@ -200,7 +200,7 @@ def ablate_cli(*args):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--seeds", "0"], "'seeds' must be a whole number >= 1, got 0"),
+    (["--seeds", "0"], "'seeds' must be a whole number >= 1 and <= 1000, got 0"),
     (["--backbones", ""], "'backbones' is empty: nothing to train"),
     (["--heads", ",,"], "'heads' is empty"),
     (["--baseline", "fcn16s", "--heads", "fcn32s,fcn8s"], "baseline 'fcn16s' is not in the study"),

@@ -60,7 +60,7 @@ def test_class_count_without_names_and_bad_files_are_one_line_errors(tmp_path):
                           ("names: a\n1: 0\n", "names must be a non-empty list")]:
         with pytest.raises(DataError, match=message):
             load_label_map(write(tmp_path, text))
-    with pytest.raises(DataError, match="cannot read label map"):
+    with pytest.raises(DataError, match="label map .*missing.yaml does not exist; check the path"):
         load_label_map(tmp_path / "missing.yaml")
 
 

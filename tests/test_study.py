@@ -39,7 +39,7 @@ def test_runs_go_seed_by_seed_from_the_first_seed():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"seeds": 0}, "'seeds' must be a whole number >= 1, got 0"),
+    ({"seeds": 0}, "'seeds' must be a whole number >= 1 and <= 1000, got 0"),
     ({"seeds": True}, "'seeds' must be a whole number"),
     ({"seeds": "3"}, "'seeds' must be a whole number"),
     ({"backbones": []}, "'backbones' is empty: nothing to train"),

@@ -124,7 +124,7 @@ class Study:
         for key, least, most in (("seeds", 1, MAX_SEEDS), ("boundary_px", 1, 1024)):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
-                raise SegzooError(f"'{key}' must be a whole number from {least} to {most}, got {value!r:.40} "
+                raise SegzooError(f"'{key}' must be a whole number >= {least} and <= {most}, got {value!r:.40} "
                                   f"(--{key.replace('_', '-')} N)")
         if not isinstance(self.out, str | os.PathLike) or not str(self.out):
             raise SegzooError(f"'out' must be a folder, got {self.out!r}")

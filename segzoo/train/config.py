@@ -134,10 +134,12 @@ class TrainConfig:
         for name, (least, meaning) in self.LEAST.items():
             value = getattr(self, name)
             most = self.MOST.get(name)
-            if value is not None and (not _is_int(value) or value < least or (most is not None and value > most)):
-                span = f">= {least}" + (f" and <= {most}" if most is not None else "")
-                raise SegzooError(f"--{name.replace('_', '-')} must be {span}, got {_shown(value)} ({meaning}; "
+            if value is not None and (not _is_int(value) or value < least):
+                raise SegzooError(f"--{name.replace('_', '-')} must be >= {least}, got {_shown(value)} ({meaning}; "
                                   "a whole number)")
+            if value is not None and most is not None and value > most:
+                raise SegzooError(f"--{name.replace('_', '-')} must be <= {most}, got {_shown(value)} (the most that "
+                                  "makes sense on this machine; segzoo.core.limits)")
         for name, (low, high, meaning) in self.INT_RANGES.items():
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or not low <= value <= high):
