@@ -149,12 +149,18 @@ class SegmentationDataset(Dataset):
         return {"image": img, "mask": target, "index": int(index), "image_labels": labels, "has_mask": True}
 
 
+# This many ids in a row that no mask has (with most ids absent) is no set of classes: ask for the count.
+LARGE_GAP = 8
+
+
 def classes_in_masks(pairs: PairList) -> int:
     """The class count the masks of ``pairs`` show: their largest label other than 255 (void), plus one.
 
     Ids are classes only if they look like them: when fewer than half of the ids from 0 to the largest one
-    appear in any mask (a stray 50 in a 3-class set would make 51 classes), it is a :class:`DataError` naming
-    the stray ids and the file each first appears in, and asking for class_names.txt or ``--num-classes``.
+    appear in any mask and a run of at least :data:`LARGE_GAP` ids between them appears in none (a stray 50 in
+    a 3-class set would make 51 classes), it is a :class:`DataError` naming the ids above the gap and the file
+    each first appears in, and asking for class_names.txt or ``--num-classes``. A smaller gap is counted,
+    with a note naming the ids no mask has.
     """
     first: dict[int, str] = {}  # id -> the first mask it is in
     for _, mask_path in pairs.pairs:
@@ -166,7 +172,9 @@ def classes_in_masks(pairs: PairList) -> int:
                         "check the masks, or write class_names.txt and pass --num-classes N")
     top = max(first)
     absent = [i for i in range(top + 1) if i not in first]
-    if len(absent) > len(first):
+    ids = sorted(first)
+    widest = max([b - a - 1 for a, b in zip([-1, *ids], ids)])  # absent ids in a row, from 0 up
+    if len(absent) > len(first) and widest >= LARGE_GAP:
         above = _above_gap(sorted(first))
         files: dict[str, list[str]] = {}
         for v in above[:3]:
