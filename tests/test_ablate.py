@@ -220,13 +220,13 @@ def test_a_real_study_writes_every_row_table_and_plot(tmp_path, demo_data):
 def test_a_staged_study_initialises_16s_from_the_final_32s_checkpoint_of_its_seed(tmp_path, demo_data, monkeypatch):
     import torch
 
-    import segzoo.train.trainer as trainer
+    import segzoo.train.setup as train_setup
     from segzoo.io.checkpoint import read_state_dict
 
     out = tmp_path / "s"
     study = Study(backbones=["alexnet"], heads=["fcn16s", "fcn32s"], staged=True, out=str(out),
                   train={**TINY, "data": str(demo_data)})
-    inits, real_init = [], trainer.init_from_checkpoint
+    inits, real_init = [], train_setup.init_from_checkpoint
 
     def spy_init(model, path):
         before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -237,7 +237,7 @@ def test_a_staged_study_initialises_16s_from_the_final_32s_checkpoint_of_its_see
                       "changed": [k for k in got["copied"] if not torch.equal(before[k], now[k])]})
         return got
 
-    monkeypatch.setattr(trainer, "init_from_checkpoint", spy_init)
+    monkeypatch.setattr(train_setup, "init_from_checkpoint", spy_init)
     rows = run_study(study, progress=False, log=lambda _: None)
     assert [r["variant"] for r in rows] == ["alexnet-fcn32s-staged", "alexnet-fcn16s-staged"]  # coarse first
     [init] = inits  # only 16s is initialised from a checkpoint, 32s starts from the backbone
