@@ -167,8 +167,8 @@ class TrainConfig:
         weights = self.class_weights
         if isinstance(weights, (list, tuple)) and (not all(math.isfinite(w) and w >= 0 for w in weights)
                                                    or not any(w > 0 for w in weights)):
-            raise SegzooError(f"--class-weights {_shown(list(weights))}: every weight must be a finite number >= 0 and "
-                              "at least one > 0 (all 0 would train nothing: the loss is 0 everywhere)")
+            raise SegzooError(f"--class-weights {_shown(list(weights))}: every weight must be finite and >= 0, and at "
+                              "least one > 0 (all 0 would train nothing: the loss is 0 everywhere)")
         scale = self.scale
         if (not isinstance(scale, (tuple, list)) or len(scale) != 2 or not all(_is_number(v) and math.isfinite(v)
                                                                                 for v in scale)
