@@ -16,7 +16,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from segzoo.core.errors import SegzooError  # noqa: E402
 
-FAST = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+FAST = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 
 # YAML/JSON-like values: what a hand-edited file can hold
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=True),
@@ -93,7 +93,7 @@ def test_any_export_metadata_is_checked_or_one_error(meta, raw):
         assert min(out["normalization"]["std"]) > 0
 
 
-@FAST
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))  # three files per example
 @given(data=st.binary(max_size=400), suffix=st.sampled_from([".png", ".tif", ".jpg", ".bmp"]))
 def test_any_bytes_as_an_image_is_an_image_or_one_error(tmp_path_factory, data, suffix):
     from segzoo.data.io import read_image
