@@ -165,8 +165,9 @@ def nearest_classic(n: int, depth: int = CLASSIC_DEPTH) -> list[int]:
 def check_classic_size(h: int, w: int, depth: int = CLASSIC_DEPTH) -> tuple[int, int]:
     """The output size for an input of ``h`` x ``w``, or an InputError naming the nearest sizes it takes."""
     plans = [classic_plan(n, depth) for n in (h, w)]
-    if all(plans):
-        return plans[0][1], plans[1][1]
+    ph, pw = plans
+    if ph is not None and pw is not None:
+        return ph[1], pw[1]
     bad = [n for n, p in zip((h, w), plans) if p is None]
     hints = "; ".join(f"for {n} use {' or '.join(map(str, nearest_classic(n, depth)))}" for n in dict.fromkeys(bad))
     smallest = nearest_classic(1, depth)[0]

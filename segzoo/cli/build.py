@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _window_row(model, height: int, width: int) -> list[list[str]]:
+def _window_row(model, height: int, width: int) -> list[list[object]]:
     """A row saying where the scores lie, for a model whose output is a centred window of its input."""
     win = model.output_window(height, width)
     if win.is_full(height, width):

@@ -7,7 +7,7 @@ from typing import Any
 
 from .._version import __version__
 from ..api import get_registry
-from ..core.model import describe_strides
+from ..core.model import Strides, describe_strides
 from ..core.table import format_table
 from ..zoo.registry import BUILTIN_LOSS
 from ._options import add_json_option, check_json_target, human, write_json
@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
             e = registry.entries[kind][name]
             rows.append([name, e.plugin, e.dist, _describe(e)])
             records.append({"name": name, "plugin": e.plugin, "distribution": e.dist, "description": _describe(e),
-                            **({"strides": list(e.strides), "parent": e.parent} if kind == "head" else {})})
+                            **({"strides": str(e.strides) if isinstance(e.strides, Strides) else list(e.strides),
+                                "parent": e.parent} if kind == "head" else {})})
         title = "losses" if kind == "loss" else kind + "s"
         listed[title.replace(" ", "_")] = records
         print(f"{title} ({len(rows)})", file=out)

@@ -107,7 +107,8 @@ class _Recording:
     RuntimeError ("unexpected pos"), and the disk's own error is what the user can act on."""
 
     def __init__(self, f: BinaryIO):
-        self._f, self.error = f, None
+        self._f = f
+        self.error: OSError | None = None
 
     def write(self, data: Any) -> int:
         try:

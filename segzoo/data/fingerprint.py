@@ -59,7 +59,7 @@ def fingerprint(root: str | os.PathLike[str], previous: dict[str, Any] | None = 
             rel = path.relative_to(root).as_posix()
             old = known.get(rel)
             same = isinstance(old, list) and len(old) == 3 and old[:2] == [st.st_size, st.st_mtime_ns]
-            files[rel] = [st.st_size, st.st_mtime_ns, old[2] if same else file_digest(path)]
+            files[rel] = [st.st_size, st.st_mtime_ns, old[2] if same and old is not None else file_digest(path)]
     listing = json.dumps([[rel, v[0], v[2]] for rel, v in sorted(files.items())], separators=(",", ":"))
     digest = f"sha256:{hashlib.sha256(listing.encode()).hexdigest()}"
     return {"root": str(root), "exclude": None if skip is None else str(skip), "digest": digest,

@@ -137,7 +137,8 @@ class MirrorToWindow:
         self.window_of, self.min_size = window_of, min_size
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator) -> Pair:
-        top, bottom, left, right = covering_pad(self.window_of, *mask.shape, self.min_size)
+        h, w = mask.shape
+        top, bottom, left, right = covering_pad(self.window_of, h, w, self.min_size)
         return (mirror_pad(image, top, bottom, left, right),
                 F.pad(mask, (left, right, top, bottom), value=IGNORE_INDEX))
 

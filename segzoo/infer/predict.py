@@ -70,11 +70,10 @@ def predict_labels(model: Any, image: np.ndarray, device: torch.device | str = "
     return labels
 
 
-def _predict(model: Any, image: np.ndarray, emit: Callable[[int, torch.Tensor], None], device: Any,
+def _predict(model: Any, image: np.ndarray, give: Callable[[int, torch.Tensor], None], device: Any,
              tile: int | None, overlap: float, tta: TTA, dtype: str, batch: int, info: dict[str, Any]) -> None:
     run = runner(model, device, dtype)
     norm = info["normalization"]
-    give = emit
 
     def emit(top: int, p: torch.Tensor) -> None:  # NaN probabilities argmax to class 0: a wrong mask, exit 0
         if not bool(torch.isfinite(p).all()):

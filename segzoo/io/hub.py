@@ -141,6 +141,8 @@ def read_pretrained(source: str | os.PathLike[str]) -> tuple[Recipe, dict[str, t
     downloaded once, unless ``HF_HUB_OFFLINE=1`` or ``SEGZOO_OFFLINE=1``, and then the error is one line saying
     what to fetch where.
     """
+    config_path: str | Path
+    weights_path: str | Path
     if is_hub_id(source):
         repo, revision = parse_hub_id(str(source))
         what = f"Hub model {repo}"
@@ -149,7 +151,8 @@ def read_pretrained(source: str | os.PathLike[str]) -> tuple[Recipe, dict[str, t
         weights_path = hf_hub_file(repo, [WEIGHTS_NAME], what, revision, instead)
         where = f"{PREFIX}{repo}"
     else:
-        config_path, weights_path, where = _join(source, CONFIG_NAME), _join(source, WEIGHTS_NAME), os.fspath(source)
+        config_path, weights_path = _join(source, CONFIG_NAME), _join(source, WEIGHTS_NAME)
+        where = os.fspath(source)
     config = _read_config(config_path, where)
     try:
         recipe = Recipe.from_dict(config.get("recipe"), where=f"{where}: {CONFIG_NAME}'s recipe")

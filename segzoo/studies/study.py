@@ -230,7 +230,7 @@ def label_variants(study: Study, base: Variant) -> list[Variant]:
                     return None
                 return name + (f"-px{f * 100:g}" if tag_px else "") + ("-weak" if weak else "")
 
-            out.append(dataclasses.replace(base, name=named(base.name), init_from=named(base.init_from),
+            out.append(dataclasses.replace(base, name=named(base.name) or base.name, init_from=named(base.init_from),
                                            pixel_fraction=float(f), weak=weak,
                                            paired_with=named(base.name, False) if weak else None))
     return out

@@ -184,7 +184,7 @@ def _expand_host(item: str) -> list[str]:
             raise SegzooError(f"cannot read the SLURM node list entry {item!r}; set MASTER_ADDR")
         return [item]
     head, tail = item[:match.start()], item[match.end():]
-    out = []
+    out: list[str] = []
     for part in match.group(1).split(","):
         lo, _, hi = part.strip().partition("-")
         if not lo.isdigit() or (hi and not hi.isdigit()):

@@ -43,7 +43,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def save_training_checkpoint(path: str | os.PathLike[str], model: torch.nn.Module, **state: Any) -> Path:
+def save_training_checkpoint(path: str | os.PathLike[str], model: torch.nn.Module, **state: Any) -> Path | str:
     """Model weights + recipe (a :func:`segzoo.save_model` file, so ``load_model`` reads it) plus the run's state."""
     return save_model(model, path, kind="training", **state)
 

@@ -92,8 +92,8 @@ def check_backbone(registry: Registry, entry: Entry, num_classes: int) -> list[C
     def build() -> SegmentationModel:
         make, _ = registry.backbone_factory(entry.name)
         info = list(make().feature_info)
-        reads = {h.name: h.reads(info) for h in registry.entries["head"].values()}
-        heads = sorted((n for n, r in reads.items() if r), key=lambda n: (-len(reads[n]), n))
+        reads = {h.name: r for h in registry.entries["head"].values() if (r := h.reads(info))}
+        heads = sorted(reads, key=lambda n: (-len(reads[n]), n))
         assert heads, f"no registered head reads only the strides it declares ({sorted(f.stride for f in info)})"
         return registry.build(Recipe(backbone=entry.name, head=heads[0], num_classes=num_classes))
 
@@ -129,7 +129,10 @@ def check_head(registry: Registry, entry: Entry, num_classes: int) -> list[Check
     rows = _contract(lambda: build(variants[0]), check_backbone=False)
     for levels in variants[1:]:
         if levels and isinstance(strides, Strides) and strides.fits([FeatureInfo(s, 1) for s in levels]):
-            rows.append(_check(f"adapts to strides {sorted(levels)}", lambda v=levels: _shape_of(build(v))))
+            def built(v: list[int] = levels) -> str:
+                return _shape_of(build(v))
+
+            rows.append(_check(f"adapts to strides {sorted(levels)}", built))
     return rows
 
 

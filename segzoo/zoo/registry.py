@@ -247,10 +247,8 @@ class Registry:
         its coarsest level (whose layers then all train), most strides first; ``exclude`` (the head that just
         failed) is never among them."""
         coarsest = max((f.stride for f in info), default=0)
-        reads = {e.name: e.reads(info) for e in self.entries["head"].values() if e.name != exclude}
-        fits = sorted((n for n, r in reads.items() if r), key=lambda n: (max(reads[n]) != coarsest,
-                                                                         -len(reads[n]), n))
-        return fits
+        reads = {e.name: r for e in self.entries["head"].values() if e.name != exclude and (r := e.reads(info))}
+        return sorted(reads, key=lambda n: (max(reads[n]) != coarsest, -len(reads[n]), n))
 
     def resolve(self, name: str) -> Recipe:
         """A model name → its recipe: a registered one, or ``<backbone>-<head>`` with the defaults."""
