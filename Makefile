@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.segzoo-installed
 
-.PHONY: install demo test typecheck lint clean
+.PHONY: install demo test test-slow typecheck lint clean
 
 install: $(STAMP)
 
@@ -17,9 +17,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/segzoo train --model vgg16-fcn8s
 
-# the type check first (seconds; pyproject's [tool.mypy] states its strictness), then the suite
+# the type check first (seconds; pyproject's [tool.mypy] states its strictness), then the quick suite (a few
+# minutes on 2 cores); test-slow runs the end-to-end tests marked slow (subprocesses, signals, DDP, the wheel)
 test: typecheck
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
 
 typecheck: $(STAMP)
 	$(PY) -m mypy

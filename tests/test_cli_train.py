@@ -272,7 +272,7 @@ def test_print_config_on_real_data_shows_the_resolved_optimizer_defaults_and_no_
     assert (printed["lr"], printed["momentum"], printed["weight_decay"]) == (1e-2, 0.9, 5e-4)
     assert main(["train", "--print-config"]) == 0  # the demo: its block and its lr
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["demo"]["train"] == 160 and printed["lr"] == 3e-4
+    assert printed["demo"]["train"] == 160 and printed["lr"] == 1e-3
 
 
 def fake_train(monkeypatch, stopped=False):
@@ -292,7 +292,7 @@ def fake_train(monkeypatch, stopped=False):
         for name in ("config.json", "metrics.jsonl", "last.pt", "best.pt"):
             (out / name).write_text("{}")
         return SimpleNamespace(stopped_early=stopped, rank=0, out_dir=out, best_checkpoint=out / "best.pt",
-                               final_metrics=None)
+                               final_metrics=None, history=[])
 
     monkeypatch.setattr(segzoo.train, "train", train)
     return calls

@@ -39,7 +39,7 @@ def test_a_shipped_map_by_name_a_path_and_an_unknown_name(tmp_path, monkeypatch)
     assert load_label_map("cityscapes").num_classes == 1
     with pytest.raises(DataError, match="no label map 'mapillary'.*ships with segzoo \\(ade20k, cityscapes\\)"):
         load_label_map("mapillary")
-    with pytest.raises(DataError, match="cannot read label map nowhere/x.yaml"):
+    with pytest.raises(DataError, match="label map nowhere/x.yaml does not exist; check the path"):
         load_label_map("nowhere/x.yaml")
 
 

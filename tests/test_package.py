@@ -73,6 +73,7 @@ def _build_wheel(tmp: Path) -> Path:
     return wheel
 
 
+@pytest.mark.slow
 def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     wheel = _build_wheel(tmp_path)
     assert wheel.name.startswith(f"segzoo-{segzoo.__version__}-")

@@ -129,6 +129,7 @@ class TrainConfig:
     def check(self) -> None:
         """A :class:`SegzooError` for a setting out of range, named as the CLI option that sets it, before
         anything is built or written (a NaN learning rate or a crop of 0 would otherwise run, or crash later)."""
+        check_amp(self.amp)  # before the type check: its message names the one string --amp takes
         self.check_types()
         local_path(self.out_dir or ".", "--out (the run folder: its lock, logs and checkpoints)")
         for name, (least, meaning) in self.LEAST.items():
