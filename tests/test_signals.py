@@ -201,3 +201,29 @@ def test_kill_9_of_predict_leaves_no_orphan_workers(tmp_path):
     for w in left:  # do not leave them to the machine if the test fails
         os.kill(w, signal.SIGKILL)
     assert not left, f"orphan workers {left} outlived their parent"
+
+
+LIVE_LOADER = """
+import torch
+from segzoo.data import ShardedSampler, make_loader
+class D(torch.utils.data.Dataset):
+    def __len__(self): return 8
+    def __getitem__(self, i):
+        return {"image": torch.zeros(3, 4, 4), "mask": torch.zeros(4, 4, dtype=torch.long), "index": i}
+loader = make_loader(D(), ShardedSampler(8, False), 2, 2)
+batches = iter(loader)
+next(batches)
+print("exiting", flush=True)
+"""
+
+
+def test_a_process_exits_with_its_loader_workers_still_alive(tmp_path):
+    """Workers ignore SIGTERM, and multiprocessing's exit handler sends daemonic children SIGTERM and waits for them
+    without a limit: a loader still referenced at exit hung its process (pytest itself, after the suite). segzoo's
+    own exit handler kills them first, quietly."""
+    script = tmp_path / "live_loader.py"
+    script.write_text(LIVE_LOADER)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0 and r.stdout == "exiting\n"
+    assert "Traceback" not in r.stderr and "killed by signal" not in r.stderr

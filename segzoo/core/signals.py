@@ -14,6 +14,7 @@ included, instead of living on as orphans.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -75,6 +76,33 @@ def loader_worker_init(parent_pid: int, worker_id: int) -> None:
     _die_with_parent()
     if os.getppid() != parent_pid:  # the parent died between the check and arming the death signal
         os._exit(1)
+
+
+def stop_workers_at_exit() -> None:
+    """Called in the parent (once is enough): at exit, kill the DataLoader workers still alive.
+
+    A worker ignores SIGTERM (:func:`loader_worker_init`), so multiprocessing's own exit handler, which sends
+    daemonic children SIGTERM and then waits for them without a time limit, would wait forever for a worker of a
+    loader still referenced at exit (a persistent-worker loader of a finished run, a test's fixture). This handler,
+        registered after multiprocessing's, runs before it and ends every daemonic child (which multiprocessing would
+    end anyway) with SIGKILL, as the parent's death would."""
+    if not _AT_EXIT:
+        _AT_EXIT.append(True)
+        atexit.register(_kill_loader_workers)
+
+
+_AT_EXIT: list[bool] = []
+
+
+def _kill_loader_workers() -> None:
+    import multiprocessing
+
+    children = [p for p in multiprocessing.active_children() if p.daemon]
+    if children and hasattr(signal, "SIGCHLD"):  # torch's SIGCHLD handler would report each as a crashed worker
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for p in children:  # multiprocessing would send these SIGTERM and wait: a loader worker ignores it
+        p.kill()
+        p.join(timeout=5)
 
 
 def _die_with_parent() -> None:

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..core.errors import SegzooError
-from ..core.signals import deferred_signals, loader_worker_init
+from ..core.signals import deferred_signals, loader_worker_init, stop_workers_at_exit
 from .dataset import collate
 
 
@@ -33,7 +33,9 @@ def make_loader(dataset: Dataset, sampler: Sampler, batch_size: int, workers: in
 
 def worker_init() -> Callable[[int], None]:
     """The ``worker_init_fn`` of every segzoo loader: workers leave SIGTERM/SIGINT to this (their parent) process,
-    which stops them in order, and die with it (``kill -9`` included) instead of living on as orphans."""
+    which stops them in order, and die with it (``kill -9`` included) instead of living on as orphans; workers
+    still alive when this process exits are killed then (:func:`stop_workers_at_exit`), not waited for."""
+    stop_workers_at_exit()
     return functools.partial(loader_worker_init, os.getpid())
 
 
