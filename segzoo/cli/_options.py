@@ -15,7 +15,7 @@ from typing import Any, TextIO
 import yaml
 
 from ..core.errors import SegzooError
-from ..core.files import atomic_write_text, check_output_path, local_path
+from ..core.files import atomic_write_text, check_output_path, local_path, same_file
 from ..io.remote import kind, locate
 from ..studies.summary import parse_input_size
 
@@ -156,17 +156,9 @@ def check_json_target(path: str | None, force: bool, inputs: Iterable[str | os.P
         return
     target = Path(path)
     for given in outputs:  # the inputs are check_new_file's: never replaced, not even with --force
-        if given is not None and str(given) != STDOUT and _same_file(target, Path(given)):
+        if given is not None and str(given) != STDOUT and same_file(target, Path(given)):
             raise SegzooError(f"--json {path} is one of this command's outputs ({given}); name another file")
     check_new_file(path, force, flag="--json", inputs=tuple(i for i in inputs if i is not None))
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """The same path, or two names of one existing file (a link)."""
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except (OSError, RuntimeError):
-        return False
 
 
 def write_json(path: str | None, data: Any, force: bool) -> Path | None:

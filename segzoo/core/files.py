@@ -167,7 +167,7 @@ def check_output_path(path: str | os.PathLike[str], inputs: Any = (), force: boo
     file only with ``force``. Returns ``path`` as a :class:`Path`."""
     p = Path(path)
     for given in inputs or ():
-        if given is not None and _same_file(p, Path(given)):
+        if given is not None and same_file(p, Path(given)):
             raise error(f"{flag} {p} is one of this command's inputs ({given}); segzoo never replaces its input, "
                         "even with --force: name another file")
     if p.is_dir():
@@ -178,11 +178,13 @@ def check_output_path(path: str | os.PathLike[str], inputs: Any = (), force: boo
     return p
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two names are one file: the same path (also through links, resolved), or two names of one existing
+    file (a hard link)."""
     try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-    except OSError:
+        if a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b)):
+            return True
+    except (OSError, RuntimeError):
         pass
     return os.path.abspath(a) == os.path.abspath(b)
 
