@@ -319,6 +319,27 @@ def test_persistent_workers_give_the_main_process_batches_in_every_epoch(demo_da
     assert sum(not torch.equal(first[i], second[i]) for i in first) >= 6  # each epoch draws new crops
 
 
+def test_a_worker_error_ends_that_loaders_workers_at_once_and_the_next_epoch_starts_fresh_ones(bad_voc):
+    """DataLoader would wait 5 s for each worker of the iterator that raised, then send a SIGTERM a segzoo worker
+    ignores and wait 5 s more, whenever the iterator is collected: a Python caller lost 10 s per failed loader."""
+    import gc
+    import multiprocessing
+    import time
+
+    (bad_voc / "JPEGImages" / "train_00002.jpg").write_bytes(b"not a jpeg at all")
+    ds = open_dataset(bad_voc, "train")
+    loader = make_loader(ds, ShardedSampler(len(ds), seed=0, shuffle=False), batch_size=1, workers=1)
+    before = set(multiprocessing.active_children())
+    started = time.monotonic()
+    for _ in range(2):  # the second epoch gets new workers, which meet the same bad file
+        with pytest.raises(DataError, match=r"cannot read image .*train_00002\.jpg"):
+            list(loader)
+        assert set(multiprocessing.active_children()) <= before  # none of this loader's workers is left
+    del loader
+    gc.collect()
+    assert time.monotonic() - started < 8  # was over 20 s: two 5 s waits per failed epoch for a worker never stopped
+
+
 def test_an_epoch_tagged_index_seeds_the_augmentation(demo_data):
     ds = open_dataset(demo_data, "train", transform=train_transform(40), seed=1)
     ds.set_epoch(3)

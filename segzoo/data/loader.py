@@ -49,22 +49,48 @@ class SegmentationLoader(DataLoader):
     """
 
     def __iter__(self) -> Iterator[Any]:
-        return _original_errors(super().__iter__())
+        return _original_errors(super().__iter__(), self)
 
 
-def _original_errors(batches: Iterator[Any]) -> Iterator[Any]:
+def _original_errors(batches: Iterator[Any], loader: DataLoader) -> Iterator[Any]:
     while True:
         try:
             with deferred_signals():  # a SIGTERM mid-handover would reset a worker's connection (its traceback)
                 batch = next(batches)
         except StopIteration:
             return
-        except SegzooError as exc:
-            original = worker_error(exc)
+        except Exception as exc:
+            _stop_workers(batches, loader)
+            original = worker_error(exc) if isinstance(exc, SegzooError) else exc
             if original is exc:
                 raise
             raise original from None
         yield batch
+
+
+def _stop_workers(batches: Iterator[Any], loader: DataLoader) -> None:
+    """End the workers of an iterator that raised, at once, and let the loader start fresh ones next time.
+
+    Left to DataLoader, a worker of an iterator that raised mid-epoch outlives its stop request: the iterator's
+    clean-up waits 5 s for it, then sends SIGTERM, which a segzoo worker ignores (:func:`loader_worker_init`), and
+    waits 5 s more, whenever the iterator is collected (10 s of a Python caller's time, once per failed loader).
+    """
+    workers = getattr(batches, "_workers", [])
+    if getattr(batches, "_worker_pids_set", False):  # else torch's SIGCHLD handler reports each as a crash
+        from torch.utils.data._utils import signal_handling
+
+        signal_handling._remove_worker_pids(id(batches))
+        batches._worker_pids_set = False  # type: ignore[attr-defined]
+    for worker in workers:
+        if worker.is_alive():
+            worker.kill()
+    for worker in workers:
+        worker.join(timeout=5)
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+    if getattr(loader, "_iterator", None) is batches:  # a persistent-worker loader would hand it out again
+        loader._iterator = None
 
 
 def worker_error(exc: SegzooError) -> SegzooError:
