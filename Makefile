@@ -17,10 +17,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/segzoo train --model vgg16-fcn8s
 
-# the type check first (seconds; pyproject's [tool.mypy] states its strictness), then the quick suite (a few
-# minutes on 2 cores); test-slow runs the end-to-end tests marked slow (subprocesses, signals, DDP, the wheel)
+# the type check first (seconds; pyproject's [tool.mypy] states its strictness), then the quick suite (about
+# 2 minutes on 2 cores: one pytest-xdist worker per core, each given its share of the threads in tests/conftest.py);
+# test-slow runs the end-to-end tests marked slow (subprocesses, signals, DDP, the wheel), one at a time
 test: typecheck
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n auto --dist worksteal
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
