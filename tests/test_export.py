@@ -197,6 +197,9 @@ GOOD_META = {"normalization": {"mean": [0, 0, 0], "std": [1, 1, 1]}, "num_classe
     ({"in_chans": -1}, "in_chans -1"),
     ({"align": 1.5}, "align 1.5"),
     ({"recipe": {"backbone": 3}}, "recipe"),
+    ({"output_window": {"input": [64, 64], "window": [40, 0, 30, 64]}}, "output_window"),  # leaves the input
+    ({"output_window": {"input": [64], "window": "all"}}, "output_window"),
+    ({"size_step": 0}, "size_step 0"),
 ])
 def test_onnx_metadata_is_checked_like_a_checkpoint_recipe(tmp_path, change, message):
     pytest.importorskip("onnxruntime")
@@ -215,7 +218,7 @@ def test_a_graph_that_contradicts_its_metadata_is_one_error(tmp_path):
     from segzoo.infer.runtime import OnnxModel
 
     m = OnnxModel(_onnx_with(tmp_path, **{**GOOD_META, "num_classes": 5}))
-    with pytest.raises(CheckpointError, match="not N x 5 x H x W"):
+    with pytest.raises(CheckpointError, match="not N x 5 x 8 x 8"):
         m(torch.zeros(1, 3, 8, 8))
     assert OnnxModel(_onnx_with(tmp_path, **GOOD_META))(torch.ones(1, 3, 8, 8)).shape == (1, 3, 8, 8)
 

@@ -79,7 +79,7 @@ def test_any_label_map_file_is_a_label_map_or_one_error(tmp_path_factory, data):
 
 @FAST
 @given(meta=st.dictionaries(st.sampled_from(["normalization", "num_classes", "class_names", "in_chans", "min_size",
-                                             "align", "recipe"]), VALUES, max_size=7),
+                                             "align", "recipe", "output_window", "size_step"]), VALUES, max_size=9),
        raw=st.dictionaries(st.text(max_size=12).map(lambda k: "segzoo." + k), st.text(max_size=30), max_size=3))
 def test_any_export_metadata_is_checked_or_one_error(meta, raw):
     from segzoo.infer.export import check_metadata
@@ -91,6 +91,18 @@ def test_any_export_metadata_is_checked_or_one_error(meta, raw):
         return
     if "normalization" in out:
         assert min(out["normalization"]["std"]) > 0
+    if "output_window" in out:  # what OnnxModel rebuilds from it: a window inside the input, or one error
+        from segzoo.core.batch import Window
+        from segzoo.core.window import shifted_window
+
+        record = out["output_window"]
+        window_of = shifted_window(tuple(record["input"]), Window(*record["window"]), out.get("size_step", 1))
+        for side in (1, record["input"][0], 300):
+            try:
+                win = window_of(side, side)
+            except SegzooError:
+                continue
+            assert 0 <= win.top and win.top + win.height <= side
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))  # three files per example

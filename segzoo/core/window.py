@@ -56,6 +56,23 @@ def covering_pad(window_of: WindowOf, h: int, w: int, low: int = 1) -> tuple[int
     return win.top, th - win.top - h, win.left, tw - win.left - w
 
 
+def shifted_window(example: tuple[int, int], window: Window, step: int) -> WindowOf:
+    """The window rule of a model whose borders are constant (valid convolutions: U-Net loses the same margin at
+    every size), from one example: input ``example`` (height, width) gave ``window``, and the sides it takes are
+    ``example + step * k``. What an exported file records, so that its runtime can tile as the model would."""
+    low_h, low_w = example
+
+    def window_of(height: int, width: int) -> Window:
+        for side, low in ((height, low_h), (width, low_w)):
+            if side < low or (side - low) % step:
+                below = max(low, low + (side - low) // step * step)
+                raise InputError(f"this model takes input sides {low} + {step} x k; {side} is not one of them "
+                                 f"(nearest: {below} or {below + step})")
+        return Window(window.top, window.left, height - (low_h - window.height), width - (low_w - window.width))
+
+    return window_of
+
+
 def has_window(model: object, side: int = 512) -> bool:
     """Whether ``model`` declares an output smaller than its input (probed at a side it takes near ``side``)."""
     window_of = getattr(model, "output_window", None)

@@ -31,6 +31,7 @@ from ..core.errors import CheckpointError, InputError, SegzooError
 from ..core.files import check_output_path, current_umask, disk_full_message
 from ..core.model import SegmentationModel
 from ..core.recipe import Recipe
+from ..core.window import shifted_window
 from ..io.checkpoint import load_exported_program, read_archive_file
 from ..io.remote import kind, locate, upload
 
@@ -147,6 +148,12 @@ def export_model(model: SegmentationModel, fmt: str, out: str | os.PathLike[str]
                                                                                    window.height, window.width]})
         meta["segzoo.size_step"] = json.dumps(step)
         check_sizes = tuple((n, taken_side(model, h), taken_side(model, w)) for n, h, w in check_sizes)
+        rule = shifted_window((low, low), window, step)  # what a runtime rebuilds from the metadata
+        for _, h, w in check_sizes:
+            if rule(h, w) != model.output_window(h, w):
+                raise ExportError(f"the model's output window at {h}x{w} is {model.output_window(h, w)}, not the "
+                                  f"{rule(h, w)} its window at {low}x{low} implies: a file's metadata cannot "
+                                  "describe a window whose margins change with the input size")
     try:
         with contextlib.ExitStack() as stack:
             # beside the target, so the rename is atomic; for a URL, a local folder, then one upload
@@ -348,10 +355,21 @@ def check_metadata(raw: dict[str, str], path: str | os.PathLike[str]) -> dict[st
     if names is not None and not (isinstance(names, list) and all(isinstance(c, str) for c in names)
                                   and (n is None or len(names) == n)):
         raise bad(f"class_names {names!r:.60} is not one name per class")
-    for key in ("in_chans", "min_size", "align"):
+    for key in ("in_chans", "min_size", "align", "size_step"):
         v = meta.get(key)
         if key in meta and not (type(v) is int and 1 <= v <= 1 << 15):
             raise bad(f"{key} {v!r:.40}, not an integer from 1 to 32768")
+    if "output_window" in meta:
+        record = meta["output_window"]
+        try:
+            (ih, iw), (top, left, wh, ww) = record["input"], record["window"]
+            ok = all(type(v) is int for v in (ih, iw, top, left, wh, ww)) and (
+                0 <= top and 0 <= left and 0 < wh and 0 < ww and top + wh <= ih <= 1 << 15
+                and left + ww <= iw <= 1 << 15)
+        except (TypeError, ValueError, KeyError):
+            ok = False
+        if not ok:
+            raise bad(f"output_window {record!r:.60} is not an input size and a window inside it")
     norm = meta.get("normalization")
     chans = meta.get("in_chans")
     if isinstance(norm, dict) and chans is not None and len(norm["mean"]) not in (1, chans):

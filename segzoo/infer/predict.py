@@ -88,7 +88,7 @@ def _predict(model: Any, image: np.ndarray, give: Callable[[int, torch.Tensor], 
         return normalize(image_tensor(image[top:bottom, left:right]), norm)[None]
 
     h, w = image.shape[:2]
-    if isinstance(model, torch.nn.Module) and has_window(model):
+    if has_window(model):  # a SegmentationModel, or an OnnxModel whose file records the window
         # valid convolutions: the scores cover a centred window of the input, so the whole image goes through
         # overlap-tile with mirrored borders (one tile covering it without --tile) and comes back full size
         size = windowed_tile(model, (h, w), tile)

@@ -17,7 +17,9 @@ from typing import Any
 import torch
 from torch.func import functional_call
 
+from ..core.batch import Window
 from ..core.errors import CheckpointError, SegzooError
+from ..core.window import shifted_window
 from .export import check_metadata
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -137,6 +139,14 @@ class OnnxModel:
         self.min_input_size = int(meta.get("min_size", 1))
         self.align = int(meta.get("align", 32))
         self.recipe = meta.get("recipe", {})
+        record = meta.get("output_window")  # valid convolutions: the scores cover a centred window of the input
+        self._window_of = None if record is None else shifted_window(
+            tuple(record["input"]), Window(*record["window"]), int(meta.get("size_step", 1)))
+
+    def output_window(self, height: int, width: int) -> Window:
+        """Where the graph's scores lie on a ``height`` x ``width`` input (all of it but for valid convolutions,
+        whose window the file records): prediction then tiles and mirrors as it does for the model itself."""
+        return Window.full(height, width) if self._window_of is None else self._window_of(height, width)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         try:
@@ -145,9 +155,10 @@ class OnnxModel:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             raise CheckpointError(f"onnxruntime failed on {self.path} for an input of {tuple(x.shape)} ({first}); "
                                   "the file's graph or metadata is damaged: export it again") from None
-        if out.ndim != 4 or out.shape[0] != x.shape[0] or out.shape[1] != self.num_classes:
+        h, w = self.output_window(*x.shape[2:]).size  # the input's size, but for a valid-convolution graph
+        if out.ndim != 4 or tuple(out.shape) != (x.shape[0], self.num_classes, h, w):
             raise CheckpointError(f"{self.path}'s graph returned {tuple(out.shape)} for {tuple(x.shape)}, not "
-                                  f"N x {self.num_classes} x H x W as its metadata says; export it again")
+                                  f"N x {self.num_classes} x {h} x {w} as its metadata says; export it again")
         return torch.from_numpy(out)
 
     def eval(self) -> OnnxModel:
