@@ -156,6 +156,51 @@ def _run_two_ranks(target, data, tmp_path, launcher: str | None = None) -> list[
     return [json.loads((reports / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
+MIXED = {"model": "alexnet-fcn8s", "backbone_kwargs": {"fc_channels": 16, "dropout": 0.0}, "input_size": 64,
+         "scale": (1.0, 1.0), "device": "cpu", "progress": False, "val_split": None, "epochs": 1,
+         "pixel_fraction": 0.5, "weak_weight": 1.0, "weak_pool": "lse", "optimizer": "sgd-poly", "momentum": 0.0,
+         "weight_decay": 0.0, "lr": 1000.0}  # lr 1000: one step changes every weight far beyond float32 rounding
+
+
+def _mixed_rank_main(rank: int, world: int, port: int, data: str, out: str, report_dir: str) -> None:
+    os.environ.update(_launcher_env("torchrun", rank, world, port))
+    import torch
+
+    torch.set_num_threads(1)
+    from segzoo.train import TrainConfig, train
+
+    result = train(TrainConfig(**MIXED, data=data, out_dir=out, batch_size=2, accumulate=2), log=lambda _: None)
+    last = result.history[-1]
+    with open(os.path.join(report_dir, f"rank{rank}.json"), "w") as f:
+        json.dump({"steps": last.step, "kinds": [last.mask_samples, last.image_samples], "loss": last.train_loss}, f)
+
+
+@pytest.mark.slow
+def test_two_ranks_of_mixed_batches_accumulated_train_as_one_process_of_their_total_batch(tmp_path, demo_data):
+    """2 ranks x 2 accumulated batches of 2 (1 masked + 1 image-labelled each) make the same step as one process's
+    batch of 8: each rank shards the mixed stream, and the cross-entropy's valid pixels and the image-labelled
+    samples are counted over every rank and micro-batch (docs/weak-labels.md)."""
+    import torch
+
+    import segzoo
+    from segzoo.train import TrainConfig, train
+
+    r0, r1 = _run_two_ranks(_mixed_rank_main, demo_data, tmp_path)
+    assert r0 == r1 and r0["steps"] == 1 and r0["kinds"] == [4, 4]  # 4 masked + 4 image-labelled, over both ranks
+    start = train(TrainConfig(**{**MIXED, "lr": 1e-30}, data=str(demo_data), out_dir=str(tmp_path / "start"),
+                              batch_size=8), log=lambda _: None).model.state_dict()
+    single = train(TrainConfig(**MIXED, data=str(demo_data), out_dir=str(tmp_path / "one"), batch_size=8),
+                   log=lambda _: None)
+    assert single.history[-1].step == 1
+    two = segzoo.load_model(tmp_path / "run" / "last.pt").state_dict()
+    one = single.model.state_dict()
+    changed = [k for k in start if not torch.equal(one[k], start[k])]
+    assert changed == [k for k in start if not torch.equal(two[k], start[k])] and changed
+    for k in changed:
+        a, b = one[k] - start[k], two[k] - start[k]
+        assert torch.allclose(a, b, rtol=0, atol=1e-3 * float(a.abs().max())), k
+
+
 def _void_pixels(root) -> int:
     from segzoo.data import open_dataset
 

@@ -62,3 +62,26 @@ def test_a_ratio_that_leaves_a_kind_out_is_refused():
         weak_per_batch(1, 0.5)
     with pytest.raises(SegzooError, match="weak-ratio"):
         weak_per_batch(4, 1.0)
+
+
+@pytest.mark.parametrize("n_pixel, n_weak, batch, ratio", [(8, 5, 2, 0.5), (12, 7, 3, 1 / 3), (6, 20, 4, 0.5)])
+def test_ranks_together_train_the_batches_one_process_would_at_their_total_batch_size(n_pixel, n_weak, batch, ratio):
+    """Two ranks of batch B: each batch mixes the kinds in the ratio on each rank, each masked sample comes once an
+    epoch on one rank, and the two ranks' i-th batches hold together the samples of one process's i-th batch of 2B
+    (so a 2-process run can train as a 1-process one, DDP's gradient average and the step's weighting aside)."""
+    ranks = [MixedSampler(n_pixel, n_weak, batch, ratio, seed=4, rank=r, world_size=2) for r in range(2)]
+    single = MixedSampler(n_pixel, n_weak, 2 * batch, ratio, seed=4)
+    w = weak_per_batch(batch, ratio)
+    assert single.weak_per_batch == 2 * w
+    for epoch in range(3):
+        for s in (*ranks, single):
+            s.set_epoch(epoch)
+        per_rank = [batches(list(s), batch) for s in ranks]
+        assert len(per_rank[0]) == len(per_rank[1]) == ranks[0].batches() == single.batches()
+        for r in per_rank:
+            assert [sum(i >= n_pixel for i in b) for b in r] == [w] * len(r)
+            assert [sum(i < n_pixel for i in b) for b in r[:-1]] == [batch - w] * (len(r) - 1)  # the last: what is left
+        masked = sorted(i for r in per_rank for b in r for i in b if i < n_pixel)
+        assert masked == list(range(n_pixel))  # the epoch is the pixel-labelled set, each once over the ranks
+        together = [sorted(a + b) for a, b in zip(*per_rank)]
+        assert together == [sorted(b) for b in batches(list(single), 2 * batch)]

@@ -10,7 +10,7 @@ import segzoo
 from segzoo.core.batch import Batch, Window
 from segzoo.core.model import Head, SegmentationModel
 from segzoo.studies.bench import timing
-from segzoo.train.loss import PixelCrossEntropy, cross_entropy
+from segzoo.train.loss import PixelCrossEntropy, WithImageLabels, cross_entropy
 from segzoo.train.runtime import Runtime
 from segzoo.train.step import Diverged, TrainStep, to_batch
 
@@ -124,3 +124,79 @@ def test_bench_times_the_trainers_own_step(monkeypatch):
     run = timing.make_step(model, torch.randn(1, 3, 64, 64), "train", channels_last=False)
     run()
     assert len(calls) == 1 and isinstance(calls[0].criterion, PixelCrossEntropy) and calls[0].model is model
+
+
+# -- a step over several micro-batches, or ranks, is the step of one batch of all their samples ----------------
+def mixed_batch():
+    """Two masked samples (void over different areas, so their valid pixels differ) and two image-labelled ones
+    (all void, as MixedDataset gives them)."""
+    batch = loader_batch(4, seed=3)
+    batch["mask"][0, :24] = 255
+    batch["mask"][1, :, :6] = 255
+    batch["mask"][2:] = 255
+    batch["has_mask"] = torch.tensor([True, True, False, False])
+    batch["image_labels"] = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
+    return batch
+
+
+def take(batch, rows):
+    picked = torch.tensor(rows)
+    return {k: (v[picked] if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def gradients(criterion, parts, with_totals=True):
+    """The gradients after one optimiser step's worth of backward passes, the batch split into ``parts``."""
+    torch.manual_seed(0)
+    model = valid_model()
+    step = TrainStep(model, model, criterion, torch.optim.SGD(model.parameters(), lr=0.1), CPU)
+    batches = [take(mixed_batch(), rows) for rows in parts]
+    totals = step.group_totals(batches) if with_totals else None
+    for batch in batches:
+        done = step(batch, group=len(parts), last=False, totals=totals)  # last=False: keep the gradients
+        assert done.loss == done.loss  # not NaN, whichever kinds the micro-batch lacks
+    return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("parts", [[[0, 2], [1, 3]], [[0, 1], [2, 3]], [[2, 3], [0, 1]], [[0, 1, 3], [2]],
+                                   [[0], [1], [2], [3]]])
+@pytest.mark.parametrize("class_weight", [None, torch.tensor([0.5, 1.0, 2.0])])
+def test_accumulated_micro_batches_of_a_mixed_batch_give_the_whole_batchs_gradient(parts, class_weight):
+    """Cross-entropy is a mean over the valid pixels of all the step's masked samples, the image-level loss over
+    all its image-labelled ones, whichever micro-batch each falls in; one micro-batch holding only image-labelled
+    samples (or only masked ones) included."""
+    criterion = WithImageLabels(PixelCrossEntropy(class_weight), 0.7, pool="lse", suppress=0.3)
+    whole = gradients(criterion, [[0, 1, 2, 3]])
+    split = gradients(criterion, parts)
+    for name in whole:
+        assert torch.allclose(whole[name], split[name], rtol=1e-5, atol=1e-6), name
+
+
+def test_a_loss_whose_terms_have_no_norm_is_averaged_over_the_micro_batches():
+    """A plugin's loss (one term, nothing known of what it averages) is divided by the group's size, as before;
+    so is every term of a group stepped without its totals."""
+    criterion = WithImageLabels(PixelCrossEntropy(), 1.0)
+    halves = [[0, 2], [1, 3]]
+    averaged = gradients(lambda scores, batch: criterion(scores, batch), halves)
+    no_totals = gradients(criterion, halves, with_totals=False)
+    torch.manual_seed(0)
+    model = valid_model()
+    for rows in halves:
+        batch = take(mixed_batch(), rows)
+        x, targets = to_batch(batch, CPU, model)
+        (criterion(model(x), targets) / 2).backward()
+    for name, p in model.named_parameters():
+        assert torch.allclose(averaged[name], p.grad, atol=1e-7) and torch.allclose(no_totals[name], p.grad,
+                                                                                     atol=1e-7), name
+
+
+def test_each_rank_weighs_its_terms_by_its_share_times_the_world_size():
+    """Under DDP (which averages gradients over ranks) a rank with 1 of the step's 3 image-labelled samples and
+    all of its valid pixels weighs its image term 2 x 1/3 and its pixel term 2 x 1."""
+    model = valid_model()
+    step = TrainStep(model, model, WithImageLabels(PixelCrossEntropy(), 1.0), torch.optim.SGD(model.parameters()),
+                     Runtime(torch.device("cpu"), rank=0, world_size=2))
+    batch = take(mixed_batch(), [0, 2])
+    pixels = float((batch["mask"][:, 4:60, 4:60] != 255).sum())
+    assert step.norms(batch) == [pixels, 1.0]
+    assert step.term_weights(batch, 1, [pixels, 3.0]) == pytest.approx([2.0, 2 / 3])
+    assert step.term_weights(batch, 1, [pixels, 0.0])[1] == 0.0  # no such sample anywhere: 0, not 0/0

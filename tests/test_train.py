@@ -236,9 +236,9 @@ def test_checkpoint_every_m_minutes_on_a_fake_clock(tmp_path, demo_data, monkeyp
     monkeypatch.setattr(autosave, "clock", lambda: now[0])
     step, save = trainer_module.Trainer.train_step, trainer_module.Trainer.save
 
-    def slow_step(self, batch):
+    def slow_step(self, batch, totals=None):
         now[0] += 25.0
-        return step(self, batch)
+        return step(self, batch, totals)
 
     def spy(self, name):
         if name == "last.pt":
@@ -326,6 +326,38 @@ def test_accumulating_two_batches_of_4_is_one_step_of_a_batch_of_8(tmp_path, dem
     assert not changed  # the checkpoint holds the stepped weights
     for k in a:
         assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), k
+
+
+# lr 1000: one step changes every weight far more than float32 rounds it, so the changes can be compared
+MIXED_SGD = {**TINY, "backbone_kwargs": {"fc_channels": 16, "dropout": 0.0}, "val_split": None, "epochs": 1,
+             "optimizer": "sgd-poly", "weight_decay": 0.0, "momentum": 0.0, "lr": 1000.0, "pixel_fraction": 0.5,
+             "weak_weight": 1.0}
+
+
+def weight_changes(start: dict, end: dict) -> dict:
+    return {k: end[k] - start[k] for k in start if not torch.equal(end[k], start[k])}
+
+
+def assert_same_changes(a: dict, b: dict) -> None:
+    """Equal up to float32 rounding of the weights the changes were added to (1e-3 of each tensor's largest)."""
+    assert a.keys() == b.keys() and a
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=0, atol=1e-3 * float(a[k].abs().max())), k
+
+
+def test_accumulating_two_mixed_batches_of_4_is_one_step_of_a_batch_of_8(tmp_path, demo_data):
+    """Mean cross-entropy over the valid pixels (the demo's void outlines make them differ between images) and the
+    image-level mean, each over the whole step's samples of its kind: 2 x 4 accumulated is the batch of 8."""
+    kw = {**MIXED_SGD, "data": str(demo_data)}
+    start = train(TrainConfig(**{**kw, "batch_size": 8, "lr": 1e-30, "out_dir": str(tmp_path / "s")}),
+                  log=lambda _: None).model.state_dict()
+    whole = train(TrainConfig(**{**kw, "batch_size": 8, "out_dir": str(tmp_path / "a")}), log=lambda _: None)
+    accumulated = train(TrainConfig(**{**kw, "batch_size": 4, "accumulate": 2, "out_dir": str(tmp_path / "b")}),
+                        log=lambda _: None)
+    for run in (whole, accumulated):
+        assert (run.history[0].step, run.history[0].mask_samples, run.history[0].image_samples) == (1, 4, 4)
+    assert_same_changes(weight_changes(start, whole.model.state_dict()),
+                        weight_changes(start, accumulated.model.state_dict()))
 
 
 def test_sync_bn_converts_batchnorm_and_keeps_the_model():

@@ -66,6 +66,15 @@ def absent_suppression(scores: torch.Tensor, image_labels: torch.Tensor) -> torc
     return (torch.logsumexp(s, 1) - inside).flatten(1).mean(1)
 
 
+def image_level_count(batch: Any) -> int:
+    """How many samples :func:`image_level_loss` averages over: those without a mask, when the batch carries
+    image labels. The trainer weighs each micro-batch's image-level loss by its share of this count over the
+    accumulation group and the ranks, so the step sees the mean over all of them (docs/weak-labels.md)."""
+    if batch.image_labels is None or batch.has_mask is None:
+        return 0
+    return int((~batch.has_mask.bool()).sum())
+
+
 def image_level_loss(scores: torch.Tensor, batch: Any, pool: str = "max", temperature: float = 5.0,
                      topk: float = 0.1, suppress: float = 0.0) -> torch.Tensor:
     """The image-level loss over the batch's samples without a mask (mean over them; 0, still a graph, when

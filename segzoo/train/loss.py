@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..api import get_registry
 from ..core.batch import Batch
 from ..core.errors import PluginError, SegzooError
-from ..core.image_loss import image_level_loss, pool_scores
+from ..core.image_loss import image_level_count, image_level_loss, pool_scores
 from ..core.model import IGNORE_INDEX
 from ..zoo.registry import BUILTIN_LOSS, call_plugin
 
@@ -39,14 +39,39 @@ def cross_entropy(scores: torch.Tensor, target: torch.Tensor, weight: torch.Tens
     if reduction == "sum":
         return total
     valid = target != ignore_index
-    if weight is None:
-        denom = valid.sum()
-    else:
-        denom = weight.to(scores.device)[target[valid]].sum()
+    denom = mean_denominator(target, weight, ignore_index)
     return total / denom.clamp_min(1e-12) if bool(valid.any()) else total * 0.0
 
 
+def mean_denominator(target: torch.Tensor, weight: torch.Tensor | None = None,
+                     ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """What :func:`cross_entropy`'s mean divides by: the valid pixels, or the sum of their class weights (0 when
+    none is valid). The step weighs each micro-batch by its share of it over the group (:func:`loss_norms`)."""
+    valid = target != ignore_index
+    if weight is None:
+        return valid.sum()
+    return weight.to(target.device)[target[valid]].sum()
+
+
 Loss = Callable[[torch.Tensor, Batch], torch.Tensor]
+
+
+def loss_terms(criterion: Loss, scores: torch.Tensor, batch: Batch) -> list[torch.Tensor]:
+    """The loss as the terms that add up to it: a criterion with a ``terms(scores, batch)`` method gives them
+    (the pixel and the image-level term), any other is one term, its own value."""
+    terms = getattr(criterion, "terms", None)
+    return list(terms(scores, batch)) if callable(terms) else [criterion(scores, batch)]
+
+
+def loss_norms(criterion: Loss, batch: Batch) -> list[float | None]:
+    """For each of :func:`loss_terms`, what it is a mean over in ``batch`` (valid pixels, their class-weight sum,
+    image-labelled samples), or None when segzoo cannot know (a plugin's loss, a summed loss).
+
+    A step that spans several micro-batches (``--accumulate``) or ranks (DDP) weighs each term by the batch's
+    share of its norm there, so the step's gradient is that of all its samples as one batch; None terms are
+    averaged over the micro-batches and ranks instead, as a loss always was before image-level labels."""
+    norms = getattr(criterion, "norms", None)
+    return list(norms(batch)) if callable(norms) else [None]
 
 
 class PixelCrossEntropy:
@@ -58,6 +83,10 @@ class PixelCrossEntropy:
 
     def __call__(self, scores: torch.Tensor, batch: Batch) -> torch.Tensor:
         return cross_entropy(scores, batch.mask, weight=self.weight, reduction=self.reduction)
+
+    def norms(self, batch: Batch) -> list[float | None]:
+        """The mean's denominator (:func:`mean_denominator`); a summed loss has none."""
+        return [float(mean_denominator(batch.mask, self.weight))] if self.reduction == "mean" else [None]
 
 
 def make_loss(name: str = BUILTIN_LOSS, weight: torch.Tensor | None = None, reduction: str = "mean",
@@ -138,6 +167,14 @@ class WithImageLabels:
 
     def __call__(self, scores: torch.Tensor, batch: Batch) -> torch.Tensor:
         return self.pixel(scores, batch) + self.weight * self.image(scores, batch)
+
+    def terms(self, scores: torch.Tensor, batch: Batch) -> list[torch.Tensor]:
+        """The pixel loss's terms, then ``weight`` times the image-level loss: they add up to the loss."""
+        return [*loss_terms(self.pixel, scores, batch), self.weight * self.image(scores, batch)]
+
+    def norms(self, batch: Batch) -> list[float | None]:
+        """The pixel loss's norms, then the image-labelled samples the image-level mean is over."""
+        return [*loss_norms(self.pixel, batch), float(image_level_count(batch))]
 
 
 def with_image_labels(cfg: Any, pixel: Loss) -> Loss:

@@ -18,6 +18,7 @@ import torch
 from ..core.batch import Batch, Window
 from ..core.errors import TrainingError
 from ..core.model import IGNORE_INDEX
+from .loss import loss_norms, loss_terms
 from .runtime import Runtime, all_reduce_sum
 
 
@@ -33,21 +34,28 @@ def to_batch(batch: dict[str, Any], rt: Runtime, model: torch.nn.Module) -> tupl
     x = batch["image"].to(rt.device, non_blocking=True)
     if rt.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    mask = batch["mask"].to(rt.device, non_blocking=True)
-    window = output_window(model, x.shape[-2], x.shape[-1])
-    if not window.is_full(x.shape[-2], x.shape[-1]):
+    return x, targets_of(batch, model, rt.device)
+
+
+def targets_of(batch: dict[str, Any], model: torch.nn.Module, device: torch.device) -> Batch:
+    """A loader batch's :class:`Batch` on ``device``, its masks cropped to the model's output window."""
+    mask = batch["mask"].to(device, non_blocking=True)
+    height, width = batch["image"].shape[-2:]
+    window = output_window(model, height, width)
+    if not window.is_full(height, width):
         mask = window.crop(mask).contiguous()
     has_mask = batch.get("has_mask")
-    has_mask = (torch.ones(mask.shape[0], dtype=torch.bool) if has_mask is None else has_mask).to(rt.device)
+    has_mask = (torch.ones(mask.shape[0], dtype=torch.bool) if has_mask is None else has_mask).to(device)
     labels = batch.get("image_labels")
-    return x, Batch(mask, has_mask, None if labels is None else labels.to(rt.device, non_blocking=True))
+    return Batch(mask, has_mask, None if labels is None else labels.to(device, non_blocking=True))
 
 
 def accumulation_group(batches_done: int, accumulate: int, batches_per_epoch: int) -> tuple[int, bool]:
     """The size of the accumulation group the next batch belongs to, and whether it is that group's last.
 
-    Groups of ``accumulate`` batches from the start of each epoch; the epoch's last group may be smaller, and
-    its loss is divided by its own size, so every optimiser step sees a mean over its batches.
+    Groups of ``accumulate`` batches from the start of each epoch; the epoch's last group may be smaller. A loss
+    term whose norm is known (:func:`~segzoo.train.loss.loss_norms`) is weighed by each batch's share of it
+    over the group; any other is divided by the group's size, a mean over its batches.
     """
     start = batches_done - batches_done % accumulate
     size = min(accumulate, batches_per_epoch - start)
@@ -77,7 +85,15 @@ class TrainStep:
     """Forward, loss, backward and (per accumulation group) the optimiser step, for one loader batch.
 
     ``net`` is what runs forward (the model, or its DDP wrapper); ``model`` is the model itself (its output
-    window and input shape). ``scheduler`` may be None (bench). Callable as ``step(batch, group, last)``.
+    window and input shape). ``scheduler`` may be None (bench). Callable as ``step(batch, group, last, totals)``.
+
+    Each loss term that says what it is a mean over (:func:`~segzoo.train.loss.loss_norms`: the cross-entropy's
+    valid pixels, the image-level loss's image-labelled samples) is weighed by this batch's share of that over
+    the whole optimiser step, ``totals`` (:meth:`group_totals` of the step's batches, every rank): so a step
+    over K micro-batches on R ranks has the gradient of one batch of all their samples, however the two kinds
+    fall into micro-batches and ranks, and a micro-batch without a kind adds 0 for it (never 0/0). ``totals``
+    may be left out for a one-batch group (this batch's, over the ranks, are used); other terms, and every
+    term of a longer group without ``totals``, are divided by ``group`` and averaged over ranks.
     """
 
     def __init__(self, net: torch.nn.Module, model: torch.nn.Module, criterion: Callable[[torch.Tensor, Batch],
@@ -88,7 +104,8 @@ class TrainStep:
         self.scaler = scaler if scaler is not None else rt.grad_scaler()
         self.void_input = void_input  # C x H x W of a stand-in for an all-skipped batch (DDP); else learnt
 
-    def __call__(self, batch: dict[str, Any], group: int = 1, last: bool = True) -> StepResult:
+    def __call__(self, batch: dict[str, Any], group: int = 1, last: bool = True,
+                 totals: list[float | None] | None = None) -> StepResult:
         rt = self.rt
         if batch["image"].numel() == 0:  # every sample of this batch was skipped as bad
             if not rt.distributed:
@@ -97,23 +114,73 @@ class TrainStep:
             batch = {**self.void_batch(), "skipped": batch["skipped"]}  # keeps the ranks' all-reduces in step
         elif self.void_input is None:
             self.void_input = tuple(batch["image"].shape[1:])
+        weights = self.term_weights(batch, group, totals)
         x, targets = to_batch(batch, rt, self.model)
         # DDP all-reduces gradients at every backward; while they accumulate, only the group's last one must
         no_sync = rt.distributed and not last and hasattr(self.net, "no_sync")
         with self.net.no_sync() if no_sync else contextlib.nullcontext():
-            stats = self.forward_backward(x, targets, batch, group)
+            stats = self.forward_backward(x, targets, batch, group, weights)
         stepped = self.finish_group(last)
         total = float(stats[1])
         kinds = {"mask": int(stats[4]), "image": int(stats[5])}
         return StepResult(float(stats[0]) / total if total else 0.0, int(total), int(stats[3]), stepped, kinds)
 
-    def forward_backward(self, x: torch.Tensor, targets: Batch, batch: dict[str, Any], group: int) -> torch.Tensor:
-        """The loss, checked for divergence on every rank together, and its gradient (divided by the group size).
+    def norms(self, batch: dict[str, Any]) -> list[float | None]:
+        """What each loss term of a loader batch is a mean over (:func:`~segzoo.train.loss.loss_norms`), read where
+        its masks are (the loader's: the CPU), in the model's output window (an all-skipped batch: 0)."""
+        if batch["image"].numel() == 0:
+            batch = self.void_batch()
+        return loss_norms(self.criterion, targets_of(batch, self.model, batch["mask"].device))
+
+    def group_totals(self, batches: list[dict[str, Any]]) -> list[float | None]:
+        """:meth:`norms` summed over an optimiser step's batches and (one all-reduce, when any term has a norm)
+        over the ranks: what to pass as ``totals`` with each of them. Every rank calls it at the same point."""
+        totals: list[float | None] = []
+        for i, norms in enumerate(self.norms(b) for b in batches):
+            totals = norms if i == 0 else [None if t is None or n is None else t + n for t, n in zip(totals, norms)]
+        known = [i for i, t in enumerate(totals) if t is not None]
+        if self.rt.distributed and known:
+            summed = torch.tensor([totals[i] for i in known], dtype=torch.float64, device=self.rt.device)
+            all_reduce_sum(summed, self.rt)
+            for i, value in zip(known, summed.tolist()):
+                totals[i] = value
+        return totals
+
+    def term_weights(self, batch: dict[str, Any], group: int, totals: list[float | None] | None
+                     ) -> list[float] | None:
+        """The factor on each loss term's gradient: this batch's share of the term's norm over the step, times the
+        world size (DDP averages gradients over ranks), 0 when the step has none of it; 1/group for a term
+        without a norm. None (the whole loss divided by ``group``) without ``totals`` in one process: a one-batch
+        step's shares are all 1 (a term the batch has none of is 0 already), a longer group's are unknown."""
+        if totals is None and (group > 1 or not self.rt.distributed):
+            return None
+        norms = self.norms(batch)
+        if totals is None:
+            totals = self.group_totals([batch])
+        if len(totals) != len(norms):
+            raise ValueError(f"totals has {len(totals)} terms, the loss {len(norms)}: pass group_totals()'s")
+        world = self.rt.world_size if self.rt.distributed else 1
+        return [1.0 / group if n is None or t is None else (world * n / t if t > 0 else 0.0)
+                for n, t in zip(norms, totals)]
+
+    def forward_backward(self, x: torch.Tensor, targets: Batch, batch: dict[str, Any], group: int = 1,
+                         weights: list[float] | None = None) -> torch.Tensor:
+        """The loss, checked for divergence on every rank together, and its gradient: each term times its weight
+        (:meth:`term_weights`), or with no weights the loss divided by the group size.
 
         Returns the rank-summed [loss x images, images, non-finite flag, skipped, masked, image-labelled]."""
         with self.rt.autocast():
             scores = self.net(x)
-        loss = self.criterion(scores, targets)
+        if weights is None:
+            terms = [self.criterion(scores, targets)]
+        else:
+            terms = loss_terms(self.criterion, scores, targets)
+            if len(terms) != len(weights):
+                raise TrainingError(f"the loss gave {len(terms)} terms but declared norms for {len(weights)}; its "
+                                    "terms() and norms() must match")
+        loss = terms[0]
+        for term in terms[1:]:
+            loss = loss + term
         real = batch["index"] >= 0  # a DDP stand-in batch has index -1
         n = int(real.sum())
         kinds = targets.counts() if n else {"mask": 0, "image": 0}
@@ -126,7 +193,14 @@ class TrainStep:
         all_reduce_sum(stats, self.rt)
         if stats[2] > 0:
             raise Diverged(loss.item())
-        self.scaler.scale(loss / group if group > 1 else loss).backward()
+        if weights is None:
+            weighted = loss / group if group > 1 else loss
+        else:
+            parts = [term if w == 1.0 else term * w for term, w in zip(terms, weights)]
+            weighted = parts[0]
+            for part in parts[1:]:
+                weighted = weighted + part
+        self.scaler.scale(weighted).backward()
         return stats
 
     def finish_group(self, last: bool) -> bool:

@@ -10,10 +10,11 @@ backbone or head it trains. ``train(config)`` runs (or resumes) a run in ``confi
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -218,37 +219,52 @@ class Trainer:
             bar = batches = tqdm(data.loader, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
                                  dynamic_ncols=True, initial=self.batches_done, total=data.steps_per_epoch)
         start = time.perf_counter() - self.partial["time_s"]
-        for batch in batches:
-            done = self.train_step(batch)
-            self.partial["loss_sum"] += done.loss * done.images
-            self.partial["images"] += done.images
-            self.partial["skipped"] += done.skipped
-            for kind, n in done.kinds.items():
-                self.partial[f"{kind}_samples"] = self.partial.get(f"{kind}_samples", 0) + n
-            self.batches_done += 1
-            self.partial["time_s"] = time.perf_counter() - start
-            if bar is not None:
-                bar.set_postfix({"loss": f"{done.loss:.4f}",
-                                 "img/s": f"{self.partial['images'] / max(self.partial['time_s'], 1e-9):.1f}"})
-            if not done.stepped:  # gradients accumulating: no step, so nothing to save or stop at
-                continue
-            self.step += 1
-            if self.step_save_due() and self.batches_done < data.steps_per_epoch:  # else end_epoch saves
-                self.save("last.pt")
-            if cfg.stop_at_step and self.step >= cfg.stop_at_step:
-                self.save("last.pt")
-                self.log(f"stopped at step {self.step} (stop_at_step); resume with --resume")
-                return True
+        for group in self.groups(batches):
+            # one step's batches are read before the first of them trains: the step weighs each batch's loss by
+            # its share of the valid pixels and image-labelled samples of the whole step (TrainStep)
+            totals = self.parts.step.group_totals(group) if len(group) > 1 else None
+            for batch in group:
+                done = self.train_step(batch, totals)
+                self.partial["loss_sum"] += done.loss * done.images
+                self.partial["images"] += done.images
+                self.partial["skipped"] += done.skipped
+                for kind, n in done.kinds.items():
+                    self.partial[f"{kind}_samples"] = self.partial.get(f"{kind}_samples", 0) + n
+                self.batches_done += 1
+                self.partial["time_s"] = time.perf_counter() - start
+                if bar is not None:
+                    bar.set_postfix({"loss": f"{done.loss:.4f}",
+                                     "img/s": f"{self.partial['images'] / max(self.partial['time_s'], 1e-9):.1f}"})
+                if not done.stepped:  # gradients accumulating: no step, so nothing to save or stop at
+                    continue
+                self.step += 1
+                if self.step_save_due() and self.batches_done < data.steps_per_epoch:  # else end_epoch saves
+                    self.save("last.pt")
+                if cfg.stop_at_step and self.step >= cfg.stop_at_step:
+                    self.save("last.pt")
+                    self.log(f"stopped at step {self.step} (stop_at_step); resume with --resume")
+                    return True
         return False
 
-    def train_step(self, batch: dict[str, Any]) -> StepResult:
-        """The run's one step (segzoo.train.step) on a batch, in its accumulation group; a diverged loss names the
-        epoch, the step and the checkpoint to resume from."""
+    def groups(self, batches: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+        """The epoch's batches, one optimiser step's (accumulation group's) at a time, from ``batches_done``."""
+        it, done = iter(batches), self.batches_done
+        while True:
+            size, _ = accumulation_group(done, self.cfg.accumulate, self.parts.data.steps_per_epoch)
+            group = list(itertools.islice(it, size - done % self.cfg.accumulate))
+            if not group:
+                return
+            done += len(group)
+            yield group
+
+    def train_step(self, batch: dict[str, Any], totals: list[float | None] | None = None) -> StepResult:
+        """The run's one step (segzoo.train.step) on a batch, in its accumulation group (``totals``: the group's,
+        TrainStep.group_totals); a diverged loss names the epoch, the step and the checkpoint to resume from."""
         group, last = accumulation_group(self.batches_done, self.cfg.accumulate, self.parts.data.steps_per_epoch)
         first = self.cfg.compile and not self.compiled
         start = time.perf_counter()
         try:
-            done = self.parts.step(batch, group, last)
+            done = self.parts.step(batch, group, last, totals)
             if first:
                 self.compiled = True
                 self.log(f"--compile: the first step took {time.perf_counter() - start:.1f} s (torch.compile "
