@@ -133,7 +133,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
       help="also checkpoint (last.pt) when M minutes have passed since the last one, e.g. 30 on a cluster whose "
            "jobs may be stopped at any time (default 0: off)")
     a("--save-every-epochs", type=int, default=None,
-      help="checkpoint (last.pt) every N epochs and after the last (default 1; 0: after the last only)")
+      help="checkpoint (last.pt) every N epochs and after the last (default 1; 0: after the last only). metrics.csv "
+           "and metrics.jsonl follow last.pt: an epoch's row is written with the checkpoint that holds it")
     a("--eval-every", type=int, default=None, help="validate every N epochs (default 1)")
     a("--accumulate", type=int_in(1, 1_000_000), default=None, metavar="N",
       help="gradient accumulation: one optimiser step per N batches, the loss divided by N so a step sees their "
