@@ -288,7 +288,7 @@ def test_resume_auto_in_python_starts_then_continues(tmp_path, demo_data):
 
 
 def test_checkpoint_intervals_must_not_be_negative(tmp_path, demo_data):
-    with pytest.raises(SegzooError, match="--save-every-epochs must be >= 0, got -1"):
+    with pytest.raises(SegzooError, match="--save-every-epochs must be an integer from 0 to .*, got -1"):
         train(tiny(tmp_path, demo_data, save_every_epochs=-1), log=lambda _: None)
 
 
