@@ -121,7 +121,7 @@ def test_the_models_own_gemm_path_is_timed_unless_turned_off(monkeypatch):
 
 @pytest.mark.parametrize("argv, message", [
     (["--dtype", "fp16", "--mode", "train"], "fp16 training on CPU"),
-    (["--iters", "0"], "at least 1"),
+    (["--iters", "0"], "--iters must be an integer from 1 to 100000"),
 ])
 def test_bad_options_exit_2_with_the_fix(capsys, argv, message):
     assert main(["bench", "alexnet-fcn8s", "--input", "3x32x32", *argv]) == 2

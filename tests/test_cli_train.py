@@ -100,7 +100,7 @@ def test_save_every_options_reach_the_config(tmp_path, demo_data, capsys):
     assert (cfg.save_every_epochs, cfg.save_every_steps) == (2, 5)
     assert build_config(parser.parse_args(args)).save_every_epochs == 1
     assert main([*args, "--save-every-epochs", "-1"]) == 2
-    assert "--save-every-epochs must be >= 0" in capsys.readouterr().err
+    assert "--save-every-epochs must be an integer from 0 to" in capsys.readouterr().err
     assert build_config(parser.parse_args([*args, "--save-every-minutes", "0.5"])).save_every_minutes == 0.5
     for bad in ("-1", "nan"):
         assert main([*args, "--save-every-minutes", bad]) == 2

@@ -33,7 +33,7 @@ def copy(run, tmp_path, name="copy"):
 
 
 def test_a_folder_with_best_pt_but_no_last_pt_is_a_run_and_is_never_overwritten(run, demo_data, tmp_path, capsys):
-    """Ctrl-C after epoch 1 with --save-every-epochs 0 leaves best.pt, config.json and the logs, no last.pt."""
+    """Ctrl-C after epoch 1 with --save-every-epochs 0 leaves best.pt and config.json, no last.pt (so no logs)."""
     r = copy(run, tmp_path)
     (r / "last.pt").unlink()
     before = digest(r)

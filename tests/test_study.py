@@ -39,19 +39,19 @@ def test_runs_go_seed_by_seed_from_the_first_seed():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"seeds": 0}, "'seeds' must be a whole number >= 1 and <= 1000, got 0"),
-    ({"seeds": True}, "'seeds' must be a whole number"),
-    ({"seeds": "3"}, "'seeds' must be a whole number"),
+    ({"seeds": 0}, "'seeds' must be an integer from 1 to 1000, got 0"),
+    ({"seeds": True}, "'seeds' must be an integer from 1 to 1000, got True"),
+    ({"seeds": "3"}, "'seeds' must be an integer from 1 to 1000, got '3'"),
     ({"backbones": []}, "'backbones' is empty: nothing to train"),
     ({"heads": []}, "'heads' is empty"),
     ({"heads": "fcn8s"}, "'heads' must be a list of names, got 'fcn8s'"),
     ({"heads": ["fcn8s", "fcn8s"]}, "names \\['fcn8s'\\] twice"),
     ({"staged": "yes"}, "'staged' must be true, false or a list"),
     ({"staged": []}, "'staged' must be true, false or a list"),
-    ({"boundary_px": 0}, "'boundary_px' must be a whole number >= 1"),
+    ({"boundary_px": 0}, "'boundary_px' must be an integer from 1 to 1024"),
     ({"baseline": "fcn16s"}, "baseline 'fcn16s' is not in the study; give one of its heads \\(fcn32s, fcn8s\\)"),
     ({"train": [1]}, "'train' must be a mapping"),
-    ({"train": {"epochs": 0}}, "--epochs must be >= 1"),
+    ({"train": {"epochs": 0}}, "--epochs must be an integer from 1 to"),
     ({"train": {"epocs": 2}}, "train: unknown train setting 'epocs'.*epochs"),
     ({"backbones": ["vgg17"]}, "unknown backbone 'vgg17'"),
 ])
@@ -100,7 +100,7 @@ def test_pixel_fraction_and_weak_axes_pair_each_weak_variant_with_the_same_witho
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"pixel_fraction": 0}, "'pixel_fraction' must be a number in \\(0, 1\\]"),
+    ({"pixel_fraction": 0}, "'pixel_fraction' must be a finite number > 0 and <= 1, got 0"),
     ({"pixel_fraction": [0.5, 0.5]}, "'pixel_fraction' must be"),
     ({"weak": "yes"}, "'weak' must be true, false or a list"),
     ({"train": {"pixel_fraction": 0.5}}, "'pixel_fraction' is a study axis"),

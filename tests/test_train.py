@@ -252,6 +252,34 @@ def test_checkpoint_every_m_minutes_on_a_fake_clock(tmp_path, demo_data, monkeyp
     assert saved == [(3, 1), (6, 0)]
 
 
+def _logged(run) -> list[list[str]]:
+    """metrics.csv without its timings (images/s, seconds), which differ from run to run; metrics.jsonl's epochs."""
+    rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()]
+    keep = [i for i, name in enumerate(rows[0]) if name not in ("images_per_s", "time_s")]
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [int(row[0]) for row in rows[1:]]
+    return [[row[i] for i in keep] for row in rows]
+
+
+def test_the_logs_never_run_ahead_of_last_pt_and_a_resume_logs_as_an_unbroken_run(tmp_path, demo_data):
+    """With --save-every-epochs 2 a stop after epoch 3 finds last.pt at epoch 2: metrics.csv/jsonl end there too
+    (epoch 3's row waited for a checkpoint that never came), and the resumed run logs what an unbroken one does."""
+    kw = {"epochs": 4, "save_every_epochs": 2}
+    whole = train(tiny(tmp_path / "a", demo_data, **kw), log=lambda _: None).out_dir
+
+    def stop_after_3(record):
+        if record.epoch == 3:
+            raise KeyboardInterrupt  # what Ctrl-C or the CLI's SIGTERM raises, after epoch 3 is done
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path / "b", demo_data, **kw), on_epoch=stop_after_3, log=lambda _: None)
+    run = tmp_path / "b" / "run"
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 2
+    assert [row[0] for row in _logged(run)[1:]] == ["1", "2"]
+    train(tiny(tmp_path / "b", demo_data, resume=True, **kw), log=lambda _: None)
+    assert _logged(run) == _logged(whole) and len(_logged(run)) == 5
+
+
 def test_resume_auto_in_python_starts_then_continues(tmp_path, demo_data):
     first = train(tiny(tmp_path, demo_data, epochs=1, val_split=None, resume="auto"), log=lambda _: None)
     again = train(tiny(tmp_path, demo_data, epochs=2, val_split=None, resume="auto"), log=lambda _: None)
@@ -260,7 +288,7 @@ def test_resume_auto_in_python_starts_then_continues(tmp_path, demo_data):
 
 
 def test_checkpoint_intervals_must_not_be_negative(tmp_path, demo_data):
-    with pytest.raises(SegzooError, match="--save-every-epochs must be >= 0, got -1"):
+    with pytest.raises(SegzooError, match="--save-every-epochs must be an integer from 0 to .*, got -1"):
         train(tiny(tmp_path, demo_data, save_every_epochs=-1), log=lambda _: None)
 
 

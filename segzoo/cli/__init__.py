@@ -11,6 +11,7 @@ import errno
 import importlib
 import os
 import pkgutil
+import re
 import signal
 import sys
 import threading
@@ -34,6 +35,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse with its errors as one line (the usage of ``train`` alone is twenty), exit code 2 as before."""
 
     def error(self, message: str) -> NoReturn:
+        # a setting's own line (segzoo.core.settings) reads as TrainConfig.check says it: "--epochs must be ..."
+        message = re.sub(r"^argument (\S+): (must be )", r"\1 \2", message)
         self.exit(2, f"{self.prog}: error: {_cut(message)} (see '{self.prog} --help')\n")
 
 

@@ -1,11 +1,11 @@
-"""Parsing what several commands share: ``KEY=VALUE`` options for a backbone or head, and numbers checked at
-the edge (argparse types that name the valid range), so a bad value is one line before any work."""
+"""Parsing what several commands share: ``KEY=VALUE`` options for a backbone or head, and settings checked at
+the edge (argparse types from segzoo.core.settings' table, naming the valid range), so a bad value is one line
+before any work."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -16,6 +16,7 @@ import yaml
 
 from ..core.errors import SegzooError
 from ..core.files import atomic_write_text, check_output_path, local_path, same_file
+from ..core.settings import SETTINGS
 from ..io.remote import kind, locate
 from ..studies.summary import parse_input_size
 
@@ -35,48 +36,20 @@ def parse_options(pairs: list[str], flag: str) -> dict[str, Any]:
     return out
 
 
-# Class indices live in 8-bit masks: 0..254, with 255 for void.
-MAX_CLASSES = 255
+def typed(name: str) -> dict[str, Any]:
+    """``add_argument`` keywords for the setting ``name`` of :data:`segzoo.core.settings.SETTINGS`: an argparse
+    ``type`` whose error is the table's line (``--epochs must be an integer from 1 to 1000000, got 0 (...)``, the
+    same as ``TrainConfig.check`` and the other Python doors say), and a choice setting's ``choices`` for --help."""
+    entry = SETTINGS[name]
 
-
-def int_in(low: int, high: int | None = None, meaning: str = "") -> Callable[[str], int]:
-    """An argparse ``type``: an integer from ``low`` to ``high``; the error names the range (argparse names the
-    option), e.g. ``argument --batch-size: must be an integer >= 1, got '0'``."""
-    span = f"at least {low}" + (f" and at most {high}" if high is not None else "")
-
-    def parse(text: str) -> int:
+    def parse(text: str) -> Any:
         try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be an integer {span}{f' ({meaning})' if meaning else ''}, "
-                                             f"got {text[:40]!r}")
-        return value
+            return entry.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
-    parse.__name__ = "integer"  # what argparse calls the type in its own messages
-    return parse
-
-
-def float_in(low: float, high: float | None = None, low_open: bool = False) -> Callable[[str], float]:
-    """An argparse ``type``: a finite number above (``low_open``) or from ``low``, up to ``high``."""
-    span = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if high is not None else "")
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or (value <= low if low_open else value < low) or (
-                high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be a finite number {span}, got {text[:40]!r}")
-        return value
-
-    parse.__name__ = "number"
-    return parse
-
-
-NUM_CLASSES = int_in(1, MAX_CLASSES, "masks hold class indices 0..254; 255 is void")
+    parse.__name__ = entry.kind.__name__  # what argparse calls the type in its own messages
+    return {"type": parse, "choices": entry.choices} if entry.choices else {"type": parse}
 
 
 def input_size(text: str, flag: str = "--input") -> tuple[int, int, int]:

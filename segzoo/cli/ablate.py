@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 
 from ..core.errors import SegzooError
+from ..core.settings import SETTINGS
 from ..studies.ablate import run_study
 from ..studies.report import results_table
 from ..studies.study import Study
 from ..train.demo import DEMO_BACKBONE_OPTIONS, DEMO_STUDY_SETTINGS
 from ..train.metrics import BOUNDARY_PX
-from ._options import local_folder
+from ._options import local_folder, typed
 
 COMMAND = "ablate"
 
@@ -35,38 +36,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--staged", nargs="?", const="true", default=None, metavar="false,true",
       help="train 32s, then 16s from it, then 8s (and 4s), as in the paper; '--staged false,true' (or both) puts "
            "at once and staged in one table (default: at once)")
-    a("--seeds", type=int, default=None, metavar="N",
+    a("--seeds", **typed("seeds"), default=None, metavar="N",
       help="train every variant with N seeds (--seed and the N-1 after it): mean ± std and paired 95%% intervals "
            "(default 1)")
-    a("--pixel-fraction", default=None, metavar="F,F",
+    a("--pixel-fraction", default=None, metavar="F,F", type=_fractions,
       help="the share of training images that keep their masks, e.g. 0.1,0.25,1 (chosen by seed: the same images "
            "for every variant of a seed); the others are image-labelled (--weak) or left out (default 1)")
     a("--weak", default=None, metavar="false,true",
       help="train the images without masks from image-level labels read off their hidden masks; 'false,true' (or "
            "both) puts both in one table, with the gain paired by seed (default false)")
-    a("--weak-weight", type=float, default=None, metavar="W",
+    a("--weak-weight", **typed("weak_weight"), default=None, metavar="W",
       help="weight of the image-level loss in the --weak variants (default 1; docs/weak-labels.md)")
     a("--baseline", default=None, metavar="NAME",
       help="the head (per backbone) or variant the others are compared with (default: the first head)")
-    a("--boundary-px", type=int, default=None, metavar="PX",
+    a("--boundary-px", **typed("boundary_px"), default=None, metavar="PX",
       help=f"band width of boundary IoU in pixels (default {BOUNDARY_PX}; docs/metrics.md)")
     a("--data", default=None, metavar="DIR", help="dataset (default: the embedded demo dataset)")
     a("--test-split", default=None, metavar="SPLIT",
       help="report every run's last and best epoch on this split, the best epoch chosen on the validation split "
            "(default: report on the validation split, where the best epoch is optimistic)")
-    a("--num-classes", type=int, default=None,
+    a("--num-classes", **typed("num_classes"), default=None,
       help="classes (default: the dataset's class_names.txt, else counted in the masks)")
     demo = DEMO_STUDY_SETTINGS
-    a("--epochs", type=int, default=None, help=f"(default 10; demo {demo['epochs']})")
-    a("--seed", type=int, default=None, help="the first seed (default 0)")
-    a("--batch-size", type=int, default=None, help=f"(default: the preset's, else 8; demo {demo['batch_size']})")
-    a("--input-size", type=int, default=None, help=f"side of the square training crop (default 320; demo "
-                                                    f"{demo['input_size']})")
-    a("--lr", type=float, default=None, help=f"learning rate (default: the preset's, else the optimizer's; demo "
-                                             f"{demo['lr']:g})")
+    a("--epochs", **typed("epochs"), default=None, help=f"(default 10; demo {demo['epochs']})")
+    a("--seed", **typed("seed"), default=None, help="the first seed (default 0)")
+    a("--batch-size", **typed("batch_size"), default=None,
+      help=f"(default: the preset's, else 8; demo {demo['batch_size']})")
+    a("--input-size", **typed("input_size"), default=None,
+      help=f"side of the square training crop (default 320; demo {demo['input_size']})")
+    a("--lr", **typed("lr"), default=None,
+      help=f"learning rate (default: the preset's, else the optimizer's; demo {demo['lr']:g})")
     a("--preset", default=None, metavar="NAME",
       help="train every variant with a training preset, e.g. paper-cvpr (segzoo train --help lists them)")
-    a("--fc-channels", type=int, default=None,
+    a("--fc-channels", **typed("fc_channels"), default=None,
       help=f"fc6/fc7 width, for the backbones that take it (default 4096; demo "
            f"{DEMO_BACKBONE_OPTIONS['fc_channels']})")
     a("--out", default=None, metavar="DIR", type=local_folder("--out", "a study's run folders"),
@@ -92,11 +94,11 @@ def _bools(text: str, flag: str = "--staged") -> bool | list[bool]:
 
 
 def _fractions(text: str) -> float | list[float]:
+    """``--pixel-fraction F,F``: each F in the setting's range (segzoo.core.settings), as train's flag takes one."""
     try:
-        values = [float(v) for v in _names(text)]
-    except ValueError:
-        raise SegzooError(f"--pixel-fraction takes numbers in (0, 1] separated by commas, e.g. 0.1,0.25,1; got "
-                          f"{text!r}") from None
+        values = [SETTINGS["pixel_fraction"].parse(v) for v in _names(text) or [text]]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; several are separated by commas, e.g. 0.1,0.25,1") from None
     return values if len(values) != 1 else values[0]
 
 
@@ -112,7 +114,7 @@ def build_study(args: argparse.Namespace) -> Study:
     if args.staged is not None:
         study.staged = _bools(args.staged)
     if args.pixel_fraction is not None:
-        study.pixel_fraction = _fractions(args.pixel_fraction)
+        study.pixel_fraction = args.pixel_fraction
     if args.weak is not None:
         study.weak = _bools(args.weak, "--weak")
     for key in ("seeds", "baseline", "boundary_px", "out", "test_split"):

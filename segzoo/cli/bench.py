@@ -9,19 +9,16 @@ from pathlib import Path
 import torch
 
 from ..api import create_model, load_model
-from ..core.limits import MAX_WORKERS
 from ..core.recipe import DEFAULT_INPUT_SIZE
 from ..core.table import format_table
 from ..studies.bench import DTYPES, MODES, benchmark, loader_throughput
 from ._options import (
-    NUM_CLASSES,
     STDOUT,
     add_json_option,
     check_json_target,
-    float_in,
     human,
     input_size,
-    int_in,
+    typed,
     write_json,
 )
 
@@ -31,16 +28,16 @@ COMMAND = "bench"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a model name (e.g. vgg16-fcn8s), or a checkpoint file written by segzoo")
     p.add_argument("--input", default=None, help="input size CxHxW (default: the recipe's, or 3x500x500)")
-    p.add_argument("--batch-size", type=int_in(1, 4096), default=1)
+    p.add_argument("--batch-size", **typed("batch_size"), default=1)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--dtype", choices=list(DTYPES), default="fp32",
                    help="fp32, or bf16/fp16: inference on a low-precision copy of the weights, as predict runs it, "
                         "timed beside fp32; training under autocast")
     p.add_argument("--mode", choices=list(MODES), default="infer",
                    help="infer: a forward in inference mode; train: forward, backward and an SGD step")
-    p.add_argument("--num-classes", type=NUM_CLASSES, default=None)
-    p.add_argument("--warmup", type=int_in(1, 100_000), default=3, help="untimed iterations first (default: 3)")
-    p.add_argument("--iters", type=int_in(1, 100_000), default=10, help="timed iterations (default: 10)")
+    p.add_argument("--num-classes", **typed("num_classes"), default=None)
+    p.add_argument("--warmup", **typed("warmup"), default=3, help="untimed iterations first (default: 3)")
+    p.add_argument("--iters", **typed("iters"), default=10, help="timed iterations (default: 10)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory format for the model and input (default: on, except CPU fp32)")
     p.add_argument("--winograd", action=argparse.BooleanOptionalAction, default=None,
@@ -50,12 +47,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model; compile time is reported apart")
     p.add_argument("--no-peak", dest="measure_peak", action="store_false",
                    help="skip the matmul peak probe run after each timed iteration")
-    p.add_argument("--peak-tflops", type=float_in(0, low_open=True), default=None,
+    p.add_argument("--peak-tflops", **typed("peak_tflops"), default=None,
                    help="the device's dense bf16 peak in TFLOP/s, for a card segzoo's table does not know")
-    p.add_argument("--threads", type=int_in(1, 4096), default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--threads", **typed("threads"), default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--data", default=None, metavar="DIR",
                    help="also time the training input pipeline alone on this dataset (images/s vs the model's)")
-    p.add_argument("--workers", type=int_in(0, MAX_WORKERS), default=0,
+    p.add_argument("--workers", **typed("workers"), default=0,
                    help="loader worker processes for --data (default 0)")
     add_json_option(p, "the results")
 

@@ -5,18 +5,17 @@ from __future__ import annotations
 import argparse
 
 from ..api import create_model, save_model
-from ..core.model import GEOMETRIES
 from ..core.recipe import DEFAULT_INPUT_SIZE
 from ..core.table import format_table
 from ..studies.summary import summarize
 from ._options import (
-    NUM_CLASSES,
     add_json_option,
     check_json_target,
     check_new_file,
     human,
     input_size,
     parse_options,
+    typed,
     write_json,
 )
 
@@ -25,7 +24,7 @@ COMMAND = "build"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a model name, <backbone>-<head> (e.g. vgg16-fcn8s) or a recipe")
-    p.add_argument("--num-classes", type=NUM_CLASSES, default=None,
+    p.add_argument("--num-classes", **typed("num_classes"), default=None,
                    help="number of classes (default: the recipe's, or 21)")
     p.add_argument("--input", default=None,
                    help="input size CxHxW for the summary (default: the recipe's, or 3x500x500)")
@@ -37,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a backbone option, e.g. fc_channels=512 (repeatable)")
     p.add_argument("--head-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="a head option, e.g. learnable_upsampling=false (repeatable)")
-    p.add_argument("--geometry", default=None, choices=list(GEOMETRIES),
+    p.add_argument("--geometry", default=None, **typed("geometry"),
                    help="modern (default) or caffe: the paper's reference nets (pad 100, crops), for its weights")
     p.add_argument("--weights", default=None, metavar="FILE",
                    help="whole-model weights: a segzoo checkpoint or state dict, or a file in a registered weight "

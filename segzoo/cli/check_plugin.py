@@ -11,14 +11,15 @@ import argparse
 from ..api import get_registry
 from ..core.table import format_table
 from ..zoo.check import check_plugin
-from ._options import NUM_CLASSES, add_json_option, check_json_target, human, write_json
+from ._options import add_json_option, check_json_target, human, typed, write_json
 
 COMMAND = "check-plugin"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="DIST_OR_MODULE", help="a plugin distribution, entry-point name or module")
-    p.add_argument("--num-classes", type=NUM_CLASSES, default=3, help="classes of the models checked (default: 3)")
+    p.add_argument("--num-classes", **typed("num_classes"), default=3,
+                   help="classes of the models checked (default: 3)")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     add_json_option(p, "every check's result")
 

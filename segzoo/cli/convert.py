@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..api import convert, get_registry
-from ._options import NUM_CLASSES, check_new_file
+from ._options import check_new_file, typed
 
 COMMAND = "convert"
 
@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        f"{name} ({layout.description})" for name, layout in get_registry().weight_layouts().items()))
     p.add_argument("--model", required=True,
                    help="the model IN holds, as <backbone>-<head> (the layout's error names the ones that fit)")
-    p.add_argument("--num-classes", type=NUM_CLASSES, default=None, help="default: the number of classes IN scores")
+    p.add_argument("--num-classes", **typed("num_classes"), default=None,
+                   help="default: the number of classes IN scores")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists (default: refuse)")
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from ..core.errors import DataError
 from ..data import SegmentationDataset, check_dataset, find_pairs, load_label_map, write_demo_dataset
-from ..data.demo import CLASSES, DEMO_LIMITS, LABELS_FILE
+from ..data.demo import CLASSES, LABELS_FILE
 from ..data.stats import STATS_FILE, dataset_stats, write_stats
 from ..data.weak import count_kinds
-from ._options import NUM_CLASSES, int_in, local_folder
+from ._options import local_folder, typed
 
 COMMAND = "data"
 
@@ -21,15 +21,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     demo = sub.add_parser("demo", help="write the demo dataset (VOC layout, deterministic, no download)")
     demo.add_argument("--out", required=True, metavar="DIR", type=local_folder("--out", "the demo dataset"),
                       help="folder to write (created; reused if it holds the same demo)")
-    demo.add_argument("--train", type=int_in(*DEMO_LIMITS["train"]), default=160,
+    demo.add_argument("--train", **typed("train"), default=160,
                       help="training images (default 160)")
-    demo.add_argument("--val", type=int_in(*DEMO_LIMITS["val"]), default=40, help="validation images (default 40)")
-    demo.add_argument("--size", type=int_in(*DEMO_LIMITS["size"]), default=64, help="image side in pixels (default 64)")
-    demo.add_argument("--seed", type=int_in(*DEMO_LIMITS["seed"]), default=0)
+    demo.add_argument("--val", **typed("val"), default=40, help="validation images (default 40)")
+    demo.add_argument("--size", **typed("size"), default=64, help="image side in pixels (default 64)")
+    demo.add_argument("--seed", **typed("seed"), default=0)
     check = sub.add_parser("check", help="read every pair of a split and list every bad one")
     check.add_argument("data", metavar="DIR", help="a VOC folder or a folder pair")
     check.add_argument("--split", default="train", help="split name or list file (default train)")
-    check.add_argument("--num-classes", type=NUM_CLASSES, default=None, help="classes (default: from class_names.txt)")
+    check.add_argument("--num-classes", **typed("num_classes"), default=None,
+                       help="classes (default: from class_names.txt)")
     check.add_argument("--weak-data", default=None, metavar="DIR",
                        help="also count an image-labelled set in ImageFolder layout (DIR/<class>/<image>)")
     check.add_argument("--label-map", default=None, metavar="FILE",

@@ -10,7 +10,6 @@ from pathlib import Path
 from ..api import load_model
 from ..core.errors import SegzooError
 from ..core.files import check_output_path, read_text_file, url_scheme
-from ..core.limits import MAX_TILE, MAX_WORKERS
 from ..data import SegmentationDataset, eval_transform, find_pairs, load_label_map, window_transform
 from ..infer.tile import TiledModel
 from ..infer.tta import parse_tta
@@ -19,7 +18,7 @@ from ..train import evaluate
 from ..train.metrics import BOUNDARY_PX, report
 from ..train.runtime import setup
 from ..train.setup import eval_loader
-from ._options import STDOUT, add_json_option, float_in, human, int_in, tile_options, write_json
+from ._options import STDOUT, add_json_option, human, tile_options, typed, write_json
 
 COMMAND = "eval"
 
@@ -28,21 +27,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="FILE", help="a model or training checkpoint (.pt)")
     p.add_argument("--data", required=True, metavar="DIR", help="a VOC folder or a folder pair")
     p.add_argument("--split", default="val", help="split name or list file (default val)")
-    p.add_argument("--batch-size", type=int_in(1, 4096), default=1,
+    p.add_argument("--batch-size", **typed("batch_size"), default=1,
                    help="images per forward pass (default 1: each image at its own size; larger batches pad "
                         "smaller images, which can change predictions near their borders)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--workers", type=int_in(0, MAX_WORKERS), default=0, help="data-loading processes (default 0)")
+    p.add_argument("--workers", **typed("workers"), default=0, help="data-loading processes (default 0)")
     p.add_argument("--label-map", default=None, metavar="FILE.yaml|NAME",
                    help="the label map the model was trained with (segzoo train --label-map: a file, or cityscapes "
                         "/ ade20k), for data in the dataset's own ids")
     p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad pairs instead of stopping")
-    p.add_argument("--boundary-px", type=int, default=BOUNDARY_PX, metavar="PX",
+    p.add_argument("--boundary-px", **typed("boundary_px"), default=BOUNDARY_PX, metavar="PX",
                    help=f"width of the band around each contour that boundary IoU scores (default {BOUNDARY_PX}; "
                         "docs/metrics.md)")
-    p.add_argument("--tile", type=int_in(1, MAX_TILE), default=None, metavar="S",
+    p.add_argument("--tile", **typed("tile"), default=None, metavar="S",
                    help="score each image in S x S tiles blended where they overlap (as predict --tile)")
-    p.add_argument("--overlap", type=float_in(0, 1), default=None, metavar="F",
+    p.add_argument("--overlap", **typed("overlap"), default=None, metavar="F",
                    help="tile overlap, a fraction (default 0.25; only with --tile)")
     p.add_argument("--tta", action="append", default=[], metavar="AUG",
                    help="test-time augmentation: flip, and/or scales=0.75,1,1.25 (repeat the flag to combine)")
@@ -91,8 +90,6 @@ def check_checkpoint(path: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     args.overlap = tile_options(args)
-    if args.boundary_px < 1:
-        raise SegzooError(f"--boundary-px must be >= 1, got {args.boundary_px} (the band's width in pixels)")
     check_checkpoint(args.checkpoint)
     name = f"eval-{Path(args.split).stem}.json"
     remote = url_scheme(args.checkpoint) or is_hub_id(args.checkpoint)  # never a name derived from a URL

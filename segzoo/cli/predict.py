@@ -13,12 +13,11 @@ import sys
 
 from ..api import load_model
 from ..core.errors import SegzooError
-from ..core.limits import MAX_BATCH, MAX_TILE, MAX_WORKERS
 from ..infer.predict import predict_files
 from ..infer.runtime import DTYPES, OnnxModel
 from ..infer.tta import parse_tta
 from ..train.runtime import resolve_device
-from ._options import float_in, int_in, local_folder, tile_options
+from ._options import local_folder, tile_options, typed
 
 COMMAND = "predict"
 
@@ -31,18 +30,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder for the outputs (never one of the inputs)")
     p.add_argument("--probs", action="store_true", help="also save per-class softmax probabilities (C x H x W .npy)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--tile", type=int_in(1, MAX_TILE), default=None, metavar="S",
+    p.add_argument("--tile", **typed("tile"), default=None, metavar="S",
                    help="predict in S x S tiles (e.g. 512), blended where they overlap: bounded memory for any size")
-    p.add_argument("--overlap", type=float_in(0, 1), default=None, metavar="F",
+    p.add_argument("--overlap", **typed("overlap"), default=None, metavar="F",
                    help="tile overlap, a fraction (default 0.25; only with --tile)")
     p.add_argument("--tta", action="append", default=[], metavar="AUG",
                    help="test-time augmentation: flip, and/or scales=0.75,1,1.25 (repeat the flag to combine)")
     p.add_argument("--dtype", default="fp32", choices=list(DTYPES),
                    help="compute type for a torch model (default fp32; bf16/fp16 run a low-precision, "
                         "channels-last copy of the weights)")
-    p.add_argument("--batch", type=int_in(1, MAX_BATCH), default=1, help="tiles run together (default 1; only with "
+    p.add_argument("--batch", **typed("batch"), default=1, help="tiles run together (default 1; only with "
                                                                           "--tile)")
-    p.add_argument("--workers", type=int_in(0, MAX_WORKERS), default=2,
+    p.add_argument("--workers", **typed("workers"), default=2,
                    help="processes reading images (default 2; 0 = none)")
     p.add_argument("--no-overlay", action="store_true", help="write only the masks (and --probs), no overlays")
     p.add_argument("--force", action="store_true", help="replace outputs of an earlier run (inputs never)")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from .. import train as training  # looked up at each call, so a test's stand-in for train() never sticks
 from ..core.errors import SegzooError
-from ..core.model import GEOMETRIES
 from ..train import OPTIMIZERS, TrainConfig, load_training_checkpoint
 from ..train.config import config_yaml, load_config
 from ..train.demo import backbone_of, demo_defaults, describe
@@ -19,7 +18,7 @@ from ..train.presets import preset_help
 from ..train.run_folder import KEEP, auto_resume, check_new_run, keep_checkpoints, restart_run
 from ..train.runtime import AMP_FORCE, placement
 from ..train.setup import default_run_folder
-from ._options import int_in, parse_options
+from ._options import parse_options, typed
 
 COMMAND = "train"
 
@@ -33,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
       help="instead of training: a learning-rate range test on the training data (at most --lr-find-steps steps, lr "
            "growing exponentially from 1e-7 to 1, stopped when the smoothed loss diverges); plots loss against lr "
            "(RUN_DIR/lr_find.png), suggests an lr and says why; keeps no weights")
-    a("--lr-find-steps", type=int_in(2, 1000), default=100, metavar="N", help="steps of --lr-find (default 100)")
+    a("--lr-find-steps", **typed("lr_find_steps"), default=100, metavar="N", help="steps of --lr-find (default 100)")
     a("--print-config", action="store_true",
       help="print the resolved settings as YAML (a file --config reads) and exit without training")
     a("--model", default=None, help="<backbone>-<head> or a recipe of registry.yaml (default vgg16-fcn8s)")
@@ -41,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                    "to runs/demo-data beside the run)")
     a("--train-split", default=None, help="split name or list file (default train)")
     a("--val-split", default=None, help="split name or list file, or 'none' (default val)")
-    a("--num-classes", type=int, default=None,
+    a("--num-classes", **typed("num_classes"), default=None,
       help="classes (default: the dataset's class_names.txt, else counted in the masks)")
     a("--preset", default=None, metavar="NAME",
       help="train with a registered training preset: " + preset_help()
@@ -49,22 +48,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "this net, --geometry, and head options (the paper's: which upsamplings are fixed, score layers at zero); "
         "any of these given as well wins. A staged preset fine-tunes a net from its coarser one: pass "
         "--init-from. docs/paper.md says which produced which table")
-    a("--epochs", type=int, default=None, help="epochs (default 10; demo 8); with --resume, the new total, which "
-                                                "the learning-rate schedule then follows")
-    a("--batch-size", type=int, default=None, help="images per step and process (default: the preset's, else 8; "
-                                                     "demo 4)")
-    a("--input-size", type=int, default=None, help="side of the square training crop (default 320; demo 64)")
+    a("--epochs", **typed("epochs"), default=None,
+      help="epochs (default 10; demo 8); with --resume, the new total, which the learning-rate schedule then follows")
+    a("--batch-size", **typed("batch_size"), default=None,
+      help="images per step and process (default: the preset's, else 8; demo 4)")
+    a("--input-size", **typed("input_size"), default=None,
+      help="side of the square training crop (default 320; demo 64)")
     a("--scale", default=None, metavar="LOW,HIGH", help="random scale range (default 0.5,2; demo 0.75,1.25; 1,1: off)")
     a("--no-flip", action="store_true", help="no random horizontal flips")
     a("--optimizer", default=None, choices=sorted(OPTIMIZERS),
       help="optimizer (default: the preset's, else adamw). paper: the FCN solver's optimizer alone (SGD, "
            "momentum 0.9, lr 1e-4, weight decay 5e-4, biases at 2x lr without decay, constant lr), what --preset "
            "paper-cvpr uses for its first, coarsest net; --preset also sets the batch, loss, geometry and head")
-    a("--lr", type=float, default=None, help="learning rate (default: the preset's for this net, else the "
+    a("--lr", **typed("lr"), default=None, help="learning rate (default: the preset's for this net, else the "
                                               "optimizer's; demo 1e-3 without --preset)")
-    a("--weight-decay", type=float, default=None, help="weight decay (default: the preset's, else the optimizer's)")
-    a("--momentum", type=float, default=None, help="SGD momentum (default: the preset's, else 0.9)")
-    a("--loss", default=None, choices=["mean", "sum"],
+    a("--weight-decay", **typed("weight_decay"), default=None,
+      help="weight decay (default: the preset's, else the optimizer's)")
+    a("--momentum", **typed("momentum"), default=None, help="SGD momentum (default: the preset's, else 0.9)")
+    a("--loss", default=None, **typed("loss_reduction"),
       help="mean over valid pixels or the paper's unnormalised sum (default: the preset's, else mean)")
     a("--class-weights", default=None, metavar="W0,W1,...|auto",
       help="per-class loss weights, or auto: median-frequency balancing from the training split's pixel counts "
@@ -79,25 +80,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--weak-data", default=None, metavar="DIR",
       help="image-labelled images in ImageFolder layout (DIR/<class>/<image>), trained with --weak-weight > 0; "
            "docs/weak-labels.md")
-    a("--pixel-fraction", type=float, default=None, metavar="F",
+    a("--pixel-fraction", **typed("pixel_fraction"), default=None, metavar="F",
       help="keep the masks of a seed-chosen share F of the training images; the others are image-labelled (with "
            "--weak-weight > 0) by the classes their masks show, or left out (default 1)")
-    a("--weak-weight", type=float, default=None, metavar="W",
+    a("--weak-weight", **typed("weak_weight"), default=None, metavar="W",
       help="weight of the image-level loss added to the pixel loss; 0 (default) trains from masks only")
-    a("--weak-pool", default=None, choices=list(TrainConfig.WEAK_POOLS),
+    a("--weak-pool", default=None, **typed("weak_pool"),
       help="how class scores are pooled over an image: max (default, FCN-MIL), lse (log-sum-exp) or topk")
-    a("--weak-temperature", type=float, default=None, metavar="R", help="r of --weak-pool lse (default 5)")
-    a("--weak-topk", type=float, default=None, metavar="K",
+    a("--weak-temperature", **typed("weak_temperature"), default=None, metavar="R",
+      help="r of --weak-pool lse (default 5)")
+    a("--weak-topk", **typed("weak_topk"), default=None, metavar="K",
       help="the fraction of pixels --weak-pool topk averages (default 0.1)")
-    a("--weak-suppress", type=float, default=None, metavar="W",
+    a("--weak-suppress", **typed("weak_suppress"), default=None, metavar="W",
       help="weight of the per-pixel loss pushing down the classes an image does not hold (default 0: off)")
-    a("--weak-ratio", type=float, default=None, metavar="R",
+    a("--weak-ratio", **typed("weak_ratio"), default=None, metavar="R",
       help="the share of each batch that is image-labelled (default 0.5)")
     a("--backbone-weights", default=None, metavar="FILE|imagenet",
       help="a local ImageNet classifier state dict, or imagenet: torchvision's (vgg16, alexnet) or timm's "
            "pretrained weights from their caches (TORCH_HOME, HF_HOME), fetched once if online; SEGZOO_OFFLINE=1 "
            "never downloads, and an empty cache then says which file to place where")
-    a("--fc-channels", type=int_in(1, 65536), default=None,
+    a("--fc-channels", **typed("fc_channels"), default=None,
       help="fc6/fc7 width, for backbones that take fc_channels (default 4096; demo 512)")
     a("--backbone-opt", action="append", default=[], metavar="KEY=VALUE", help="a backbone option (repeatable)")
     a("--head-opt", action="append", default=[], metavar="KEY=VALUE",
@@ -105,7 +107,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--normalization", default=None, metavar="stats|FILE",
       help="stats: standardise by the data's per-channel mean/std (DATA/segzoo_stats.json, measured if absent; "
            "segzoo data stats writes it), or a stats file; default: the backbone's (ImageNet or Caffe)")
-    a("--geometry", default=None, choices=list(GEOMETRIES),
+    a("--geometry", default=None, **typed("geometry"),
       help="modern, or caffe: the paper's nets, for backbones that support it (default: the preset's, else modern)")
     a("--init-from", default=None, metavar="CKPT", help="staged training: start from the checkpoint of the net with "
                                                          "this head's registered parent, as the paper's presets do")
@@ -115,8 +117,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
            "the bf16 matmul peak against fp32's and trains in fp32, saying so, below 2x; --amp force trains in bf16 "
            "anyway")
     a("--no-amp", dest="amp", action="store_const", const=False, help="full float32, also on CUDA")
-    a("--workers", type=int, default=None, help="data-loading processes (default 0)")
-    a("--seed", type=int, default=None, help="random seed (default 0)")
+    a("--workers", **typed("workers"), default=None, help="data-loading processes (default 0)")
+    a("--seed", **typed("seed"), default=None, help="random seed (default 0)")
     a("--out", default=None, metavar="RUN_DIR", help="run folder (default runs/<model>, numbered if it exists)")
     a("--resume", nargs="?", const=True, default=False, metavar="CKPT|auto",
       help="continue the run in --out (its last.pt), or the given checkpoint. auto: one command that survives "
@@ -128,23 +130,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--keep", default="both", choices=KEEP,
       help="when the run finishes: best removes last.pt (optimizer state included, about twice best.pt's size; the "
            "run can no longer be resumed), last removes best.pt (default both)")
-    a("--save-every-steps", type=int, default=None, help="also checkpoint every N steps (default 0: not mid-epoch)")
-    a("--save-every-minutes", type=float, default=None, metavar="M",
+    a("--save-every-steps", **typed("save_every_steps"), default=None,
+      help="also checkpoint every N steps (default 0: not mid-epoch)")
+    a("--save-every-minutes", **typed("save_every_minutes"), default=None, metavar="M",
       help="also checkpoint (last.pt) when M minutes have passed since the last one, e.g. 30 on a cluster whose "
            "jobs may be stopped at any time (default 0: off)")
-    a("--save-every-epochs", type=int, default=None,
-      help="checkpoint (last.pt) every N epochs and after the last (default 1; 0: after the last only)")
-    a("--eval-every", type=int, default=None, help="validate every N epochs (default 1)")
-    a("--accumulate", type=int_in(1, 1_000_000), default=None, metavar="N",
+    a("--save-every-epochs", **typed("save_every_epochs"), default=None,
+      help="checkpoint (last.pt) every N epochs and after the last (default 1; 0: after the last only). metrics.csv "
+           "and metrics.jsonl follow last.pt: an epoch's row is written with the checkpoint that holds it")
+    a("--eval-every", **typed("eval_every"), default=None, help="validate every N epochs (default 1)")
+    a("--accumulate", **typed("accumulate"), default=None, metavar="N",
       help="gradient accumulation: one optimiser step per N batches, the loss divided by N so a step sees their "
            "mean (e.g. the paper's batch of 20 on one card: --batch-size 4 --accumulate 5; default 1)")
     a("--sync-bn", action="store_true", default=None,
       help="under torchrun on CUDA GPUs: BatchNorm statistics over all processes (torch.nn.SyncBatchNorm); "
            "PyTorch's SyncBatchNorm does not run on CPU/gloo, and one process has nothing to sync")
-    a("--early-stop", type=int_in(0, 1_000_000), default=None, metavar="N",
+    a("--early-stop", **typed("early_stop"), default=None, metavar="N",
       help="stop after N validations without a better mean IU (best.pt keeps the best; a resumed run keeps its "
            "count; default 0: never)")
-    a("--min-delta", type=float, default=None, metavar="D",
+    a("--min-delta", **typed("min_delta"), default=None, metavar="D",
       help="how much mean IU must rise to count as better for --early-stop (default 0, e.g. 0.001)")
     a("--compile", action="store_true", default=None,
       help="torch.compile (inductor) the training forward: the first step compiles (its time is printed); off by "

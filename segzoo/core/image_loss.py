@@ -16,9 +16,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .errors import SegzooError
+from .settings import SETTINGS
 
-POOLS = ("max", "lse", "topk")
+POOLS = SETTINGS["weak_pool"].choices  # max, lse, topk
 
 
 def pool_scores(scores: torch.Tensor, pool: str = "max", temperature: float = 5.0, topk: float = 0.1) -> torch.Tensor:
@@ -28,19 +28,16 @@ def pool_scores(scores: torch.Tensor, pool: str = "max", temperature: float = 5.
     maximum between the mean (r -> 0) and the max (r -> inf), r = ``temperature``. ``topk``: the mean of
     the ``ceil(topk * H * W)`` highest scores of each class (``topk`` a fraction of the pixels).
     """
+    SETTINGS["weak_pool"].check(pool)  # the choices and ranges: segzoo.core.settings
     flat = scores.float().flatten(2)
     if pool == "max":
         return flat.amax(2)
     if pool == "lse":
-        if not temperature > 0:
-            raise SegzooError(f"--weak-temperature must be > 0, got {temperature!r}")
+        SETTINGS["weak_temperature"].check(temperature)
         return (torch.logsumexp(temperature * flat, 2) - math.log(flat.shape[2])) / temperature
-    if pool == "topk":
-        if not 0 < topk <= 1:
-            raise SegzooError(f"--weak-topk must be a fraction of the pixels in (0, 1], got {topk!r}")
-        k = max(1, math.ceil(topk * flat.shape[2]))
-        return flat.topk(k, dim=2).values.mean(2)
-    raise SegzooError(f"--weak-pool must be one of {', '.join(POOLS)}, got {pool!r}")
+    SETTINGS["weak_topk"].check(topk)
+    k = max(1, math.ceil(topk * flat.shape[2]))
+    return flat.topk(k, dim=2).values.mean(2)
 
 
 def present(image_labels: torch.Tensor) -> torch.Tensor:

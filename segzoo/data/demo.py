@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from ..core.errors import DataError
 from ..core.files import atomic_write_text, read_text_file
+from ..core.settings import SETTINGS
 from .io import IGNORE_INDEX, write_mask
 
 GENERATOR_VERSION = 1
@@ -158,10 +159,6 @@ def _write_image_labels(out: Path, train: int, val: int, size: int, seed: int) -
     return atomic_write_text("\n".join(lines) + "\n", out / LABELS_FILE)
 
 
-# What each setting may be (the CLI's option names): (least, most).
-DEMO_LIMITS = {"train": (1, 100_000), "val": (0, 100_000), "size": (16, 4096), "seed": (0, 2**63 - 1)}
-
-
 def write_demo_dataset(out: str | os.PathLike[str], train: int = 160, val: int = 40, size: int = 64,
                        seed: int = 0) -> Path:
     """Write the demo as a VOC folder; an existing demo with the same settings is reused as is.
@@ -172,10 +169,8 @@ def write_demo_dataset(out: str | os.PathLike[str], train: int = 160, val: int =
     """
     out = Path(out)
     params = {"generator": GENERATOR_VERSION, "train": train, "val": val, "size": size, "seed": seed}
-    for key, (least, most) in DEMO_LIMITS.items():
-        value = params[key]
-        if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= most:
-            raise DataError(f"--{key} must be an integer from {least} to {most}, got {value!r}")
+    for key in ("train", "val", "size", "seed"):  # their ranges: segzoo.core.settings
+        SETTINGS[key].check(params[key], error=DataError)
     marker = out / MARKER
     if marker.exists():
         try:

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Sampler
 
 from ..core.errors import SegzooError
+from ..core.settings import SETTINGS
 
 
 class _EpochOrder(Sampler):
@@ -70,9 +71,7 @@ def weak_per_batch(batch_size: int, weak_ratio: float) -> int:
     if batch_size < 2:
         raise SegzooError(f"mixing pixel- and image-labelled samples needs --batch-size >= 2 (one of each), got "
                          f"{batch_size}")
-    if not 0 < weak_ratio < 1:
-        raise SegzooError(f"--weak-ratio must be between 0 and 1 (the share of each batch that is image-labelled), "
-                         f"got {weak_ratio!r}")
+    SETTINGS["weak_ratio"].check(weak_ratio)
     return min(max(round(batch_size * weak_ratio), 1), batch_size - 1)
 
 

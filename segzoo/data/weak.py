@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..core.errors import DataError, InputError, SegzooError
+from ..core.errors import DataError, InputError
+from ..core.settings import SETTINGS
 from .formats import IMAGE_EXTS, PairList
 from .io import IGNORE_INDEX, read_image, read_mask
 from .label_map import LabelMap
@@ -139,8 +140,7 @@ def select_pixel_subset(n: int, fraction: float, seed: int) -> list[int]:
     A function of ``(n, fraction, seed)`` only, so every variant of a study trained with one seed keeps the
     same images; and one seed's smaller fractions keep a subset of its larger ones (one permutation's prefixes).
     """
-    if not 0 < fraction <= 1:
-        raise SegzooError(f"--pixel-fraction must be in (0, 1], got {fraction!r}")
+    SETTINGS["pixel_fraction"].check(fraction)
     keep = max(1, round(fraction * n))
     order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) * 7919 + 17)).tolist()
     return sorted(order[:keep])

@@ -20,6 +20,7 @@ import torch
 
 from ..core.batch import Window
 from ..core.errors import SegzooError
+from ..core.settings import SETTINGS
 from ..core.window import cover_side, has_window, mirror_pad
 from .tta import TTA, tta_probs
 
@@ -54,8 +55,10 @@ def window(length: int, ramp: int, at_start: bool, at_end: bool) -> torch.Tensor
 
 
 def check_tile(tile: int, overlap: float, align: int, min_size: int) -> None:
-    if not 0 <= overlap < 1:
-        raise SegzooError(f"--overlap {overlap} must be a fraction of the tile in [0, 1), e.g. 0.25")
+    """``--tile`` and ``--overlap`` in their ranges (segzoo.core.settings), the tile no smaller than the model's
+    coarsest stride allows."""
+    SETTINGS["tile"].check(tile)
+    SETTINGS["overlap"].check(overlap)
     low = max(2 * align, min_size)
     if tile < low:
         raise SegzooError(f"--tile {tile} is too small for this model: use at least {low} (twice its coarsest "

@@ -21,7 +21,7 @@ import yaml
 from ..api import get_registry
 from ..core.errors import SegzooError, UnknownNameError
 from ..core.files import read_text_file
-from ..core.limits import MAX_SEEDS
+from ..core.settings import SETTINGS
 from ..train import TrainConfig
 from ..train.metrics import BOUNDARY_PX
 
@@ -111,21 +111,19 @@ class Study:
             raise SegzooError(f"'staged' must be true, false or a list of them such as [false, true], got "
                               f"{self.staged!r}")
         fractions = self.fractions
-        if (not fractions or len(set(fractions)) != len(fractions) or not all(
-                isinstance(f, int | float) and not isinstance(f, bool) and 0 < f <= 1 for f in fractions)):
-            raise SegzooError(f"'pixel_fraction' must be a number in (0, 1] or a list of different ones such as "
-                              f"[0.1, 0.25, 1], got {self.pixel_fraction!r}")
+        for f in fractions:
+            SETTINGS["pixel_fraction"].check(f, label="'pixel_fraction'")
+        if not fractions or len(set(fractions)) != len(fractions):
+            raise SegzooError(f"'pixel_fraction' must be a number or a list of different ones such as [0.1, 0.25, 1], "
+                              f"got {self.pixel_fraction!r}")
         weak = self.weak_values
         if not weak or not all(isinstance(w, bool) for w in weak) or len(set(weak)) != len(weak):
             raise SegzooError(f"'weak' must be true, false or a list of them such as [false, true], got {self.weak!r}")
         if "pixel_fraction" in self.train:
             raise SegzooError("train: 'pixel_fraction' is a study axis (pixel_fraction:, --pixel-fraction), set per "
                               "variant; leave it out of train:")
-        for key, least, most in (("seeds", 1, MAX_SEEDS), ("boundary_px", 1, 1024)):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
-                raise SegzooError(f"'{key}' must be a whole number >= {least} and <= {most}, got {value!r:.40} "
-                                  f"(--{key.replace('_', '-')} N)")
+        for key in ("seeds", "boundary_px"):  # their ranges: segzoo.core.settings
+            SETTINGS[key].check(getattr(self, key), label=f"'{key}'")
         if not isinstance(self.out, str | os.PathLike) or not str(self.out):
             raise SegzooError(f"'out' must be a folder, got {self.out!r}")
         if not isinstance(self.train, dict):

@@ -15,8 +15,7 @@ import yaml
 
 from ..core.errors import SegzooError, UnknownNameError
 from ..core.files import local_path, read_text_file
-from ..core.image_loss import POOLS
-from ..core.limits import MAX_BATCH, MAX_EPOCHS, MAX_WORKERS
+from ..core.settings import SETTINGS
 from .optim import optimizer_defaults
 from .presets import resolve_preset
 from .runtime import check_amp
@@ -94,26 +93,13 @@ class TrainConfig:
                                           "stop_at_step", "save_every_steps", "save_every_epochs",
                                           "save_every_minutes", "early_stop", "min_delta", "tensorboard", "compile")
 
+    # The settings whose type and range segzoo.core.settings' table states (None, where allowed, is not checked).
+    RANGED: ClassVar[tuple[str, ...]] = tuple(n for n, s in SETTINGS.items() if "TrainConfig" in s.read_by)
+    MAX_SCALE: ClassVar[float] = 8.0  # the most --scale's HIGH may be
+
     # What a setting left at None becomes when no preset sets it (the others stay None: "the model's" or
     # "the optimizer preset's", resolved where they are used).
     FALLBACKS: ClassVar[dict[str, Any]] = {"batch_size": 8, "loss_reduction": "mean", "optimizer": "adamw"}
-
-    # Settings that count something, with their least value and what it means.
-    LEAST: ClassVar[dict[str, tuple[int, str]]] = {
-        "epochs": (1, "train at least one epoch"), "batch_size": (1, "at least one image a step"),
-        "eval_every": (1, "validate every N epochs; --val-split none turns validation off"),
-        "save_every_steps": (0, "0 checkpoints at epoch ends only"),
-        "save_every_epochs": (0, "0 checkpoints at the end of the run only"),
-        "workers": (0, "0 loads data in the main process"),
-        "early_stop": (0, "0 never stops early"),
-        "accumulate": (1, "1 steps the optimiser after every batch"),
-    }
-
-    # Upper bounds of the counts in LEAST (segzoo.core.limits: chosen from the machine where that makes sense).
-    MOST: ClassVar[dict[str, int]] = {
-        "epochs": MAX_EPOCHS, "batch_size": MAX_BATCH, "eval_every": MAX_EPOCHS, "save_every_steps": 1 << 40,
-        "save_every_epochs": MAX_EPOCHS, "workers": MAX_WORKERS, "early_stop": MAX_EPOCHS, "accumulate": 1_000_000,
-    }
 
     def check_types(self) -> None:
         """Every setting has its field's type (a YAML ``flip: "no"`` is a string, not false; ``epochs: two`` is
@@ -132,36 +118,13 @@ class TrainConfig:
         check_amp(self.amp)  # before the type check: its message names the one string --amp takes
         self.check_types()
         local_path(self.out_dir or ".", "--out (the run folder: its lock, logs and checkpoints)")
-        for name, (least, meaning) in self.LEAST.items():
+        for name in self.RANGED:  # each one's type and range: segzoo.core.settings, as the CLI's flags check them
             value = getattr(self, name)
-            most = self.MOST.get(name)
-            if value is not None and (not _is_int(value) or value < least):
-                raise SegzooError(f"--{name.replace('_', '-')} must be >= {least}, got {_shown(value)} ({meaning}; "
-                                  "a whole number)")
-            if value is not None and most is not None and value > most:
-                raise SegzooError(f"--{name.replace('_', '-')} must be <= {most}, got {_shown(value)} (the most that "
-                                  "makes sense on this machine; segzoo.core.limits)")
-        for name, (low, high, meaning) in self.INT_RANGES.items():
-            value = getattr(self, name)
-            if value is not None and (not _is_int(value) or not low <= value <= high):
-                raise SegzooError(f"--{name.replace('_', '-')} must be an integer from {low} to {high}, got "
-                                  f"{_shown(value)} ({meaning})")
-        for name, (low, low_open, high, high_open) in self.FLOAT_RANGES.items():
-            value = getattr(self, name)
-            if value is None:
-                continue
-            ok = _is_number(value) and math.isfinite(value) and (value > low if low_open else value >= low) and (
-                high is None or (value < high if high_open else value <= high))
-            if not ok:
-                span = f"{'>' if low_open else '>='} {low:g}" + (
-                    f" and {'<' if high_open else '<='} {high:g}" if high is not None else "")
-                raise SegzooError(f"--{name.replace('_', '-')} must be a finite number {span}, got {_shown(value)}")
-        check_amp(self.amp)
+            if value is not None:
+                SETTINGS[name].check(value)
         if self.early_stop and self.val_split is None:
             raise SegzooError(f"--early-stop {self.early_stop} watches validation mean IU, but validation is off "
                               "(--val-split none); give a --val-split, or leave --early-stop out")
-        if self.weak_pool not in self.WEAK_POOLS:
-            raise SegzooError(f"--weak-pool must be one of {', '.join(self.WEAK_POOLS)}, got {_shown(self.weak_pool)}")
         if isinstance(self.class_weights, str) and self.class_weights != "auto":
             raise SegzooError(f"--class-weights {self.class_weights!r}: give 'auto' (median-frequency balancing) or "
                               "one number per class, e.g. --class-weights 1,2,2")
@@ -176,24 +139,6 @@ class TrainConfig:
                 or not 0 < scale[0] <= scale[1] <= self.MAX_SCALE):
             raise SegzooError(f"--scale must be LOW,HIGH with 0 < LOW <= HIGH <= {self.MAX_SCALE:g} (1,1 turns "
                               f"random scaling off), got {_shown(scale)}")
-
-    # Integer settings with a range: (least, most, what it means).
-    INT_RANGES: ClassVar[dict[str, tuple[int, int, str]]] = {
-        "num_classes": (1, 255, "masks hold class indices 0..254; 255 is void"),
-        "input_size": (16, 8192, "the side of the square training crop, in pixels"),
-        "seed": (0, 2**63 - 1, "any non-negative integer"),
-    }
-    # Real settings: (low, low excluded, high or None, high excluded).
-    FLOAT_RANGES: ClassVar[dict[str, tuple[float, bool, float | None, bool]]] = {
-        "lr": (0.0, True, None, False), "weight_decay": (0.0, False, None, False), "momentum": (0.0, False, 1.0, True),
-        "min_delta": (0.0, False, None, False), "save_every_minutes": (0.0, False, None, False),
-        "pixel_fraction": (0.0, True, 1.0, False),
-        "weak_weight": (0.0, False, None, False), "weak_temperature": (0.0, True, None, False),
-        "weak_topk": (0.0, True, 1.0, False), "weak_suppress": (0.0, False, None, False),
-        "weak_ratio": (0.0, True, 1.0, True),
-    }
-    WEAK_POOLS: ClassVar[tuple[str, ...]] = POOLS
-    MAX_SCALE: ClassVar[float] = 8.0
 
     @property
     def trains_image_labels(self) -> bool:

@@ -20,6 +20,7 @@ import torch
 
 from ..core.errors import SegzooError
 from ..core.files import atomic_write
+from ..core.settings import SETTINGS
 from . import runtime as rtm
 from .config import TrainConfig
 from .run_folder import RunLock
@@ -54,8 +55,7 @@ def lr_range_test(step: Callable[[float], float], start: float = 1e-7, end: floa
     """
     if not (0 < start < end and math.isfinite(end)):
         raise SegzooError(f"the lr range must satisfy 0 < start < end, got {start:g} to {end:g}")
-    if not 2 <= steps <= 1000:
-        raise SegzooError(f"an lr range test takes 2 to 1000 steps, got {steps}")
+    SETTINGS["lr_find_steps"].check(steps)
     found = LRFind()
     ratio = (end / start) ** (1 / (steps - 1))
     avg, best = 0.0, math.inf

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from ..core.model import IGNORE_INDEX
+from ..core.settings import SETTINGS
 from ..core.table import format_table
 
 BOUNDARY_PX = 2  # the default band width of boundary IoU, in pixels
@@ -70,8 +71,7 @@ class BoundaryIoU:
 
     def __init__(self, num_classes: int, px: int = BOUNDARY_PX, device: torch.device | str = "cpu",
                  ignore_index: int = IGNORE_INDEX):
-        if int(px) < 1:
-            raise ValueError(f"boundary width must be >= 1 pixel, got {px}")
+        SETTINGS["boundary_px"].check(int(px))
         self.num_classes, self.px, self.ignore_index = int(num_classes), int(px), ignore_index
         self.counts = torch.zeros(3, self.num_classes, dtype=torch.int64, device=device)
 

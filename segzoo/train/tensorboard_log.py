@@ -2,7 +2,9 @@
 
 Optional: ``pip install 'segzoo[tb]'`` (the ``tensorboard`` package); nothing of it is imported until a run asks
 for it, and a run that asks without it stops at once with the line that installs it. Event files are
-TensorBoard's own append-only logs, in ``<run>/tensorboard`` (``tensorboard --logdir runs`` shows every run).
+TensorBoard's own append-only logs, in ``<run>/tensorboard`` (``tensorboard --logdir runs`` shows every run). They
+are written every epoch, to watch a run live; a resumed run opens them with TensorBoard's ``purge_step`` at the
+first epoch it trains, so the events of epochs its checkpoint did not hold (trained again now) are hidden.
 """
 
 from __future__ import annotations
@@ -21,23 +23,24 @@ SCALARS = {"train/loss": "train_loss", "train/lr": "lr", "train/images_per_s": "
 VAL_SCALARS = ("mean_iu", "pixel_acc", "mean_acc", "fw_iu")
 
 
-def make_writer(folder: Path) -> Any:
-    """torch's TensorBoard ``SummaryWriter`` on ``folder``, or a SegzooError saying what to install."""
+def make_writer(folder: Path, purge_step: int | None = None) -> Any:
+    """torch's TensorBoard ``SummaryWriter`` on ``folder``, or a SegzooError saying what to install; events at
+    ``purge_step`` and later, of an earlier writer, are hidden."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise SegzooError("--tensorboard needs the tensorboard package: pip install 'segzoo[tb]' (or pip install "
                           "tensorboard), or leave --tensorboard out; metrics.jsonl and metrics.csv are written "
                           "either way") from None
-    return SummaryWriter(str(folder))
+    return SummaryWriter(str(folder), purge_step=purge_step)
 
 
 class TensorBoardLog:
     """One run's TensorBoard writer: :meth:`epoch` after every epoch, :meth:`predictions` after a validation."""
 
-    def __init__(self, folder: str | Path, writer: Any = None):
+    def __init__(self, folder: str | Path, writer: Any = None, purge_step: int | None = None):
         self.folder = Path(folder)
-        self.writer = writer if writer is not None else make_writer(self.folder)
+        self.writer = writer if writer is not None else make_writer(self.folder, purge_step)
 
     def epoch(self, record: EpochRecord | dict[str, Any]) -> None:
         """An epoch's record (a line of metrics.jsonl) as scalars at step = the epoch number."""

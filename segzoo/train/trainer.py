@@ -4,7 +4,8 @@ It only calls ``model(x)`` and reads ``model.recipe``/``model.normalization``, s
 backbone or head it trains. ``train(config)`` runs (or resumes) a run in ``config.out_dir``:
 ``last.pt`` (which also holds the optimiser, scheduler, scaler, epoch and RNG state, to resume) and
 ``best.pt`` (by validation mean IU) are ``segzoo.load_model``-readable checkpoints; ``metrics.jsonl`` and
-``metrics.csv`` log every epoch. Under ``torchrun`` it runs DDP and only rank 0 writes.
+``metrics.csv`` log every epoch that ``last.pt`` holds (they are rewritten with each ``last.pt``, so they never
+claim an epoch a resume would train again). Under ``torchrun`` it runs DDP and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class Trainer:
         self.epoch, self.step, self.batches_done = 0, 0, 0
         self.compiled = False  # --compile: whether the first (compiling) step has run
         self.history: list[EpochRecord] = []
+        self.logged = 0  # epochs in metrics.jsonl/csv as this run last wrote them
         self.best: dict[str, Any] | None = None
         self.partial = self._new_partial()
         self.initial_metrics = None
@@ -146,9 +148,11 @@ class Trainer:
         if self.rt.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             self.written.add(atomic_write_text(json.dumps(cfg.to_dict(), indent=1) + "\n", self.out / "config.json"))
-            if self.ckpt is not None:  # logs written after the checkpoint (a crash between the two) go
-                self.written.update(write_logs(self.out, self.history))
-        self.tb = TensorBoardLog(self.out / "tensorboard") if cfg.tensorboard and self.rt.is_main else None
+            if self.ckpt is not None:  # the logs of the checkpoint resumed from: any later rows go
+                self.save_logs(always=True)
+        self.tb: TensorBoardLog | None = None
+        if cfg.tensorboard and self.rt.is_main:  # a resumed run hides the events of the epochs it trains again
+            self.tb = TensorBoardLog(self.out / "tensorboard", purge_step=self.epoch + 1 if self.ckpt else None)
         try:
             return self._train()
         finally:
@@ -317,15 +321,13 @@ class Trainer:
                     if record.image_samples else "")
                  + (f"  val: {summary_line(record.val)}" + ("  (best)" if is_best else "") if record.val is not None
                     else ""))
-        # the checkpoints first, then the logs: a save that fails (a full disk) leaves logs that do not claim an
-        # epoch the checkpoint lacks
+        # the logs are written with last.pt (save), so they hold the epochs it holds: with --save-every-epochs N an
+        # epoch's row waits for the checkpoint that covers it, and a stop in between leaves no row a resume redoes
         if self.epoch == cfg.epochs or self.step_save_due() or self.stopper.should_stop or (
                 cfg.save_every_epochs and self.epoch % cfg.save_every_epochs == 0):
             self.save("last.pt")
         if is_best:
             self.save("best.pt")
-        if self.rt.is_main:
-            self.written.update(write_logs(self.out, self.history))
         if self.tb is not None:
             self.tb.epoch(record)
             if record.val is not None:
@@ -381,6 +383,14 @@ class Trainer:
             history=[r.to_dict() for r in self.history], best=self.best, initial_metrics=self.initial_metrics,
             rng=rng_state(), early_stop=self.stopper.state())
         self.written.add(path)
+        self.save_logs()  # after the checkpoint: a save that fails (a full disk) leaves the logs behind, never ahead
+
+    def save_logs(self, always: bool = False) -> None:
+        """metrics.jsonl and metrics.csv for the epochs of ``history``, which last.pt on disk holds (rank 0);
+        skipped, unless ``always``, when they already hold them all (a mid-epoch checkpoint adds no epoch)."""
+        if always or len(self.history) != self.logged:
+            self.written.update(write_logs(self.out, self.history))
+            self.logged = len(self.history)
 
     def result(self, stopped: bool) -> TrainResult:
         last_val = next((r.val for r in reversed(self.history) if r.val is not None), None)

@@ -21,6 +21,7 @@ import torch
 
 from ...core.accel import fused_kwargs, lever_on, levers
 from ...core.errors import SegzooError
+from ...core.settings import SETTINGS
 from ...data import SegmentationDataset, ShardedSampler, find_pairs, make_loader, train_transform
 from ...infer.runtime import DTYPES, runner
 from ...train.loss import PixelCrossEntropy
@@ -150,8 +151,8 @@ def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch
         raise SegzooError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     if mode not in MODES:
         raise SegzooError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-    if warmup < 1 or iters < 1 or batch_size < 1:
-        raise SegzooError("--warmup, --iters and --batch-size must be at least 1")
+    for key, value in (("warmup", warmup), ("iters", iters), ("batch_size", batch_size)):
+        SETTINGS[key].check(value)
     dev = resolve_device(str(device))
     torch_dtype = DTYPES[dtype]
     low = torch_dtype != torch.float32
