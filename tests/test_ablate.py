@@ -430,3 +430,19 @@ def test_the_image_label_axes_give_each_run_its_fraction_and_weight_and_the_gain
     assert "+0.0000" in weak_line or "0.0000" in weak_line  # the fake's mean IU ignores image labels: no gain
     assert "alexnet-fcn8s-px25" in json.loads((out / "alexnet-fcn8s-px25-weak" / "seed-0" / "result.json"
                                                ).read_text())["paired_with"]
+
+
+def test_a_valid_convolution_row_is_measured_at_the_input_that_covers_the_study_size(tmp_path):
+    """unet-classic takes nothing under 188 px: a study at 64 px trained it on crops mirrored out to 188+ (its output
+    window covering the crop), and measures it there too; the 64-px forward failed after training every seed."""
+    from segzoo.cli import main
+
+    ckpt = tmp_path / "u.pt"
+    assert main(["build", "unet-classic-16", "--num-classes", "3", "--out", str(ckpt)]) == 0
+    cost = ablate._measure(ckpt, 64)
+    model = segzoo.load_model(ckpt)
+    from segzoo.studies.summary import summarize
+
+    assert model.output_window(252, 252).size == (68, 68)  # sides 188 + 16k: 252 is the first to cover 64 px
+    assert cost["gflops"] == pytest.approx(summarize(model, (1, 3, 252, 252)).gflops)
+    assert cost["latency_ms"] > 0

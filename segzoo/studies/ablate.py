@@ -33,6 +33,7 @@ from .. import train as training  # looked up at each call: tests replace segzoo
 from ..api import load_model
 from ..core.errors import SegzooError
 from ..core.files import atomic_write_text, read_json_file, read_text_file
+from ..core.window import cover_side
 from ..data import SegmentationDataset, eval_transform, find_pairs, window_transform
 from ..data import demo as demo_data  # likewise write_demo_dataset
 from ..data.dataset import shared_decoding
@@ -437,11 +438,13 @@ def _evaluate(model: Any, config: dict[str, Any], px: int, split: str | None = N
 
 
 def _measure(checkpoint: Path, side: int) -> dict[str, float | None]:
-    """Size and speed of the trained net at the study's input size (inference, batch 1).
+    """Size and speed of the trained net at the study's input size (inference, batch 1); a valid-convolution net
+    (unet-classic) at the input whose output window covers that size, as it trained and predicts.
 
     ``infer_peak_mib`` is the peak of one forward over the memory resident before it (the weights).
     """
     model = load_model(checkpoint)
+    side = cover_side(model.output_window, side, 0, int(model.backbone.min_input_size))
     s = summarize(model, (1, 3, side, side))
     b = benchmark(model, (3, side, side), batch_size=1, mode="infer", warmup=1, iters=3, measure_peak=False)
     return {"params_m": s.params / 1e6, "gflops": s.gflops, "latency_ms": b.ms_median,
