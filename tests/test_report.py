@@ -133,6 +133,26 @@ def test_the_bar_plot_shows_a_point_per_seed_and_keeps_its_title_whole(tmp_path,
             close(fig)
 
 
+def test_variants_of_one_head_each_get_their_bar(tmp_path, monkeypatch):
+    """A study over --pixel-fraction and --weak trains one head several ways: one bar per variant, labelled with
+    what differs (the plot drew all of them as one 'fcn8s' bar, the first variant's)."""
+    import matplotlib.pyplot as plt
+
+    ious = {"vgg16-fcn8s-px10": 0.13, "vgg16-fcn8s-px10-weak": 0.2, "vgg16-fcn8s-px100": 0.8}
+    rows = [row(v, s, iou + s / 100, head="fcn8s", backbone="vgg16") for s in range(2) for v, iou in ious.items()]
+    figures, close = [], plt.close
+    monkeypatch.setattr(plt, "close", figures.append)
+    write_report(rows, tmp_path)
+    try:
+        ax = figures[0].axes[0]
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["fcn8s-px10", "fcn8s-px10-weak", "fcn8s-px100"]
+        heights = sorted(round(p.get_height(), 3) for p in ax.patches if p.get_height() > 0)
+        assert heights == [0.135, 0.205, 0.805]
+    finally:
+        for fig in figures:
+            close(fig)
+
+
 def test_a_class_at_iu_0_in_every_seed_is_flagged_in_table_csv_and_plot(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 

@@ -358,8 +358,10 @@ def _figure(path: Path, figsize: tuple[float, float], title: str, xlabel: str | 
 
 
 def _series(row: dict[str, Any]) -> str:
-    """A variant's name within its backbone's group: its head, and whether it was staged."""
-    return row["head"] + ("-staged" if row.get("staged") else "")
+    """A variant's name within its backbone's group: its name less the backbone (the head, and whether it was
+    staged, trained on a share of the masks, with image labels: ``fcn8s-staged``, ``fcn8s-px10-weak``)."""
+    name = str(row.get("variant") or row["head"] + ("-staged" if row.get("staged") else ""))
+    return name.removeprefix(f"{row['backbone']}-")
 
 
 def _plot_bars(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], path: Path,
