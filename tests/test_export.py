@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 
+import numpy as np
 import pytest
 import torch
 from torch.export import Dim
@@ -261,6 +262,24 @@ def test_torchscript_export_onto_a_full_disk_is_one_line_and_leaves_nothing(tmp_
         err = capsys.readouterr().err
         assert code == 2 and f"the disk mounted at {small_disk} is full" in err and len(err.splitlines()) == 1
         assert os.listdir(small_disk) == []
+
+
+def test_an_onnx_file_of_a_valid_convolution_unet_predicts_full_size_masks_like_the_model(tmp_path):
+    """The file records the model's output window; onnxruntime then mirrors and tiles as the model itself does
+    (before, predict read the window as a full-size mask: "unexpected ValueError")."""
+    pytest.importorskip("onnxruntime")
+    from segzoo.infer.predict import predict_image
+    from segzoo.infer.runtime import OnnxModel
+
+    m = model("unet-classic", "modern")  # depth 2, width 2: sides 44 + 4k, 40 px of context lost
+    export_model(m, "onnx", tmp_path / "u.onnx", check=False)  # the check has its own tests
+    onnx = OnnxModel(tmp_path / "u.onnx")
+    assert onnx.output_window(48, 52) == m.output_window(48, 52) == segzoo.Window(20, 20, 8, 12)
+    with pytest.raises(segzoo.SegzooError, match="nearest: 44 or 48"):
+        onnx.output_window(46, 48)
+    image = np.random.default_rng(0).integers(0, 256, (37, 45, 3), dtype=np.uint8)
+    a, b = predict_image(onnx, image), predict_image(m, image)
+    assert a.shape == b.shape == (3, 37, 45) and torch.allclose(a, b, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", [pytest.param("vgg16-unet", marks=pytest.mark.slow), "alexnet-unet", "unet-classic"])

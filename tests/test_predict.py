@@ -96,27 +96,6 @@ def test_predict_runs_an_onnx_file_like_the_checkpoint(small, tmp_path):
     assert np.abs(a - b).max() < 1e-5
 
 
-def test_an_onnx_file_of_a_valid_convolution_unet_predicts_full_size_masks_like_the_checkpoint(tmp_path):
-    """The file records the model's output window; onnxruntime then mirrors and tiles as the model itself does
-    (before, predict read a 4x4 window as a full-size mask: "unexpected ValueError")."""
-    pytest.importorskip("onnxruntime")
-    ckpt, onnx_file = tmp_path / "u.pt", tmp_path / "u.onnx"
-    assert main(["build", "unet-classic-16", "--input", "3x188x188", "--out", str(ckpt)]) == 0
-    assert main(["export", str(ckpt), "--format", "onnx", "--out", str(onnx_file)]) == 0
-    from segzoo.infer.runtime import OnnxModel
-
-    window = OnnxModel(onnx_file).output_window(204, 220)
-    assert (window.top, window.left, window.height, window.width) == (92, 92, 20, 36)  # 184 px of context lost
-    with pytest.raises(segzoo.SegzooError, match="nearest: 188 or 204"):
-        OnnxModel(onnx_file).output_window(190, 204)
-    write_images(tmp_path / "in", ["x.png"], size=(37, 45))
-    for model, out in ((onnx_file, "o1"), (ckpt, "o2")):
-        assert main(["predict", str(tmp_path / "in"), "--model", str(model), "--out", str(tmp_path / out),
-                     "--probs", "--quiet", "--workers", "0"]) == 0
-    a, b = np.load(tmp_path / "o1" / "x_probs.npy"), np.load(tmp_path / "o2" / "x_probs.npy")
-    assert a.shape == b.shape == (2, 37, 45) and np.abs(a - b).max() < 1e-5
-
-
 def test_a_16_bit_image_is_scaled_not_clipped(small):
     model, _ = small
     rng = np.random.default_rng(0)
