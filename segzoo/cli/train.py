@@ -140,8 +140,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
            "and metrics.jsonl follow last.pt: an epoch's row is written with the checkpoint that holds it")
     a("--eval-every", **typed("eval_every"), default=None, help="validate every N epochs (default 1)")
     a("--accumulate", **typed("accumulate"), default=None, metavar="N",
-      help="gradient accumulation: one optimiser step per N batches, the loss divided by N so a step sees their "
-           "mean (e.g. the paper's batch of 20 on one card: --batch-size 4 --accumulate 5; default 1)")
+      help="gradient accumulation: one optimiser step per N batches, with the gradient of one batch of all of them "
+           "(the built-in losses' mean over the step's pixels and samples; a plugin's loss divided by N) (e.g. the "
+           "paper's batch of 20 on one card: --batch-size 4 --accumulate 5; default 1)")
     a("--sync-bn", action="store_true", default=None,
       help="under torchrun on CUDA GPUs: BatchNorm statistics over all processes (torch.nn.SyncBatchNorm); "
            "PyTorch's SyncBatchNorm does not run on CPU/gloo, and one process has nothing to sync")

@@ -178,9 +178,7 @@ class TrainStep:
             if len(terms) != len(weights):
                 raise TrainingError(f"the loss gave {len(terms)} terms but declared norms for {len(weights)}; its "
                                     "terms() and norms() must match")
-        loss = terms[0]
-        for term in terms[1:]:
-            loss = loss + term
+        loss = sum(terms[1:], terms[0])
         real = batch["index"] >= 0  # a DDP stand-in batch has index -1
         n = int(real.sum())
         kinds = targets.counts() if n else {"mask": 0, "image": 0}
@@ -197,9 +195,7 @@ class TrainStep:
             weighted = loss / group if group > 1 else loss
         else:
             parts = [term if w == 1.0 else term * w for term, w in zip(terms, weights)]
-            weighted = parts[0]
-            for part in parts[1:]:
-                weighted = weighted + part
+            weighted = sum(parts[1:], parts[0])
         self.scaler.scale(weighted).backward()
         return stats
 
