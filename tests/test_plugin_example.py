@@ -2,7 +2,9 @@
 
 The install's ``.pth`` file is only read when Python starts, so everything that should see the plugin
 runs in a fresh ``python -m segzoo`` process. The module installs the example once and uninstalls it
-at the end, so no other test sees it.
+at the end. While it is installed every process of this environment sees its entry point, so the module is
+marked slow: ``make test-slow`` runs one test at a time, where ``make test``'s parallel workers would list the
+half-installed plugin as failed in other tests (``listed["failed_plugins"] == []`` failed in one fresh-clone run).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tests.conftest import write_dist
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "segzoo-plugin-example"
 DIST = "segzoo-plugin-example"
+pytestmark = pytest.mark.slow  # it changes the environment every test runs in: never beside other tests
 
 
 def run(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
