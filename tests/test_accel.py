@@ -66,6 +66,30 @@ def test_gemm_conv_matches_conv2d_and_takes_the_gemm_path(cin, k, padding, gemm_
     assert gemm_calls == [fast]
 
 
+@pytest.mark.parametrize("cin, k, padding", [(16, 7, 3), (24, 1, 0), (16, 5, 0)])
+def test_gemm_conv_keeps_its_weight_contiguous_in_a_channels_last_model(cin, k, padding, gemm_calls, monkeypatch):
+    # --amp on a CPU trains channels-last; fc6's matrix is the NCHW weight's view, so a channels-last weight
+    # would be copied (400 MB for fc6) by the forward, by the gradient's return to its layout and by fused SGD
+    ref, fast = twin(GemmConv2d, cin, 32, k, padding=padding)
+    fast = nn.Sequential(fast).to(memory_format=torch.channels_last)[0]
+    assert fast.weight.is_contiguous() and isinstance(fast.weight, nn.Parameter)
+    weight_copies = []
+    real_reshape = torch.Tensor.reshape
+
+    def spy(t, *shape):
+        out = real_reshape(t, *shape)
+        if t.numel() == fast.weight.numel() and out.data_ptr() != t.data_ptr():
+            weight_copies.append(shape)
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "reshape", spy)
+    x = torch.randn(2, cin, 9, 11).contiguous(memory_format=torch.channels_last)
+    for a, b in zip(*run_both(ref, fast, x)):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    assert gemm_calls == [fast] and weight_copies == [] and fast.weight.grad.is_contiguous()
+    assert not nn.Conv2d(cin, 8, 3).to(memory_format=torch.channels_last).weight.is_contiguous()  # others do go
+
+
 @pytest.mark.parametrize("kwargs", [dict(stride=2, padding=1), dict(padding=1, groups=2),
                                     dict(padding=1, padding_mode="replicate"), dict(padding=1, dilation=2)])
 def test_convs_the_fast_paths_cannot_do_are_ordinary_convs(kwargs, gemm_calls, monkeypatch):

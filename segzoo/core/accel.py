@@ -171,6 +171,18 @@ class GemmConv2d(nn.Conv2d):
         super().__init__(*args, **kwargs)
         self.gemm_shaped = _square_stride1(self)
 
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        """Keep a CPU weight contiguous when the model goes channels-last (``--amp`` on a CPU does).
+
+        The product reads the weight as its (out, in*k*k) view, which a channels-last weight is not: the forward
+        then copied fc6's 400 MB into NCHW order, autograd copied the gradient back into the parameter's
+        layout, and the fused SGD step copied the weight to a contiguous one and back, every step.
+        """
+        module = super()._apply(fn, recurse)
+        if self.weight.device.type == "cpu" and not self.weight.is_contiguous():
+            self.weight.data = self.weight.data.contiguous()
+        return module
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (self.gemm_shaped and x.dim() == 4 and (_eager_cpu32(x) or _cpu_bf16_autocast(x)) and not exporting()
                 and lever_on("gemm")):
