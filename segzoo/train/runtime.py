@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from ..core.errors import SegzooError
-from ..core.hardware import matmul_speedup
+from ..core.hardware import keep_freed_memory, matmul_speedup
 
 # bf16 training on a CPU pays only where the bf16 matmul peak is at least this many times fp32's: a training step
 # also runs memory-bound work (casts, optimiser, activations) that bf16 speeds up far less than the products.
@@ -234,7 +234,8 @@ def setup(device: str = "auto", amp: bool | str | None = None, log: Callable[[st
 
     AMP (on by default on CUDA): bfloat16 where the GPU supports it, else float16 with a grad scaler. On a CPU
     (off by default) bfloat16 where it pays (:func:`cpu_amp`, which also says what it decided; rank 0 only), in
-    channels-last, the layout oneDNN's bf16 kernels take. nccl on CUDA, gloo on CPU; each rank drives
+    channels-last, the layout oneDNN's bf16 kernels take; on a CPU freed memory is kept for reuse
+    (:func:`segzoo.core.hardware.keep_freed_memory`). nccl on CUDA, gloo on CPU; each rank drives
     ``cuda:LOCAL_RANK``.
     """
     check_amp(amp)
@@ -250,6 +251,7 @@ def setup(device: str = "auto", amp: bool | str | None = None, log: Callable[[st
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world_size,
                                 init_method="env://")
     if dev.type == "cpu":
+        keep_freed_memory()  # a step's buffers come back every step: without it, faulting them in again dominated
         speedup = _rank0_speedup if world_size > 1 else None
         amp_dtype = cpu_amp(amp, log if rank == 0 else (lambda _: None), speedup)
         return Runtime(dev, rank, world_size, amp_dtype, channels_last=amp_dtype is not None)

@@ -21,6 +21,7 @@ import torch
 
 from ...core.accel import fused_kwargs, lever_on, levers
 from ...core.errors import SegzooError
+from ...core.hardware import keep_freed_memory
 from ...core.settings import SETTINGS
 from ...data import SegmentationDataset, ShardedSampler, find_pairs, make_loader, train_transform
 from ...infer.runtime import DTYPES, runner
@@ -154,6 +155,8 @@ def benchmark(model: torch.nn.Module, input_size: tuple[int, int, int], *, batch
     for key, value in (("warmup", warmup), ("iters", iters), ("batch_size", batch_size)):
         SETTINGS[key].check(value)
     dev = resolve_device(str(device))
+    if dev.type == "cpu" and mode == "train":
+        keep_freed_memory()  # as the trainer does (segzoo.train.runtime.setup)
     torch_dtype = DTYPES[dtype]
     low = torch_dtype != torch.float32
     if dtype == "fp16" and dev.type == "cpu" and mode == "train":
