@@ -219,3 +219,36 @@ def test_loader_throughput_takes_the_models_classes_where_the_data_names_none(tm
     assert bench.loader_throughput(tmp_path, crop=16, batch_size=1, batches=2, split="all", num_classes=4) > 0
     # neither: the classes the masks show (0-3), with a note
     assert bench.loader_throughput(tmp_path, crop=16, batch_size=1, batches=2, split="all") > 0
+
+
+def _study(folder: Path, key: str, value, ious: list[float]) -> Path:
+    """A study folder as segzoo ablate leaves it: per seed a result.json and the config.json it trained with."""
+    for seed, iu in enumerate(ious):
+        run = folder / "vgg16-fcn8s" / f"seed-{seed}"
+        run.mkdir(parents=True)
+        result = {"variant": "vgg16-fcn8s", "backbone": "vgg16", "head": "fcn8s", "staged": False, "seed": seed,
+                  "epoch": 8, "mean_iu": iu, "pixel_acc": 0.9, "mean_acc": 0.8, "fw_iu": 0.85,
+                  "per_class_iu": {"background": 0.95, "disc": 2 * iu - 0.95},
+                  "history": [{"epoch": 8, "train_loss": 0.1, "mean_iu": iu}]}
+        (run / "result.json").write_text(json.dumps(result))
+        (run / "config.json").write_text(json.dumps({"model": "vgg16-fcn8s", key: value, "epochs": 8}))
+    return folder
+
+
+def test_combine_studies_pairs_runs_by_seed_under_the_setting_each_recorded(tmp_path, capsys, monkeypatch):
+    # bench/combine_studies.py: what docs/performance.md (bf16 vs fp32) and docs/training-speed.md (--lr-find) ran
+    spec = importlib.util.spec_from_file_location("combine_studies", ROOT / "bench" / "combine_studies.py")
+    combine = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(combine)
+    fp32 = _study(tmp_path / "fp32", "amp", False, [0.70, 0.80, 0.60])
+    bf16 = _study(tmp_path / "bf16", "amp", True, [0.72, 0.83, 0.61])
+    out = tmp_path / "combined"
+    monkeypatch.setattr(sys, "argv", ["combine_studies.py", str(out), "amp", str(fp32), str(bf16)])
+    combine.main()
+    report = json.loads((out / "results.json").read_text())["last_epoch"]
+    assert [s["variant"] for s in report] == ["vgg16-fcn8s amp=False", "vgg16-fcn8s amp=True"]
+    assert report[0]["delta"] is None
+    assert report[1]["delta"]["mean"] == pytest.approx(0.02)  # (0.02 + 0.03 + 0.01) / 3, paired by seed
+    assert (out / "results.png").stat().st_size > 0 and "amp=True" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="exists"):  # never over an earlier report
+        combine.main()
