@@ -3,12 +3,14 @@
 The bench reports a model's speed against it (:mod:`segzoo.studies.bench.machine`), and the trainer decides from it
 whether bf16 training can pay (:func:`segzoo.train.runtime.bf16_matmul_speedup`): on a CPU without AVX-512 BF16 or
 AMX oneDNN emulates bf16, several times slower than fp32, and even with AVX-512 BF16 the gain varies by chip, so
-the decision is measured, never read from a flag list.
+the decision is measured, never read from a flag list. Also here: :func:`keep_freed_memory`, the malloc setting
+without which a CPU training step spends its time faulting its own buffers in again.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 import statistics
@@ -92,26 +94,24 @@ def _ratio(dtype: torch.dtype, device: str | torch.device, n: int) -> float:
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 # what turns keep_freed_memory() off: the user's own allocator or glibc malloc settings, or this variable
 _ALLOCATOR_CHOSEN = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
-_KEPT: list[bool] = []
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
-    """Have glibc's malloc keep the memory a process frees for its next allocations (training on a CPU).
+    """Have glibc's malloc keep the memory a process frees for its next allocations (CPU training, evaluation).
 
     A training step allocates and frees the same large buffers every step: activations, autocast's bf16 copies
     of the weights, gradients. glibc serves large buffers (always from 32 MB) from a fresh ``mmap`` and unmaps
-    them on free, so the kernel faults in and zeroes hundreds of MB again every step: it was most of a vgg16-fcn8s bf16
-    step on a 2-core AVX-512 BF16 EPYC, 1.8 s against 0.46 s with this (docs/performance.md). This turns
-    ``mmap`` off for allocations and never trims the heap, which jemalloc and tcmalloc do in their own way: the
-    process keeps its peak memory until it exits.
+    them on free, so the kernel faults in and zeroes hundreds of MB again every step: a vgg16-fcn8s bf16 step
+    on a 2-core AVX-512 BF16 EPYC took 1.82 s, and 0.62 s with this (docs/performance.md). This turns ``mmap``
+    off for allocations and never trims the heap, which jemalloc and tcmalloc do in their own way: the process
+    keeps its peak memory until it exits.
 
     Once per process; only on Linux with glibc, and never where the user chose: ``SEGZOO_MALLOC=system``, an
     allocator in ``LD_PRELOAD``, or glibc malloc settings in the environment (``MALLOC_*_``, ``GLIBC_TUNABLES``
     naming ``glibc.malloc``). Returns whether the setting is in force.
     """
-    if not _KEPT:
-        _KEPT.append(_set_keep_freed_memory())
-    return _KEPT[0]
+    return _set_keep_freed_memory()
 
 
 def _set_keep_freed_memory() -> bool:
