@@ -100,3 +100,23 @@ def test_frozen_fcn8s_keeps_its_output():
         ref = model(x)
     assert len(ups) == 3
     torch.testing.assert_close(fast, ref)
+
+
+def test_learnable_upsampling_trains_under_torch_compile_as_it_does_eagerly():
+    # inductor (torch 2.14) failed the backward of the replicate pad: "expected size 6==6, stride 1==64 ...
+    # Error in op: torch.ops.aten.replication_pad2d_backward.default", so `segzoo train --compile` crashed at its
+    # first step; compiled, the pad is the same gathers fit_to uses under a tracer
+    torch.manual_seed(0)
+    up = BilinearUpsample(6, 2)
+    with torch.no_grad():
+        up.deconv.weight.add_(0.01 * torch.randn_like(up.deconv.weight))
+    x = torch.randn(4, 6, 8, 8, requires_grad=True)
+    compiled = torch.compile(up)  # inductor, as --compile uses it
+    grads = []
+    for run in (compiled, up):
+        x.grad = up.deconv.weight.grad = None
+        y = run(x)
+        y.square().sum().backward()
+        grads.append((y.detach(), x.grad.clone(), up.deconv.weight.grad.clone()))
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

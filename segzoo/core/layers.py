@@ -71,6 +71,8 @@ class BilinearUpsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_fixed_bilinear():
             return F.interpolate(x, scale_factor=self.factor, mode="bilinear", align_corners=False)
+        if torch.compiler.is_compiling():  # inductor's replication_pad2d_backward fails its own stride check
+            return self.deconv(_take(x, -1, (x.shape[-2] + 2, x.shape[-1] + 2)))  # the same pad, by gathers
         return self.deconv(F.pad(x, (1, 1, 1, 1), mode="replicate"))
 
 
@@ -115,13 +117,13 @@ def fit_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _take(x: torch.Tensor, offset: int, size: tuple[int, int]) -> torch.Tensor:
-    """Rows and columns ``offset .. offset + size - 1`` of ``x``, the last one repeated past its edge, by gathers.
+    """Rows and columns ``offset .. offset + size - 1`` of ``x``, the edge ones repeated past the edges, by gathers.
 
     What a tracer sees instead of slices, comparisons and pads: no branch and no guard on the sizes,
     so the graph stays valid for every height and width (the eager path computes the same values).
     """
-    rows = torch.arange(size[0], device=x.device).add(offset).clamp(max=x.shape[-2] - 1)
-    cols = torch.arange(size[1], device=x.device).add(offset).clamp(max=x.shape[-1] - 1)
+    rows = torch.arange(size[0], device=x.device).add(offset).clamp(0, x.shape[-2] - 1)
+    cols = torch.arange(size[1], device=x.device).add(offset).clamp(0, x.shape[-1] - 1)
     return x.index_select(-2, rows).index_select(-1, cols)
 
 
