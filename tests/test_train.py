@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -442,6 +443,16 @@ def test_compile_wraps_the_training_forward_and_says_what_the_first_step_took(tm
     lines.clear()
     train(tiny(tmp_path, demo_data, out_dir=str(tmp_path / "plain")), log=lines.append)
     assert len(compiled) == 1 and not any("--compile" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_compile_trains_for_real_with_inductor(tmp_path, demo_data):
+    # the test above replaces torch.compile; this one compiles (inductor, about half a minute on 2 cores), which
+    # found the learnable upsampling's replicate pad failing in inductor's backward
+    lines = []
+    result = train(tiny(tmp_path, demo_data, compile=True, epochs=1, val_split=None), log=lines.append)
+    assert sum("--compile: the first step took" in line for line in lines) == 1
+    assert result.history and math.isfinite(result.history[-1].train_loss)
 
 
 def test_resume_mid_epoch_with_mixed_batches_equals_an_uninterrupted_run(tmp_path, demo_data):
