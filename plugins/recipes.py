@@ -1,4 +1,8 @@
-"""Named recipes from ``registry.yaml``, registered through the same hook any plugin would use."""
+"""segzoo's named recipes from ``registry.yaml``, registered through the same hook any plugin would use.
+
+A user's own recipe file (``SEGZOO_REGISTRY``) is the ``user-recipes`` plugin (:mod:`segzoo_plugins.user_recipes`),
+so that a broken file is reported by name while these load.
+"""
 
 from __future__ import annotations
 
@@ -26,22 +30,7 @@ def read_recipes(path: str | os.PathLike[str]) -> dict[str, dict]:
     return recipes
 
 
-def all_recipes() -> dict[str, dict]:
-    """The built-in recipes plus those of a ``SEGZOO_REGISTRY`` file, which adds names but never silently
-    replaces a built-in one: a built-in name with other contents is a :class:`PluginError` naming it."""
-    recipes = read_recipes(DEFAULT)
-    user = os.environ.get("SEGZOO_REGISTRY")
-    if not user or Path(user) == DEFAULT:
-        return recipes
-    for name, recipe in read_recipes(user).items():
-        if name in recipes and recipes[name] != recipe:
-            raise PluginError(f"the recipe '{name}' in SEGZOO_REGISTRY={user} redefines segzoo's built-in recipe of "
-                              "that name; give yours another name (the built-in ones stay as they are)")
-        recipes[name] = recipe
-    return recipes
-
-
 @hookimpl
 def segzoo_register_recipes(registrar):
-    for name, recipe in all_recipes().items():
+    for name, recipe in read_recipes(DEFAULT).items():
         registrar.recipe(name, recipe)

@@ -272,8 +272,12 @@ def test_a_registry_file_adds_recipes_but_never_silently_shadows_a_built_in_one(
         path.write_text("recipes:\n  vgg16-fcn8s: {backbone: alexnet, head: fcn32s, num_classes: 4}\n")
         registry = segzoo.get_registry(reload=True)
         failed = [r for r in registry.plugins if r.status == "failed"]
-        assert len(failed) == 1 and "redefines segzoo's built-in recipe" in failed[0].error
-        assert "vgg16-fcn8s" in registry.list_models()  # the composition still exists; the shadow does not
+        assert [r.name for r in failed] == ["user-recipes"] and "redefines segzoo's built-in recipe" in failed[0].error
+        assert registry.resolve("vgg16-fcn8s").backbone == "vgg16"  # the built-in one, not the shadow
+        assert "resnet18-fcn8s" in registry.list_models()  # and the other built-in recipes load beside the failure
+        path.write_text(REGISTRY_YAML.read_text())  # a copy of the built-in file adds nothing and breaks nothing
+        registry = segzoo.get_registry(reload=True)
+        assert not [r for r in registry.plugins if r.status == "failed"]
     finally:
         monkeypatch.delenv("SEGZOO_REGISTRY")
         segzoo.get_registry(reload=True)
