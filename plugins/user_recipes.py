@@ -12,6 +12,7 @@ import os
 
 from segzoo import hookimpl
 from segzoo.core.errors import PluginError
+
 from .recipes import DEFAULT, read_recipes
 
 
