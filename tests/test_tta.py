@@ -6,8 +6,11 @@ import pytest
 import torch
 
 import segzoo
+from segzoo.core.batch import Window
 from segzoo.core.errors import SegzooError
 from segzoo.core.model import SegmentationModel
+from segzoo.infer.predict import predict_labels
+from segzoo.infer.tile import TiledModel
 from segzoo.infer.tta import TTA, parse_tta, tta_probs
 from segzoo.zoo.contract import SyntheticBackbone
 
@@ -71,3 +74,45 @@ def test_scales_on_a_one_pixel_image_never_make_an_empty_view():
 
     p = tta_probs(run, torch.zeros(1, 3, 1, 1), TTA(flip=True, scales=(0.05, 0.5, 1.0, 2.0)))
     assert p.shape == (1, 3, 1, 1) and torch.allclose(p, torch.full_like(p, 1 / 3))
+
+
+class PixelwiseValid(torch.nn.Module):
+    """A valid-convolution stand-in: two classes scored from each pixel's own first channel, its output the input
+    less a 10-pixel margin on every side. A rescaled view put back where its pixels lie agrees with plain
+    inference (up to the resizing); one stretched over the unscaled window is shifted by up to ten pixels."""
+
+    num_classes, margin = 2, 10
+    normalization = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "scale": 1.0, "bgr": False}
+
+    def output_window(self, height: int, width: int) -> Window:
+        m = self.margin
+        return Window.centred(height, width, height - 2 * m, width - 2 * m)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.margin
+        v = x[:, :1, m:x.shape[-2] - m, m:x.shape[-1] - m]
+        return torch.cat([v, -v], 1)
+
+
+def ramp(h: int, w: int) -> torch.Tensor:
+    """A normalized batch whose first channel climbs from -2 to 2 across the width: p(class 0) from 0.02 to 0.98."""
+    x = torch.zeros(1, 3, h, w)
+    x[:, 0] = torch.linspace(-2, 2, w)
+    return x
+
+
+@pytest.mark.parametrize("tile", [None, 44])
+def test_scaled_views_of_a_valid_model_are_scored_where_their_pixels_lie(tile):
+    # each view is predicted whole (mirrored borders, overlap-tile) before the average: the window of a rescaled
+    # input is another part of the image, and was stretched over the unscaled window (off by up to 10 px here)
+    model, x = PixelwiseValid(), ramp(60, 96)
+    plain = TiledModel(model, tile)(x)
+    scaled = TiledModel(model, tile, tta=TTA(flip=True, scales=(0.5, 2.0)))(x)
+    assert scaled.shape == plain.shape == ((1, 2, 60, 96) if tile else (1, 2, 40, 76))
+    assert float((scaled - plain).abs().max()) < 0.02
+    image = (torch.linspace(0, 255, 96).round().to(torch.uint8)[None, :, None].expand(60, 96, 3)).numpy().copy()
+    probs = {}
+    for name, tta in (("plain", TTA()), ("scaled", TTA(scales=(0.5, 2.0)))):
+        probs[name] = torch.zeros(2, 60, 96).numpy()
+        predict_labels(model, image, tile=tile, tta=tta, probs_into=probs[name])
+    assert abs(probs["scaled"] - probs["plain"]).max() < 0.02

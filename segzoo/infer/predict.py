@@ -31,8 +31,8 @@ from ..data.io import TIFF_SUFFIXES, overlay_image, read_image, voc_palette
 from ..data.loader import worker_init
 from ..data.transforms import image_tensor, normalize
 from .runtime import describe, runner
-from .tile import check_tile, has_window, predict_tiled, predict_windowed, windowed_tile
-from .tta import TTA, tta_probs
+from .tile import check_tile, has_window, predict_tiled, predict_whole
+from .tta import TTA, tta_average, tta_probs
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", *TIFF_SUFFIXES)
 def predict_image(model: Any, image: np.ndarray, device: torch.device | str = "cpu", tile: int | None = None,
@@ -90,10 +90,13 @@ def _predict(model: Any, image: np.ndarray, give: Callable[[int, torch.Tensor], 
     h, w = image.shape[:2]
     if has_window(model):  # a SegmentationModel, or an OnnxModel whose file records the window
         # valid convolutions: the scores cover a centred window of the input, so the whole image goes through
-        # overlap-tile with mirrored borders (one tile covering it without --tile) and comes back full size
-        size = windowed_tile(model, (h, w), tile)
-        emit(0, predict_windowed(probs_of, load(0, h, 0, w), size, model.output_window, info["num_classes"],
-                                 info["align"])[0])
+        # overlap-tile with mirrored borders (one tile covering it without --tile) and comes back full size; each
+        # TTA view too, before the views are averaged (a rescaled input's window is another part of the image)
+        def whole(x: torch.Tensor) -> torch.Tensor:
+            return predict_whole(lambda t: tta_probs(run, t, min_size=info["min_size"]), x, model, tile,
+                                 info["num_classes"], info["align"])
+
+        emit(0, tta_average(whole, load(0, h, 0, w), tta)[0])
         return
     if tile is None:
         emit(0, probs_of(load(0, h, 0, w))[0])

@@ -22,7 +22,7 @@ from ..core.batch import Window
 from ..core.errors import SegzooError
 from ..core.settings import SETTINGS
 from ..core.window import cover_side, has_window, mirror_pad
-from .tta import TTA, tta_probs
+from .tta import TTA, tta_average, tta_probs
 
 
 def tile_spans(n: int, tile: int, overlap: float, align: int = 1) -> list[tuple[int, int]]:
@@ -141,12 +141,16 @@ class TiledModel(torch.nn.Module):
         def probs_of(v: torch.Tensor) -> torch.Tensor:
             return tta_probs(self.model, v, self.tta, self.min_size)
 
+        if has_window(self.model) and (self.tile is not None or self.tta.views > 1):
+            # valid convolutions: each view scored whole (overlap-tile, mirrored borders), then averaged; untiled,
+            # cut to the window the model itself would score, as output_window says
+            p = tta_average(self.whole, x, self.tta)
+            if self.tile is None:
+                rows, cols = self.model.output_window(*x.shape[-2:]).slices
+                p = p[..., rows, cols]
+            return p.to(x.device)
         if self.tile is None:
             return probs_of(x).to(x.device)
-        if has_window(self.model):  # valid convolutions: overlap-tile with mirrored borders, full-size probabilities
-            size = windowed_tile(self.model, tuple(x.shape[-2:]), self.tile)
-            return predict_windowed(probs_of, x, size, self.model.output_window, self.num_classes,
-                                    self.align).to(x.device)
         out = torch.empty(x.shape[0], self.num_classes, *x.shape[-2:])
         for i in range(x.shape[0]):
             def keep(top: int, p: torch.Tensor, i: int = i) -> None:
@@ -156,6 +160,11 @@ class TiledModel(torch.nn.Module):
                           tuple(x.shape[-2:]),
                           self.num_classes, self.tile, self.overlap, keep, self.align, self.batch)
         return out.to(x.device)
+
+
+    def whole(self, x: torch.Tensor) -> torch.Tensor:
+        return predict_whole(lambda t: tta_probs(self.model, t, min_size=self.min_size), x, self.model, self.tile,
+                             self.num_classes, self.align)
 
 
 # -- overlap-tile for models whose output is a centred window of their input (U-Net's valid convolutions) ---------
@@ -190,6 +199,14 @@ def predict_windowed(probs_of: Callable[[torch.Tensor], torch.Tensor], x: torch.
             p = probs_of(padded[..., r:r + th, c:c + tw])
             out[..., r:r + oh, c:c + ow] = p[..., :min(oh, h - r), :min(ow, w - c)].to(out.dtype).cpu()
     return out
+
+
+def predict_whole(probs_of: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, model: Any, tile: int | None,
+                  num_classes: int, align: int) -> torch.Tensor:
+    """Full-size probabilities of ``x`` from a valid-convolution ``model``: :func:`predict_windowed` in input tiles
+    of ``tile``, or in one whose window covers ``x`` (:func:`windowed_tile`)."""
+    return predict_windowed(probs_of, x, windowed_tile(model, tuple(x.shape[-2:]), tile), model.output_window,
+                            num_classes, align)
 
 
 def windowed_tile(model: Any, size: tuple[int, int], tile: int | None) -> tuple[int, int]:

@@ -2,7 +2,8 @@
 
 ``--tta flip``, ``--tta scales=0.75,1,1.25`` or both (``--tta flip --tta scales=...``): every scale is run
 as it is and, with ``flip``, mirrored; each softmax is mirrored back and resized to the input's size
-(bilinear) before the average, so the result is a probability map of the input's own size.
+(bilinear) before the average, so the result is a probability map of the input's own size. A valid-convolution
+model's views are each predicted whole before they are averaged (:func:`tta_average`).
 """
 
 from __future__ import annotations
@@ -64,6 +65,17 @@ def tta_probs(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta:
     A view smaller than ``min_size`` (the model's smallest input) is padded bottom/right with zeros (the mean,
     once normalized) and the padding cropped from its scores.
     """
+    return tta_average(lambda v: _softmax(run, v, min_size), x, tta)
+
+
+def tta_average(probs_of: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta: TTA = TTA()) -> torch.Tensor:
+    """``probs_of`` (a view's probabilities) averaged over ``tta``'s views of ``x``, each mirrored back and resized
+    to what ``probs_of(x)`` covers: the input's size, or the centred window of a valid-convolution model.
+
+    A view's probabilities must cover the whole view for the resize to put them in place: a valid model's window
+    of a rescaled input is another part of the image, so its views go through full-size (overlap-tile) prediction
+    first (:func:`segzoo.infer.predict.predict_labels`, :class:`segzoo.infer.tile.TiledModel`).
+    """
     h, w = x.shape[-2:]
     views = []
     for scale in tta.scales:
@@ -76,7 +88,7 @@ def tta_probs(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta:
                                align_corners=False)
         for flipped in ((False, True) if tta.flip else (False,)):
             v = xs.flip(-1) if flipped else xs
-            p = _softmax(run, v, min_size)
+            p = probs_of(v)
             views.append((scale, p.flip(-1) if flipped else p))
     # the scores' own size at scale 1: the input's, or the centred window of a valid-convolution model
     size = next((tuple(p.shape[-2:]) for scale, p in views if scale == 1.0), tuple(x.shape[-2:]))
