@@ -161,7 +161,6 @@ class TiledModel(torch.nn.Module):
                           self.num_classes, self.tile, self.overlap, keep, self.align, self.batch)
         return out.to(x.device)
 
-
     def whole(self, x: torch.Tensor) -> torch.Tensor:
         return predict_whole(lambda t: tta_probs(self.model, t, min_size=self.min_size), x, self.model, self.tile,
                              self.num_classes, self.align)
